@@ -1,0 +1,203 @@
+"""The ``orch`` command line: a thin front end over :mod:`orchestrator.lifecycle`.
+
+Progress goes to stderr for people, ``--json`` to stdout for scripts. Every error orch
+knows about becomes one line on stderr (``Error: …`` with the fix) and a non-zero exit
+code: 2 for a usage error, 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from . import __version__, config, naming
+from .errors import OrchError, UsageError
+from .lifecycle import Orch, WorkerResult
+
+
+class Context:
+    """Shared by all commands: the global options, and the core built from them lazily."""
+
+    def __init__(self, inventory_dir: Path | None, provider: str | None, prefix: str | None) -> None:
+        self.overrides = {"inventory_dir": inventory_dir, "provider": provider, "prefix": prefix}
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+
+    def settings(self, **more: object) -> config.Settings:
+        return config.load(overrides={**self.overrides, **more})
+
+    def orch(self, **more: object) -> Orch:
+        return Orch(self.settings(**more), report=self.progress)
+
+    def progress(self, worker: str, message: str) -> None:
+        with self._lock:
+            click.echo(f"[{time.monotonic() - self.started:6.1f}s] {worker}: {message}", err=True)
+
+    def waiting(self) -> None:
+        click.echo("orch: another orch command is running in this checkout; waiting for it to finish…", err=True)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+class OrchGroup(click.Group):
+    """Turns orch's own errors into one line on stderr at the CLI boundary."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except UsageError as err:
+            click.echo(f"Error: {err}", err=True)
+            ctx.exit(2)
+        except OrchError as err:
+            click.echo(f"Error: {err}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("orch: interrupted; run the command again to finish (the state is consistent)", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=OrchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--inventory-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="ORCH_INVENTORY_DIR",
+    help="Where state and generated inventories live [default: <project>/inventories].",
+)
+@click.option("--provider", help="VM backend: docker, or orbstack [default: orbstack if orbctl is on PATH, else docker].")
+@click.option("--prefix", help="Prefix of orch's VM names [default: orch].")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(__version__, prog_name="orch")
+@click.pass_context
+def cli(ctx: click.Context, inventory_dir: Path | None, provider: str | None, prefix: str | None, verbose: int) -> None:
+    """orch: one persistent VM per pytest-xdist worker, provisioned by pyinfra deploys.
+
+    \b
+      orch up --workers 4     bring up gw0..gw3, provision them, write inventories/
+      pytest -n 4             each xdist worker finds its VM (fixtures worker_vm, orch_worker)
+      orch status             list workers, their VMs, state and age
+      orch down               delete the workers and their inventories
+
+    Settings come from [tool.orch] in pyproject.toml, then ORCH_* variables, then flags.
+    """
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2),
+        format="orch: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if verbose < 2:
+        logging.getLogger("pyinfra").setLevel(logging.CRITICAL)
+    ctx.obj = Context(inventory_dir, provider, prefix)
+
+
+def _summary(results: list[WorkerResult], took: float, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{title} in {took:.1f}s", title_justify="left")
+    for col in ("worker", "vm", "action", "create", "ready", "provision", "baseline", "total", "error"):
+        table.add_column(col, justify="right" if col in ("create", "ready", "provision", "baseline", "total") else "left")
+    for r in sorted(results, key=lambda r: naming.worker_index(r.worker)):
+        secs = [f"{r.seconds[k]:.1f}s" if k in r.seconds else "" for k in ("create", "ready", "provision", "baseline", "total")]
+        table.add_row(r.worker, r.vm, r.action, *secs, r.error)
+    Console(stderr=True, width=200 if not sys.stderr.isatty() else None).print(table)
+
+
+def _json(payload: object) -> None:
+    click.echo(json.dumps(payload, indent=2))
+
+
+@cli.command()
+@click.option("-n", "--workers", type=int, help="How many workers (gw0..gwN-1) [default: [tool.orch] workers, or 2].")
+@click.option("--image", help="Image to create workers from [default: ORCH_IMAGE or [tool.orch] image].")
+@click.option("--parallel", type=int, help="How many VMs to create or delete at once [default: 4].")
+@click.option("--prune", is_flag=True, help="Delete workers beyond --workers (otherwise left alone).")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another orch command holds the lock.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-worker results as JSON on stdout.")
+@pass_ctx
+def up(obj: Context, workers: int | None, image: str | None, parallel: int | None, prune: bool, no_wait: bool, as_json: bool) -> None:
+    """Bring up one provisioned VM per worker and write their inventories.
+
+    Idempotent: healthy workers are reused, stopped ones started, missing or unfinished
+    ones recreated. Asking for more workers adds them; asking for fewer leaves the extra
+    ones alone unless --prune.
+    """
+    orch = obj.orch(image=image, parallel=parallel)
+    count = workers if workers is not None else orch.settings.workers
+    naming.validate_worker_count(count)
+    t = time.monotonic()
+    results = orch.up(count, prune=prune, wait=not no_wait, on_wait=obj.waiting)
+    _summary(results, time.monotonic() - t, f"orch up: {count} worker(s) on {orch.provider.name}")
+    click.echo(f"inventories: {orch.settings.inventory_dir}", err=True)
+    if as_json:
+        _json([asdict(r) for r in results])
+    if any(not r.ok for r in results):
+        raise OrchError(f"{sum(not r.ok for r in results)} worker(s) failed (see above); run `orch up` again to retry them")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON on stdout.")
+@pass_ctx
+def status(obj: Context, as_json: bool) -> None:
+    """List each worker: its VM, state (running, stopped, missing), phase and age."""
+    orch = obj.orch()
+    rows = orch.status()
+    if as_json:
+        _json([asdict(r) for r in rows])
+        return
+    if not rows:
+        click.echo("no workers in this checkout; run `orch up --workers N`", err=True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"orch workers ({orch.settings.inventory_dir}, {orch.provider.name})", title_justify="left")
+    for col in ("worker", "vm", "state", "phase", "age", "inventory"):
+        table.add_column(col)
+    for r in rows:
+        age = "" if r.age_seconds is None else _human(r.age_seconds)
+        table.add_row(r.worker, r.vm, r.state, r.phase, age, r.inventory)
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@cli.command()
+@click.argument("workers", nargs=-1)
+@click.option("--no-wait", is_flag=True, help="Fail at once if another orch command holds the lock.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-worker results as JSON on stdout.")
+@pass_ctx
+def down(obj: Context, workers: tuple[str, ...], no_wait: bool, as_json: bool) -> None:
+    """Delete WORKERS (default: all of this checkout's) and their inventories.
+
+    Only VMs that orch recorded and labelled for this checkout are deleted.
+    """
+    for w in workers:
+        naming.validate_worker_id(w)
+    orch = obj.orch()
+    t = time.monotonic()
+    results = orch.down(workers, wait=not no_wait, on_wait=obj.waiting)
+    if not results:
+        click.echo("no workers to delete", err=True)
+    else:
+        _summary(results, time.monotonic() - t, "orch down")
+    if as_json:
+        _json([asdict(r) for r in results])
+    if any(not r.ok for r in results):
+        raise OrchError("some workers could not be deleted (see above); run `orch down` again")
+
+
+def main() -> None:
+    cli(prog_name="orch")

@@ -1,0 +1,305 @@
+"""The core that both front ends (the CLI and the pytest plugin) call: bring workers up,
+report their status, delete them.
+
+Order of every change: record in the state, then act on the backend, then record the
+outcome. A crash between any two steps leaves a state the next ``orch up`` repairs:
+a record in phase "creating" or "provisioning" is never trusted — its VM, if any, is
+deleted and made again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, TypeVar
+
+from . import inventory, labels as L, naming, retry
+from .config import Settings
+from .errors import OrchError, PermanentProviderError, ProviderError, UsageError
+from .providers import Provider, VMInfo, get_provider
+from .runner import PyinfraSession, load_callable
+from .state import CREATING, PROVISIONING, READY, StateData, StateStore, WorkerRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Reporter = Callable[[str, str], None]
+
+
+@dataclass
+class WorkerResult:
+    worker: str
+    vm: str
+    action: str  # reused, started, created, recreated, deleted, failed
+    seconds: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+@dataclass
+class WorkerStatus:
+    worker: str
+    vm: str
+    state: str  # running, stopped, missing, or the backend's word
+    phase: str
+    age_seconds: float | None
+    inventory: str
+
+
+def _age(created: str) -> float | None:
+    try:
+        then = datetime.strptime(created[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return max(0.0, (datetime.now(timezone.utc) - then).total_seconds())
+
+
+class Orch:
+    """One checkout's workers on one provider."""
+
+    def __init__(self, settings: Settings, provider: Provider | None = None, report: Reporter | None = None) -> None:
+        self.settings = settings
+        self.checkout = settings.checkout
+        self.provider = provider or get_provider(settings)
+        self.store = StateStore(settings.inventory_dir, self.checkout)
+        self.report: Reporter = report or (lambda worker, message: log.info("%s: %s", worker, message))
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def vm_name(self, worker: str) -> str:
+        return naming.worker_vm_name(self.settings.prefix, self.checkout, worker)
+
+    def worker_labels(self, worker: str) -> dict[str, str]:
+        return L.worker_labels(self.checkout, worker, str(self.settings.inventory_dir))
+
+    def inventory_host(self, rec: WorkerRecord) -> inventory.InventoryHost:
+        name, data = self.provider.host(rec.vm)
+        data = {
+            **data,
+            "orch_worker_id": rec.worker,
+            "orch_vm": rec.vm,
+            "orch_provider": self.provider.name,
+            "orch_checkout": self.checkout,
+        }
+        return inventory.InventoryHost(name, data)
+
+    def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        return retry.call(fn, what=what, attempts=self.settings.retries + 1, health_check=self.provider.check)
+
+    def _pool(self, items: list, fn: Callable) -> list:
+        if not items:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.settings.parallel, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    def _owned(self, info: VMInfo | None, worker: str | None = None) -> bool:
+        """Is this VM orch's, of this checkout? (labels where the backend has them)"""
+        if info is None:
+            return False
+        if not self.provider.has_labels:
+            return True  # names carry prefix and checkout id; the caller built the name
+        ok = L.is_orchs(info.labels) and info.labels.get(L.CHECKOUT) == self.checkout
+        return ok and (worker is None or info.labels.get(L.WORKER) == worker)
+
+    def write_inventories(self, data: StateData | None = None) -> list[Path]:
+        data = data or self.store.read()
+        hosts = [self.inventory_host(r) for r in data.sorted_workers() if r.phase == READY]
+        return inventory.write_all(self.settings.inventory_dir, hosts, self.checkout)
+
+    # -- up --------------------------------------------------------------------------
+
+    def up(self, count: int, *, prune: bool = False, wait: bool = True, on_wait: Callable[[], None] | None = None) -> list[WorkerResult]:
+        wanted = naming.worker_ids(count)
+        image = self.settings.image
+        if not image:
+            raise UsageError("no image to create workers from: pass --image, set ORCH_IMAGE or [tool.orch] image")
+        provision = load_callable(self.settings.provision)
+        self.store.ensure_dir()
+        with self.store.command_lock(wait=wait, on_wait=on_wait):
+            self.provider.check()
+            self.provider.ensure_image(image)
+            with self.store.transaction() as data:
+                if data.workers and data.provider and data.provider != self.provider.name:
+                    raise UsageError(
+                        f"this checkout's workers run on {data.provider}, not {self.provider.name}: "
+                        f"run `orch down` first, or pass --provider {data.provider}"
+                    )
+                if data.workers and data.image and data.image != image:
+                    raise UsageError(
+                        f"this checkout's workers were made from image {data.image}, not {image}: "
+                        "run `orch down` first to switch images"
+                    )
+                data.provider, data.image, data.prefix = self.provider.name, image, self.settings.prefix
+                for worker in wanted:
+                    if worker not in data.workers:
+                        data.workers[worker] = WorkerRecord(worker, self.vm_name(worker), CREATING, L.now_iso())
+                records = [data.workers[w] for w in wanted]
+            existing = {info.name: info for info in self.provider.list()}
+            results = self._pool(records, lambda rec: self._bring_up(rec, image, existing.get(rec.vm)))
+            fresh = [r for r in results if r.ok and r.action in ("created", "recreated")]
+            self._provision(fresh, provision)
+            self._pool(fresh, self._keep_baseline)
+            if prune:
+                extra = [w for w in self.store.read().workers if w not in wanted]
+                results += self._delete_workers(extra)
+            self.write_inventories()
+        return results
+
+    def _bring_up(self, rec: WorkerRecord, image: str, info: VMInfo | None) -> WorkerResult:
+        result = WorkerResult(rec.worker, rec.vm, "reused")
+        start = time.monotonic()
+        try:
+            if info is not None and not self._owned(info, rec.worker):
+                raise PermanentProviderError(
+                    f"a VM named {rec.vm} exists but is not orch's (no orch labels): remove or rename it"
+                )
+            if info is not None and rec.phase == READY and info.running:
+                try:
+                    result.seconds["ready"] = self.provider.wait_ready(rec.vm)
+                    self.report(rec.worker, f"{rec.vm} is up, reused")
+                    return result
+                except ProviderError as err:
+                    self.report(rec.worker, f"{rec.vm} does not answer ({err}); recreating")
+            elif info is not None and rec.phase == READY and info.state == "stopped":
+                self.report(rec.worker, f"starting stopped {rec.vm}")
+                self._retry(f"start {rec.vm}", lambda: self.provider.start(rec.vm))
+                result.action = "started"
+                result.seconds["ready"] = self.provider.wait_ready(rec.vm)
+                self.report(rec.worker, f"{rec.vm} started and ready")
+                return result
+            result.action = "created" if info is None and rec.phase == CREATING else "recreated"
+            if info is not None:
+                self.report(rec.worker, f"deleting unfinished or broken {rec.vm} ({rec.phase}, {info.state})")
+                self._retry(f"delete {rec.vm}", lambda: self.provider.delete(rec.vm))
+            if rec.phase != CREATING:
+                self.store.update_worker(rec.worker, phase=CREATING)
+            self.report(rec.worker, f"creating {rec.vm}")
+            t = time.monotonic()
+            self._retry(f"create {rec.vm}", lambda: self._create(rec, image))
+            result.seconds["create"] = time.monotonic() - t
+            self.store.update_worker(rec.worker, phase=PROVISIONING, created=L.now_iso())
+            result.seconds["ready"] = self.provider.wait_ready(rec.vm)
+            self.report(rec.worker, f"{rec.vm} ready in {result.seconds['create'] + result.seconds['ready']:.1f}s")
+        except OrchError as err:
+            result.action, result.error = "failed", str(err)
+            self.report(rec.worker, f"failed: {err}")
+        finally:
+            result.seconds["total"] = time.monotonic() - start
+        return result
+
+    def _create(self, rec: WorkerRecord, image: str) -> None:
+        """Create, tolerating that an earlier attempt (timed out, say) already did."""
+        try:
+            self.provider.create(rec.vm, image, self.worker_labels(rec.worker))
+        except PermanentProviderError as err:
+            info = self.provider.inspect(rec.vm)
+            if info is None or not self._owned(info, rec.worker):
+                raise
+            # Our own VM from an attempt that timed out: delete it and try again.
+            self.provider.delete(rec.vm)
+            self.provider.create(rec.vm, image, self.worker_labels(rec.worker))
+
+    def _provision(self, results: list[WorkerResult], provision: Callable) -> None:
+        if not results:
+            return
+        t = time.monotonic()
+        data = self.store.read()
+        hosts = {self.inventory_host(data.workers[r.worker]).name: r for r in results}
+        for r in results:
+            self.report(r.worker, f"provisioning with {self.settings.provision}")
+        try:
+            with PyinfraSession([(h.name, h.data) for h in (self.inventory_host(data.workers[r.worker]) for r in results)]) as session:
+                failed = session.deploy(provision)
+        except OrchError as err:
+            failed = {name: str(err) for name in hosts}
+        took = time.monotonic() - t
+        for name, r in hosts.items():
+            r.seconds["provision"] = took
+            r.seconds["total"] += took
+            if name in failed:
+                r.action, r.error = "failed", f"provision deploy failed: {failed[name]}"
+                self.report(r.worker, r.error)
+
+    def _keep_baseline(self, result: WorkerResult) -> None:
+        if not result.ok:
+            return
+        t = time.monotonic()
+        try:
+            baseline = self._retry(f"snapshot {result.vm}", lambda: self.provider.snapshot(result.vm, result.worker))
+        except OrchError as err:
+            result.action, result.error = "failed", f"could not keep a baseline: {err}"
+            self.report(result.worker, result.error)
+            return
+        self.store.update_worker(result.worker, phase=READY, baseline=baseline)
+        result.seconds["baseline"] = time.monotonic() - t
+        result.seconds["total"] += result.seconds["baseline"]
+        self.report(result.worker, f"{result.vm} provisioned ({result.seconds['total']:.1f}s)")
+
+    # -- status ----------------------------------------------------------------------
+
+    def status(self) -> list[WorkerStatus]:
+        data = self.store.read()
+        if not data.workers:
+            return []
+        self.provider.check()
+        infos = {i.name: i for i in self.provider.list()}
+        rows = []
+        for rec in data.sorted_workers():
+            info = infos.get(rec.vm)
+            state = info.state if info is not None and self._owned(info, rec.worker) else "missing"
+            created = (info.labels.get(L.CREATED) if info is not None else "") or rec.created
+            path = inventory.worker_path(self.settings.inventory_dir, rec.worker)
+            rows.append(
+                WorkerStatus(rec.worker, rec.vm, state, rec.phase, _age(created) if info else None, str(path) if path.exists() else "")
+            )
+        return rows
+
+    # -- down ------------------------------------------------------------------------
+
+    def down(self, workers: Iterable[str] = (), *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> list[WorkerResult]:
+        asked = [naming.validate_worker_id(w) for w in workers]
+        with self.store.command_lock(wait=wait, on_wait=on_wait):
+            data = self.store.read()
+            unknown = [w for w in asked if w not in data.workers]
+            if unknown:
+                have = " ".join(w.worker for w in data.sorted_workers()) or "none"
+                raise UsageError(f"{', '.join(unknown)}: not a worker of this checkout (workers: {have}); see `orch status`")
+            targets = asked or [r.worker for r in data.sorted_workers()]
+            if targets:
+                self.provider.check()
+            results = self._delete_workers(targets)
+            self.write_inventories()
+        return results
+
+    def _delete_workers(self, workers: list[str]) -> list[WorkerResult]:
+        data = self.store.read()
+        records = [data.workers[w] for w in workers if w in data.workers]
+
+        def delete(rec: WorkerRecord) -> WorkerResult:
+            result = WorkerResult(rec.worker, rec.vm, "deleted")
+            t = time.monotonic()
+            try:
+                info = self.provider.inspect(rec.vm)
+                if info is not None and not self._owned(info, rec.worker):
+                    self.report(rec.worker, f"{rec.vm} is not orch's (no orch labels): left alone")
+                    result.action = "forgotten"
+                elif info is not None:
+                    self._retry(f"delete {rec.vm}", lambda: self.provider.delete(rec.vm))
+                self.provider.forget_baseline(rec.baseline)
+                with self.store.transaction() as state:
+                    state.workers.pop(rec.worker, None)
+                self.report(rec.worker, f"{rec.vm} deleted")
+            except OrchError as err:
+                result.action, result.error = "failed", str(err)
+                self.report(rec.worker, f"delete failed: {err}")
+            result.seconds["total"] = time.monotonic() - t
+            return result
+
+        return self._pool(records, delete)

@@ -1,0 +1,96 @@
+"""Names of worker ids and VMs, and their validation.
+
+Everything a user types that ends up in a VM name, a path or a command passes through
+here first. Worker VMs are named ``{prefix}-{checkout}-{worker}``: stable (the same
+checkout always gets the same names, so ``orch up`` is idempotent), unique per checkout
+(two clones on one machine never share a VM) and recognisable as orch's.
+One-off VMs follow the seed's scheme: prefix, timestamp, pid, random suffix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+
+from .errors import UsageError
+
+#: The most workers one checkout may have; ``--workers`` above it is refused.
+MAX_WORKERS = 256
+DEFAULT_PREFIX = "orch"
+
+_WORKER_RE = re.compile(r"^gw(0|[1-9][0-9]{0,2})$")
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+_CHECKOUT_RE = re.compile(r"^[0-9a-f]{8}$")
+
+
+def validate_worker_id(worker: str) -> str:
+    """Return ``worker`` if it is a valid worker id (``gw0`` … ``gw255``), else raise."""
+    if not isinstance(worker, str) or not _WORKER_RE.match(worker) or int(worker[2:]) >= MAX_WORKERS:
+        shown = repr(worker) if isinstance(worker, str) else type(worker).__name__
+        raise UsageError(
+            f"invalid worker id {shown}: use gw0 … gw{MAX_WORKERS - 1}, as pytest-xdist names its workers"
+        )
+    return worker
+
+
+def worker_index(worker: str) -> int:
+    return int(validate_worker_id(worker)[2:])
+
+
+def worker_ids(count: int) -> list[str]:
+    """``gw0`` … ``gw{count-1}``, the ids pytest-xdist gives ``-n count`` workers."""
+    validate_worker_count(count)
+    return [f"gw{i}" for i in range(count)]
+
+
+def validate_worker_count(count: int) -> int:
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_WORKERS:
+        raise UsageError(f"--workers must be between 1 and {MAX_WORKERS} (got {count!r})")
+    return count
+
+
+def validate_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise UsageError(
+            f"invalid prefix {prefix!r}: use 1-16 lowercase letters or digits, starting with a letter"
+        )
+    return prefix
+
+
+def checkout_id(inventory_dir: Path) -> str:
+    """A short, stable id of one checkout: a hash of its inventory folder's real path."""
+    real = os.path.realpath(inventory_dir)
+    return hashlib.sha256(real.encode()).hexdigest()[:8]
+
+
+def validate_checkout_id(checkout: str) -> str:
+    if not _CHECKOUT_RE.match(checkout):
+        raise UsageError(f"invalid checkout id {checkout!r}")
+    return checkout
+
+
+def worker_vm_name(prefix: str, checkout: str, worker: str) -> str:
+    return f"{validate_prefix(prefix)}-{validate_checkout_id(checkout)}-{validate_worker_id(worker)}"
+
+
+def oneoff_vm_name(prefix: str, checkout: str) -> str:
+    """A one-off VM name: ``{prefix}-{checkout}-x{timestamp}-{pid}-{random}``.
+
+    Timestamp and pid alone collide under ``pytest -n`` (the seed's bug); the random
+    suffix (48 bits) makes a collision between processes vanishingly unlikely.
+    """
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    return (
+        f"{validate_prefix(prefix)}-{validate_checkout_id(checkout)}"
+        f"-x{stamp}-{os.getpid()}-{secrets.token_hex(6)}"
+    )
+
+
+def parse_vm_name(prefix: str, name: str) -> tuple[str, str] | None:
+    """Split an orch VM name into (checkout id, worker id or one-off suffix), or None."""
+    m = re.match(rf"^{re.escape(prefix)}-([0-9a-f]{{8}})-(gw[0-9]+|x[0-9]{{14}}-[0-9]+-[0-9a-f]{{12}})$", name)
+    return (m.group(1), m.group(2)) if m else None
