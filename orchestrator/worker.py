@@ -1,0 +1,105 @@
+"""What a test sees of its worker's VM: plain functions and one class, which the pytest
+plugin's fixtures wrap in a few lines each.
+
+The worker's VM is found in the generated inventory (``<inventory dir>/gwN.py``), never
+by guessing names, so a test reaches exactly what ``orch up`` made and recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from . import inventory
+from .errors import DeployError, OrchError
+from .naming import validate_worker_id
+from .runner import PyinfraSession, ShellResult
+
+#: The key under which the pytest controller hands a worker the orch worker id to use
+#: (differs from the xdist id after a crashed worker was replaced).
+WORKERINPUT_KEY = "orch_worker"
+
+
+class WorkerMissing(OrchError):
+    """This pytest worker has no VM: ``orch up`` made fewer workers than pytest runs."""
+
+
+def current_worker_id(workerinput: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The orch worker id of this process: the one the controller handed over, else the
+    xdist worker id, else ``gw0`` (a run without xdist)."""
+    env = os.environ if env is None else env
+    if workerinput:
+        chosen = workerinput.get(WORKERINPUT_KEY) or workerinput.get("workerid")
+        if chosen:
+            return validate_worker_id(chosen)
+    return validate_worker_id(env.get("PYTEST_XDIST_WORKER") or "gw0")
+
+
+class Worker:
+    """One worker's VM: its ids, its pyinfra host, and ways to work inside it."""
+
+    def __init__(self, host: inventory.InventoryHost, inventory_path: Path) -> None:
+        self.worker_id: str = host.worker
+        self.vm: str = host.vm
+        self.host: str = host.name
+        self.host_data: dict[str, Any] = dict(host.data)
+        self.inventory_path = inventory_path
+        self.provider: str = host.data.get("orch_provider", "")
+        self._session: PyinfraSession | None = None
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.worker_id} vm={self.vm} host={self.host}>"
+
+    @property
+    def session(self) -> PyinfraSession:
+        if self._session is None:
+            session = PyinfraSession([(self.host, self.host_data)])
+            session.__enter__()
+            self._session = session
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.__exit__(None, None, None)
+
+    def run(self, command: str, *, check: bool = True) -> ShellResult:
+        """Run a shell command in the VM (through pyinfra's connector).
+
+        With ``check`` (the default) a failing command raises ``DeployError`` with its stderr.
+        """
+        result = self.session.shell(command)
+        if check and not result.ok:
+            raise DeployError(f"command failed on {self.vm}: {command!r}: {result.stderr or result.stdout}")
+        return result
+
+    def fact(self, fact_cls: type, *args: Any, **kwargs: Any) -> Any:
+        """Read a pyinfra fact, e.g. ``fact(pyinfra.facts.server.Hostname)``."""
+        return self.session.fact(fact_cls, *args, **kwargs)
+
+    def operation(self, op: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run one pyinfra operation, e.g. ``operation(files.directory, path="/x")``;
+        raises ``DeployError`` if it fails."""
+        self._raise(self.session.operation(op, *args, **kwargs), getattr(op, "__name__", "operation"))
+
+    def deploy(self, func: Callable[..., Any], **kwargs: Any) -> None:
+        """Run a ``@deploy`` function (several operations); raises ``DeployError`` if it fails."""
+        self._raise(self.session.deploy(func, **kwargs), getattr(func, "deploy_name", "deploy"))
+
+    def _raise(self, failed: dict[str, str], what: str) -> None:
+        if failed:
+            raise DeployError(f"{what} failed on {self.vm}: {failed.get(self.host, '; '.join(failed.values()))}")
+
+
+def find_worker(inventory_dir: Path, worker_id: str, *, workers_hint: int | None = None) -> Worker:
+    """The worker ``worker_id`` as the generated inventory describes it, or
+    ``WorkerMissing`` naming the command that makes it."""
+    host = inventory.read_worker(inventory_dir, worker_id)
+    if host is None:
+        count = max(workers_hint or 0, int(worker_id[2:]) + 1)
+        raise WorkerMissing(
+            f"orch: worker {worker_id} has no VM (no {inventory.worker_path(inventory_dir, worker_id)}): "
+            f"run `orch up --workers {count}` before pytest"
+        )
+    return Worker(host, inventory.worker_path(inventory_dir, worker_id))
