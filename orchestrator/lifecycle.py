@@ -200,8 +200,12 @@ class Orch:
             self.provider.create(rec.vm, image, self.worker_labels(rec.worker))
         except PermanentProviderError as err:
             info = self.provider.inspect(rec.vm)
-            if info is None or not self._owned(info, rec.worker):
+            if info is None:
                 raise
+            if not self._owned(info, rec.worker):
+                raise PermanentProviderError(
+                    f"a VM named {rec.vm} exists but is not orch's (no orch labels): remove or rename it"
+                ) from err
             # Our own VM from an attempt that timed out: delete it and try again.
             self.provider.delete(rec.vm)
             self.provider.create(rec.vm, image, self.worker_labels(rec.worker))

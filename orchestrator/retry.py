@@ -44,7 +44,7 @@ def call(
 
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(max(1, attempts)),
-        wait=tenacity.wait_exponential_jitter(initial=initial_delay, max=max_delay),
+        wait=tenacity.wait_exponential_jitter(multiplier=initial_delay, max=max_delay, jitter=initial_delay),
         retry=tenacity.retry_if_exception(_is_transient),
         before_sleep=before_sleep,
         reraise=True,
