@@ -199,5 +199,19 @@ def down(obj: Context, workers: tuple[str, ...], no_wait: bool, as_json: bool) -
         raise OrchError("some workers could not be deleted (see above); run `orch down` again")
 
 
+@cli.command()
+@click.option("--no-wait", is_flag=True, help="Fail at once if another orch command holds the lock.")
+@pass_ctx
+def repair(obj: Context, no_wait: bool) -> None:
+    """Rebuild a lost, corrupt or truncated state file from the backend.
+
+    Every VM carrying this checkout's labels is recorded again (the damaged file is kept
+    as state.json.damaged); workers without a baseline are marked unfinished so the next
+    `orch up` recreates them. Inventories are rewritten.
+    """
+    data = obj.orch().repair(wait=not no_wait, on_wait=obj.waiting)
+    click.echo(f"state rebuilt: {len(data.workers)} worker(s); run `orch up` to finish any unfinished one", err=True)
+
+
 def main() -> None:
     cli(prog_name="orch")

@@ -265,6 +265,41 @@ class Orch:
             )
         return rows
 
+    # -- repair --------------------------------------------------------------------
+
+    def repair(self, *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> StateData:
+        """Rebuild the state from the backend: every VM labelled (or, without labels, named)
+        as this checkout's. The damaged file is kept beside it as ``state.json.damaged``.
+
+        A worker VM whose baseline exists is taken as ready; any other is recorded as
+        unfinished, so the next ``orch up`` recreates it.
+        """
+        with self.store.command_lock(wait=wait, on_wait=on_wait):
+            self.provider.check()
+            mine = [i for i in self.provider.list() if self._owned(i)]
+            if self.store.path.exists():
+                try:
+                    self.store.read()
+                except OrchError:
+                    self.store.path.replace(self.store.path.with_name("state.json.damaged"))
+            with self.store.transaction(repair=True) as data:
+                data.workers.clear()
+                data.provider, data.prefix = self.provider.name, self.settings.prefix
+                for info in mine:
+                    parsed = naming.parse_vm_name(self.settings.prefix, info.name)
+                    if parsed is None or parsed[0] != self.checkout:
+                        continue
+                    worker = info.labels.get(L.WORKER) or parsed[1]
+                    if worker.startswith("gw"):
+                        baseline = self.provider.find_baseline(worker)
+                        phase = READY if baseline else PROVISIONING
+                        created = info.labels.get(L.CREATED, info.created)
+                        data.workers[worker] = WorkerRecord(worker, info.name, phase, created, baseline)
+                        data.image = data.image or self.settings.image or info.image
+                        self.report(worker, f"found {info.name} ({info.state}), recorded as {phase}")
+            self.write_inventories()
+            return self.store.read()
+
     # -- down ------------------------------------------------------------------------
 
     def down(self, workers: Iterable[str] = (), *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> list[WorkerResult]:

@@ -18,8 +18,8 @@ command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >&2
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_apt[@]}"; } \
+    >/tmp/orch-apt.log 2>&1 || { tail -20 /tmp/orch-apt.log >&2; exit 1; }
 fi
 
 if ! docker info >/dev/null 2>&1; then

@@ -118,5 +118,9 @@ class Provider(abc.ABC):
         """Bring ``vm`` back to ``baseline``; only called with a reference from snapshot."""
         raise NotImplementedError
 
+    def find_baseline(self, worker: str) -> str:
+        """The reference of ``worker``'s existing baseline, or "" (used to rebuild the state)."""
+        return ""
+
     def forget_baseline(self, baseline: str) -> None:
         """Delete a baseline made by snapshot (missing is success)."""

@@ -262,6 +262,14 @@ class DockerProvider(Provider):
         self.delete(vm)
         self.create(vm, baseline, labels)
 
+    def find_baseline(self, worker: str) -> str:
+        image = self.baseline_image(worker)
+        try:
+            self._docker("inspect", ["image", "inspect", "--format", "{{.Id}}", image])
+        except (VMNotFound, PermanentProviderError):
+            return ""
+        return image
+
     def forget_baseline(self, baseline: str) -> None:
         if not baseline:
             return

@@ -1,0 +1,88 @@
+"""The CLI's answers to user mistakes: one line on stderr naming the fix, a non-zero exit
+code, and nothing changed. No Docker needed: each is refused before any backend call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from orchestrator.cli import cli
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "pyproject.toml").write_text('[tool.orch]\nimage = "orch-base:bookworm"\nprovider = "docker"\n')
+    monkeypatch.chdir(tmp_path)
+    for var in ("ORCH_IMAGE", "ORCH_PROVIDER", "ORCH_INVENTORY_DIR", "ORCH_WORKERS"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize(
+    "args, fix",
+    [
+        (["up", "--workers", "0"], "--workers must be between 1 and 256"),
+        (["up", "--workers", "-1"], "--workers must be between 1 and 256"),
+        (["up", "--workers", "10000"], "--workers must be between 1 and 256"),
+        (["down", "../x"], "use gw0 … gw255"),
+        (["down", "gw1;rm -rf /"], "use gw0 … gw255"),
+        (["down", ""], "use gw0 … gw255"),
+        (["down", "gw 1"], "use gw0 … gw255"),
+        (["down", "gw99"], "not a worker of this checkout"),
+        (["--provider", "vmware", "up"], "unknown provider 'vmware': choose one of"),
+        (["--prefix", "Bad_Prefix", "status"], "invalid prefix"),
+        (["up", "--parallel", "0"], "parallel must be between 1 and 64"),
+    ],
+)
+def test_bad_input_is_one_line_with_the_fix(project: Path, args: list[str], fix: str) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ") and fix in lines[0]
+    assert "Traceback" not in result.output
+    assert not (project / "inventories" / ".orch" / "state.json").exists()
+
+
+def test_no_image_names_the_three_ways_to_give_one(project: Path) -> None:
+    (project / "pyproject.toml").write_text('[tool.orch]\nprovider = "docker"\n')
+    result = invoke("up", "--workers", "1")
+    assert result.exit_code == 2
+    assert "pass --image, set ORCH_IMAGE or [tool.orch] image" in result.stderr
+
+
+def test_unknown_setting_in_pyproject_is_named(project: Path) -> None:
+    (project / "pyproject.toml").write_text('[tool.orch]\nworkerz = 3\n')
+    result = invoke("status")
+    assert result.exit_code == 2 and "unknown setting 'workerz'" in result.stderr
+
+
+def test_corrupt_state_names_the_repair(project: Path) -> None:
+    state = project / "inventories" / ".orch" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"version": 1, "checkout": ')
+    result = invoke("status")
+    assert result.exit_code == 1
+    assert "is corrupt" in result.stderr and "orch repair" in result.stderr
+    assert state.read_text() == '{"version": 1, "checkout": '  # untouched
+
+
+def test_status_without_workers_says_what_to_do(project: Path) -> None:
+    result = invoke("status")
+    assert result.exit_code == 0 and "run `orch up --workers N`" in result.stderr
+
+
+def test_help_explains_every_command() -> None:
+    result = invoke("--help")
+    for command in ("up", "status", "down"):
+        assert command in result.output
+    assert "[tool.orch]" in result.output
+    up_help = invoke("up", "--help").output
+    for option in ("--workers", "--image", "--parallel", "--prune", "--no-wait", "--json"):
+        assert option in up_help
