@@ -101,11 +101,15 @@ def _summary(results: list[WorkerResult], took: float, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    phases: list[str] = []
+    for r in results:
+        phases += [k for k in r.seconds if k not in phases and k != "total"]
+    phases.append("total")
     table = Table(title=f"{title} in {took:.1f}s", title_justify="left")
-    for col in ("worker", "vm", "action", "create", "ready", "provision", "baseline", "total", "error"):
-        table.add_column(col, justify="right" if col in ("create", "ready", "provision", "baseline", "total") else "left")
+    for col in ("worker", "vm", "action", *phases, "error"):
+        table.add_column(col, justify="right" if col in phases else "left")
     for r in sorted(results, key=lambda r: naming.worker_index(r.worker)):
-        secs = [f"{r.seconds[k]:.1f}s" if k in r.seconds else "" for k in ("create", "ready", "provision", "baseline", "total")]
+        secs = [f"{r.seconds[k]:.1f}s" if k in r.seconds else "" for k in phases]
         table.add_row(r.worker, r.vm, r.action, *secs, r.error)
     Console(stderr=True, width=200 if not sys.stderr.isatty() else None).print(table)
 
@@ -211,6 +215,81 @@ def repair(obj: Context, no_wait: bool) -> None:
     """
     data = obj.orch().repair(wait=not no_wait, on_wait=obj.waiting)
     click.echo(f"state rebuilt: {len(data.workers)} worker(s); run `orch up` to finish any unfinished one", err=True)
+
+
+@cli.command()
+@click.argument("workers", nargs=-1)
+@click.option("--all", "all_workers", is_flag=True, help="Reset every worker of this checkout.")
+@click.option("--soft", is_flag=True, help="Run the reset deploy inside the VM instead of restoring the baseline.")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another orch command holds the lock.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-worker results as JSON on stdout.")
+@pass_ctx
+def reset(obj: Context, workers: tuple[str, ...], all_workers: bool, soft: bool, no_wait: bool, as_json: bool) -> None:
+    """Put WORKERS (e.g. gw1 gw3, or --all) back to their baseline.
+
+    \b
+    Default (hard): the VM is recreated from the baseline kept after provisioning (Docker:
+    a committed image) under the same name and inventory: files, packages, users and
+    processes that tests left are all gone. --soft runs the reset deploy instead
+    (orchestrator.deploys.reset:reset, or [tool.orch] reset) and keeps the VM.
+    Other workers are not touched. Ends with a readiness check.
+    """
+    for w in workers:
+        naming.validate_worker_id(w)
+    if not workers and not all_workers:
+        raise UsageError("name the workers to reset (e.g. `orch reset gw1`), or pass --all")
+    if workers and all_workers:
+        raise UsageError("give worker ids or --all, not both")
+    orch = obj.orch()
+    t = time.monotonic()
+    results = orch.reset(workers, soft=soft, wait=not no_wait, on_wait=obj.waiting)
+    _summary(results, time.monotonic() - t, f"orch reset{' --soft' if soft else ''}")
+    if as_json:
+        _json([asdict(r) for r in results])
+    if any(not r.ok for r in results):
+        raise OrchError("some workers could not be reset (see above); run `orch reset` again, or `orch up`")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Report what would be deleted; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print every decision as JSON on stdout (for nightly jobs).")
+@click.option("--older-than", metavar="AGE", help="Also delete orch's VMs older than AGE (e.g. 12h, 2d), unless a live run uses them.")
+@click.option("--legacy", is_flag=True, help="Also delete VMs named with the seed's prefixes (test-vm-, pytest-worker-, …) and [tool.orch] legacy_prefixes.")
+@pass_ctx
+def sweep(obj: Context, dry_run: bool, as_json: bool, older_than: str | None, legacy: bool) -> None:
+    """Delete orphaned test VMs: only orch's, never a live run's.
+
+    \b
+    Orphans: one-off VMs whose pytest run is gone; worker VMs whose checkout, inventory
+    folder or state is gone, or that their state does not record; with --older-than,
+    anything of orch's older than that. A VM is orch's only if it has orch's name AND
+    orch's labels. Each decision is reported with its reason. Exit code 1 if a deletion
+    failed.
+    """
+    from .providers import get_provider
+    from .sweep import parse_duration, sweep as do_sweep
+
+    age = parse_duration(older_than) if older_than is not None else None
+    settings = obj.settings()
+    t = time.monotonic()
+    decisions = do_sweep(settings, get_provider(settings), older_than=age, legacy=legacy, dry_run=dry_run)
+    took = time.monotonic() - t
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"orch sweep{' --dry-run' if dry_run else ''} in {took:.1f}s", title_justify="left")
+    for col in ("vm", "kind", "result", "reason", "error"):
+        table.add_column(col)
+    for d in decisions:
+        table.add_row(d.vm, d.kind, d.result, d.reason, d.error)
+    Console(stderr=True, width=200 if not sys.stderr.isatty() else None).print(table)
+    deleted = sum(d.result == "deleted" for d in decisions)
+    would = sum(d.result == "would delete" for d in decisions)
+    click.echo(f"sweep: {deleted} deleted, {would} would be deleted, {sum(d.result == 'kept' for d in decisions)} kept", err=True)
+    if as_json:
+        _json([asdict(d) for d in decisions])
+    if any(d.result == "failed" for d in decisions):
+        raise OrchError(f"{sum(d.result == 'failed' for d in decisions)} deletion(s) failed (see above); run `orch sweep` again")
 
 
 def main() -> None:

@@ -115,7 +115,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     kind = _SCALARS[key]
     if kind is int:
         try:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             return int(value)
         except (TypeError, ValueError):
@@ -132,7 +132,8 @@ def load(
 ) -> Settings:
     """Build the settings from pyproject, environment and flags (``None`` flags ignored)."""
     env = os.environ if env is None else env
-    root = find_root(cwd or Path.cwd())
+    here = (cwd or Path.cwd()).absolute()
+    root = find_root(here)
     values: dict[str, Any] = {}
     table = read_pyproject(root)
     source = f"[tool.orch] in {root / 'pyproject.toml'}"
@@ -160,10 +161,12 @@ def load(
             raise ConfigError(f"{source}: unknown setting {key!r}; see README.md, Configuration")
     for var, key in _ENV.items():
         if env.get(var):
-            values[key] = env[var] if key == "inventory_dir" else _coerce(key, env[var], var)
+            # a folder named on the command line or in the environment is relative to
+            # where the user is; one in [tool.orch] is relative to the project
+            values[key] = here / Path(env[var]).expanduser() if key == "inventory_dir" else _coerce(key, env[var], var)
     for key, value in (overrides or {}).items():
         if value is not None:
-            values[key] = value
+            values[key] = here / Path(value).expanduser() if key == "inventory_dir" else value
     inv = Path(values.pop("inventory_dir", "inventories")).expanduser()
     if not inv.is_absolute():
         inv = root / inv

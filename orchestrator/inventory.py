@@ -103,15 +103,17 @@ def _is_generated(path: Path) -> bool:
 def write_all(inventory_dir: Path, hosts: list[InventoryHost], checkout: str) -> list[Path]:
     """Write one file per worker and ``workers.py``; remove files of workers that are gone."""
     written = []
+    all_path = inventory_dir / ALL_FILE
+    if hosts and all_path.exists() and not _is_generated(all_path):
+        raise StateError(f"{all_path} exists and was not written by orch: move it, or use another --inventory-dir")
     for h in hosts:
         path = worker_path(inventory_dir, h.worker)
         _write_atomic(path, render([h], title=f"worker {h.worker}", checkout=checkout))
         written.append(path)
-    all_path = inventory_dir / ALL_FILE
     if hosts:
         _write_atomic(all_path, render(hosts, title="all workers", checkout=checkout))
         written.append(all_path)
-    else:
+    elif _is_generated(all_path):
         all_path.unlink(missing_ok=True)
     keep = {h.worker for h in hosts}
     for stale in inventory_dir.glob("gw*.py"):

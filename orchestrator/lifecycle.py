@@ -9,7 +9,9 @@ deleted and made again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,10 +21,10 @@ from typing import Callable, Iterable, TypeVar
 
 from . import inventory, labels as L, naming, retry
 from .config import Settings
-from .errors import OrchError, PermanentProviderError, ProviderError, UsageError
+from .errors import DeployError, OrchError, PermanentProviderError, ProviderError, UsageError
 from .providers import Provider, VMInfo, get_provider
 from .runner import PyinfraSession, load_callable
-from .state import CREATING, PROVISIONING, READY, StateData, StateStore, WorkerRecord
+from .state import CREATING, PROVISIONING, READY, OneoffRecord, StateData, StateStore, WorkerRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -264,6 +266,121 @@ class Orch:
                 WorkerStatus(rec.worker, rec.vm, state, rec.phase, _age(created) if info else None, str(path) if path.exists() else "")
             )
         return rows
+
+    # -- reset ---------------------------------------------------------------------
+
+    def reset(
+        self,
+        workers: Iterable[str] = (),
+        *,
+        soft: bool = False,
+        lock: bool = True,
+        wait: bool = True,
+        on_wait: Callable[[], None] | None = None,
+    ) -> list[WorkerResult]:
+        """Bring workers back to their baseline (all when none named).
+
+        Hard (default): the VM is recreated from its baseline snapshot under the same name,
+        labels and inventory. Soft: the reset deploy runs inside the VM. Both end with a
+        readiness check. ``lock=False`` is for the pytest plugin, which resets only its own
+        worker while other workers' tests run; the CLI takes the command lock.
+        """
+        asked = [naming.validate_worker_id(w) for w in workers]
+        data = self.store.read()
+        unknown = [w for w in asked if w not in data.workers]
+        if unknown:
+            have = " ".join(w.worker for w in data.sorted_workers()) or "none"
+            raise UsageError(f"{', '.join(unknown)}: not a worker of this checkout (workers: {have}); see `orch status`")
+        records = [data.workers[w] for w in (asked or [r.worker for r in data.sorted_workers()])]
+        unready = [r.worker for r in records if r.phase != READY]
+        if unready:
+            raise UsageError(f"{', '.join(unready)} not provisioned yet: run `orch up` first")
+        deploy = load_callable(self.settings.reset) if soft else None
+        guard = self.store.command_lock(wait=wait, on_wait=on_wait) if lock else contextlib.nullcontext()
+        with guard:
+            self.provider.check()
+            if soft:
+                return self._soft_reset(records, deploy)
+            return self._pool(records, self._hard_reset)
+
+    def _hard_reset(self, rec: WorkerRecord) -> WorkerResult:
+        result = WorkerResult(rec.worker, rec.vm, "reset")
+        t = time.monotonic()
+        try:
+            if not rec.baseline:
+                raise UsageError(f"{rec.worker} has no baseline on {self.provider.name}: use `orch reset --soft`")
+            info = self.provider.inspect(rec.vm)
+            if info is not None and not self._owned(info, rec.worker):
+                raise PermanentProviderError(f"a VM named {rec.vm} exists but is not orch's: remove or rename it")
+            self.report(rec.worker, f"restoring {rec.vm} from its baseline")
+            self._retry(f"restore {rec.vm}", lambda: self.provider.restore(rec.vm, rec.baseline, self.worker_labels(rec.worker)))
+            result.seconds["restore"] = time.monotonic() - t
+            result.seconds["ready"] = self.provider.wait_ready(rec.vm)
+            self.report(rec.worker, f"{rec.vm} back at its baseline")
+        except OrchError as err:
+            result.action, result.error = "failed", str(err)
+            self.report(rec.worker, f"reset failed: {err}")
+        result.seconds["total"] = time.monotonic() - t
+        return result
+
+    def _soft_reset(self, records: list[WorkerRecord], deploy: Callable) -> list[WorkerResult]:
+        t = time.monotonic()
+        results = {self.inventory_host(r).name: WorkerResult(r.worker, r.vm, "soft-reset") for r in records}
+        for r in records:
+            self.report(r.worker, f"running {self.settings.reset} in {r.vm}")
+        try:
+            with PyinfraSession([(h.name, h.data) for h in map(self.inventory_host, records)]) as session:
+                failed = session.deploy(deploy)
+        except OrchError as err:
+            failed = {name: str(err) for name in results}
+        for name, result in results.items():
+            result.seconds["restore"] = time.monotonic() - t
+            if name in failed:
+                result.action, result.error = "failed", f"reset deploy failed: {failed[name]}"
+                continue
+            try:
+                result.seconds["ready"] = self.provider.wait_ready(result.vm)
+            except OrchError as err:
+                result.action, result.error = "failed", str(err)
+            result.seconds["total"] = time.monotonic() - t
+            self.report(result.worker, result.error or f"{result.vm} soft-reset")
+        return list(results.values())
+
+    # -- one-off VMs -------------------------------------------------------------------
+
+    def create_oneoff(self, run: str) -> inventory.InventoryHost:
+        """A fresh VM for a lifecycle test: recorded in the state first, labelled with the
+        run that owns it (sweep deletes it once that run is gone), provisioned like a worker."""
+        data = self.store.read()
+        image = data.image or self.settings.image
+        if not image:
+            raise UsageError("no image for a fresh VM: run `orch up` first or set [tool.orch] image")
+        name = naming.oneoff_vm_name(self.settings.prefix, self.checkout)
+        with self.store.transaction() as state:
+            state.oneoffs[name] = OneoffRecord(name, run, L.now_iso(), os.getpid())
+        try:
+            labels = L.oneoff_labels(self.checkout, run, str(self.settings.inventory_dir))
+            self._retry(f"create {name}", lambda: self.provider.create(name, image, labels))
+            self.provider.wait_ready(name)
+            host_name, host_data = self.provider.host(name)
+            host = inventory.InventoryHost(
+                host_name,
+                {**host_data, "orch_worker_id": "oneoff", "orch_vm": name, "orch_provider": self.provider.name, "orch_checkout": self.checkout},
+            )
+            with PyinfraSession([(host.name, host.data)]) as session:
+                failed = session.deploy(load_callable(self.settings.provision))
+            if failed:
+                raise DeployError(f"provision deploy failed on {name}: {failed[host.name]}")
+        except BaseException:
+            with contextlib.suppress(OrchError):
+                self.delete_oneoff(name)
+            raise
+        return host
+
+    def delete_oneoff(self, name: str) -> None:
+        self._retry(f"delete {name}", lambda: self.provider.delete(name))
+        with self.store.transaction() as state:
+            state.oneoffs.pop(name, None)
 
     # -- repair --------------------------------------------------------------------
 

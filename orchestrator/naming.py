@@ -29,7 +29,7 @@ _CHECKOUT_RE = re.compile(r"^[0-9a-f]{8}$")
 
 def validate_worker_id(worker: str) -> str:
     """Return ``worker`` if it is a valid worker id (``gw0`` … ``gw255``), else raise."""
-    if not isinstance(worker, str) or not _WORKER_RE.match(worker) or int(worker[2:]) >= MAX_WORKERS:
+    if not isinstance(worker, str) or not _WORKER_RE.fullmatch(worker) or int(worker[2:]) >= MAX_WORKERS:
         shown = repr(worker) if isinstance(worker, str) else type(worker).__name__
         raise UsageError(
             f"invalid worker id {shown}: use gw0 … gw{MAX_WORKERS - 1}, as pytest-xdist names its workers"
@@ -54,7 +54,7 @@ def validate_worker_count(count: int) -> int:
 
 
 def validate_prefix(prefix: str) -> str:
-    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
         raise UsageError(
             f"invalid prefix {prefix!r}: use 1-16 lowercase letters or digits, starting with a letter"
         )
@@ -68,7 +68,7 @@ def checkout_id(inventory_dir: Path) -> str:
 
 
 def validate_checkout_id(checkout: str) -> str:
-    if not _CHECKOUT_RE.match(checkout):
+    if not _CHECKOUT_RE.fullmatch(checkout):
         raise UsageError(f"invalid checkout id {checkout!r}")
     return checkout
 
@@ -92,5 +92,5 @@ def oneoff_vm_name(prefix: str, checkout: str) -> str:
 
 def parse_vm_name(prefix: str, name: str) -> tuple[str, str] | None:
     """Split an orch VM name into (checkout id, worker id or one-off suffix), or None."""
-    m = re.match(rf"^{re.escape(prefix)}-([0-9a-f]{{8}})-(gw[0-9]+|x[0-9]{{14}}-[0-9]+-[0-9a-f]{{12}})$", name)
+    m = re.fullmatch(rf"{re.escape(prefix)}-([0-9a-f]{{8}})-(gw(?:0|[1-9][0-9]{{0,2}})|x[0-9]{{14}}-[0-9]+-[0-9a-f]{{12}})", name)
     return (m.group(1), m.group(2)) if m else None

@@ -68,8 +68,10 @@ class StateData:
     @classmethod
     def from_json(cls, text: str) -> "StateData":
         raw = json.loads(text)
-        if not isinstance(raw, dict) or raw.get("version") != VERSION or "checkout" not in raw:
+        if not isinstance(raw, dict) or raw.get("version") != VERSION or not isinstance(raw.get("checkout"), str):
             raise ValueError("not an orch state of version %d" % VERSION)
+        if not isinstance(raw.get("workers", {}), dict) or not isinstance(raw.get("oneoffs", {}), dict):
+            raise ValueError("workers and oneoffs must be tables")
         workers = {k: WorkerRecord(**v) for k, v in raw.get("workers", {}).items()}
         oneoffs = {k: OneoffRecord(**v) for k, v in raw.get("oneoffs", {}).items()}
         return cls(
@@ -95,14 +97,18 @@ class StateStore:
         self.checkout = checkout
         self._lock = FileLock(str(self.dir / "state.lock"))
         self._command_lock = FileLock(str(self.dir / "command.lock"))
+        self._writable = False
         self._threads = threading.Lock()  # orch's own threads update the state one at a time
 
     def ensure_dir(self) -> None:
+        """Create the folder and prove it writable, once per store (thread-safe)."""
+        if self._writable:
+            return
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            probe = self.dir / ".write-probe"
-            probe.write_text("")
-            probe.unlink()
+            with tempfile.TemporaryFile(dir=self.dir):
+                pass
+            self._writable = True
         except OSError as err:
             raise StateError(
                 f"cannot write to {self.inventory_dir} ({err.strerror}): make it writable or choose "
@@ -118,11 +124,15 @@ class StateStore:
             text = self.path.read_text()
         except FileNotFoundError:
             return StateData(checkout=self.checkout)
+        except UnicodeDecodeError as err:
+            raise StateError(
+                f"state file {self.path} is corrupt (not text): run `orch repair` to rebuild it from the backend"
+            ) from err
         except OSError as err:
             raise StateError(f"cannot read {self.path}: {err.strerror}") from err
         try:
             data = StateData.from_json(text)
-        except (ValueError, TypeError, KeyError) as err:
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise StateError(
                 f"state file {self.path} is corrupt ({err}): run `orch repair` to rebuild it from the backend"
             ) from err

@@ -39,7 +39,13 @@ def current_worker_id(workerinput: Mapping[str, Any] | None = None, env: Mapping
 class Worker:
     """One worker's VM: its ids, its pyinfra host, and ways to work inside it."""
 
-    def __init__(self, host: inventory.InventoryHost, inventory_path: Path) -> None:
+    def __init__(
+        self,
+        host: inventory.InventoryHost,
+        inventory_path: Path | None = None,
+        *,
+        resetter: Callable[[], None] | None = None,
+    ) -> None:
         self.worker_id: str = host.worker
         self.vm: str = host.vm
         self.host: str = host.name
@@ -47,6 +53,7 @@ class Worker:
         self.inventory_path = inventory_path
         self.provider: str = host.data.get("orch_provider", "")
         self._session: PyinfraSession | None = None
+        self._resetter = resetter
 
     def __repr__(self) -> str:
         return f"<Worker {self.worker_id} vm={self.vm} host={self.host}>"
@@ -87,12 +94,25 @@ class Worker:
         """Run a ``@deploy`` function (several operations); raises ``DeployError`` if it fails."""
         self._raise(self.session.deploy(func, **kwargs), getattr(func, "deploy_name", "deploy"))
 
+    def reset(self) -> None:
+        """Put this worker's VM back to its baseline now (same name, same inventory)."""
+        if self._resetter is None:
+            raise OrchError(f"{self.vm} cannot be reset (a one-off VM: make a new one instead)")
+        self.close()
+        self._resetter()
+
     def _raise(self, failed: dict[str, str], what: str) -> None:
         if failed:
             raise DeployError(f"{what} failed on {self.vm}: {failed.get(self.host, '; '.join(failed.values()))}")
 
 
-def find_worker(inventory_dir: Path, worker_id: str, *, workers_hint: int | None = None) -> Worker:
+def find_worker(
+    inventory_dir: Path,
+    worker_id: str,
+    *,
+    workers_hint: int | None = None,
+    resetter: Callable[[], None] | None = None,
+) -> Worker:
     """The worker ``worker_id`` as the generated inventory describes it, or
     ``WorkerMissing`` naming the command that makes it."""
     host = inventory.read_worker(inventory_dir, worker_id)
@@ -102,4 +122,4 @@ def find_worker(inventory_dir: Path, worker_id: str, *, workers_hint: int | None
             f"orch: worker {worker_id} has no VM (no {inventory.worker_path(inventory_dir, worker_id)}): "
             f"run `orch up --workers {count}` before pytest"
         )
-    return Worker(host, inventory.worker_path(inventory_dir, worker_id))
+    return Worker(host, inventory.worker_path(inventory_dir, worker_id), resetter=resetter)

@@ -59,10 +59,16 @@ def remove_checkout(checkout: str) -> None:
 
 @pytest.fixture
 def project(tmp_path: Path, docker_engine: str) -> Path:
-    """A fresh project folder (its own checkout id) whose [tool.orch] names the base image;
-    every VM of its checkout is deleted afterwards, whatever the test did."""
+    """A fresh project folder (its own checkout id) whose [tool.orch] names the base image
+    and a prefix of its own, so that a sweep in one test never judges another test's (or
+    the developer's) VMs; every VM of its checkout is deleted afterwards."""
+    import secrets
+
     from orchestrator import naming
 
-    (tmp_path / "pyproject.toml").write_text(f'[tool.orch]\nimage = "{docker_engine}"\n')
+    prefix = f"t{secrets.token_hex(4)}"
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.orch]\nimage = "{docker_engine}"\nprefix = "{prefix}"\nlegacy_prefixes = ["{prefix}legacy-"]\n'
+    )
     yield tmp_path
     remove_checkout(naming.checkout_id(tmp_path / "inventories"))

@@ -122,5 +122,8 @@ class Provider(abc.ABC):
         """The reference of ``worker``'s existing baseline, or "" (used to rebuild the state)."""
         return ""
 
+    def sweep_baseline(self, checkout: str, worker: str) -> None:
+        """Delete the baseline of a swept worker of any checkout (missing is success)."""
+
     def forget_baseline(self, baseline: str) -> None:
         """Delete a baseline made by snapshot (missing is success)."""

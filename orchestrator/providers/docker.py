@@ -250,8 +250,11 @@ class DockerProvider(Provider):
 
     # -- baseline ------------------------------------------------------------------
 
-    def baseline_image(self, worker: str) -> str:
-        return f"{self.settings.prefix}-{self.settings.checkout}-baseline:{worker}"
+    def baseline_image(self, worker: str, checkout: str | None = None) -> str:
+        return f"{self.settings.prefix}-{checkout or self.settings.checkout}-baseline:{worker}"
+
+    def sweep_baseline(self, checkout: str, worker: str) -> None:
+        self.forget_baseline(self.baseline_image(worker, checkout))
 
     def snapshot(self, vm: str, worker: str) -> str:
         image = self.baseline_image(worker)

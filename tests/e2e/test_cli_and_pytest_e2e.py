@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import naming
+from orchestrator import config, naming
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -68,7 +68,8 @@ def test_up_pytest_up_down(example_project: Path) -> None:
     assert "gw0: creating" in up.stderr and "gw1: provisioning" in up.stderr  # progress per worker
     assert "orch up: 2 worker(s) on docker in" in up.stderr  # summary with timings
     vms = container_names(checkout)
-    assert vms == [f"orch-{checkout}-gw0", f"orch-{checkout}-gw1"]
+    prefix = config.load(cwd=project, env={}).prefix
+    assert vms == [f"{prefix}-{checkout}-gw0", f"{prefix}-{checkout}-gw1"]
 
     tests = pytest_run(project, "-n", "2", "-v")
     assert tests.returncode == 0, tests.stdout + tests.stderr
@@ -125,7 +126,7 @@ def test_crashed_worker_vm_goes_to_its_replacement(project: Path) -> None:
     assert "15 passed" in out and "1 failed" in out  # only the test that killed its worker
     crashed_xdist, crashed_orch = (project / "crashed").read_text().split()
     checkout = naming.checkout_id(project / "inventories")
-    vm = f"orch-{checkout}-{crashed_orch}"
+    vm = f"{config.load(cwd=project, env={}).prefix}-{checkout}-{crashed_orch}"
     lines = subprocess.run(["docker", "exec", vm, "cat", "/var/lib/orch/ran"], capture_output=True, text=True).stdout.split("\n")
     rows = [line.split() for line in lines if line]
     replacements = {x for x, o, v in rows if x not in ("gw0", "gw1")}

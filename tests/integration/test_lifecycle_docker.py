@@ -114,7 +114,8 @@ def test_down_deletes_only_what_is_asked_and_nothing_foreign(project: Path) -> N
     orch = make(project)
     orch.up(3)
     # A foreign container that merely carries an orch-like name, and one with another checkout's name.
-    foreign = [f"orch-{orch.checkout}-gw9", "gw0", "orchestra-db"]
+    p = orch.settings.prefix
+    foreign = [f"{p}-{orch.checkout}-gw9", f"gw0-{p}", f"{p}stra-db"]
     for name in foreign:
         subprocess.run(["docker", "run", "-d", "--name", name, "orch-base:bookworm", "sleep", "infinity"], check=True, capture_output=True)
     try:

@@ -1,0 +1,258 @@
+"""Settings: [tool.orch] < ORCH_* environment < command-line flags, and their validation."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from orchestrator import config, naming
+from orchestrator.errors import ConfigError, UsageError
+
+
+def project(tmp_path: Path, orch_table: str = "", *, extra: str = "") -> Path:
+    """A project folder whose pyproject.toml has ``[tool.orch]`` with these lines."""
+    root = tmp_path / "proj"
+    root.mkdir(exist_ok=True)
+    (root / "pyproject.toml").write_text(f'[project]\nname = "demo"\n\n[tool.orch]\n{orch_table}\n{extra}')
+    return root
+
+
+@pytest.fixture(autouse=True)
+def no_orbctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A PATH without orbctl, so the default provider does not depend on this machine."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    return empty
+
+
+# -- precedence ---------------------------------------------------------------------
+
+
+def test_pyproject_then_env_then_overrides(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        'workers = 3\nprefix = "proj"\nimage = "img-toml"\nparallel = 2\nretries = 1\nprovider = "docker"',
+    )
+    s = config.load(
+        cwd=root,
+        env={"ORCH_WORKERS": "5", "ORCH_IMAGE": "img-env", "ORCH_PARALLEL": "3"},
+        overrides={"image": "img-flag", "parallel": 8},
+    )
+    assert s.workers == 5  # env beats [tool.orch]
+    assert s.image == "img-flag"  # flag beats env
+    assert s.parallel == 8  # flag beats env beats [tool.orch]
+    assert s.prefix == "proj"  # only in [tool.orch]
+    assert s.retries == 1
+    assert s.provider == "docker"
+
+
+def test_env_values_are_typed(tmp_path: Path) -> None:
+    s = config.load(cwd=project(tmp_path), env={"ORCH_WORKERS": "7", "ORCH_RETRIES": "0", "ORCH_PREFIX": "ci"})
+    assert (s.workers, s.retries, s.prefix) == (7, 0, "ci")
+
+
+def test_none_overrides_and_empty_env_values_are_ignored(tmp_path: Path) -> None:
+    root = project(tmp_path, 'workers = 3\nimage = "img-toml"')
+    s = config.load(
+        cwd=root,
+        env={"ORCH_WORKERS": "", "ORCH_IMAGE": "img-env"},
+        overrides={"workers": None, "image": None, "inventory_dir": None, "provider": None},
+    )
+    assert s.workers == 3
+    assert s.image == "img-env"
+    assert s.inventory_dir == root / "inventories"
+
+
+def test_env_argument_replaces_the_process_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in config._ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("ORCH_WORKERS", "9")
+    assert config.load(cwd=project(tmp_path), env={}).workers == 2
+    assert config.load(cwd=project(tmp_path)).workers == 9  # env=None: the real environment
+
+
+def test_defaults_without_any_settings(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    s = config.load(cwd=root, env={})
+    assert s.root == root
+    assert s.inventory_dir == root / "inventories"
+    assert (s.workers, s.prefix, s.parallel, s.retries, s.image) == (2, "orch", 4, 4, "")
+    assert s.legacy_prefixes == []
+    assert s.timeouts == config.DEFAULT_TIMEOUTS
+    assert s.checkout == naming.checkout_id(root / "inventories")
+
+
+def test_timeouts_table_overrides_some_operations(tmp_path: Path) -> None:
+    s = config.load(cwd=project(tmp_path, "timeouts = { create = 5, ready = 2.5 }"), env={})
+    assert s.timeout("create") == 5.0
+    assert s.timeout("ready") == 2.5
+    assert s.timeout("delete") == config.DEFAULT_TIMEOUTS["delete"]
+    assert s.timeout("no-such-operation") == config.DEFAULT_TIMEOUTS["default"]
+    assert config.DEFAULT_TIMEOUTS["create"] == 180.0  # the defaults themselves are untouched
+
+
+def test_legacy_prefixes_and_provider_tables(tmp_path: Path) -> None:
+    root = project(tmp_path, 'legacy_prefixes = ["pyinfra-test"]', extra='[tool.orch.docker]\nrun_args = ["--privileged"]\n')
+    s = config.load(cwd=root, env={})
+    assert s.legacy_prefixes == ["pyinfra-test"]
+    assert s.provider_options == {"docker": {"run_args": ["--privileged"]}}
+
+
+# -- where the project and its inventories are --------------------------------------
+
+
+def test_root_is_found_from_a_subfolder(tmp_path: Path) -> None:
+    root = project(tmp_path, 'inventory_dir = "build/inv"')
+    sub = root / "tests" / "deep"
+    sub.mkdir(parents=True)
+    s = config.load(cwd=sub, env={})
+    assert s.root == root
+    assert s.inventory_dir == root / "build" / "inv"  # relative to the project root, not the cwd
+
+
+def test_relative_inventory_dir_from_env_and_flag_is_relative_to_where_the_user_is(tmp_path: Path) -> None:
+    # a folder typed on the command line or in the environment is relative to the
+    # working directory, as for any command; [tool.orch] inventory_dir is relative to the root
+    root = project(tmp_path)
+    sub = root / "sub"
+    sub.mkdir()
+    assert config.load(cwd=sub, env={"ORCH_INVENTORY_DIR": "env-inv"}).inventory_dir == sub / "env-inv"
+    s = config.load(cwd=sub, env={"ORCH_INVENTORY_DIR": "env-inv"}, overrides={"inventory_dir": Path("flag-inv")})
+    assert s.inventory_dir == sub / "flag-inv"
+
+
+def test_absolute_and_home_inventory_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = project(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    assert config.load(cwd=root, env={}, overrides={"inventory_dir": elsewhere}).inventory_dir == elsewhere
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    s = config.load(cwd=root, env={"ORCH_INVENTORY_DIR": "~/orch-inv"})
+    assert s.inventory_dir == tmp_path / "home" / "orch-inv"
+
+
+def test_two_clones_have_different_checkouts(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = config.load(cwd=project(tmp_path / "a"), env={})
+    b = config.load(cwd=project(tmp_path / "b"), env={})
+    assert a.root != b.root
+    assert a.checkout != b.checkout
+    assert config.load(cwd=a.root, env={}).checkout == a.checkout
+
+
+# -- invalid settings ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["wrokers", "image_name", "inventory-dir", "orbstak"])
+def test_unknown_key_is_refused_by_name(tmp_path: Path, key: str) -> None:
+    root = project(tmp_path, f'"{key}" = 1')
+    with pytest.raises(ConfigError) as exc:
+        config.load(cwd=root, env={})
+    message = str(exc.value)
+    assert repr(key) in message
+    assert str(root / "pyproject.toml") in message
+
+
+@pytest.mark.parametrize(
+    "line, names",
+    [
+        ('workers = "x"', "workers"),
+        ("workers = true", "workers"),
+        ("workers = 2.5", "workers"),
+        ("parallel = 4.9", "parallel"),
+        ("parallel = [1]", "parallel"),
+        ('retries = "many"', "retries"),
+        ("image = 3", "image"),
+        ("prefix = false", "prefix"),
+        ("timeouts = { create = -1 }", "timeouts.create"),
+        ("timeouts = { create = 0 }", "timeouts.create"),
+        ('timeouts = { create = "slow" }', "timeouts.create"),
+        ("timeouts = { delete = true }", "timeouts.delete"),
+        ("timeouts = 5", "timeouts"),
+        ('legacy_prefixes = "x"', "legacy_prefixes"),
+        ("legacy_prefixes = [1]", "legacy_prefixes"),
+        ('legacy_prefixes = [""]', "legacy_prefixes"),
+    ],
+)
+def test_bad_types_are_refused_by_name(tmp_path: Path, line: str, names: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config.load(cwd=project(tmp_path, line), env={})
+    assert names in str(exc.value)
+
+
+def test_whole_float_counts_are_accepted(tmp_path: Path) -> None:
+    assert config.load(cwd=project(tmp_path, "workers = 3.0"), env={}).workers == 3
+
+
+@pytest.mark.parametrize("var, value", [("ORCH_WORKERS", "many"), ("ORCH_PARALLEL", "4x"), ("ORCH_RETRIES", "2.5")])
+def test_bad_env_values_name_the_variable(tmp_path: Path, var: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=var):
+        config.load(cwd=project(tmp_path), env={var: value})
+
+
+@pytest.mark.parametrize("line", ["parallel = 0", "parallel = 65", "retries = -1", "retries = 21"])
+def test_out_of_range_numbers_are_refused(tmp_path: Path, line: str) -> None:
+    key = line.split()[0]
+    with pytest.raises(ConfigError, match=key):
+        config.load(cwd=project(tmp_path, line), env={})
+
+
+def test_broken_pyproject_is_a_config_error(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "pyproject.toml").write_text("[tool.orch\nworkers = 3\n")
+    with pytest.raises(ConfigError, match="pyproject.toml"):
+        config.load(cwd=root, env={})
+
+
+def test_tool_orch_must_be_a_table(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "pyproject.toml").write_text('[tool]\norch = "yes"\n')
+    with pytest.raises(ConfigError, match=r"\[tool.orch\]"):
+        config.load(cwd=root, env={})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"toml": 'prefix = "Bad_Prefix"'},
+        {"env": {"ORCH_PREFIX": "../x"}},
+        {"overrides": {"prefix": "orch-ci"}},
+        {"overrides": {"prefix": ""}},
+        {"toml": 'prefix = "averyveryverylongprefix"'},
+    ],
+)
+def test_invalid_prefix_is_refused(tmp_path: Path, source: dict) -> None:
+    root = project(tmp_path, source.get("toml", ""))
+    with pytest.raises(UsageError, match="invalid prefix"):
+        config.load(cwd=root, env=source.get("env", {}), overrides=source.get("overrides"))
+
+
+# -- default provider ---------------------------------------------------------------
+
+
+def test_default_provider_is_docker_without_orbctl(tmp_path: Path) -> None:
+    assert config.default_provider() == "docker"
+    assert config.load(cwd=project(tmp_path), env={}).provider == "docker"
+
+
+def test_default_provider_is_orbstack_with_orbctl(tmp_path: Path, no_orbctl: Path) -> None:
+    orbctl = no_orbctl / "orbctl"
+    orbctl.write_text("#!/bin/sh\nexit 0\n")
+    orbctl.chmod(orbctl.stat().st_mode | stat.S_IXUSR)
+    assert config.default_provider() == "orbstack"
+    assert config.load(cwd=project(tmp_path), env={}).provider == "orbstack"
+    # an explicit choice wins over the guess
+    assert config.load(cwd=project(tmp_path, 'provider = "docker"'), env={}).provider == "docker"
+    assert config.load(cwd=project(tmp_path), env={"ORCH_PROVIDER": "docker"}).provider == "docker"
+
+
+def test_replace_changes_one_setting(tmp_path: Path) -> None:
+    s = config.load(cwd=project(tmp_path), env={})
+    t = config.replace(s, workers=6)
+    assert (s.workers, t.workers) == (2, 6)
+    assert (t.inventory_dir, t.root, t.prefix) == (s.inventory_dir, s.root, s.prefix)
