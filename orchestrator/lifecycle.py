@@ -106,7 +106,9 @@ class Orch:
         if info is None:
             return False
         if not self.provider.has_labels:
-            return True  # names carry prefix and checkout id; the caller built the name
+            # no labels (OrbStack): the name carries orch's prefix and this checkout's id
+            parsed = naming.parse_vm_name(self.settings.prefix, info.name)
+            return parsed is not None and parsed[0] == self.checkout and (worker is None or parsed[1] == worker)
         ok = L.is_orchs(info.labels) and info.labels.get(L.CHECKOUT) == self.checkout
         return ok and (worker is None or info.labels.get(L.WORKER) == worker)
 
@@ -127,6 +129,7 @@ class Orch:
         with self.store.command_lock(wait=wait, on_wait=on_wait):
             self.provider.check()
             self.provider.ensure_image(image)
+            existing = {info.name: info for info in self.provider.list()}
             with self.store.transaction() as data:
                 if data.workers and data.provider and data.provider != self.provider.name:
                     raise UsageError(
@@ -139,11 +142,13 @@ class Orch:
                         "run `orch down` first to switch images"
                     )
                 data.provider, data.image, data.prefix = self.provider.name, image, self.settings.prefix
+            if self.provider.uses_golden and any(self._needs_create(data.workers.get(w), existing) for w in wanted):
+                self._ensure_golden(image, provision, existing.get(naming.golden_vm_name(self.settings.prefix, self.checkout)))
+            with self.store.transaction() as data:
                 for worker in wanted:
                     if worker not in data.workers:
                         data.workers[worker] = WorkerRecord(worker, self.vm_name(worker), CREATING, L.now_iso())
                 records = [data.workers[w] for w in wanted]
-            existing = {info.name: info for info in self.provider.list()}
             results = self._pool(records, lambda rec: self._bring_up(rec, image, existing.get(rec.vm)))
             fresh = [r for r in results if r.ok and r.action in ("created", "recreated")]
             self._provision(fresh, provision)
@@ -195,6 +200,54 @@ class Orch:
         finally:
             result.seconds["total"] = time.monotonic() - start
         return result
+
+    @staticmethod
+    def _needs_create(rec: WorkerRecord | None, existing: dict[str, VMInfo]) -> bool:
+        if rec is None or rec.phase != READY or rec.vm not in existing:
+            return True
+        return existing[rec.vm].state not in ("running", "stopped")
+
+    def _ensure_golden(self, image: str, provision: Callable, info: VMInfo | None) -> None:
+        """Create and provision the checkout's golden machine, which workers are cloned
+        from; recorded in the state first, and trusted only once provisioned."""
+        name = naming.golden_vm_name(self.settings.prefix, self.checkout)
+        data = self.store.read()
+        if data.golden == name and data.golden_ready and info is not None:
+            return
+        with self.store.transaction() as state:
+            state.golden, state.golden_ready = name, False
+        t = time.monotonic()
+        if info is not None:
+            self.report("golden", f"deleting unfinished golden machine {name}")
+            self._retry(f"delete {name}", lambda: self.provider.delete(name))
+        self.report("golden", f"creating golden machine {name} from {image}")
+        try:
+            self._retry(f"create {name}", lambda: self._create_golden(name, image))
+        except PermanentProviderError as err:
+            raise PermanentProviderError(
+                f"cannot create {name} from image {image!r} ({err}): name another with --image / ORCH_IMAGE"
+            ) from err
+        self.provider.wait_ready(name)
+        host = self.inventory_host(WorkerRecord("golden", name))
+        self.report("golden", f"provisioning {name} with {self.settings.provision}")
+        with PyinfraSession([(host.name, host.data)]) as session:
+            failed = session.deploy(provision)
+        if failed:
+            raise DeployError(f"provision deploy failed on golden machine {name}: {failed.get(host.name, failed)}")
+        self._retry(f"stop {name}", lambda: self.provider.stop(name))
+        with self.store.transaction() as state:
+            state.golden_ready = True
+        self.report("golden", f"{name} ready to clone ({time.monotonic() - t:.1f}s)")
+
+    def _create_golden(self, name: str, image: str) -> None:
+        try:
+            self.provider.create_golden(name, image)
+        except PermanentProviderError:
+            info = self.provider.inspect(name)
+            if info is None or not self._owned(info):
+                raise
+            self.provider.delete(name)  # a create that timed out but happened
+            self.provider.create_golden(name, image)
 
     def _create(self, rec: WorkerRecord, image: str) -> None:
         """Create, tolerating that an earlier attempt (timed out, say) already did."""
@@ -316,12 +369,24 @@ class Orch:
             self._retry(f"restore {rec.vm}", lambda: self.provider.restore(rec.vm, rec.baseline, self.worker_labels(rec.worker)))
             result.seconds["restore"] = time.monotonic() - t
             result.seconds["ready"] = self.provider.wait_ready(rec.vm)
+            if self.provider.uses_golden:
+                # a clone of the golden machine: give it its own worker id back
+                p = time.monotonic()
+                self._provision_one(rec)
+                result.seconds["provision"] = time.monotonic() - p
             self.report(rec.worker, f"{rec.vm} back at its baseline")
         except OrchError as err:
             result.action, result.error = "failed", str(err)
             self.report(rec.worker, f"reset failed: {err}")
         result.seconds["total"] = time.monotonic() - t
         return result
+
+    def _provision_one(self, rec: WorkerRecord) -> None:
+        host = self.inventory_host(rec)
+        with PyinfraSession([(host.name, host.data)]) as session:
+            failed = session.deploy(load_callable(self.settings.provision))
+        if failed:
+            raise DeployError(f"provision deploy failed on {rec.vm}: {failed.get(host.name, failed)}")
 
     def _soft_reset(self, records: list[WorkerRecord], deploy: Callable) -> list[WorkerResult]:
         t = time.monotonic()
@@ -355,6 +420,8 @@ class Orch:
         image = data.image or self.settings.image
         if not image:
             raise UsageError("no image for a fresh VM: run `orch up` first or set [tool.orch] image")
+        if self.provider.uses_golden and not data.golden_ready:
+            raise UsageError(f"fresh VMs on {self.provider.name} are cloned from the golden machine: run `orch up` first")
         name = naming.oneoff_vm_name(self.settings.prefix, self.checkout)
         with self.store.transaction() as state:
             state.oneoffs[name] = OneoffRecord(name, run, L.now_iso(), os.getpid())
@@ -407,7 +474,10 @@ class Orch:
                     if parsed is None or parsed[0] != self.checkout:
                         continue
                     worker = info.labels.get(L.WORKER) or parsed[1]
-                    if worker.startswith("gw"):
+                    if worker == naming.GOLDEN:
+                        # stopped only after provisioning finished; running means unfinished
+                        data.golden, data.golden_ready = info.name, info.state == "stopped"
+                    elif worker.startswith("gw"):
                         baseline = self.provider.find_baseline(worker)
                         phase = READY if baseline else PROVISIONING
                         created = info.labels.get(L.CREATED, info.created)
@@ -431,8 +501,19 @@ class Orch:
             if targets:
                 self.provider.check()
             results = self._delete_workers(targets)
+            self._drop_golden_if_unused()
             self.write_inventories()
         return results
+
+    def _drop_golden_if_unused(self) -> None:
+        data = self.store.read()
+        if data.workers or data.oneoffs or not data.golden:
+            return
+        golden = data.golden
+        self._retry(f"delete {golden}", lambda: self.provider.delete(golden))
+        with self.store.transaction() as state:
+            state.golden, state.golden_ready = "", False
+        self.report("golden", f"{golden} deleted")
 
     def _delete_workers(self, workers: list[str]) -> list[WorkerResult]:
         data = self.store.read()

@@ -90,7 +90,17 @@ def oneoff_vm_name(prefix: str, checkout: str) -> str:
     )
 
 
+GOLDEN = "golden"
+
+
+def golden_vm_name(prefix: str, checkout: str) -> str:
+    """The per-checkout machine that workers are cloned from (backends with cheap clones)."""
+    return f"{validate_prefix(prefix)}-{validate_checkout_id(checkout)}-{GOLDEN}"
+
+
 def parse_vm_name(prefix: str, name: str) -> tuple[str, str] | None:
-    """Split an orch VM name into (checkout id, worker id or one-off suffix), or None."""
-    m = re.fullmatch(rf"{re.escape(prefix)}-([0-9a-f]{{8}})-(gw(?:0|[1-9][0-9]{{0,2}})|x[0-9]{{14}}-[0-9]+-[0-9a-f]{{12}})", name)
+    """Split an orch VM name into (checkout id, worker id, ``golden`` or one-off suffix), or None."""
+    m = re.fullmatch(
+        rf"{re.escape(prefix)}-([0-9a-f]{{8}})-(gw(?:0|[1-9][0-9]{{0,2}})|{GOLDEN}|x[0-9]{{14}}-[0-9]+-[0-9a-f]{{12}})", name
+    )
     return (m.group(1), m.group(2)) if m else None

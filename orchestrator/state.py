@@ -23,6 +23,7 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
+from . import registry
 from .errors import LockBusy, StateError
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,10 @@ class StateData:
     prefix: str = ""
     workers: dict[str, WorkerRecord] = field(default_factory=dict)
     oneoffs: dict[str, OneoffRecord] = field(default_factory=dict)
+    #: The machine workers are cloned from (backends with cheap clones), and whether it
+    #: finished provisioning; recorded before it is created, like every VM.
+    golden: str = ""
+    golden_ready: bool = False
     version: int = VERSION
 
     def to_json(self) -> str:
@@ -81,6 +86,8 @@ class StateData:
             prefix=raw.get("prefix", ""),
             workers=workers,
             oneoffs=oneoffs,
+            golden=raw.get("golden", ""),
+            golden_ready=bool(raw.get("golden_ready", False)),
         )
 
     def sorted_workers(self) -> list[WorkerRecord]:
@@ -146,6 +153,7 @@ class StateStore:
     def write(self, data: StateData) -> None:
         """Atomically replace the state file (caller holds the state lock)."""
         self.ensure_dir()
+        registry.register(self.checkout, self.inventory_dir)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state-", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as fh:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import labels as L, leases, naming, retry
+from . import labels as L, leases, naming, registry, retry
 from .config import Settings
 from .errors import OrchError, StateError, UsageError
 from .lifecycle import _age
@@ -86,33 +86,43 @@ class Sweeper:
 
     def _decide(self, info: VMInfo, parsed: tuple[str, str], older_than: float | None) -> Decision:
         checkout, suffix = parsed
-        kind = info.labels.get(L.KIND) or ("worker" if suffix.startswith("gw") else "oneoff")
+        kind = info.labels.get(L.KIND) or ("worker" if suffix.startswith("gw") else suffix if suffix == naming.GOLDEN else "oneoff")
         age = _age(info.labels.get(L.CREATED) or info.created)
         d = Decision(info.name, False, "", kind, checkout, age)
-        inv = Path(info.labels.get(L.INVENTORY, "")) if info.labels.get(L.INVENTORY) else None
+        # Labels carry the inventory folder; without labels (OrbStack) the machine's
+        # registry of checkouts says where this checkout's state lives.
+        label_inv = info.labels.get(L.INVENTORY)
+        inv = Path(label_inv) if label_inv else registry.lookup(checkout)
         live = self._live_runs(inv) if inv else []
+        state = None
+        if inv is not None and inv.is_dir():
+            store = StateStore(inv, checkout)
+            if store.exists():
+                try:
+                    state = store.read()
+                except StateError:
+                    d.reason = f"state {store.path} unreadable: kept (run `orch repair` there)"
+                    return d
         if kind == "oneoff":
-            run = info.labels.get(L.RUN, "")
-            if inv is not None and run in live:
+            run = info.labels.get(L.RUN) or (state.oneoffs[info.name].run if state and info.name in state.oneoffs else "")
+            if inv is not None and run and run in live:
                 d.reason = f"its run {run} is alive"
             else:
-                d.delete, d.reason = True, f"one-off VM of a run that is gone ({run or 'unknown run'})"
+                d.delete, d.reason = True, f"one-off VM of a run that is gone ({run or 'no run recorded'})"
             return d
-        worker = info.labels.get(L.WORKER) or suffix
         if inv is None or not inv.is_dir():
-            d.delete, d.reason = True, f"its checkout's inventory folder is gone ({inv})"
+            d.delete, d.reason = True, f"its checkout's inventory folder is gone ({inv or 'unknown checkout'})"
             return d
-        store = StateStore(inv, checkout)
-        if not store.exists():
-            d.delete, d.reason = True, f"its checkout has no state ({store.path})"
+        if state is None:
+            d.delete, d.reason = True, f"its checkout has no state ({inv / '.orch' / 'state.json'})"
             return d
-        try:
-            state = store.read()
-        except StateError:
-            d.reason = f"state {store.path} unreadable: kept (run `orch repair` there)"
-            return d
-        rec = state.workers.get(worker)
-        if rec is None or rec.vm != info.name:
+        if kind == naming.GOLDEN:
+            recorded = state.golden == info.name
+        else:
+            worker = info.labels.get(L.WORKER) or suffix
+            rec = state.workers.get(worker)
+            recorded = rec is not None and rec.vm == info.name
+        if not recorded:
             d.delete, d.reason = True, f"the state of {inv} does not record it"
         elif older_than is not None and age is not None and age > older_than:
             if live:
@@ -120,7 +130,7 @@ class Sweeper:
             else:
                 d.delete, d.reason = True, f"older than --older-than ({age / 3600:.1f}h)"
         else:
-            d.reason = f"worker {worker} of {inv}"
+            d.reason = f"{kind} {suffix} of {inv}"
         return d
 
     def execute(self, decisions: list[Decision], *, dry_run: bool = False) -> list[Decision]:
@@ -134,7 +144,7 @@ class Sweeper:
             try:
                 retry.call(lambda: self.provider.delete(d.vm), what=f"delete {d.vm}",
                            attempts=self.settings.retries + 1, health_check=self.provider.check)
-                if d.kind == "worker" and d.checkout:
+                if d.kind == "worker" and d.checkout and self.provider.has_labels:
                     self.provider.sweep_baseline(d.checkout, d.vm.rsplit("-", 1)[1])
                 d.result = "deleted"
             except OrchError as err:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,37 +39,38 @@ def docker_engine() -> str:
     return BASE_IMAGE
 
 
-def checkout_containers(checkout: str) -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "-a", "-q", "--filter", f"label=orch.checkout={checkout}"], capture_output=True, text=True, check=True
-    ).stdout
-    return out.split()
+FAKES = ROOT / "tests" / "fakes"
+
+sys.path.insert(0, str(Path(__file__).parent))
+from backends import BACKENDS, PROVIDERS, remove_prefix, write_pyproject  # noqa: E402
 
 
-def remove_checkout(checkout: str) -> None:
-    """Delete every container and baseline image of one test checkout (by its labels)."""
-    ids = checkout_containers(checkout)
-    if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-    images = subprocess.run(
-        ["docker", "images", "-q", "--filter", f"reference=*-{checkout}-baseline"], capture_output=True, text=True
-    ).stdout.split()
-    if images:
-        subprocess.run(["docker", "rmi", "-f", *set(images)], capture_output=True)
+@pytest.fixture(params=PROVIDERS)
+def provider_name(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test that uses a project runs on both providers; orbstack runs the real
+    pyinfra-orbstack package against tests/fakes/orbctl, put first on PATH."""
+    if request.param == "orbstack":
+        monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}")
+    return request.param
 
 
 @pytest.fixture
-def project(tmp_path: Path, docker_engine: str) -> Path:
-    """A fresh project folder (its own checkout id) whose [tool.orch] names the base image
-    and a prefix of its own, so that a sweep in one test never judges another test's (or
-    the developer's) VMs; every VM of its checkout is deleted afterwards."""
+def backend(provider_name: str):
+    return BACKENDS[provider_name]
+
+
+@pytest.fixture
+def prefix() -> str:
     import secrets
 
-    from orchestrator import naming
+    return f"t{secrets.token_hex(4)}"
 
-    prefix = f"t{secrets.token_hex(4)}"
-    (tmp_path / "pyproject.toml").write_text(
-        f'[tool.orch]\nimage = "{docker_engine}"\nprefix = "{prefix}"\nlegacy_prefixes = ["{prefix}legacy-"]\n'
-    )
+
+@pytest.fixture
+def project(tmp_path: Path, docker_engine: str, provider_name: str, prefix: str) -> Path:
+    """A fresh project folder (its own checkout id) on one provider, with a prefix of its
+    own so that a sweep in one test never judges another test's (or the developer's)
+    VMs; everything named with that prefix is deleted afterwards."""
+    write_pyproject(tmp_path, provider_name, prefix, docker_engine)
     yield tmp_path
-    remove_checkout(naming.checkout_id(tmp_path / "inventories"))
+    remove_prefix(prefix)

@@ -11,6 +11,7 @@ from .base import Provider, VMInfo, WaitStrategy
 
 BUILTIN = {
     "docker": "orchestrator.providers.docker:DockerProvider",
+    "orbstack": "orchestrator.providers.orbstack:OrbStackProvider",
 }
 
 __all__ = ["Provider", "VMInfo", "WaitStrategy", "available", "get_provider"]

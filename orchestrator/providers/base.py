@@ -70,6 +70,9 @@ class Provider(abc.ABC):
     name: ClassVar[str]
     #: Whether VMs carry labels (ownership by labels) or only names (ownership by name).
     has_labels: ClassVar[bool] = True
+    #: Whether workers are cloned from one per-checkout golden machine (then a restored
+    #: worker is re-provisioned, to get its own worker id back).
+    uses_golden: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -108,6 +111,14 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def host(self, vm: str) -> tuple[str, dict[str, Any]]:
         """The pyinfra host name and connector data that reach inside ``vm``."""
+
+    def create_golden(self, vm: str, image: str) -> None:
+        """Create the golden machine (only for ``uses_golden`` providers)."""
+        raise NotImplementedError
+
+    def stop(self, vm: str) -> None:
+        """Stop ``vm`` (never called with an empty name)."""
+        raise NotImplementedError
 
     def snapshot(self, vm: str, worker: str) -> str:
         """Keep ``vm``'s current state as its baseline; return a reference to it ("" if the

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import config, naming
+from backends import PROVIDERS  # INTERIM
+
+from orchestrator import naming
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -36,20 +38,13 @@ def pytest_run(project: Path, *args: str) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args], project)
 
 
-def container_names(checkout: str) -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "-a", "--filter", f"label=orch.checkout={checkout}", "--format", "{{.Names}}"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    return sorted(out.split())
+def worker_names(backend, prefix: str) -> list[str]:
+    return [n for n in backend.names(prefix + "-") if "-gw" in n]
 
 
-def proofs(vm: str) -> dict[str, str]:
+def proofs(backend, vm: str) -> dict[str, str]:
     """The proof files the example suite leaves in a VM: {test name: worker id it ran under}."""
-    out = subprocess.run(
-        ["docker", "exec", vm, "sh", "-c", "cd /var/lib/orch/proofs 2>/dev/null && grep -H . * || true"],
-        capture_output=True, text=True, check=True,
-    ).stdout
+    out = backend.sh(vm, "cd /var/lib/orch/proofs 2>/dev/null && grep -H . * || true").stdout
     return dict(line.split(":", 1) for line in out.split())
 
 
@@ -59,7 +54,7 @@ def example_project(project: Path) -> Path:
     return project
 
 
-def test_up_pytest_up_down(example_project: Path) -> None:
+def test_up_pytest_up_down(example_project: Path, backend, prefix: str) -> None:
     project = example_project
     checkout = naming.checkout_id(project / "inventories")
 
@@ -67,8 +62,7 @@ def test_up_pytest_up_down(example_project: Path) -> None:
     assert up.returncode == 0, up.stderr
     assert "gw0: creating" in up.stderr and "gw1: provisioning" in up.stderr  # progress per worker
     assert "orch up: 2 worker(s) on docker in" in up.stderr  # summary with timings
-    vms = container_names(checkout)
-    prefix = config.load(cwd=project, env={}).prefix
+    vms = worker_names(backend, prefix)
     assert vms == [f"{prefix}-{checkout}-gw0", f"{prefix}-{checkout}-gw1"]
 
     tests = pytest_run(project, "-n", "2", "-v")
@@ -79,7 +73,7 @@ def test_up_pytest_up_down(example_project: Path) -> None:
     seen = {}
     for vm in vms:
         label = vm.rsplit("-", 1)[1]
-        for test, worker in proofs(vm).items():
+        for test, worker in proofs(backend, vm).items():
             assert worker == label, f"{test} ran as {worker} but wrote into {vm}"
             seen[test] = worker
     assert len(seen) == 12
@@ -88,7 +82,7 @@ def test_up_pytest_up_down(example_project: Path) -> None:
     again = orch(project, "up", "--workers", "2", "--json")
     assert again.returncode == 0, again.stderr
     assert [r["action"] for r in json.loads(again.stdout)] == ["reused", "reused"]
-    assert container_names(checkout) == vms
+    assert worker_names(backend, prefix) == vms
 
     status = orch(project, "status", "--json")
     rows = json.loads(status.stdout)
@@ -96,7 +90,7 @@ def test_up_pytest_up_down(example_project: Path) -> None:
 
     down = orch(project, "down")
     assert down.returncode == 0, down.stderr
-    assert container_names(checkout) == []
+    assert backend.names(prefix + "-") == []  # no worker, no golden machine left
     assert not list((project / "inventories").glob("*.py"))
 
 
@@ -117,7 +111,7 @@ def test_work(n, orch_worker, worker_vm):
 '''
 
 
-def test_crashed_worker_vm_goes_to_its_replacement(project: Path) -> None:
+def test_crashed_worker_vm_goes_to_its_replacement(project: Path, backend, prefix: str) -> None:
     (project / "test_crash.py").write_text(CRASH_SUITE)
     assert orch(project, "up", "--workers", "2").returncode == 0
     result = pytest_run(project, "-n", "2")
@@ -126,8 +120,8 @@ def test_crashed_worker_vm_goes_to_its_replacement(project: Path) -> None:
     assert "15 passed" in out and "1 failed" in out  # only the test that killed its worker
     crashed_xdist, crashed_orch = (project / "crashed").read_text().split()
     checkout = naming.checkout_id(project / "inventories")
-    vm = f"{config.load(cwd=project, env={}).prefix}-{checkout}-{crashed_orch}"
-    lines = subprocess.run(["docker", "exec", vm, "cat", "/var/lib/orch/ran"], capture_output=True, text=True).stdout.split("\n")
+    vm = f"{prefix}-{checkout}-{crashed_orch}"
+    lines = backend.sh(vm, "cat /var/lib/orch/ran").stdout.split("\n")
     rows = [line.split() for line in lines if line]
     replacements = {x for x, o, v in rows if x not in ("gw0", "gw1")}
     assert replacements, f"no test ran on a replacement worker in {vm}: {rows}"
@@ -142,3 +136,41 @@ def test_more_pytest_workers_than_vms_names_the_fix(example_project: Path) -> No
     assert result.returncode != 0
     assert "worker gw1 has no VM" in out and "run `orch up --workers 2`" in out
     assert "Traceback" not in out
+
+
+SEED_STYLE = '''
+"""Tests written the way the seed's suite uses worker_vm: orbctl by hand, and pyinfra
+operations through the @orbstack connector."""
+import json
+import subprocess
+
+from pyinfra.facts.server import Hostname
+from pyinfra.operations import files
+
+
+def test_orbctl_info(worker_vm):
+    info = json.loads(subprocess.run(["orbctl", "info", worker_vm, "-f", "json"], capture_output=True, text=True, check=True).stdout)
+    assert info["record"]["name"] == worker_vm
+    assert info["record"]["state"] == "running" and info["ip4"]
+
+
+def test_orbctl_run(worker_vm):
+    out = subprocess.run(["orbctl", "run", "-m", worker_vm, "cat", "/etc/orch-worker"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().startswith("gw")
+
+
+def test_operations_through_the_orbstack_connector(orch_worker, worker_vm):
+    assert orch_worker.host == f"@orbstack/{worker_vm}"
+    orch_worker.operation(files.directory, path="/srv/seed-style", mode="750")
+    assert orch_worker.run("stat -c %a /srv/seed-style").stdout == "750"
+    assert orch_worker.fact(Hostname) == worker_vm
+'''
+
+
+@pytest.mark.parametrize("provider_name", [p for p in PROVIDERS if p == "orbstack"])  # INTERIM
+def test_seed_style_suite_on_orbstack(project: Path) -> None:
+    (project / "test_seed_style.py").write_text(SEED_STYLE)
+    assert orch(project, "up", "--workers", "2").returncode == 0
+    result = pytest_run(project, "-n", "2", "-v")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout

@@ -10,9 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator import naming
-
-from test_cli_and_pytest_e2e import clean_env, container_names, orch, pytest_run  # noqa: E402
+from test_cli_and_pytest_e2e import clean_env, orch, pytest_run  # noqa: E402
 
 RESET_SUITE_A = '''
 import pytest
@@ -52,17 +50,16 @@ def test_lifecycle_fails(fresh_vm):
 '''
 
 
-def oneoffs(checkout: str) -> list[str]:
-    return [n for n in container_names(checkout) if "-x" in n]
+def oneoffs(backend, prefix: str) -> list[str]:
+    return [n for n in backend.names(prefix + "-") if "-x" in n]
 
 
-def test_fresh_vm_is_deleted_after_a_failing_test(project: Path) -> None:
+def test_fresh_vm_is_deleted_after_a_failing_test(project: Path, backend, prefix: str) -> None:
     (project / "test_fresh.py").write_text(FRESH_FAILING)
     assert orch(project, "up", "--workers", "1").returncode == 0
     result = pytest_run(project, "-v")
     assert result.returncode == 1 and "this test fails on purpose" in result.stdout
-    checkout = naming.checkout_id(project / "inventories")
-    assert oneoffs(checkout) == []
+    assert oneoffs(backend, prefix) == []
     state = json.loads((project / "inventories" / ".orch" / "state.json").read_text())
     assert state["oneoffs"] == {}
 
@@ -82,7 +79,7 @@ def test_holds_a_fresh_vm(fresh_vm):
 '''
 
 
-def test_sweep_removes_a_killed_runs_oneoffs_and_keeps_a_live_runs(project: Path) -> None:
+def test_sweep_removes_a_killed_runs_oneoffs_and_keeps_a_live_runs(project: Path, backend, prefix: str) -> None:
     (project / "test_hold.py").write_text(HOLDING)
     assert orch(project, "up", "--workers", "1").returncode == 0
     runs = {}
@@ -96,23 +93,22 @@ def test_sweep_removes_a_killed_runs_oneoffs_and_keeps_a_live_runs(project: Path
     while not all((project / f"vm-{h}").exists() for h in runs) and time.time() < deadline:
         time.sleep(0.2)
     dead_vm, live_vm = (project / "vm-dead").read_text(), (project / "vm-live").read_text()
-    checkout = naming.checkout_id(project / "inventories")
-    assert set(oneoffs(checkout)) == {dead_vm, live_vm}
+    assert set(oneoffs(backend, prefix)) == {dead_vm, live_vm}
 
     os.killpg(runs["dead"].pid, signal.SIGKILL)  # the whole run: controller and worker
     runs["dead"].wait()
-    assert dead_vm in oneoffs(checkout)  # nothing could clean up
+    assert dead_vm in oneoffs(backend, prefix)  # nothing could clean up
 
     swept = orch(project, "sweep", "--json")
     assert swept.returncode == 0, swept.stderr
     report = {d["vm"]: d for d in json.loads(swept.stdout)}
     assert report[dead_vm]["result"] == "deleted" and "run that is gone" in report[dead_vm]["reason"]
     assert report[live_vm]["result"] == "kept" and "alive" in report[live_vm]["reason"]
-    assert oneoffs(checkout) == [live_vm]
+    assert oneoffs(backend, prefix) == [live_vm]
 
     (project / "release-live").write_text("")
     assert runs["live"].wait(timeout=120) == 0
-    assert oneoffs(checkout) == []  # the live run deleted its own at teardown
+    assert oneoffs(backend, prefix) == []  # the live run deleted its own at teardown
 
 
 def test_cli_reset_reports_timing_and_refuses_bad_ids(project: Path) -> None:
