@@ -13,13 +13,13 @@ import contextlib
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
 from . import inventory, labels as L, naming, retry
+from .concurrency import parallel_map, sleeper
 from .config import Settings
 from .errors import DeployError, OrchError, PermanentProviderError, ProviderError, UsageError
 from .providers import Provider, VMInfo, get_provider
@@ -93,13 +93,16 @@ class Orch:
         return inventory.InventoryHost(name, data)
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
-        return retry.call(fn, what=what, attempts=self.settings.retries + 1, health_check=self.provider.check)
+        return retry.call(
+            fn,
+            what=what,
+            attempts=self.settings.retries + 1,
+            health_check=self.provider.check,
+            sleep=sleeper(self.provider.cooperative),
+        )
 
     def _pool(self, items: list, fn: Callable) -> list:
-        if not items:
-            return []
-        with ThreadPoolExecutor(max_workers=min(self.settings.parallel, len(items))) as pool:
-            return list(pool.map(fn, items))
+        return parallel_map(fn, items, self.settings.parallel, cooperative=self.provider.cooperative)
 
     def _owned(self, info: VMInfo | None, worker: str | None = None) -> bool:
         """Is this VM orch's, of this checkout? (labels where the backend has them)"""
@@ -138,8 +141,8 @@ class Orch:
                     )
                 if data.workers and data.image and data.image != image:
                     raise UsageError(
-                        f"this checkout's workers were made from image {data.image}, not {image}: "
-                        "run `orch down` first to switch images"
+                        f"this checkout's workers were made from image {data.image}, not {image} "
+                        "(--image / ORCH_IMAGE / [tool.orch] image): run `orch down` first to switch images"
                     )
                 data.provider, data.image, data.prefix = self.provider.name, image, self.settings.prefix
             if self.provider.uses_golden and any(self._needs_create(data.workers.get(w), existing) for w in wanted):

@@ -33,6 +33,7 @@ def call(
     initial_delay: float = 0.5,
     max_delay: float = 10.0,
     health_check: Callable[[], None] | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> T:
     """Call ``fn`` until it succeeds, a permanent error occurs, or attempts run out."""
 
@@ -48,5 +49,6 @@ def call(
         retry=tenacity.retry_if_exception(_is_transient),
         before_sleep=before_sleep,
         reraise=True,
+        **({"sleep": sleep} if sleep is not None else {}),
     )
     return retrying(fn)

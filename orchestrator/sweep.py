@@ -19,11 +19,11 @@ import logging
 import os
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import labels as L, leases, naming, registry, retry
+from .concurrency import parallel_map, sleeper
 from .config import Settings
 from .errors import OrchError, StateError, UsageError
 from .lifecycle import _age
@@ -143,15 +143,15 @@ class Sweeper:
         def delete(d: Decision) -> None:
             try:
                 retry.call(lambda: self.provider.delete(d.vm), what=f"delete {d.vm}",
-                           attempts=self.settings.retries + 1, health_check=self.provider.check)
+                           attempts=self.settings.retries + 1, health_check=self.provider.check,
+                           sleep=sleeper(self.provider.cooperative))
                 if d.kind == "worker" and d.checkout and self.provider.has_labels:
                     self.provider.sweep_baseline(d.checkout, d.vm.rsplit("-", 1)[1])
                 d.result = "deleted"
             except OrchError as err:
                 d.result, d.error = "failed", str(err)
 
-        with ThreadPoolExecutor(max_workers=min(self.settings.parallel, len(doomed))) as pool:
-            list(pool.map(delete, doomed))
+        parallel_map(delete, doomed, self.settings.parallel, cooperative=self.provider.cooperative)
         return decisions
 
 

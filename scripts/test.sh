@@ -8,4 +8,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 if [ $# -eq 0 ]; then set -- tests; fi
-exec .venv/bin/pytest -n 2 -p no:randomly "$@"
+exec .venv/bin/pytest -n 4 -p no:randomly "$@"

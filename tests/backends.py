@@ -91,6 +91,6 @@ def write_pyproject(folder: Path, provider: str, prefix: str, image: str = "orch
 
 
 FAKES = Path(__file__).resolve().parent / "fakes"
-PROVIDERS = ["docker", "orbstack"] if (FAKES / "orbctl").exists() else ["docker"]  # INTERIM until the emulator lands
+PROVIDERS = ["docker", "orbstack"]
 
 BACKENDS = {"docker": DockerBackend(), "orbstack": OrbStackBackend()}

@@ -46,11 +46,9 @@ from backends import BACKENDS, PROVIDERS, remove_prefix, write_pyproject  # noqa
 
 
 @pytest.fixture(params=PROVIDERS)
-def provider_name(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each test that uses a project runs on both providers; orbstack runs the real
-    pyinfra-orbstack package against tests/fakes/orbctl, put first on PATH."""
-    if request.param == "orbstack":
-        monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}")
+def provider_name(request: pytest.FixtureRequest) -> str:
+    """Each test that uses a project runs on both providers (a test may narrow it with
+    ``@pytest.mark.parametrize("provider_name", [...])``)."""
     return request.param
 
 
@@ -67,10 +65,13 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def project(tmp_path: Path, docker_engine: str, provider_name: str, prefix: str) -> Path:
+def project(tmp_path: Path, docker_engine: str, provider_name: str, prefix: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh project folder (its own checkout id) on one provider, with a prefix of its
     own so that a sweep in one test never judges another test's (or the developer's)
-    VMs; everything named with that prefix is deleted afterwards."""
+    VMs; everything named with that prefix is deleted afterwards. For orbstack the real
+    pyinfra-orbstack package runs against tests/fakes/orbctl, put first on PATH."""
+    if provider_name == "orbstack":
+        monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}")
     write_pyproject(tmp_path, provider_name, prefix, docker_engine)
     yield tmp_path
     remove_prefix(prefix)

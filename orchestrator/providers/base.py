@@ -46,6 +46,7 @@ class WaitStrategy:
     timeout: float = 60.0
     interval: float = 0.1
     tolerate: tuple[type[BaseException], ...] = ()
+    sleep: Callable[[float], None] = time.sleep
 
     def wait(self, what: str, probe: Callable[[], str | None]) -> float:
         start = time.monotonic()
@@ -60,7 +61,7 @@ class WaitStrategy:
             last = seen
             if time.monotonic() - start >= self.timeout:
                 raise ProviderTimeout(f"{what} not ready after {self.timeout:.0f}s; last seen: {last}", operation="ready")
-            time.sleep(self.interval)
+            self.sleep(self.interval)
 
 
 class Provider(abc.ABC):
@@ -70,6 +71,8 @@ class Provider(abc.ABC):
     name: ClassVar[str]
     #: Whether VMs carry labels (ownership by labels) or only names (ownership by name).
     has_labels: ClassVar[bool] = True
+    #: Whether calls must run as gevent greenlets on the main thread (see concurrency.py).
+    cooperative: ClassVar[bool] = False
     #: Whether workers are cloned from one per-checkout golden machine (then a restored
     #: worker is re-provisioned, to get its own worker id back).
     uses_golden: ClassVar[bool] = False

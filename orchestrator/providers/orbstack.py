@@ -23,6 +23,9 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+
+import gevent
+from gevent import subprocess as gsubprocess
 from typing import Any, Callable
 
 from .. import naming
@@ -109,6 +112,7 @@ class OrbStackProvider(Provider):
     name = "orbstack"
     has_labels = False
     uses_golden = True
+    cooperative = True  # pyinfra's @local runs gevent subprocesses: greenlets, not threads
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -119,12 +123,12 @@ class OrbStackProvider(Provider):
     def _orbctl(self, operation: str, args: list[str], *, vm: str = "", timeout: float | None = None) -> str:
         limit = timeout if timeout is not None else self.settings.timeout(operation)
         try:
-            proc = subprocess.run(
+            proc = gsubprocess.run(
                 [self.opts.orbctl, *args], capture_output=True, text=True, timeout=limit, stdin=subprocess.DEVNULL
             )
         except FileNotFoundError as err:
             raise EngineUnavailable(self._missing()) from err
-        except subprocess.TimeoutExpired as err:
+        except (subprocess.TimeoutExpired, gsubprocess.TimeoutExpired) as err:
             raise ProviderTimeout(f"orbctl {operation} {vm} did not finish in {limit:.0f}s", operation=operation, vm=vm) from err
         if proc.returncode != 0:
             raise classify(operation, vm, proc.stderr or proc.stdout)
@@ -145,7 +149,9 @@ class OrbStackProvider(Provider):
 
     # -- lifecycle through pyinfra-orbstack's operations on @local ---------------------
 
-    def _operation(self, operation: str, vm: str, op: Callable[..., Any], **kwargs: Any) -> None:
+    def _operation(self, operation: str, vm: str, op: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run one pyinfra-orbstack operation on @local. Arguments go positionally where
+        the operation calls them ``name``: pyinfra keeps ``name=`` for the operation's title."""
         if not vm:
             raise PermanentProviderError(f"refusing to {operation} a machine with an empty name", operation=operation)
         from ..runner import PyinfraSession
@@ -153,7 +159,7 @@ class OrbStackProvider(Provider):
         kwargs["_timeout"] = int(self.settings.timeout(operation))
         try:
             with PyinfraSession([("@local", {})]) as session:
-                failed = session.operation(op, **kwargs)
+                failed = session.operation(op, *args, **kwargs)
         except DeployError as err:
             raise classify(operation, vm, str(err)) from err
         if failed:
@@ -186,9 +192,7 @@ class OrbStackProvider(Provider):
             )
 
     def create_golden(self, vm: str, image: str) -> None:
-        self._operation(
-            "create", vm, self._ops().vm_create, name=vm, image=image, arch=self.opts.arch or None, user=self.opts.user or None
-        )
+        self._operation("create", vm, self._ops().vm_create, vm, image, self.opts.arch or None, self.opts.user or None)
 
     def create(self, vm: str, image: str, labels: dict[str, str]) -> None:
         """A worker or one-off machine: a clone of the checkout's golden machine, started."""
@@ -202,14 +206,14 @@ class OrbStackProvider(Provider):
         self.start(vm)
 
     def start(self, vm: str) -> None:
-        self._operation("start", vm, self._ops().vm_start, name=vm)
+        self._operation("start", vm, self._ops().vm_start, vm)
 
     def stop(self, vm: str) -> None:
-        self._operation("stop", vm, self._ops().vm_stop, name=vm)
+        self._operation("stop", vm, self._ops().vm_stop, vm)
 
     def delete(self, vm: str) -> None:
         try:
-            self._operation("delete", vm, self._ops().vm_delete, name=vm, force=True)
+            self._operation("delete", vm, self._ops().vm_delete, vm, force=True)
         except VMNotFound:
             pass
 
@@ -255,7 +259,9 @@ class OrbStackProvider(Provider):
                 return f"run failed: {err}"
             return None
 
-        strategy = WaitStrategy(timeout=self.settings.timeout("ready"), interval=0.25, tolerate=(TransientProviderError,))
+        strategy = WaitStrategy(
+            timeout=self.settings.timeout("ready"), interval=0.25, tolerate=(TransientProviderError,), sleep=gevent.sleep
+        )
         return strategy.wait(f"machine {vm}", probe)
 
     def host(self, vm: str) -> tuple[str, dict[str, Any]]:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from backends import PROVIDERS  # INTERIM
 
 from orchestrator import naming
 
@@ -157,7 +156,7 @@ def test_stopped_docker_engine_is_one_line(project: Path) -> None:
     assert "Docker engine is not reachable" in proc.stderr and "start it" in proc.stderr
 
 
-@pytest.mark.parametrize("provider_name", [p for p in PROVIDERS if p == "orbstack"])  # INTERIM
+@pytest.mark.parametrize("provider_name", ["orbstack"])
 def test_missing_orbctl_is_one_line(project: Path) -> None:
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if "fakes" not in p)
     proc = orch(project, "up", "--workers", "1", extra_env={"PATH": path})

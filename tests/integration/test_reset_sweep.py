@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from backends import PROVIDERS  # INTERIM
 
 from orchestrator import config, labels as L, naming
 from orchestrator.leases import Lease
@@ -145,7 +144,7 @@ def test_sweep_never_deletes_what_is_not_orchs(project: Path, backend, foreign: 
         assert backend.exists(name)
 
 
-@pytest.mark.parametrize("provider_name", [p for p in PROVIDERS if p == "orbstack"])  # INTERIM  # no labels: the name and the state
+@pytest.mark.parametrize("provider_name", ["orbstack"])  # no labels: the name and the state
 def test_sweep_on_orbstack_keeps_what_is_not_orchs_by_name(project: Path, backend, foreign: list[str]) -> None:
     orch = make(project)
     orch.up(1)
