@@ -93,7 +93,9 @@ def cli(ctx: click.Context, inventory_dir: Path | None, provider: str | None, pr
         stream=sys.stderr,
     )
     if verbose < 2:
-        logging.getLogger("pyinfra").setLevel(logging.CRITICAL)
+        # pyinfra's own messages stay out of orch's output; orch still reads them (to
+        # report why a command failed), so the logger keeps its level
+        logging.getLogger("pyinfra").propagate = False
     ctx.obj = Context(inventory_dir, provider, prefix)
 
 

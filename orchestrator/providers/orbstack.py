@@ -17,9 +17,12 @@ refuse an empty name before anything runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
+import signal
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -164,9 +167,29 @@ class OrbStackProvider(Provider):
             raise classify(operation, vm, str(err)) from err
         if failed:
             message = next(iter(failed.values()))
-            if "timed out" in message.lower() or "timeout" in message.lower():
+            if message.startswith("Command timed out"):
+                # pyinfra stops waiting but leaves the command running: end it, so that a
+                # hung call cannot act later, behind the retry's back
+                self._kill_hung(operation, vm)
                 raise ProviderTimeout(f"orbctl {operation} {vm}: {message}", operation=operation, vm=vm)
             raise classify(operation, vm, message)
+
+    def _kill_hung(self, operation: str, vm: str) -> None:
+        """SIGKILL this user's ``orbctl <operation> … <vm>`` processes (found in /proc)."""
+        me = os.getuid()
+        for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+            if not entry.isdigit():
+                continue
+            try:
+                argv = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace").split("\0")
+                owner = os.stat(f"/proc/{entry}").st_uid
+            except OSError:
+                continue
+            tool = next((i for i, a in enumerate(argv) if os.path.basename(a) == os.path.basename(self.opts.orbctl)), None)
+            if owner == me and tool is not None and operation in argv[tool + 1:tool + 2] and vm in argv:
+                with contextlib.suppress(OSError):
+                    os.kill(int(entry), signal.SIGKILL)
+                    log.warning("killed hung %s (pid %s)", " ".join(argv).strip(), entry)
 
     @staticmethod
     def _ops():
