@@ -193,3 +193,67 @@ def test_sweep_of_two_hundred_orphans(project: Path, prefix: str, tmp_path: Path
     assert all(rows[n]["result"] == "deleted" for n in names)
     left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=orch.checkout={checkout}"], capture_output=True, text=True).stdout
     assert left.split() == []
+
+
+def kill_after(project: Path, args: list[str], delay: float) -> bool:
+    """Start `orch ARGS`, SIGKILL its process group after ``delay``; True if it was killed."""
+    proc = subprocess.Popen([ORCH, *args], cwd=project, env=env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(0.3)
+        return True
+
+
+def test_sigkill_during_reset_and_sweep_then_the_next_command_repairs(project: Path, backend, prefix: str) -> None:
+    seed = int(os.environ.get("ORCH_TEST_SEED", time.time()))
+    rng = random.Random(seed)
+    assert orch(project, "up", "--workers", "2").returncode == 0
+    for _ in range(4):
+        kill_after(project, ["reset", "--all"], rng.uniform(0.05, 1.0))
+        assert not set(backend.names(prefix + "-")) - recorded(project), f"seed {seed}"
+    up = orch(project, "up", "--workers", "2")
+    assert up.returncode == 0, f"seed {seed}: {up.stderr}"
+    assert orch(project, "reset", "--all").returncode == 0
+    # sweep killed midway through deleting orphans: the next sweep finishes the job
+    for i in range(12):
+        if backend.name == "docker":
+            subprocess.run(["docker", "create", "--name", f"{prefix}-0badf00d-gw{i}", "--label", "orch.managed-by=orch",
+                            "--label", "orch.checkout=0badf00d", "--label", "orch.kind=worker",
+                            "--label", f"orch.inventory={project}/gone", "orch-base:bookworm", "true"], check=True, capture_output=True)
+        else:
+            subprocess.run(["orbctl", "create", "debian", f"{prefix}-0badf00d-gw{i}"], check=True, capture_output=True)
+    kill_after(project, ["sweep"], rng.uniform(0.2, 1.0))
+    again = orch(project, "sweep", "--json")
+    assert again.returncode == 0, again.stderr
+    assert [n for n in backend.names(prefix + "-") if "0badf00d" in n] == [], f"seed {seed}"
+    status = json.loads(orch(project, "status", "--json").stdout)
+    assert [(r["worker"], r["state"]) for r in status] == [("gw0", "running"), ("gw1", "running")]
+
+
+RUNS_ON_GW0 = '''
+import time
+
+def test_long_running_work_on_gw0(orch_worker):
+    assert orch_worker.worker_id == "gw0"
+    orch_worker.run("echo mine > /root/gw0-state")
+    for _ in range(40):
+        assert orch_worker.run("cat /root/gw0-state").stdout == "mine"
+        time.sleep(0.1)
+'''
+
+
+def test_reset_of_gw1_while_pytest_runs_on_gw0(project: Path) -> None:
+    assert orch(project, "up", "--workers", "2").returncode == 0
+    (project / "test_gw0.py").write_text(RUNS_ON_GW0)
+    tests = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q", "test_gw0.py"],
+                             cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.0)
+    resets = [orch(project, "reset", "gw1") for _ in range(2)]
+    out, _ = tests.communicate(timeout=300)
+    assert all(r.returncode == 0 for r in resets), [r.stderr for r in resets]
+    assert tests.returncode == 0 and "1 passed" in out, out
