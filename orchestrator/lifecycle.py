@@ -115,6 +115,23 @@ class Orch:
         ok = L.is_orchs(info.labels) and info.labels.get(L.CHECKOUT) == self.checkout
         return ok and (worker is None or info.labels.get(L.WORKER) == worker)
 
+    def _run_deploy(self, records: list[WorkerRecord], deploy: Callable) -> dict[str, str]:
+        """Run a deploy on these VMs at once (pyinfra runs the hosts in parallel);
+        return {worker id: error} for those it failed on."""
+        hosts = [self.inventory_host(r) for r in records]
+        try:
+            with PyinfraSession([(h.name, h.data) for h in hosts]) as session:
+                failed = session.deploy(deploy)
+        except OrchError as err:
+            failed = {h.name: str(err) for h in hosts}
+        return {h.worker: failed[h.name] for h in hosts if h.name in failed}
+
+    def _deploy_one(self, rec: WorkerRecord, deploy: Callable) -> None:
+        failed = self._run_deploy([rec], deploy)
+        if failed:
+            name = getattr(deploy, "deploy_name", getattr(deploy, "__name__", "deploy"))
+            raise DeployError(f"deploy {name!r} failed on {rec.vm}: {failed[rec.worker]}")
+
     def write_inventories(self, data: StateData | None = None) -> list[Path]:
         data = data or self.store.read()
         hosts = [self.inventory_host(r) for r in data.sorted_workers() if r.phase == READY]
@@ -231,12 +248,8 @@ class Orch:
                 f"cannot create {name} from image {image!r} ({err}): name another with --image / ORCH_IMAGE"
             ) from err
         self.provider.wait_ready(name)
-        host = self.inventory_host(WorkerRecord("golden", name))
         self.report("golden", f"provisioning {name} with {self.settings.provision}")
-        with PyinfraSession([(host.name, host.data)]) as session:
-            failed = session.deploy(provision)
-        if failed:
-            raise DeployError(f"provision deploy failed on golden machine {name}: {failed.get(host.name, failed)}")
+        self._deploy_one(WorkerRecord(naming.GOLDEN, name), provision)
         self._retry(f"stop {name}", lambda: self.provider.stop(name))
         with self.store.transaction() as state:
             state.golden_ready = True
@@ -273,20 +286,15 @@ class Orch:
             return
         t = time.monotonic()
         data = self.store.read()
-        hosts = {self.inventory_host(data.workers[r.worker]).name: r for r in results}
         for r in results:
             self.report(r.worker, f"provisioning with {self.settings.provision}")
-        try:
-            with PyinfraSession([(h.name, h.data) for h in (self.inventory_host(data.workers[r.worker]) for r in results)]) as session:
-                failed = session.deploy(provision)
-        except OrchError as err:
-            failed = {name: str(err) for name in hosts}
+        failed = self._run_deploy([data.workers[r.worker] for r in results], provision)
         took = time.monotonic() - t
-        for name, r in hosts.items():
+        for r in results:
             r.seconds["provision"] = took
             r.seconds["total"] += took
-            if name in failed:
-                r.action, r.error = "failed", f"provision deploy failed: {failed[name]}"
+            if r.worker in failed:
+                r.action, r.error = "failed", f"provision deploy failed: {failed[r.worker]}"
                 self.report(r.worker, r.error)
 
     def _keep_baseline(self, result: WorkerResult) -> None:
@@ -375,7 +383,7 @@ class Orch:
             if self.provider.uses_golden:
                 # a clone of the golden machine: give it its own worker id back
                 p = time.monotonic()
-                self._provision_one(rec)
+                self._deploy_one(rec, load_callable(self.settings.provision))
                 result.seconds["provision"] = time.monotonic() - p
             self.report(rec.worker, f"{rec.vm} back at its baseline")
         except OrchError as err:
@@ -384,35 +392,25 @@ class Orch:
         result.seconds["total"] = time.monotonic() - t
         return result
 
-    def _provision_one(self, rec: WorkerRecord) -> None:
-        host = self.inventory_host(rec)
-        with PyinfraSession([(host.name, host.data)]) as session:
-            failed = session.deploy(load_callable(self.settings.provision))
-        if failed:
-            raise DeployError(f"provision deploy failed on {rec.vm}: {failed.get(host.name, failed)}")
-
     def _soft_reset(self, records: list[WorkerRecord], deploy: Callable) -> list[WorkerResult]:
         t = time.monotonic()
-        results = {self.inventory_host(r).name: WorkerResult(r.worker, r.vm, "soft-reset") for r in records}
         for r in records:
             self.report(r.worker, f"running {self.settings.reset} in {r.vm}")
-        try:
-            with PyinfraSession([(h.name, h.data) for h in map(self.inventory_host, records)]) as session:
-                failed = session.deploy(deploy)
-        except OrchError as err:
-            failed = {name: str(err) for name in results}
-        for name, result in results.items():
-            result.seconds["restore"] = time.monotonic() - t
-            if name in failed:
-                result.action, result.error = "failed", f"reset deploy failed: {failed[name]}"
-                continue
-            try:
-                result.seconds["ready"] = self.provider.wait_ready(result.vm)
-            except OrchError as err:
-                result.action, result.error = "failed", str(err)
+        failed = self._run_deploy(records, deploy)
+        results = []
+        for r in records:
+            result = WorkerResult(r.worker, r.vm, "soft-reset", {"restore": time.monotonic() - t})
+            if r.worker in failed:
+                result.action, result.error = "failed", f"reset deploy failed: {failed[r.worker]}"
+            else:
+                try:
+                    result.seconds["ready"] = self.provider.wait_ready(r.vm)
+                except OrchError as err:
+                    result.action, result.error = "failed", str(err)
             result.seconds["total"] = time.monotonic() - t
-            self.report(result.worker, result.error or f"{result.vm} soft-reset")
-        return list(results.values())
+            self.report(r.worker, result.error or f"{r.vm} soft-reset")
+            results.append(result)
+        return results
 
     # -- one-off VMs -------------------------------------------------------------------
 
@@ -432,15 +430,9 @@ class Orch:
             labels = L.oneoff_labels(self.checkout, run, str(self.settings.inventory_dir))
             self._retry(f"create {name}", lambda: self.provider.create(name, image, labels))
             self.provider.wait_ready(name)
-            host_name, host_data = self.provider.host(name)
-            host = inventory.InventoryHost(
-                host_name,
-                {**host_data, "orch_worker_id": "oneoff", "orch_vm": name, "orch_provider": self.provider.name, "orch_checkout": self.checkout},
-            )
-            with PyinfraSession([(host.name, host.data)]) as session:
-                failed = session.deploy(load_callable(self.settings.provision))
-            if failed:
-                raise DeployError(f"provision deploy failed on {name}: {failed[host.name]}")
+            record = WorkerRecord("oneoff", name)
+            self._deploy_one(record, load_callable(self.settings.provision))
+            host = self.inventory_host(record)
         except BaseException:
             with contextlib.suppress(OrchError):
                 self.delete_oneoff(name)
