@@ -92,19 +92,27 @@ class Project:
         )
         return took
 
-    def ops_since(self, since: float) -> dict[str, int]:
-        """VM operations on the backend since ``since`` (unix time)."""
+    def start_counting(self) -> None:
+        """Count VM operations from now on: orbctl calls through the shim, or Docker's
+        event stream (the engine keeps too few past events to ask afterwards)."""
+        self.orbctl_log.unlink(missing_ok=True)
+        self._events = None
+        if self.provider == "docker":
+            self._events = subprocess.Popen(
+                ["docker", "events", "--filter", "type=container", "--format", "{{json .}}"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )
+            time.sleep(0.3)
+
+    def ops(self) -> dict[str, int]:
         if self.provider == "orbstack":
             lines = self.orbctl_log.read_text().split() if self.orbctl_log.exists() else []
             self.orbctl_log.unlink(missing_ok=True)
             counts = Counter(lines)
             return {k: counts.get(k, 0) for k in ("create", "clone", "start", "stop", "delete")}
         time.sleep(1.0)  # let the engine publish the last events
-        out = subprocess.run(
-            ["docker", "events", "--since", f"{since - 1:.3f}", "--until", f"{time.time():.3f}",
-             "--filter", "type=container", "--format", "{{json .}}"],
-            capture_output=True, text=True, check=True,
-        ).stdout
+        self._events.terminate()
+        out, _ = self._events.communicate()
         counts: Counter = Counter()
         for line in out.splitlines():
             event = json.loads(line)
@@ -147,23 +155,25 @@ def strategies(provider: str, scale: float, tests: int, workers: int, warm_runs:
                 p.orch("down")
                 p.orbctl_log.unlink(missing_ok=True)
             log(f"{provider}: {strategy}, {tests} tests on {workers} workers")
-            since, out = time.time(), p.dir / "out"
+            out = p.dir / "out"
+            p.start_counting()
             wall = p.pytest(workers, tests, strategy, out)
-            results[strategy] = entry(wall, bodies(out), workers, p.ops_since(since))
+            results[strategy] = entry(wall, bodies(out), workers, p.ops())
         finally:
             p.cleanup()
     p = Project(provider, scale, "orch")
     try:
         log(f"{provider}: orch, cold (orch up + pytest) then {warm_runs} warm reruns")
-        since, out = time.time(), p.dir / "out"
+        out = p.dir / "out"
+        p.start_counting()
         up, _ = p.orch("up", "--workers", str(workers))
         run = p.pytest(workers, tests, "orch", out)
-        results["orch_cold"] = {**entry(up + run, bodies(out), workers, p.ops_since(since)), "up_s": round(up, 2)}
+        results["orch_cold"] = {**entry(up + run, bodies(out), workers, p.ops()), "up_s": round(up, 2)}
         warm = []
         for _ in range(warm_runs):
-            since = time.time()
+            p.start_counting()
             wall = p.pytest(workers, tests, "orch", out)
-            warm.append(entry(wall, bodies(out), workers, p.ops_since(since)))
+            warm.append(entry(wall, bodies(out), workers, p.ops()))
         results["orch_warm"] = {
             "wall_s": round(statistics.mean(w["wall_s"] for w in warm), 2),
             "body_s": round(statistics.mean(w["body_s"] for w in warm), 2),
@@ -218,6 +228,26 @@ def up_scaling(provider: str, scale: float, counts: list[int]) -> dict:
         one = statistics.median(creates)
         return {"up_s": rows, "one_create_s": round(one, 2), "up4_over_one_create": round(rows.get("4", 0) / one, 2) if one else None}
     finally:
+        p.cleanup()
+
+
+def up_at_full_latency(scale_one: float = 1.0) -> dict:
+    """OrbStack's own latencies (scale 1: create 60 s, clone 8 s, start 5 s): `orch up
+    --workers 4` against one create, where the fixed costs of the emulator no longer hide
+    the ratio the target is about."""
+    p = Project("orbstack", scale_one, "fullscale")
+    try:
+        p.env["ORBCTL_FAKE_SCALE"] = "0"
+        p.orch("up", "--workers", "1")  # OrbStack "running"; nothing of the measurement
+        p.orch("down")
+        p.env["ORBCTL_FAKE_SCALE"] = str(scale_one)
+        create, _ = p.run("orbctl", "create", "debian:bookworm", f"{p.prefix}-one-create")
+        p.run("orbctl", "delete", "-f", f"{p.prefix}-one-create", extra={"ORBCTL_FAKE_SCALE": "0"})
+        up, _ = p.orch("up", "--workers", "4")
+        log(f"orbstack at scale {scale_one}: one create {create:.1f}s, orch up --workers 4 {up:.1f}s")
+        return {"scale": scale_one, "one_create_s": round(create, 1), "up4_s": round(up, 1), "ratio": round(up / create, 2)}
+    finally:
+        p.env["ORBCTL_FAKE_SCALE"] = "0"
         p.cleanup()
 
 
@@ -324,6 +354,8 @@ def main() -> None:
         r: dict = {}
         r["strategies"] = strategies(provider, args.scale, tests, args.workers, 2 if args.quick else 3)
         r["up_scaling"] = up_scaling(provider, args.scale, [1, 2, 4] if args.quick else [1, 2, 4, 8])
+        if provider == "orbstack" and not args.quick:
+            r["up_full_latency"] = up_at_full_latency()
         r["reset"] = reset_latency(provider, args.scale, 5 if args.quick else 20)
         r["sweep"] = sweep_times(provider, args.scale, [50] if args.quick else [50, 200])
         r["memory"] = peak_memory(provider, args.scale)
@@ -346,7 +378,9 @@ def render(r: dict) -> str:
         f"`pytest -n {r['workers']}`. orbstack = the real pyinfra-orbstack package against `tests/fakes/orbctl` "
         f"with OrbStack's latencies × {r['orbstack_scale']} (create 60 s → {60 * r['orbstack_scale']:g} s, "
         f"delete 10 s → {10 * r['orbstack_scale']:g} s).",
-        "Efficiency = time in test bodies / (wall time × workers). Targets are reported against, not asserted.",
+        "Efficiency = time in test bodies / (wall time × workers). Targets are reported against, not asserted. "
+        "The rest of a warm run is pytest and pytest-xdist starting and collecting, not orch: its fixtures cost "
+        "the overhead per test shown below; with test bodies this small (a few tens of ms) that startup weighs most.",
         "",
     ]
     for provider, p in r["providers"].items():
@@ -366,6 +400,15 @@ def render(r: dict) -> str:
                   "|---" * (len(u["up_s"]) + 2) + "|",
                   "| seconds | " + " | ".join(f"{v:.1f}" for v in u["up_s"].values()) + f" | {u['one_create_s']:.1f} |", "",
                   f"`orch up --workers 4` / one create = {u['up4_over_one_create']} (target ≤ 1.5).", ""]
+        if "up_full_latency" in p:
+            fl = p["up_full_latency"]
+            lines += [f"At OrbStack's own latencies (scale {fl['scale']}: create 60 s, clone 8 s, start 5 s): one create "
+                      f"{fl['one_create_s']:.1f} s, `orch up --workers 4` {fl['up4_s']:.1f} s, ratio {fl['ratio']} (target ≤ 1.5). "
+                      "At the scaled-down latencies above, the emulator's fixed per-call cost (a Python start and docker calls, "
+                      "not scaled) and provisioning dominate the ratio.", ""]
+        elif provider == "docker":
+            lines += ["On Docker a create costs 0.3 s, so `orch up` time is provisioning through pyinfra (about 1 s per batch), "
+                      "the baseline commit and the CLI's start; the 1.5x target is about slow creates (OrbStack).", ""]
         rs = p["reset"]
         lines += ["| reset | p50 | p95 | runs |", "|---|---|---|---|"]
         for mode in ("hard", "soft"):

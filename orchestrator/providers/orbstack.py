@@ -26,6 +26,7 @@ import signal
 import shutil
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import gevent
 from gevent import subprocess as gsubprocess
@@ -105,6 +106,21 @@ def classify(operation: str, vm: str, text: str) -> ProviderError:
     if any(t in low for t in _TRANSIENT):
         return TransientProviderError(msg, operation=operation, vm=vm)
     return PermanentProviderError(msg, operation=operation, vm=vm)
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def ulid_created(machine_id: str) -> str:
+    """OrbStack's machine ids are ULIDs: the first 10 characters (Crockford base32) are
+    the creation time in ms. orbctl reports no creation time otherwise."""
+    try:
+        ms = 0
+        for ch in machine_id[:10].upper():
+            ms = ms * 32 + _CROCKFORD.index(ch)
+        return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return ""
 
 
 def _state(raw: str) -> str:
@@ -204,7 +220,12 @@ class OrbStackProvider(Provider):
             import pyinfra_orbstack  # noqa: F401
         except ImportError as err:
             raise EngineUnavailable("the orbstack provider needs pyinfra-orbstack: pip install 'orch[orbstack]'") from err
-        status = self._orbctl("status", ["status"], timeout=15).strip()
+        # `orbctl status` prints Running (exit 0) or Stopped (exit 1)
+        try:
+            proc = gsubprocess.run([self.opts.orbctl, "status"], capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL)
+        except (subprocess.TimeoutExpired, gsubprocess.TimeoutExpired) as err:
+            raise EngineUnavailable("OrbStack does not answer (`orbctl status` timed out): restart it") from err
+        status = proc.stdout.strip()
         if status.lower() != "running":
             raise EngineUnavailable(f"OrbStack is not running (orbctl status: {status or 'nothing'}): start it with `orbctl start`")
 
@@ -243,7 +264,8 @@ class OrbStackProvider(Provider):
     def _info(self, raw: dict[str, Any], ip4: str = "") -> VMInfo:
         image = raw.get("image") or {}
         distro = ":".join(x for x in (image.get("distro", ""), image.get("version", "")) if x)
-        return VMInfo(name=raw.get("name", ""), state=_state(raw.get("state", "")), created=str(raw.get("created", "")), image=distro)
+        created = str(raw.get("created") or "") or ulid_created(str(raw.get("id") or ""))
+        return VMInfo(name=raw.get("name", ""), state=_state(raw.get("state", "")), created=created, image=distro)
 
     def inspect(self, vm: str) -> VMInfo | None:
         try:
