@@ -98,10 +98,13 @@ class Project:
         self.orbctl_log.unlink(missing_ok=True)
         self._events = None
         if self.provider == "docker":
-            self._events = subprocess.Popen(
-                ["docker", "events", "--filter", "type=container", "--format", "{{json .}}"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            )
+            # into a file, not a pipe: a full pipe stalls the stream and the engine drops events
+            self._events_file = self.dir / "docker-events.jsonl"
+            with self._events_file.open("w") as sink:
+                self._events = subprocess.Popen(
+                    ["docker", "events", "--filter", "type=container", "--format", "{{json .}}"],
+                    stdout=sink, stderr=subprocess.DEVNULL,
+                )
             time.sleep(0.3)
 
     def ops(self) -> dict[str, int]:
@@ -112,7 +115,8 @@ class Project:
             return {k: counts.get(k, 0) for k in ("create", "clone", "start", "stop", "delete")}
         time.sleep(1.0)  # let the engine publish the last events
         self._events.terminate()
-        out, _ = self._events.communicate()
+        self._events.wait()
+        out = self._events_file.read_text()
         counts: Counter = Counter()
         for line in out.splitlines():
             event = json.loads(line)
@@ -339,6 +343,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=0.05, help="OrbStack latency scale for the emulator [0.05: create 3 s, delete 0.5 s]")
     ap.add_argument("--workers", type=int, default=2, help="xdist workers for the workload [2]")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.json")
+    ap.add_argument("--merge", action="store_true", help="keep the other providers' results already in --out")
     args = ap.parse_args()
     tests = 20 if args.quick else 100
     results = {
@@ -350,6 +355,10 @@ def main() -> None:
         "orbstack_scale": args.scale,
         "providers": {},
     }
+    if args.merge and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        results["providers"] = previous.get("providers", {})
+        results["command"] = previous.get("command", "") + " ; " + results["command"]
     for provider in [p for p in args.providers.split(",") if p]:
         r: dict = {}
         r["strategies"] = strategies(provider, args.scale, tests, args.workers, 2 if args.quick else 3)
