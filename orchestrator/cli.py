@@ -116,6 +116,16 @@ def _summary(results: list[WorkerResult], took: float, title: str) -> None:
     Console(stderr=True, width=200 if not sys.stderr.isatty() else None).print(table)
 
 
+def _finish(results: list[WorkerResult], started: float, title: str, as_json: bool, failure: str) -> None:
+    """The end of every per-worker command: summary table, optional JSON, exit code."""
+    if results:
+        _summary(results, time.monotonic() - started, title)
+    if as_json:
+        _json([asdict(r) for r in results])
+    if any(not r.ok for r in results):
+        raise OrchError(failure)
+
+
 def _json(payload: object) -> None:
     click.echo(json.dumps(payload, indent=2))
 
@@ -140,12 +150,10 @@ def up(obj: Context, workers: int | None, image: str | None, parallel: int | Non
     naming.validate_worker_count(count)
     t = time.monotonic()
     results = orch.up(count, prune=prune, wait=not no_wait, on_wait=obj.waiting)
-    _summary(results, time.monotonic() - t, f"orch up: {count} worker(s) on {orch.provider.name}")
     click.echo(f"inventories: {orch.settings.inventory_dir}", err=True)
-    if as_json:
-        _json([asdict(r) for r in results])
-    if any(not r.ok for r in results):
-        raise OrchError(f"{sum(not r.ok for r in results)} worker(s) failed (see above); run `orch up` again to retry them")
+    failed = sum(not r.ok for r in results)
+    _finish(results, t, f"orch up: {count} worker(s) on {orch.provider.name}", as_json,
+            f"{failed} worker(s) failed (see above); run `orch up` again to retry them")
 
 
 @cli.command()
@@ -190,19 +198,12 @@ def down(obj: Context, workers: tuple[str, ...], no_wait: bool, as_json: bool) -
 
     Only VMs that orch recorded and labelled for this checkout are deleted.
     """
-    for w in workers:
-        naming.validate_worker_id(w)
     orch = obj.orch()
     t = time.monotonic()
     results = orch.down(workers, wait=not no_wait, on_wait=obj.waiting)
     if not results:
         click.echo("no workers to delete", err=True)
-    else:
-        _summary(results, time.monotonic() - t, "orch down")
-    if as_json:
-        _json([asdict(r) for r in results])
-    if any(not r.ok for r in results):
-        raise OrchError("some workers could not be deleted (see above); run `orch down` again")
+    _finish(results, t, "orch down", as_json, "some workers could not be deleted (see above); run `orch down` again")
 
 
 @cli.command()
@@ -236,8 +237,6 @@ def reset(obj: Context, workers: tuple[str, ...], all_workers: bool, soft: bool,
     (orchestrator.deploys.reset:reset, or [tool.orch] reset) and keeps the VM.
     Other workers are not touched. Ends with a readiness check.
     """
-    for w in workers:
-        naming.validate_worker_id(w)
     if not workers and not all_workers:
         raise UsageError("name the workers to reset (e.g. `orch reset gw1`), or pass --all")
     if workers and all_workers:
@@ -245,11 +244,8 @@ def reset(obj: Context, workers: tuple[str, ...], all_workers: bool, soft: bool,
     orch = obj.orch()
     t = time.monotonic()
     results = orch.reset(workers, soft=soft, wait=not no_wait, on_wait=obj.waiting)
-    _summary(results, time.monotonic() - t, f"orch reset{' --soft' if soft else ''}")
-    if as_json:
-        _json([asdict(r) for r in results])
-    if any(not r.ok for r in results):
-        raise OrchError("some workers could not be reset (see above); run `orch reset` again, or `orch up`")
+    _finish(results, t, f"orch reset{' --soft' if soft else ''}", as_json,
+            "some workers could not be reset (see above); run `orch reset` again, or `orch up`")
 
 
 @cli.command()

@@ -132,6 +132,17 @@ class Orch:
             name = getattr(deploy, "deploy_name", getattr(deploy, "__name__", "deploy"))
             raise DeployError(f"deploy {name!r} failed on {rec.vm}: {failed[rec.worker]}")
 
+    @staticmethod
+    def _records(workers: Iterable[str], data: StateData) -> list[WorkerRecord]:
+        """The records of the named workers (all when none are named); a malformed id or
+        one this checkout does not have is a usage error that names the fix."""
+        asked = [naming.validate_worker_id(w) for w in workers]
+        unknown = [w for w in asked if w not in data.workers]
+        if unknown:
+            have = " ".join(w.worker for w in data.sorted_workers()) or "none"
+            raise UsageError(f"{', '.join(unknown)}: not a worker of this checkout (workers: {have}); see `orch status`")
+        return [data.workers[w] for w in asked] if asked else data.sorted_workers()
+
     def write_inventories(self, data: StateData | None = None) -> list[Path]:
         data = data or self.store.read()
         hosts = [self.inventory_host(r) for r in data.sorted_workers() if r.phase == READY]
@@ -349,13 +360,7 @@ class Orch:
         readiness check. ``lock=False`` is for the pytest plugin, which resets only its own
         worker while other workers' tests run; the CLI takes the command lock.
         """
-        asked = [naming.validate_worker_id(w) for w in workers]
-        data = self.store.read()
-        unknown = [w for w in asked if w not in data.workers]
-        if unknown:
-            have = " ".join(w.worker for w in data.sorted_workers()) or "none"
-            raise UsageError(f"{', '.join(unknown)}: not a worker of this checkout (workers: {have}); see `orch status`")
-        records = [data.workers[w] for w in (asked or [r.worker for r in data.sorted_workers()])]
+        records = self._records(workers, self.store.read())
         unready = [r.worker for r in records if r.phase != READY]
         if unready:
             raise UsageError(f"{', '.join(unready)} not provisioned yet: run `orch up` first")
@@ -487,12 +492,7 @@ class Orch:
     def down(self, workers: Iterable[str] = (), *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> list[WorkerResult]:
         asked = [naming.validate_worker_id(w) for w in workers]
         with self.store.command_lock(wait=wait, on_wait=on_wait):
-            data = self.store.read()
-            unknown = [w for w in asked if w not in data.workers]
-            if unknown:
-                have = " ".join(w.worker for w in data.sorted_workers()) or "none"
-                raise UsageError(f"{', '.join(unknown)}: not a worker of this checkout (workers: {have}); see `orch status`")
-            targets = asked or [r.worker for r in data.sorted_workers()]
+            targets = [r.worker for r in self._records(asked, self.store.read())]
             if targets:
                 self.provider.check()
             results = self._delete_workers(targets)
