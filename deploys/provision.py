@@ -1,9 +1,14 @@
-"""The default provision deploy: bring a fresh worker VM to its baseline.
+"""The default provision and personalize deploys.
 
-Kept small on purpose: the image carries the operating system; provisioning marks the
-VM as an orch worker, prepares orch's folders, and records what the baseline holds
-(users, groups, packages) so that the soft reset deploy can remove what tests add.
-A project names its own deploy in ``[tool.orch] provision``; it can call this one first.
+``provision`` runs once per baseline (and on the first workers, made beside it): it
+prepares orch's folders and records what the baseline holds (users, groups, packages)
+so that the soft reset deploy can remove what tests add. ``personalize`` runs on every
+VM made from the baseline and gives it its own identity: the worker id in
+``/etc/orch-worker``. Kept small on purpose: the image carries the operating system.
+
+A project names its own in ``[tool.orch] provision`` (and ``personalize``); it can call
+these first. ``host.data.orch_worker_id`` is the worker id (``gw1``), ``oneoff`` or
+``baseline``.
 """
 
 import shlex
@@ -15,16 +20,20 @@ from pyinfra.operations import files, server
 BASELINE_DIR = "/var/lib/orch/baseline"
 
 
-@deploy("orch: provision worker")
+@deploy("orch: provision")
 def provision() -> None:
-    worker = host.data.get("orch_worker_id", "unknown")
     files.directory(name="Create orch's folders", path=BASELINE_DIR, mode="755")
     files.directory(name="Create the scratch folder tests may use", path="/var/lib/orch/scratch", mode="1777")
+    record_baseline()
+
+
+@deploy("orch: personalize")
+def personalize() -> None:
+    worker = host.data.get("orch_worker_id", "unknown")
     server.shell(
         name="Record the worker id in the VM",
         commands=[f"printf '%s\\n' {shlex.quote(worker)} > /etc/orch-worker"],
     )
-    record_baseline()
 
 
 @deploy("orch: record the baseline")
@@ -37,4 +46,16 @@ def record_baseline() -> None:
             f"cut -d: -f1 /etc/group > {BASELINE_DIR}/groups",
             f"(dpkg-query -W -f '${{Package}}\\n' 2>/dev/null || true) > {BASELINE_DIR}/packages",
         ],
+    )
+
+
+@deploy("orch: mark")
+def mark() -> None:
+    """orch's own last step on every VM it makes (not configurable): which baseline the VM
+    comes from, so ``orch repair`` can tell on backends without labels."""
+    fingerprint = host.data.get("orch_fingerprint", "")
+    files.directory(name="Create orch's folder", path="/var/lib/orch", mode="755")
+    server.shell(
+        name="Record the baseline's fingerprint",
+        commands=[f"printf '%s\\n' {shlex.quote(fingerprint)} > /var/lib/orch/fingerprint"],
     )

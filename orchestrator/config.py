@@ -1,20 +1,30 @@
 """Settings: ``[tool.orch]`` in the project's pyproject.toml, then ``ORCH_*`` environment
 variables, then command-line flags — each later source wins.
 
+Every setting is declared once, typed, in :class:`Settings` (pydantic validates it, so a
+wrong type, an unknown key or a typo inside a table is one line naming the key and
+where it came from). Every setting has its variable: ``ORCH_<NAME>`` (``ORCH_WORKERS``),
+and a provider's own table ``[tool.orch.<provider>]`` has ``ORCH_<PROVIDER>_<NAME>``
+(``ORCH_DOCKER_RUN_ARGS``). Lists in variables are JSON (``["a", "b"]``) or words
+(``a b``); tables are ``key=value,key=value``.
+
 The project root is the nearest folder at or above the working directory that holds a
 pyproject.toml (else the working directory). The inventory folder defaults to
-``<root>/inventories``; the state, the lock and the generated inventories live there.
+``<root>/inventories``; the state, the locks and the generated inventories live there.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import math
 import os
+import shlex
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,70 +32,124 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from . import naming
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 
-#: Per-operation timeouts in seconds (the seed's values).
-DEFAULT_TIMEOUTS: dict[str, float] = {
-    "create": 180.0,
-    "clone": 180.0,
-    "import": 180.0,
-    "commit": 180.0,
-    "delete": 60.0,
-    "start": 60.0,
-    "stop": 60.0,
-    "restart": 60.0,
-    "ready": 60.0,
-    "default": 30.0,
-}
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-@dataclass
-class Settings:
+class Model(BaseModel):
+    """Base of orch's settings tables: unknown keys are errors, and a bool is never
+    taken for a number (pydantic would read ``workers = true`` as 1)."""
+
+    model_config = _STRICT
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: Any) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+            raise ValueError("must be a number, not true/false")
+        return value
+
+
+Seconds = float
+
+
+class Timeouts(Model):
+    """Per-operation time limits in seconds (``[tool.orch] timeouts = { create = 300 }``)."""
+
+    create: float = Field(180.0, gt=0, allow_inf_nan=False)
+    clone: float = Field(180.0, gt=0, allow_inf_nan=False)
+    image: float = Field(180.0, gt=0, allow_inf_nan=False, description="pull or inspect an image")
+    commit: float = Field(180.0, gt=0, allow_inf_nan=False)
+    delete: float = Field(60.0, gt=0, allow_inf_nan=False)
+    start: float = Field(60.0, gt=0, allow_inf_nan=False)
+    stop: float = Field(60.0, gt=0, allow_inf_nan=False)
+    rename: float = Field(60.0, gt=0, allow_inf_nan=False)
+    ready: float = Field(60.0, gt=0, allow_inf_nan=False)
+    default: float = Field(30.0, gt=0, allow_inf_nan=False, description="everything else (list, inspect, exec)")
+
+    def of(self, operation: str) -> float:
+        value = getattr(self, operation, None) if operation in type(self).model_fields else None
+        return float(value if value is not None else self.default)
+
+
+def _utf8_path(value: Path) -> Path:
+    try:
+        str(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"path {os.fsencode(value)!r} is not valid UTF-8: choose a folder with a UTF-8 name") from None
+    return value
+
+
+class Settings(Model):
     root: Path
     inventory_dir: Path
     provider: str = ""
     image: str = ""
-    workers: int = 2
+    workers: int = Field(2, ge=1, le=naming.MAX_WORKERS)
     prefix: str = naming.DEFAULT_PREFIX
-    parallel: int = 4
+    parallel: int = Field(4, ge=1, le=64)
     provision: str = "orchestrator.deploys.provision:provision"
+    personalize: str = "orchestrator.deploys.provision:personalize"
     reset: str = "orchestrator.deploys.reset:reset"
-    legacy_prefixes: list[str] = field(default_factory=list)
-    timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
-    retries: int = 4
-    #: ``[tool.orch.<provider>]`` tables, handed to the provider's own typed settings.
-    provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    legacy_prefixes: list[str] = Field(default_factory=list)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retries: int = Field(4, ge=0, le=20)
+    auto_up: bool = False
+    pool: int = Field(0, ge=0, le=64)
+    standby: bool = False
+    #: ``[tool.orch.<provider>]`` tables, each validated by that provider's settings model.
+    provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    _check_paths = field_validator("root", "inventory_dir")(_utf8_path)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        try:
+            return naming.validate_prefix(value)
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if value and (value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value)):
+            raise ValueError(f"invalid image name {value!r}: no spaces, newlines or leading '-'")
+        return value
+
+    @field_validator("provision", "personalize", "reset")
+    @classmethod
+    def _deploy(cls, value: str) -> str:
+        module, sep, attr = value.partition(":")
+        if not sep or not module or not attr.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
+            raise ValueError(f"invalid deploy {value!r}: write it as package.module:function")
+        return value
+
+    @model_validator(mode="after")
+    def _legacy(self) -> "Settings":
+        for p in self.legacy_prefixes:
+            if len(p) < 3 or not p[0].isalnum() or p[-1] not in "-_" or not all(c.isalnum() or c in "-_." for c in p):
+                raise ValueError(
+                    f"legacy_prefixes: {p!r} is too broad: give a whole name prefix of 3+ characters "
+                    "ending in '-' or '_' (e.g. test-vm-), so that it cannot match names such as orchestra-db"
+                )
+            if p.startswith(f"{self.prefix}-") or f"{self.prefix}-".startswith(p):
+                raise ValueError(f"legacy_prefixes: {p!r} overlaps orch's own names ({self.prefix}-…), which sweep judges by their labels")
+        return self
 
     @property
     def checkout(self) -> str:
         return naming.checkout_id(self.inventory_dir)
 
     def timeout(self, operation: str) -> float:
-        return self.timeouts.get(operation, self.timeouts["default"])
+        return self.timeouts.of(operation)
 
 
-_SCALARS = {
-    "provider": str,
-    "image": str,
-    "workers": int,
-    "prefix": str,
-    "parallel": int,
-    "provision": str,
-    "reset": str,
-    "retries": int,
-}
-_ENV = {
-    "ORCH_PROVIDER": "provider",
-    "ORCH_IMAGE": "image",
-    "ORCH_WORKERS": "workers",
-    "ORCH_PREFIX": "prefix",
-    "ORCH_PARALLEL": "parallel",
-    "ORCH_PROVISION": "provision",
-    "ORCH_RESET": "reset",
-    "ORCH_RETRIES": "retries",
-    "ORCH_INVENTORY_DIR": "inventory_dir",
-}
-KNOWN_PROVIDERS_WITH_TABLES = ("docker", "orbstack")
+#: Settings that are not read from pyproject or the environment by name.
+_INTERNAL = {"root", "provider_options"}
+SETTINGS = [name for name in Settings.model_fields if name not in _INTERNAL]
 
 
 def find_root(start: Path) -> Path:
@@ -111,18 +175,68 @@ def read_pyproject(root: Path) -> dict[str, Any]:
     return section
 
 
-def _coerce(key: str, value: Any, source: str) -> Any:
-    kind = _SCALARS[key]
-    if kind is int:
-        try:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: {key} must be a whole number (got {value!r})") from None
-    if not isinstance(value, str):
-        raise ConfigError(f"{source}: {key} must be a string (got {value!r})")
-    return value
+def _from_env(model: type[BaseModel], name: str, text: str) -> Any:
+    """An environment variable's text, shaped as the field wants it (lists, tables)."""
+    field = model.model_fields[name]
+    annotation = field.annotation
+    if get_origin(annotation) is list:
+        if text.lstrip().startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"not a JSON list ({err.msg})") from None
+        return shlex.split(text)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        pairs = [p for p in text.replace(";", ",").split(",") if p.strip()]
+        table: dict[str, str] = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise ValueError(f"write it as key=value,key=value (got {pair!r})")
+            table[key.strip()] = value.strip()
+        return table
+    return text
+
+
+def _explain(err: ValidationError, origins: Mapping[str, str]) -> ConfigError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    top = str(first["loc"][0]) if first["loc"] else ""
+    where = origins.get(loc) or origins.get(top) or "settings"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return ConfigError(f"{where}: unknown setting {loc!r}; see README.md, Configuration")
+    bounds = _bounds(first["loc"])
+    if first["type"] in ("greater_than_equal", "less_than_equal") and bounds:
+        msg = f"must be between {bounds[0]} and {bounds[1]} (got {first.get('input')!r})"
+    return ConfigError(f"{where}: {loc} {msg}" if msg.startswith("must") else f"{where}: {loc}: {msg}")
+
+
+def _bounds(loc: tuple[Any, ...]) -> tuple[Any, Any] | None:
+    """(ge, le) of an int setting, for a message that gives the whole range."""
+    field = Settings.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+    if field is None:
+        return None
+    ge = next((m.ge for m in field.metadata if getattr(m, "ge", None) is not None), None)
+    le = next((m.le for m in field.metadata if getattr(m, "le", None) is not None), None)
+    return (ge, le) if ge is not None and le is not None else None
+
+
+def provider_tables(table: Mapping[str, Any], source: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Split ``[tool.orch]`` into orch's own keys and ``[tool.orch.<provider>]`` tables."""
+    from .providers import available
+
+    own: dict[str, Any] = {}
+    tables: dict[str, dict[str, Any]] = {}
+    known = available()
+    for key, value in table.items():
+        if key in known and isinstance(value, dict) and key not in Settings.model_fields:
+            tables[key] = dict(value)
+        elif key in _INTERNAL:
+            raise ConfigError(f"{source}: {key}: unknown setting; see README.md, Configuration")
+        else:
+            own[key] = value
+    return own, tables
 
 
 def load(
@@ -131,55 +245,74 @@ def load(
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Build the settings from pyproject, environment and flags (``None`` flags ignored)."""
+    from .providers import settings_model
+
     env = os.environ if env is None else env
     here = (cwd or Path.cwd()).absolute()
     root = find_root(here)
-    values: dict[str, Any] = {}
-    table = read_pyproject(root)
     source = f"[tool.orch] in {root / 'pyproject.toml'}"
-    provider_options: dict[str, dict[str, Any]] = {}
-    timeouts = dict(DEFAULT_TIMEOUTS)
-    for key, value in table.items():
-        if key in _SCALARS:
-            values[key] = _coerce(key, value, source)
-        elif key == "inventory_dir":
-            values[key] = value
-        elif key == "legacy_prefixes":
-            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                raise ConfigError(f"{source}: legacy_prefixes must be a list of strings")
-            values[key] = list(value)
-        elif key == "timeouts":
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: timeouts must be a table of operation = seconds")
-            for op, secs in value.items():
-                if isinstance(secs, bool) or not isinstance(secs, (int, float)) or secs <= 0:
-                    raise ConfigError(f"{source}: timeouts.{op} must be a positive number of seconds")
-                timeouts[op] = float(secs)
-        elif key in KNOWN_PROVIDERS_WITH_TABLES and isinstance(value, dict):
-            provider_options[key] = dict(value)
-        else:
-            raise ConfigError(f"{source}: unknown setting {key!r}; see README.md, Configuration")
-    for var, key in _ENV.items():
+    own, tables = provider_tables(read_pyproject(root), source)
+    origins: dict[str, str] = {key: source for key in own}
+    values: dict[str, Any] = dict(own)
+    for name in SETTINGS:
+        var = f"ORCH_{name.upper()}"
         if env.get(var):
-            # a folder named on the command line or in the environment is relative to
-            # where the user is; one in [tool.orch] is relative to the project
-            values[key] = here / Path(env[var]).expanduser() if key == "inventory_dir" else _coerce(key, env[var], var)
-    for key, value in (overrides or {}).items():
+            try:
+                values[name] = _from_env(Settings, name, env[var])
+            except ValueError as err:
+                raise ConfigError(f"{var}: {err}") from None
+            origins[name] = var
+            if name == "inventory_dir":
+                # named on the command line or in the environment: relative to where the
+                # user is; in [tool.orch]: relative to the project
+                values[name] = here / Path(env[var]).expanduser()
+    for name, value in (overrides or {}).items():
         if value is not None:
-            values[key] = here / Path(value).expanduser() if key == "inventory_dir" else value
-    inv = Path(values.pop("inventory_dir", "inventories")).expanduser()
-    if not inv.is_absolute():
-        inv = root / inv
-    settings = Settings(root=root, inventory_dir=inv, timeouts=timeouts, provider_options=provider_options, **values)
+            values[name] = here / Path(value).expanduser() if name == "inventory_dir" else value
+            origins[name] = f"--{name.replace('_', '-')}"
+    inv = values.pop("inventory_dir", "inventories")
+    if isinstance(inv, (str, Path)):
+        inv = Path(inv).expanduser()
+        inv = inv if inv.is_absolute() else root / inv
+    try:
+        settings = Settings(root=root, inventory_dir=inv, **values)
+    except ValidationError as err:
+        raise _explain(err, {**origins, "inventory_dir": origins.get("inventory_dir", source)}) from None
     if not settings.provider:
         settings.provider = default_provider()
-    settings.image = settings.image or ""
-    naming.validate_prefix(settings.prefix)
-    if not 1 <= settings.parallel <= 64:
-        raise ConfigError(f"parallel must be between 1 and 64 (got {settings.parallel})")
-    if not 0 <= settings.retries <= 20:
-        raise ConfigError(f"retries must be between 0 and 20 (got {settings.retries})")
+    settings.provider_options = _provider_options(tables, env, source, settings_model)
     return settings
+
+
+def _provider_options(tables: dict[str, dict[str, Any]], env: Mapping[str, str], source: str, settings_model: Any) -> dict[str, dict[str, Any]]:
+    """Every installed provider's table: pyproject, then ``ORCH_<PROVIDER>_<KEY>``; each
+    validated by that provider's own model, so a typo is caught even for a provider that
+    is not the one in use."""
+    from .providers import available
+
+    options: dict[str, dict[str, Any]] = {}
+    for name in available():
+        model = settings_model(name)
+        raw = dict(tables.get(name, {}))
+        origins = {key: f"{source.replace('[tool.orch]', f'[tool.orch.{name}]')}" for key in raw}
+        for field in model.model_fields:
+            var = f"ORCH_{name.upper()}_{field.upper()}"
+            if env.get(var):
+                try:
+                    raw[field] = _from_env(model, field, env[var])
+                except ValueError as err:
+                    raise ConfigError(f"{var}: {err}") from None
+                origins[field] = var
+        try:
+            model(**raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            key = str(first["loc"][0]) if first["loc"] else ""
+            where = origins.get(key, f"[tool.orch.{name}]")
+            raise _explain(err, {key: where}) from None
+        if raw:
+            options[name] = raw
+    return options
 
 
 def default_provider() -> str:
@@ -187,5 +320,5 @@ def default_provider() -> str:
     return "orbstack" if shutil.which("orbctl") else "docker"
 
 
-def replace(settings: Settings, **changes: Any) -> Settings:
-    return dataclasses.replace(settings, **changes)
+def finite(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))

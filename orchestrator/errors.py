@@ -17,11 +17,15 @@ class ConfigError(UsageError):
 
 
 class StateError(OrchError):
-    """The state file is unreadable or does not match what is asked."""
+    """The state file is unreadable, unwritable or does not match what is asked."""
 
 
 class LockBusy(OrchError):
     """Another orch command holds this checkout's lock."""
+
+
+class LiveRunError(UsageError):
+    """A live pytest run uses the workers a command would break (``--force`` overrides)."""
 
 
 class ProviderError(OrchError):
@@ -49,13 +53,17 @@ class VMNotFound(PermanentProviderError):
     """The named VM does not exist on the backend."""
 
 
+class VMExists(PermanentProviderError):
+    """A VM of that name already exists (a create that timed out may have happened)."""
+
+
 class EngineUnavailable(PermanentProviderError):
     """The backend itself is not reachable (Docker engine stopped, orbctl missing)."""
 
 
-class DeployError(OrchError):
-    """A pyinfra deploy or operation failed on a VM."""
-
-
 class ProviderTimeout(TransientProviderError):
     """A backend operation did not finish in its time limit (checked for health, then retried)."""
+
+
+class DeployError(OrchError):
+    """A pyinfra deploy or operation failed on a VM."""

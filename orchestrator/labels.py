@@ -1,49 +1,65 @@
-"""The labels that mark a VM as orch's, in one place.
+"""Who a VM belongs to, and the labels that say so, in one place.
 
-On backends with labels (Docker), ownership is decided by these labels and never by the
-name alone: a container named like orch's but without ``orch.managed-by=orch`` is not
-orch's, and sweep and down leave it alone.
+The core describes every VM it asks for with an :class:`Owner` (kind, checkout, worker or
+run, and where the checkout lives). Backends with labels (Docker) write it as labels;
+backends without (OrbStack) carry the checkout and worker in the name, and sweep finds
+the rest through the registry. Ownership is decided in :mod:`orchestrator.ownership`,
+never by the name alone where labels exist.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+
+from .clock import now_iso
 
 MANAGED_BY = "orch.managed-by"
 MANAGED_BY_VALUE = "orch"
 CHECKOUT = "orch.checkout"
 WORKER = "orch.worker"
 CREATED = "orch.created"
-KIND = "orch.kind"  # "worker" or "oneoff"
+KIND = "orch.kind"  # worker, oneoff, baseline, standby
 RUN = "orch.run"  # the run (lease) a one-off VM belongs to
-INVENTORY = "orch.inventory"  # the inventory folder that owns the VM (for sweep's report)
+INVENTORY = "orch.inventory"  # the inventory folder that owns the VM
+HOST = "orch.host"  # the host that folder is on (location.host_id)
+FS = "orch.fs"  # the folder's identity on that host (location.fs_chain)
+FINGERPRINT = "orch.fingerprint"  # what made the baseline this VM comes from
+#: On a committed baseline image: the checkout it is the baseline of. Not MANAGED_BY:
+#: a container someone starts by hand from the image must not look like orch's.
+BASELINE_OF = "orch.baseline-of"
+
+ALL = (MANAGED_BY, CHECKOUT, WORKER, CREATED, KIND, RUN, INVENTORY, HOST, FS, FINGERPRINT)
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+@dataclass(frozen=True)
+class Owner:
+    """What a VM is and whose: the core's description, written by each provider its own way."""
 
+    kind: str  # naming.WORKER, ONEOFF, BASELINE, STANDBY
+    checkout: str
+    inventory: str
+    host: str = ""
+    fs: str = ""
+    worker: str = ""
+    run: str = ""
+    fingerprint: str = ""
+    created: str = field(default_factory=now_iso)
 
-def worker_labels(checkout: str, worker: str, inventory: str) -> dict[str, str]:
-    return {
-        MANAGED_BY: MANAGED_BY_VALUE,
-        CHECKOUT: checkout,
-        WORKER: worker,
-        KIND: "worker",
-        CREATED: now_iso(),
-        INVENTORY: inventory,
-    }
-
-
-def oneoff_labels(checkout: str, run: str, inventory: str) -> dict[str, str]:
-    return {
-        MANAGED_BY: MANAGED_BY_VALUE,
-        CHECKOUT: checkout,
-        KIND: "oneoff",
-        RUN: run,
-        CREATED: now_iso(),
-        INVENTORY: inventory,
-    }
+    def labels(self) -> dict[str, str]:
+        out = {
+            MANAGED_BY: MANAGED_BY_VALUE,
+            CHECKOUT: self.checkout,
+            KIND: self.kind,
+            CREATED: self.created,
+            INVENTORY: self.inventory,
+            HOST: self.host,
+            FS: self.fs,
+            WORKER: self.worker,
+            RUN: self.run,
+            FINGERPRINT: self.fingerprint,
+        }
+        return {k: v for k, v in out.items() if v}
 
 
 def is_orchs(labels: dict[str, str] | None) -> bool:
-    return bool(labels) and labels.get(MANAGED_BY) == MANAGED_BY_VALUE
+    return bool(labels) and labels.get(MANAGED_BY) == MANAGED_BY_VALUE  # type: ignore[union-attr]

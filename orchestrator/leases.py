@@ -1,18 +1,24 @@
-"""Run leases: how sweep tells a live pytest run from a dead one.
+"""Run leases: how sweep and the CLI tell a live pytest run from a dead one.
 
 A pytest session (the xdist controller, or the only process without xdist) takes a lease
 for its run: an exclusive lock on ``<inventory dir>/.orch/runs/<run id>.lock``, held until
 the session ends. The operating system releases the lock when the process dies, even by
 SIGKILL, so a lease that can be taken belongs to a run that is gone.
+
+Anything else in the runs folder (a symlink, a folder, a name that is not a run id) is
+not a lease: it is reported, never followed or locked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
+import stat
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -28,14 +34,19 @@ def valid_run_id(run: str) -> bool:
     return bool(_RUN_RE.match(run or ""))
 
 
+def runs_dir(inventory_dir: Path) -> Path:
+    return inventory_dir / ".orch" / "runs"
+
+
 def lease_path(inventory_dir: Path, run: str) -> Path:
     if not valid_run_id(run):
         raise ValueError(f"invalid run id {run!r}")
-    return inventory_dir / ".orch" / "runs" / f"{run}.lock"
+    return runs_dir(inventory_dir) / f"{run}.lock"
 
 
 class Lease:
-    """Held by a live run; ``release`` (or process death) ends it."""
+    """Held by a live run; ``release`` (or process death) ends it. The file names the
+    workers the run uses, so a command can tell which workers it must not break."""
 
     def __init__(self, inventory_dir: Path, run: str | None = None) -> None:
         self.run = run or new_run_id()
@@ -43,6 +54,13 @@ class Lease:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.path), thread_local=False)
         self._lock.acquire(timeout=0)
+        self.workers: list[str] = []
+
+    def use(self, worker: str) -> None:
+        """Record that this run uses ``worker`` (written while the lock is held)."""
+        if worker not in self.workers:
+            self.workers.append(worker)
+            self.path.write_text(json.dumps({"pid": os.getpid(), "workers": self.workers}))
 
     def release(self) -> None:
         if self._lock.is_locked:
@@ -51,14 +69,22 @@ class Lease:
                 self.path.unlink()
 
 
-def run_alive(inventory_dir: Path, run: str) -> bool:
-    """Whether run ``run`` of that inventory folder still holds its lease."""
-    try:
-        path = lease_path(inventory_dir, run)
-    except ValueError:
-        return False
-    if not path.exists():
-        return False
+@dataclass
+class Runs:
+    """What a runs folder holds: the live runs (and the workers each uses), and anything
+    that is not a lease."""
+
+    live: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+    workers: dict[str, list[str]] = field(default_factory=dict)
+
+    def using(self, workers: list[str]) -> list[str]:
+        """The live runs that use any of ``workers``."""
+        return [run for run in self.live if set(self.workers.get(run, [])) & set(workers)]
+
+
+def _probe(path: Path) -> bool:
+    """Whether the lease file at ``path`` is held (by a live run)."""
     probe = FileLock(str(path), thread_local=False)
     try:
         probe.acquire(timeout=0)
@@ -70,8 +96,63 @@ def run_alive(inventory_dir: Path, run: str) -> bool:
     return False
 
 
-def live_runs(inventory_dir: Path) -> list[str]:
-    folder = inventory_dir / ".orch" / "runs"
-    if not folder.is_dir():
+def scan(inventory_dir: Path) -> Runs:
+    """The live runs of an inventory folder; a damaged entry never stops the scan."""
+    found = Runs()
+    folder = runs_dir(inventory_dir)
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except FileNotFoundError:
+        return found
+    except OSError as err:
+        found.damaged.append(f"{folder}: {err.strerror}")
+        return found
+    for entry in entries:
+        path = Path(entry.path)
+        if not entry.name.endswith(".lock") or entry.name.startswith("."):
+            continue
+        run = entry.name[: -len(".lock")]
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue  # released while we looked
+        except OSError as err:
+            found.damaged.append(f"{path}: {err.strerror}")
+            continue
+        if not valid_run_id(run) or not stat.S_ISREG(mode):
+            found.damaged.append(f"{path}: not a lease (a {'symlink' if stat.S_ISLNK(mode) else 'folder' if stat.S_ISDIR(mode) else 'file'} orch did not make)")
+            continue
+        try:
+            if _probe(path):
+                found.live.append(run)
+                found.workers[run] = _workers(path)
+        except OSError as err:
+            found.damaged.append(f"{path}: {err.strerror}")
+    return found
+
+
+def _workers(path: Path) -> list[str]:
+    try:
+        data = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
         return []
-    return [p.stem for p in folder.glob("*.lock") if run_alive(inventory_dir, p.stem)]
+    workers = data.get("workers", []) if isinstance(data, dict) else []
+    return [w for w in workers if isinstance(w, str)]
+
+
+def run_alive(inventory_dir: Path, run: str) -> bool:
+    """Whether run ``run`` of that inventory folder still holds its lease."""
+    try:
+        path = lease_path(inventory_dir, run)
+    except ValueError:
+        return False
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        return _probe(path)
+    except OSError:
+        return False
+
+
+def live_runs(inventory_dir: Path) -> list[str]:
+    return scan(inventory_dir).live

@@ -4,7 +4,7 @@ Everything a user types that ends up in a VM name, a path or a command passes th
 here first. Worker VMs are named ``{prefix}-{checkout}-{worker}``: stable (the same
 checkout always gets the same names, so ``orch up`` is idempotent), unique per checkout
 (two clones on one machine never share a VM) and recognisable as orch's.
-One-off VMs follow the seed's scheme: prefix, timestamp, pid, random suffix.
+One-off VMs are named prefix, checkout, timestamp, pid, random suffix.
 """
 
 from __future__ import annotations
@@ -90,17 +90,45 @@ def oneoff_vm_name(prefix: str, checkout: str) -> str:
     )
 
 
-GOLDEN = "golden"
+BASELINE = "baseline"
+WORKER = "worker"
+ONEOFF = "oneoff"
+STANDBY = "standby"
 
 
-def golden_vm_name(prefix: str, checkout: str) -> str:
-    """The per-checkout machine that workers are cloned from (backends with cheap clones)."""
-    return f"{validate_prefix(prefix)}-{validate_checkout_id(checkout)}-{GOLDEN}"
+def baseline_vm_name(prefix: str, checkout: str, fingerprint: str) -> str:
+    """The per-checkout VM that provisioning makes into the baseline (kept as a machine to
+    clone on OrbStack, committed to an image on Docker). ``z`` makes it sort after the
+    workers: tests that take "the first machine in the list" never get it."""
+    if not re.fullmatch(r"[0-9a-f]{8,}", fingerprint):
+        raise UsageError(f"invalid baseline fingerprint {fingerprint!r}")
+    return f"{validate_prefix(prefix)}-{validate_checkout_id(checkout)}-zbaseline-{fingerprint[:8]}"
+
+
+def standby_vm_name(prefix: str, checkout: str, worker: str) -> str:
+    """A worker's standby (or a VM swapped out of a worker's name, on its way out)."""
+    return f"{worker_vm_name(prefix, checkout, worker)}-s{secrets.token_hex(4)}"
+
+
+_SUFFIX = r"gw(?:0|[1-9][0-9]{0,2})(?:-s[0-9a-f]{8})?|zbaseline-[0-9a-f]{8}|x[0-9]{14}-[0-9]+-[0-9a-f]{12}"
 
 
 def parse_vm_name(prefix: str, name: str) -> tuple[str, str] | None:
-    """Split an orch VM name into (checkout id, worker id, ``golden`` or one-off suffix), or None."""
-    m = re.fullmatch(
-        rf"{re.escape(prefix)}-([0-9a-f]{{8}})-(gw(?:0|[1-9][0-9]{{0,2}})|{GOLDEN}|x[0-9]{{14}}-[0-9]+-[0-9a-f]{{12}})", name
-    )
+    """Split an orch VM name into (checkout id, suffix): a worker id, a standby
+    (``gw1-s…``), a baseline (``zbaseline-…``) or a one-off (``x…``); None if not orch's form."""
+    m = re.fullmatch(rf"{re.escape(prefix)}-([0-9a-f]{{8}})-({_SUFFIX})", name)
     return (m.group(1), m.group(2)) if m else None
+
+
+def kind_of(suffix: str) -> str:
+    """What a parsed name's suffix says the VM is."""
+    if suffix.startswith("zbaseline-"):
+        return BASELINE
+    if suffix.startswith("x"):
+        return ONEOFF
+    return STANDBY if "-s" in suffix else WORKER
+
+
+def worker_of(suffix: str) -> str:
+    """The worker id a worker or standby name carries ("" for other kinds)."""
+    return suffix.split("-", 1)[0] if kind_of(suffix) in (WORKER, STANDBY) else ""

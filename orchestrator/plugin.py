@@ -1,24 +1,25 @@
-"""orch's pytest plugin (entry point ``pytest11``): fixtures that give each xdist worker
-its VM, one-off VMs for lifecycle tests, the ``orch_reset`` marker, and the
-controller-side handover of a crashed worker's VM to its replacement.
+"""orch's pytest plugin (entry point ``pytest11``): bring-up from the controller
+(``--orch-up``), fixtures that give each xdist worker its VM, one-off VMs for lifecycle
+tests, the ``orch_reset`` marker, and the controller-side handover of a crashed worker's
+VM to its replacement.
 
-The fixtures are thin: the work is in :mod:`orchestrator.worker` and
-:mod:`orchestrator.lifecycle`, shared with the CLI.
+The fixtures are thin: the work is in :mod:`orchestrator.worker` and the core, shared
+with the CLI. User mistakes stop the run with one line (``pytest.UsageError``).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import time
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from . import config as orch_config
+from .core import Orch
 from .errors import OrchError
 from .leases import Lease
-from .lifecycle import Orch
-from .worker import WORKERINPUT_KEY, Worker, current_worker_id, find_worker
+from .worker import _CURRENT, WORKERINPUT_KEY, Worker, current_worker_id, find_worker
 
 log = logging.getLogger(__name__)
 _RUN = pytest.StashKey["OrchRun"]()
@@ -26,6 +27,14 @@ _RUN = pytest.StashKey["OrchRun"]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("orch", "orch: persistent VMs per xdist worker")
+    group.addoption(
+        "--orch-up",
+        action="store_true",
+        default=None,
+        help="bring up the workers this run needs (as `orch up`) before any test starts "
+        "[default: [tool.orch] auto_up / ORCH_AUTO_UP]",
+    )
+    group.addoption("--no-orch-up", action="store_false", dest="orch_up", help="do not bring up workers, even with auto_up")
     group.addoption(
         "--orch-inventory-dir",
         default=None,
@@ -68,11 +77,14 @@ class WorkerHandover:
 
 class OrchRun:
     """This pytest process's view of orch, made on first use: settings, the core, and
-    the run lease that tells sweep this process is alive."""
+    the run lease that tells sweep and the CLI that this process is alive."""
 
     def __init__(self, config: pytest.Config) -> None:
         option = config.getoption("orch_inventory_dir")
-        self.settings = orch_config.load(cwd=config.invocation_params.dir, overrides={"inventory_dir": option})
+        try:
+            self.settings = orch_config.load(cwd=config.invocation_params.dir, overrides={"inventory_dir": option})
+        except OrchError as err:
+            raise pytest.UsageError(f"orch: {err}") from err
         self.workerinput: dict[str, Any] = getattr(config, "workerinput", None) or {}
         self._orch: Orch | None = None
         self._lease: Lease | None = None
@@ -85,10 +97,14 @@ class OrchRun:
         return self._orch
 
     @property
-    def run_id(self) -> str:
+    def lease(self) -> Lease:
         if self._lease is None:
             self._lease = Lease(self.settings.inventory_dir)
-        return self._lease.run
+        return self._lease
+
+    @property
+    def run_id(self) -> str:
+        return self.lease.run
 
     def close(self) -> None:
         if self._lease is not None:
@@ -105,18 +121,57 @@ def _fail(err: OrchError) -> None:
     pytest.fail(str(err), pytrace=False)
 
 
+def workers_needed(config: pytest.Config) -> int:
+    """How many workers this run starts: pytest-xdist has resolved ``-n auto`` to its
+    ``tx`` specs by now; without xdist (or ``-n 0``) one, gw0."""
+    if getattr(config.option, "dist", "no") == "no":
+        return 1
+    return max(1, len(getattr(config.option, "tx", None) or []))
+
+
+def _say(config: pytest.Config, message: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(message)
+    else:
+        log.warning("%s", message)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
-    if config.getoption("orch_sweep") and not hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput"):
+        return
+    wants_up = config.getoption("orch_up")
+    run = orch_run(config) if (wants_up is not False or config.getoption("orch_sweep")) else None
+    if run is not None and (wants_up or (wants_up is None and run.settings.auto_up)):
+        _bring_up(config, run)
+    if config.getoption("orch_sweep"):
         from .sweep import sweep
 
-        run = orch_run(config)
+        assert run is not None
         try:
             decisions = sweep(run.settings, run.orch.provider)
         except OrchError as err:
             raise pytest.UsageError(f"orch sweep: {err}") from err
         deleted = [d.vm for d in decisions if d.result == "deleted"]
-        log.warning("orch sweep deleted %d orphan(s): %s", len(deleted), " ".join(deleted))
+        _say(config, f"orch sweep: deleted {len(deleted)} orphan(s) {' '.join(deleted)}".rstrip())
+
+
+def _bring_up(config: pytest.Config, run: OrchRun) -> None:
+    count = workers_needed(config)
+    started = time.monotonic()
+    _say(config, f"orch: bringing up {count} worker(s) on {run.settings.provider} (--orch-up)")
+    orch = Orch(run.settings, report=lambda who, msg: _say(config, f"orch: [{time.monotonic() - started:5.1f}s] {who}: {msg}"))
+    try:
+        results = orch.up(count)
+    except OrchError as err:
+        raise pytest.UsageError(f"orch up: {err}") from err
+    failed = [r for r in results if not r.ok]
+    if failed:
+        first = failed[0]
+        raise pytest.UsageError(f"orch up: {first.worker} failed: {first.error}")
+    actions = ", ".join(f"{r.worker} {r.action}" for r in results)
+    _say(config, f"orch: {count} worker(s) ready in {time.monotonic() - started:.1f}s ({actions})")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -124,23 +179,38 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.stash[_RUN].close()
 
 
-@pytest.fixture(scope="session")
-def orch_worker(request: pytest.FixtureRequest) -> Iterator[Worker]:
-    """This xdist worker's VM: ids, pyinfra host, inventory path, run/fact/operation/reset."""
-    try:
-        run = orch_run(request.config)
+def get_worker(config: pytest.Config) -> Worker:
+    """This process's worker (made once): what ``orch_worker`` and ``current_worker()`` give."""
+    run = orch_run(config)
+    if run.worker is None:
         worker_id = current_worker_id(run.workerinput)
-        run.run_id  # hold a lease while this process uses orch's VMs
-        worker = find_worker(
+        run.lease.use(worker_id)  # a lease that says which worker this process uses
+        run.worker = find_worker(
             run.settings.inventory_dir,
             worker_id,
             workers_hint=run.workerinput.get("workercount"),
             resetter=lambda: _reset(run, worker_id),
+            ensure_running=lambda: _ensure(run, worker_id),
         )
+    return run.worker
+
+
+def _ensure(run: OrchRun, worker_id: str) -> None:
+    assert run.worker is not None
+    if run.orch.ensure_running(run.worker.vm, worker_id):
+        log.warning("orch: %s's VM %s was stopped; started it", worker_id, run.worker.vm)
+
+
+@pytest.fixture(scope="session")
+def orch_worker(request: pytest.FixtureRequest) -> Iterator[Worker]:
+    """This xdist worker's VM: ids, pyinfra host, inventory path, run/fact/operation/reset."""
+    try:
+        worker = get_worker(request.config)
     except OrchError as err:
         _fail(err)
-    run.worker = worker
+    _CURRENT.append(lambda: worker)
     yield worker
+    _CURRENT.remove(_CURRENT[-1])
     worker.close()
 
 
@@ -154,7 +224,7 @@ def _reset(run: OrchRun, worker_id: str) -> None:
 
 @pytest.fixture(scope="session")
 def worker_vm(orch_worker: Worker) -> str:
-    """The name of this xdist worker's VM (``gw0`` without xdist), as the seed's fixture."""
+    """The name of this xdist worker's VM (``gw0`` without xdist)."""
     return orch_worker.vm
 
 

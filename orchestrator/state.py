@@ -6,34 +6,53 @@ down`` forgets it) or a VM with a record — never a VM that orch does not know 
 
 The file is ``<inventory dir>/.orch/state.json``. Writes are atomic (temporary file,
 fsync, rename) and happen under a short file lock; readers never need the lock. A
-second, longer lock (the command lock) serializes whole commands such as two ``orch up``.
+second, longer lock (the command lock) serializes whole commands such as two ``orch up``
+in one checkout; sweep does not take it (it never changes a checkout's workers).
+Files orch did not make (a symlink, a FIFO, a folder where a lock or the state should
+be) are refused with one line, never followed or read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from filelock import FileLock, Timeout
 
-from . import registry
 from .errors import LockBusy, StateError
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2
 
-#: Phases of a worker: recorded before create, then after create, then when provisioned.
+#: Phases of a VM: recorded before create, then after create, then once provisioned
+#: (or failed: kept so it can be entered, retried by the next ``orch up``).
 CREATING = "creating"
 PROVISIONING = "provisioning"
 READY = "ready"
+FAILED = "failed"
+
+
+@dataclass
+class BaselineRecord:
+    """The VM provisioning made into this checkout's baseline, and the provider's handle."""
+
+    vm: str
+    fingerprint: str = ""
+    parts: dict[str, str] = field(default_factory=dict)
+    phase: str = CREATING
+    ref: str = ""  # the provider's reference once sealed (image id, machine name)
+    seal: dict[str, str] = field(default_factory=dict)  # what the provider saw when sealing
+    created: str = ""
 
 
 @dataclass
@@ -42,7 +61,8 @@ class WorkerRecord:
     vm: str
     phase: str = CREATING
     created: str = ""
-    baseline: str = ""
+    fingerprint: str = ""  # of the baseline it was made from
+    error: str = ""  # why it failed (phase failed)
 
 
 @dataclass
@@ -51,6 +71,29 @@ class OneoffRecord:
     run: str
     created: str = ""
     pid: int = 0
+    phase: str = CREATING
+    fingerprint: str = ""
+    pool: bool = False  # an unclaimed VM of the warm pool (run is then "")
+
+
+@dataclass
+class StandbyRecord:
+    """A worker's standby: a VM made from the baseline, ready to be swapped in."""
+
+    worker: str
+    vm: str
+    phase: str = CREATING
+    created: str = ""
+    fingerprint: str = ""
+
+
+def _build(cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{cls.__name__} must be a table")
+    unknown = set(raw) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__} has unknown field(s) {', '.join(sorted(unknown))}")
+    return cls(**raw)
 
 
 @dataclass
@@ -59,12 +102,12 @@ class StateData:
     provider: str = ""
     image: str = ""
     prefix: str = ""
+    baseline: BaselineRecord | None = None
+    #: Baselines replaced by a newer one, deleted once nothing made from them is left.
+    retired: list[BaselineRecord] = field(default_factory=list)
     workers: dict[str, WorkerRecord] = field(default_factory=dict)
     oneoffs: dict[str, OneoffRecord] = field(default_factory=dict)
-    #: The machine workers are cloned from (backends with cheap clones), and whether it
-    #: finished provisioning; recorded before it is created, like every VM.
-    golden: str = ""
-    golden_ready: bool = False
+    standbys: dict[str, StandbyRecord] = field(default_factory=dict)
     version: int = VERSION
 
     def to_json(self) -> str:
@@ -73,39 +116,91 @@ class StateData:
     @classmethod
     def from_json(cls, text: str) -> "StateData":
         raw = json.loads(text)
-        if not isinstance(raw, dict) or raw.get("version") != VERSION or not isinstance(raw.get("checkout"), str):
-            raise ValueError("not an orch state of version %d" % VERSION)
-        if not isinstance(raw.get("workers", {}), dict) or not isinstance(raw.get("oneoffs", {}), dict):
-            raise ValueError("workers and oneoffs must be tables")
-        workers = {k: WorkerRecord(**v) for k, v in raw.get("workers", {}).items()}
-        oneoffs = {k: OneoffRecord(**v) for k, v in raw.get("oneoffs", {}).items()}
+        if not isinstance(raw, dict) or not isinstance(raw.get("checkout"), str):
+            raise ValueError("not an orch state")
+        if raw.get("version") == 1:
+            raw = _from_v1(raw)
+        if raw.get("version") != VERSION:
+            raise ValueError(f"state version {raw.get('version')!r} is not {VERSION}")
+        for key in ("workers", "oneoffs", "standbys"):
+            if not isinstance(raw.get(key, {}), dict):
+                raise ValueError(f"{key} must be a table")
+        if not isinstance(raw.get("retired", []), list):
+            raise ValueError("retired must be a list")
         return cls(
             checkout=raw["checkout"],
-            provider=raw.get("provider", ""),
-            image=raw.get("image", ""),
-            prefix=raw.get("prefix", ""),
-            workers=workers,
-            oneoffs=oneoffs,
-            golden=raw.get("golden", ""),
-            golden_ready=bool(raw.get("golden_ready", False)),
+            provider=str(raw.get("provider", "")),
+            image=str(raw.get("image", "")),
+            prefix=str(raw.get("prefix", "")),
+            baseline=_build(BaselineRecord, raw["baseline"]) if raw.get("baseline") else None,
+            retired=[_build(BaselineRecord, r) for r in raw.get("retired", [])],
+            workers={k: _build(WorkerRecord, v) for k, v in raw.get("workers", {}).items()},
+            oneoffs={k: _build(OneoffRecord, v) for k, v in raw.get("oneoffs", {}).items()},
+            standbys={k: _build(StandbyRecord, v) for k, v in raw.get("standbys", {}).items()},
         )
 
     def sorted_workers(self) -> list[WorkerRecord]:
         return sorted(self.workers.values(), key=lambda r: int(r.worker[2:]))
 
+    def all_vms(self) -> set[str]:
+        """Every VM name this state records."""
+        names = {r.vm for r in self.workers.values()} | set(self.oneoffs) | {s.vm for s in self.standbys.values()}
+        names |= {b.vm for b in self.retired if b.vm}
+        if self.baseline is not None:
+            names.add(self.baseline.vm)
+        return names
+
+
+def _from_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """orch 0.1's state: per-worker baselines and a golden machine. Both become retired
+    baselines (deleted once unused); the workers keep their VMs, and having no fingerprint
+    they are re-provisioned by the next ``orch up``, which says why."""
+    retired: list[dict[str, Any]] = []
+    workers = raw.get("workers", {})
+    if not isinstance(workers, dict):
+        return {**raw, "version": VERSION}  # let the checks name what is wrong
+    workers = dict(workers)
+    for key, rec in workers.items():
+        if isinstance(rec, dict):
+            rec = dict(rec)
+            if rec.get("baseline"):
+                retired.append({"vm": "", "ref": rec["baseline"], "phase": READY})
+            rec.pop("baseline", None)
+        workers[key] = rec
+    if raw.get("golden"):
+        retired.append({"vm": raw["golden"], "ref": raw["golden"], "phase": READY})
+    rest = {k: v for k, v in raw.items() if k not in ("golden", "golden_ready")}
+    return {**rest, "version": VERSION, "workers": workers, "retired": retired, "baseline": None}
+
+
+def _regular_or_missing(path: Path) -> bool:
+    """False when ``path`` exists but is not a plain file (a symlink, a FIFO, a folder)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    return stat.S_ISREG(st.st_mode)
+
+
+def _not_a_file(path: Path) -> StateError:
+    return StateError(f"{path} is not a plain file (a symlink, a FIFO or a folder orch did not make): remove it and run the command again")
+
 
 class StateStore:
     """Reads and writes one checkout's state file."""
 
-    def __init__(self, inventory_dir: Path, checkout: str) -> None:
+    def __init__(self, inventory_dir: Path, checkout: str, *, on_write: Callable[[], None] | None = None) -> None:
         self.inventory_dir = inventory_dir
         self.dir = inventory_dir / ".orch"
         self.path = self.dir / "state.json"
         self.checkout = checkout
-        self._lock = FileLock(str(self.dir / "state.lock"))
-        self._command_lock = FileLock(str(self.dir / "command.lock"))
+        self._lock_path = self.dir / "state.lock"
+        self._command_path = self.dir / "command.lock"
+        self._lock = FileLock(str(self._lock_path))
+        self._command_lock = FileLock(str(self._command_path))
         self._writable = False
-        self._threads = threading.Lock()  # orch's own threads update the state one at a time
+        self._threads = threading.RLock()  # orch's own threads update the state one at a time
+        self._on_write = on_write
 
     def ensure_dir(self) -> None:
         """Create the folder and prove it writable, once per store (thread-safe)."""
@@ -125,18 +220,32 @@ class StateStore:
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def read(self) -> StateData:
-        """The current state; an empty one when there is no state file yet."""
+    def _read_text(self) -> str | None:
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
-            text = self.path.read_text()
+            fd = os.open(self.path, flags)
         except FileNotFoundError:
-            return StateData(checkout=self.checkout)
+            return None
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise _not_a_file(self.path) from err
+            raise StateError(f"cannot read {self.path}: {err.strerror}") from err
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise _not_a_file(self.path)
+            data = fh.read()
+        try:
+            return data.decode("utf-8")
         except UnicodeDecodeError as err:
             raise StateError(
                 f"state file {self.path} is corrupt (not text): run `orch repair` to rebuild it from the backend"
             ) from err
-        except OSError as err:
-            raise StateError(f"cannot read {self.path}: {err.strerror}") from err
+
+    def read(self) -> StateData:
+        """The current state; an empty one when there is no state file yet."""
+        text = self._read_text()
+        if text is None:
+            return StateData(checkout=self.checkout)
         try:
             data = StateData.from_json(text)
         except (ValueError, TypeError, KeyError, AttributeError) as err:
@@ -153,35 +262,56 @@ class StateStore:
     def write(self, data: StateData) -> None:
         """Atomically replace the state file (caller holds the state lock)."""
         self.ensure_dir()
-        registry.register(self.checkout, self.inventory_dir)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state-", suffix=".tmp")
         try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(data.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(data.to_json())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            dir_fd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as err:
+            raise StateError(
+                f"cannot write {self.path} ({err.strerror}); the previous state is intact: "
+                "free space or fix the folder, then run the command again (it repairs what this one left)"
+            ) from err
+        if self._on_write is not None:
+            self._on_write()
+
+    def _acquire(self, lock: FileLock, path: Path, timeout: float) -> None:
+        if not _regular_or_missing(path):
+            raise _not_a_file(path)
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
             raise
-        dir_fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        except OSError as err:
+            raise StateError(f"cannot lock {path} ({err.strerror}): remove it and run the command again") from err
 
     @contextlib.contextmanager
     def transaction(self, *, repair: bool = False) -> Iterator[StateData]:
         """Read-modify-write under the state lock; written only if the block succeeds."""
         self.ensure_dir()
-        with self._threads, self._lock:
-            if repair and not self._readable():
-                data = StateData(checkout=self.checkout)
-            else:
-                data = self.read()
-            yield data
-            self.write(data)
+        with self._threads:
+            self._acquire(self._lock, self._lock_path, -1)
+            try:
+                if repair and not self._readable():
+                    data = StateData(checkout=self.checkout)
+                else:
+                    data = self.read()
+                yield data
+                self.write(data)
+            finally:
+                self._lock.release()
 
     def update_worker(self, worker: str, **changes: object) -> WorkerRecord:
         """Change fields of one worker's record (it must exist)."""
@@ -199,11 +329,11 @@ class StateStore:
             return False
 
     @contextlib.contextmanager
-    def command_lock(self, *, wait: bool = True, on_wait=None) -> Iterator[None]:
-        """Serialize whole commands (up, down, reset, sweep) in this checkout."""
+    def command_lock(self, *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """Serialize whole commands that change this checkout's VMs (up, down, reset, repair)."""
         self.ensure_dir()
         try:
-            self._command_lock.acquire(timeout=0)
+            self._acquire(self._command_lock, self._command_path, 0)
         except Timeout:
             if not wait:
                 raise LockBusy(
@@ -211,8 +341,9 @@ class StateStore:
                 ) from None
             if on_wait:
                 on_wait()
-            self._command_lock.acquire()
+            self._acquire(self._command_lock, self._command_path, -1)
         try:
             yield
         finally:
             self._command_lock.release()
+

@@ -1,49 +1,47 @@
-"""Sweep: delete orphaned test VMs, and nothing that is not orch's.
+"""Sweep: delete orphaned test VMs (and baselines and leftovers), and nothing that is not
+orch's or still in use.
 
-A VM is orch's only if its name carries orch's prefix and a checkout id *and*, where the
-backend has labels, it carries ``orch.managed-by=orch``. Among orch's VMs:
+A VM is orch's only when its name has orch's form and its labels agree with its name
+(:mod:`orchestrator.ownership`). Among orch's VMs, sweep judges each by its checkout's
+folder, state and run leases — but only when it can tell that it sees the filesystem
+that checkout lives in (:mod:`orchestrator.location`). When it cannot (another host,
+another mount namespace, a container sharing the Docker socket), only ``--older-than``
+may condemn a VM, and the decision says why. Where it can:
 
 - a one-off VM is an orphan when the run that made it no longer holds its lease;
-- a worker VM is an orphan when its checkout's inventory folder or state is gone, or
-  when that state does not record it;
-- with ``--older-than``, anything of orch's older than that is deleted too, unless a run
-  of its checkout is alive (a live run's VMs are never deleted).
+- a worker (or standby, or baseline) is an orphan when its checkout's inventory folder
+  or state is gone, or when that state does not record it;
+- with ``--older-than``, anything of orch's older than that, unless a run of its
+  checkout is alive.
 
-``--legacy`` adds VMs named with the seed's prefixes (and ``[tool.orch] legacy_prefixes``),
-which predate labels; only with that flag. Every decision is reported with its reason.
+One checkout's damage (a runs folder holding what is not a lease, a state that cannot be
+read) keeps that checkout's VMs and is reported; it never stops the sweep. ``--legacy``
+adds VMs named with legacy prefixes, which predate labels. Sweep also deletes untagged
+images committed from orch's containers, forgets one-offs it deleted in their state,
+and drops registry entries of checkouts that are gone.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import labels as L, leases, naming, registry, retry
-from .concurrency import parallel_map, sleeper
+from . import labels as L, leases, registry
+from .clock import age as age_of
 from .config import Settings
 from .errors import OrchError, StateError, UsageError
-from .lifecycle import _age
+from .location import Seen, Verdict, judge
+from .ownership import Claim, claim
 from .providers import Provider, VMInfo
-from .state import StateStore
+from .providers.base import StoredBaseline
+from .state import StateData, StateStore
 
 log = logging.getLogger(__name__)
 
-#: The seed's VM name prefixes (../shared/seed), swept only with --legacy.
-SEED_PREFIXES = ("test-vm-", "e2e-test-vm-", "e2e-ops-vm-", "deploy-test-vm-", "pytest-worker-", "pytest-test-")
-
-_DURATION_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhd]?)$")
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``30m``, ``2h``, ``7d`` → seconds."""
-    m = _DURATION_RE.match(text.strip()) if isinstance(text, str) else None
-    if not m:
-        raise UsageError(f"invalid duration {text!r}: use a number with s, m, h or d, e.g. 2h")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+#: VM name prefixes of the per-session test VMs orch replaces, swept only with --legacy.
+LEGACY_PREFIXES = ("test-vm-", "e2e-test-vm-", "e2e-ops-vm-", "deploy-test-vm-", "pytest-worker-", "pytest-test-")
 
 
 @dataclass
@@ -51,119 +49,220 @@ class Decision:
     vm: str
     delete: bool
     reason: str
-    kind: str = ""  # worker, oneoff, legacy, foreign
+    kind: str = ""  # worker, oneoff, standby, baseline, image, legacy, foreign
     checkout: str = ""
     age_seconds: float | None = None
     result: str = ""  # deleted, would delete, kept, failed
     error: str = ""
+    ref: str = ""  # what to delete when it is not a VM (an image id)
+
+
+@dataclass
+class View:
+    """What this sweep can see of one checkout."""
+
+    verdict: Verdict
+    inventory: Path | None = None
+    state: StateData | None = None
+    live: list[str] = field(default_factory=list)
+    damage: str = ""
 
 
 class Sweeper:
     def __init__(self, settings: Settings, provider: Provider) -> None:
         self.settings = settings
         self.provider = provider
-        self._live: dict[Path, list[str]] = {}
+        self._views: dict[str, View] = {}
 
-    def _live_runs(self, inventory_dir: Path) -> list[str]:
-        if inventory_dir not in self._live:
-            self._live[inventory_dir] = leases.live_runs(inventory_dir)
-        return self._live[inventory_dir]
+    # -- seeing a checkout ------------------------------------------------------------
+
+    def _ref(self, checkout: str, labels: dict[str, str]) -> registry.CheckoutRef | None:
+        if labels.get(L.INVENTORY):
+            return registry.CheckoutRef(labels[L.INVENTORY], labels.get(L.HOST, ""), labels.get(L.FS, ""))
+        return registry.lookup(checkout)
+
+    def view(self, checkout: str, labels: dict[str, str]) -> View:
+        if checkout in self._views:
+            return self._views[checkout]
+        ref = self._ref(checkout, labels)
+        if ref is None:
+            found = View(Verdict(Seen.UNKNOWN, "no record of where its checkout is"))
+        else:
+            found = View(judge(Path(ref.inventory), ref.host, ref.fs), Path(ref.inventory))
+        if found.verdict.seen is Seen.SAME and found.inventory is not None:
+            runs = leases.scan(found.inventory)
+            found.live = runs.live
+            found.damage = "; ".join(runs.damaged)
+            store = StateStore(found.inventory, checkout)
+            try:
+                found.state = store.read() if store.path.exists() or store.path.is_symlink() else None
+            except StateError as err:
+                found.damage = found.damage or f"{err}"
+        self._views[checkout] = found
+        return found
+
+    # -- planning -----------------------------------------------------------------------
 
     def plan(self, *, older_than: float | None = None, legacy: bool = False) -> list[Decision]:
-        prefixes = tuple(SEED_PREFIXES) + tuple(self.settings.legacy_prefixes)
+        prefixes = LEGACY_PREFIXES + tuple(self.settings.legacy_prefixes)
         decisions = []
         for info in self.provider.list(all_vms=True):
-            parsed = naming.parse_vm_name(self.settings.prefix, info.name)
-            labelled = L.is_orchs(info.labels) or not self.provider.has_labels
-            if parsed and labelled:
-                decisions.append(self._decide(info, parsed, older_than))
+            found, why = claim(info, self.settings.prefix, self.provider.has_labels)
+            if found is not None:
+                decisions.append(self._decide(info, found, older_than))
             elif legacy and info.name.startswith(prefixes):
                 decisions.append(Decision(info.name, True, "named with a legacy prefix (--legacy)", "legacy"))
             elif info.name.startswith(f"{self.settings.prefix}-") or L.is_orchs(info.labels):
-                why = "no orch labels" if parsed else "not an orch name"
                 decisions.append(Decision(info.name, False, f"not orch's ({why}): never touched", "foreign"))
-        return sorted(decisions, key=lambda d: d.vm)
+        for stored in self.provider.stored_baselines():
+            decisions.append(self._decide_baseline(stored, older_than))
+        for ref in self.provider.dangling():
+            decisions.append(Decision(ref[:19], True, "untagged image committed from orch's container: nothing uses it", "image", ref=ref))
+        return sorted(decisions, key=lambda d: (d.kind == "image", d.vm))
 
-    def _decide(self, info: VMInfo, parsed: tuple[str, str], older_than: float | None) -> Decision:
-        checkout, suffix = parsed
-        kind = info.labels.get(L.KIND) or ("worker" if suffix.startswith("gw") else suffix if suffix == naming.GOLDEN else "oneoff")
-        age = _age(info.labels.get(L.CREATED) or info.created)
-        d = Decision(info.name, False, "", kind, checkout, age)
-        # Labels carry the inventory folder; without labels (OrbStack) the machine's
-        # registry of checkouts says where this checkout's state lives.
-        label_inv = info.labels.get(L.INVENTORY)
-        inv = Path(label_inv) if label_inv else registry.lookup(checkout)
-        live = self._live_runs(inv) if inv else []
-        state = None
-        if inv is not None and inv.is_dir():
-            store = StateStore(inv, checkout)
-            if store.exists():
-                try:
-                    state = store.read()
-                except StateError:
-                    d.reason = f"state {store.path} unreadable: kept (run `orch repair` there)"
-                    return d
-        if kind == "oneoff":
-            run = info.labels.get(L.RUN) or (state.oneoffs[info.name].run if state and info.name in state.oneoffs else "")
-            if inv is not None and run and run in live:
+    def _judge_unseen(self, d: Decision, view: View, older_than: float | None) -> Decision:
+        """A checkout this sweep cannot see: only age may condemn."""
+        if view.verdict.seen is Seen.GONE:
+            d.delete, d.reason = True, view.verdict.reason
+        elif older_than is not None and d.age_seconds is not None and d.age_seconds > older_than:
+            d.delete, d.reason = True, f"older than --older-than ({d.age_seconds / 3600:.1f}h); its checkout cannot be seen from here ({view.verdict.reason})"
+        else:
+            d.reason = f"kept: its checkout cannot be seen from here ({view.verdict.reason}); only --older-than can delete it"
+        return d
+
+    def _decide(self, info: VMInfo, found: Claim, older_than: float | None) -> Decision:
+        d = Decision(info.name, False, "", found.kind, found.checkout, age_of(info.labels.get(L.CREATED) or info.created))
+        view = self.view(found.checkout, info.labels)
+        if view.verdict.seen is not Seen.SAME:
+            return self._judge_unseen(d, view, older_than)
+        if view.damage:
+            d.reason = f"kept: its checkout is damaged ({view.damage}); fix it there"
+            return d
+        state, inv = view.state, view.inventory
+        if found.kind == "oneoff":
+            rec = state.oneoffs.get(info.name) if state else None
+            run = info.labels.get(L.RUN) or (rec.run if rec else "")
+            if rec is not None and rec.pool:
+                d.reason = f"pool VM of {inv}"
+            elif run and run in view.live:
                 d.reason = f"its run {run} is alive"
             else:
                 d.delete, d.reason = True, f"one-off VM of a run that is gone ({run or 'no run recorded'})"
             return d
-        if inv is None or not inv.is_dir():
-            d.delete, d.reason = True, f"its checkout's inventory folder is gone ({inv or 'unknown checkout'})"
-            return d
         if state is None:
-            d.delete, d.reason = True, f"its checkout has no state ({inv / '.orch' / 'state.json'})"
-            return d
-        if kind == naming.GOLDEN:
-            recorded = state.golden == info.name
-        else:
-            worker = info.labels.get(L.WORKER) or suffix
-            rec = state.workers.get(worker)
-            recorded = rec is not None and rec.vm == info.name
-        if not recorded:
-            d.delete, d.reason = True, f"the state of {inv} does not record it"
-        elif older_than is not None and age is not None and age > older_than:
-            if live:
-                d.reason = f"older than --older-than, but a run of its checkout is alive ({live[0]})"
+            if view.live:
+                d.reason = f"its checkout has no state, but a run of it is alive ({view.live[0]})"
             else:
-                d.delete, d.reason = True, f"older than --older-than ({age / 3600:.1f}h)"
+                d.delete, d.reason = True, f"its checkout has no state ({inv})"
+            return d
+        if not _records(state, info.name, found):
+            d.delete, d.reason = True, f"the state of {inv} does not record it"
+        elif older_than is not None and d.age_seconds is not None and d.age_seconds > older_than:
+            if view.live:
+                d.reason = f"older than --older-than, but a run of its checkout is alive ({view.live[0]})"
+            else:
+                d.delete, d.reason = True, f"older than --older-than ({d.age_seconds / 3600:.1f}h)"
         else:
-            d.reason = f"{kind} {suffix} of {inv}"
+            d.reason = f"{found.kind} {found.worker or ''} of {inv}".replace("  ", " ")
         return d
 
+    def _decide_baseline(self, stored: StoredBaseline, older_than: float | None) -> Decision:
+        d = Decision(stored.name, False, "", "baseline", stored.checkout, age_of(stored.created), ref=stored.ref)
+        view = self.view(stored.checkout, stored.labels)
+        if view.verdict.seen is not Seen.SAME:
+            return self._judge_unseen(d, view, older_than)
+        if view.damage:
+            d.reason = f"kept: its checkout is damaged ({view.damage}); fix it there"
+            return d
+        state = view.state
+        refs = set() if state is None else {b.ref for b in [*state.retired, *([state.baseline] if state.baseline else [])]}
+        if stored.ref in refs:
+            d.reason = f"baseline of {view.inventory}"
+        elif view.live:
+            d.reason = f"not recorded, but a run of its checkout is alive ({view.live[0]})"
+        else:
+            d.delete, d.reason = True, f"baseline image the state of {view.inventory} does not record"
+        return d
+
+    # -- carrying it out ----------------------------------------------------------------
+
     def execute(self, decisions: list[Decision], *, dry_run: bool = False) -> list[Decision]:
-        doomed = [d for d in decisions if d.delete]
         for d in decisions:
             d.result = "kept" if not d.delete else ("would delete" if dry_run else "")
+        doomed = [d for d in decisions if d.delete]
         if dry_run or not doomed:
             return decisions
-
-        def delete(d: Decision) -> None:
-            try:
-                retry.call(lambda: self.provider.delete(d.vm), what=f"delete {d.vm}",
-                           attempts=self.settings.retries + 1, health_check=self.provider.check,
-                           sleep=sleeper(self.provider.cooperative))
-                if d.kind == "worker" and d.checkout and self.provider.has_labels:
-                    self.provider.sweep_baseline(d.checkout, d.vm.rsplit("-", 1)[1])
-                d.result = "deleted"
-            except OrchError as err:
-                d.result, d.error = "failed", str(err)
-
-        parallel_map(delete, doomed, self.settings.parallel, cooperative=self.provider.cooperative)
+        vms = [d for d in doomed if d.kind not in ("baseline", "image")]
+        self.provider.map(lambda d: self._delete(d, lambda: self.provider.delete(d.vm)), vms)
+        for d in doomed:
+            if d.kind == "baseline":
+                self._delete(d, lambda d=d: self._drop_image(d))
+            elif d.kind == "image":
+                self._delete(d, lambda d=d: self.provider.drop_dangling(d.ref))
+        self._forget(vms)
+        self._prune_registry(decisions)
         return decisions
+
+    def _drop_image(self, d: Decision) -> None:
+        from .providers.base import Baseline
+
+        if not self.provider.drop(Baseline(d.ref, {"tag": d.vm})):
+            raise OrchError(f"{d.vm} is still used by a container")
+
+    def _delete(self, d: Decision, action: object) -> None:
+        try:
+            self.provider.call(f"delete {d.vm}", action)  # type: ignore[arg-type]
+            d.result = "deleted"
+        except OrchError as err:
+            d.result, d.error = "failed", str(err)
+
+    def _forget(self, deleted: list[Decision]) -> None:
+        """Remove deleted one-offs (and standbys) from the states that recorded them."""
+        for checkout in {d.checkout for d in deleted if d.result == "deleted"}:
+            view = self._views.get(checkout)
+            if view is None or view.state is None or view.inventory is None:
+                continue
+            gone = {d.vm for d in deleted if d.checkout == checkout and d.result == "deleted"}
+            try:
+                with StateStore(view.inventory, checkout).transaction() as state:
+                    for vm in gone & set(state.oneoffs):
+                        state.oneoffs.pop(vm)
+                    for worker, standby in list(state.standbys.items()):
+                        if standby.vm in gone:
+                            state.standbys.pop(worker)
+            except OrchError as err:
+                log.warning("could not forget deleted one-offs in %s: %s", view.inventory, err)
+
+    def _prune_registry(self, decisions: list[Decision]) -> None:
+        """Forget checkouts whose folder is gone and that have nothing left here."""
+        left = {d.checkout for d in decisions if d.result in ("kept", "failed")}
+        for checkout, ref in registry.entries().items():
+            if checkout in left:
+                continue
+            # an entry without a location (older orch) can never be judged: useless
+            if not ref.host or judge(Path(ref.inventory), ref.host, ref.fs).seen is Seen.GONE:
+                registry.unregister(checkout)
+
+
+def _records(state: StateData, name: str, found: Claim) -> bool:
+    """Does the state record this VM under this name, as what its name and labels say?"""
+    if found.kind == "worker":
+        rec = state.workers.get(found.worker)
+        return rec is not None and rec.vm == name
+    if found.kind == "standby":
+        rec2 = state.standbys.get(found.worker)
+        return rec2 is not None and rec2.vm == name
+    if found.kind == "baseline":
+        return name in {b.vm for b in [*state.retired, *([state.baseline] if state.baseline else [])]}
+    return name in state.oneoffs
 
 
 def sweep(settings: Settings, provider: Provider, *, older_than: float | None = None, legacy: bool = False,
           dry_run: bool = False) -> list[Decision]:
     """Plan and carry out a sweep. Refused inside a pytest-xdist worker: a slow worker
-    must never judge what its siblings are using (the seed's bug)."""
+    must never judge what its siblings are using."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         raise UsageError("sweep runs from the CLI or the pytest controller (--orch-sweep), never inside an xdist worker")
     provider.check()
-    t = time.monotonic()
     sweeper = Sweeper(settings, provider)
-    decisions = sweeper.execute(sweeper.plan(older_than=older_than, legacy=legacy), dry_run=dry_run)
-    log.info("sweep took %.1fs", time.monotonic() - t)
-    return decisions
+    return sweeper.execute(sweeper.plan(older_than=older_than, legacy=legacy), dry_run=dry_run)

@@ -2,7 +2,9 @@
 plugin's fixtures wrap in a few lines each.
 
 The worker's VM is found in the generated inventory (``<inventory dir>/gwN.py``), never
-by guessing names, so a test reaches exactly what ``orch up`` made and recorded.
+by guessing names, so a test reaches exactly what ``orch up`` made and recorded. A VM
+is handed to a pyinfra connector only while it runs (pyinfra's ``@docker`` commits and
+removes a stopped container it had to start itself).
 """
 
 from __future__ import annotations
@@ -22,7 +24,17 @@ WORKERINPUT_KEY = "orch_worker"
 
 
 class WorkerMissing(OrchError):
-    """This pytest worker has no VM: ``orch up`` made fewer workers than pytest runs."""
+    """This pytest worker has no usable VM: ``orch up`` made fewer workers than pytest
+    runs, or its provisioning failed."""
+
+
+class CommandFailed(DeployError):
+    """A command run with ``check=True`` exited non-zero; carries its exit code and output."""
+
+    def __init__(self, vm: str, command: str, result: ShellResult) -> None:
+        detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        super().__init__(f"command failed on {vm} (exit code {result.rc}): {command!r}: {' | '.join(detail) or 'no output'}")
+        self.rc, self.stdout, self.stderr = result.rc, result.stdout, result.stderr
 
 
 def current_worker_id(workerinput: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> str:
@@ -45,6 +57,7 @@ class Worker:
         inventory_path: Path | None = None,
         *,
         resetter: Callable[[], None] | None = None,
+        ensure_running: Callable[[], None] | None = None,
     ) -> None:
         self.worker_id: str = host.worker
         self.vm: str = host.vm
@@ -54,6 +67,7 @@ class Worker:
         self.provider: str = host.data.get("orch_provider", "")
         self._session: PyinfraSession | None = None
         self._resetter = resetter
+        self._ensure_running = ensure_running
 
     def __repr__(self) -> str:
         return f"<Worker {self.worker_id} vm={self.vm} host={self.host}>"
@@ -61,6 +75,8 @@ class Worker:
     @property
     def session(self) -> PyinfraSession:
         if self._session is None:
+            if self._ensure_running is not None:
+                self._ensure_running()
             session = PyinfraSession([(self.host, self.host_data)])
             session.__enter__()
             self._session = session
@@ -72,13 +88,12 @@ class Worker:
             session.__exit__(None, None, None)
 
     def run(self, command: str, *, check: bool = True) -> ShellResult:
-        """Run a shell command in the VM (through pyinfra's connector).
-
-        With ``check`` (the default) a failing command raises ``DeployError`` with its stderr.
-        """
+        """Run a shell command in the VM (through pyinfra's connector); the result has
+        ``rc``, ``stdout`` and ``stderr``. With ``check`` (the default) a non-zero exit
+        raises ``CommandFailed``, which carries all three."""
         result = self.session.shell(command)
         if check and not result.ok:
-            raise DeployError(f"command failed on {self.vm}: {command!r}: {result.stderr or result.stdout}")
+            raise CommandFailed(self.vm, command, result)
         return result
 
     def fact(self, fact_cls: type, *args: Any, **kwargs: Any) -> Any:
@@ -87,12 +102,12 @@ class Worker:
 
     def operation(self, op: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Run one pyinfra operation, e.g. ``operation(files.directory, path="/x")``;
-        raises ``DeployError`` if it fails."""
-        self._raise(self.session.operation(op, *args, **kwargs), getattr(op, "__name__", "operation"))
+        raises ``DeployError`` if it fails (naming the command and its exit code)."""
+        self._raise(self.session.operation(op, *args, **kwargs))
 
     def deploy(self, func: Callable[..., Any], **kwargs: Any) -> None:
         """Run a ``@deploy`` function (several operations); raises ``DeployError`` if it fails."""
-        self._raise(self.session.deploy(func, **kwargs), getattr(func, "deploy_name", "deploy"))
+        self._raise(self.session.deploy(func, **kwargs))
 
     def reset(self) -> None:
         """Put this worker's VM back to its baseline now (same name, same inventory)."""
@@ -101,9 +116,9 @@ class Worker:
         self.close()
         self._resetter()
 
-    def _raise(self, failed: dict[str, str], what: str) -> None:
+    def _raise(self, failed: dict[str, str]) -> None:
         if failed:
-            raise DeployError(f"{what} failed on {self.vm}: {failed.get(self.host, '; '.join(failed.values()))}")
+            raise DeployError(f"on {self.vm}: {failed.get(self.host, '; '.join(failed.values()))}")
 
 
 def find_worker(
@@ -112,14 +127,31 @@ def find_worker(
     *,
     workers_hint: int | None = None,
     resetter: Callable[[], None] | None = None,
+    ensure_running: Callable[[], None] | None = None,
 ) -> Worker:
     """The worker ``worker_id`` as the generated inventory describes it, or
-    ``WorkerMissing`` naming the command that makes it."""
+    ``WorkerMissing`` naming the command that makes it (or the log that says why not)."""
     host = inventory.read_worker(inventory_dir, worker_id)
     if host is None:
         count = max(workers_hint or 0, int(worker_id[2:]) + 1)
         raise WorkerMissing(
             f"orch: worker {worker_id} has no VM (no {inventory.worker_path(inventory_dir, worker_id)}): "
-            f"run `orch up --workers {count}` before pytest"
+            f"run `orch up --workers {count}` before pytest, or `pytest --orch-up`"
         )
-    return Worker(host, inventory.worker_path(inventory_dir, worker_id), resetter=resetter)
+    if host.data.get("orch_failed"):
+        raise WorkerMissing(
+            f"orch: worker {worker_id}'s provisioning failed ({host.data['orch_failed']}); "
+            f"look into it with `orch logs {worker_id}` or `orch shell {worker_id}`, then run `orch up`"
+        )
+    return Worker(host, inventory.worker_path(inventory_dir, worker_id), resetter=resetter, ensure_running=ensure_running)
+
+
+_CURRENT: list[Callable[[], Worker]] = []
+
+
+def current_worker() -> Worker:
+    """This pytest process's worker, for helpers that are plain functions, not fixtures
+    (the same object the ``orch_worker`` fixture gives)."""
+    if not _CURRENT:
+        raise OrchError("no orch worker here: call current_worker() from a test run with orch's pytest plugin")
+    return _CURRENT[-1]()

@@ -8,4 +8,17 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 if [ $# -eq 0 ]; then set -- tests; fi
-exec .venv/bin/pytest -n 4 -p no:randomly "$@"
+# Tests that need the second engine (scripts/engine2.sh) start it; if this run started it,
+# remove it at the end (engine2.sh stop also proves the first engine still creates containers).
+engine2_before=no
+docker container inspect orch-engine2 >/dev/null 2>&1 && engine2_before=yes
+stop_engine2() {
+  local rc=$?
+  if [ "$engine2_before" = no ] && docker container inspect orch-engine2 >/dev/null 2>&1; then
+    # exclusively, like tests/engines.py's exclusive_use(): never under another run's tests
+    flock -w 900 /run/lock/orch-engine2.users.lock "$ROOT/scripts/engine2.sh" stop || rc=1
+  fi
+  exit "$rc"
+}
+trap stop_engine2 EXIT
+.venv/bin/pytest -n 4 -p no:randomly "$@"

@@ -4,7 +4,9 @@ for docker, the orbctl command line (tests/fakes/orbctl on PATH) for orbstack.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -94,3 +96,53 @@ FAKES = Path(__file__).resolve().parent / "fakes"
 PROVIDERS = ["docker", "orbstack"]
 
 BACKENDS = {"docker": DockerBackend(), "orbstack": OrbStackBackend()}
+
+
+BIN = Path(sys.executable).parent
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment a user's shell would give orch or pytest: none of this test run's
+    PYTEST_/ORCH_/ORBCTL_FAKE_ variables, the virtualenv's bin first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "ORCH_", "ORBCTL_FAKE_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def run_orch(project: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "orch"), *args], cwd=project, env=clean_env(**(env or {})), capture_output=True, text=True, timeout=timeout)
+
+
+def run_pytest(project: Path, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args]
+    return subprocess.run(argv, cwd=project, env=clean_env(**(env or {})), capture_output=True, text=True, timeout=timeout)
+
+
+def gone_checkout(tmp: Path, checkout: str, kind: str = "worker", worker: str = "gw0", run: str = "") -> dict[str, str]:
+    """The labels orch gives a VM of a checkout whose folder has since been deleted."""
+    from orchestrator.labels import Owner
+    from orchestrator.registry import CheckoutRef
+
+    folder = tmp / f"gone-{checkout}" / "inventories"
+    folder.mkdir(parents=True)
+    where = CheckoutRef.here(folder)
+    folder.rmdir()
+    return Owner(kind, checkout, where.inventory, where.host, where.fs, worker if kind == "worker" else "", run).labels()
+
+
+def make_orphans(backend: DockerBackend, names: list[str], checkout: str, tmp: Path, *, start: bool = False) -> None:
+    """VMs of a checkout whose folder has been deleted, made as orch makes them: labelled
+    on Docker; on OrbStack named, with the checkout in the machine's registry."""
+    labels = gone_checkout(tmp, checkout)
+    if backend.name == "docker":
+        args = [a for k, v in labels.items() for a in ("--label", f"{k}={v}")]
+        for name in names:
+            subprocess.run(["docker", "run" if start else "create", *(["-d"] if start else []), "--name", name, *args,
+                            "orch-base:bookworm", *(["sleep", "infinity"] if start else ["true"])], check=True, capture_output=True)
+        return
+    from orchestrator import labels as L, registry
+
+    registry.register(checkout, registry.CheckoutRef(labels[L.INVENTORY], labels[L.HOST], labels[L.FS]))
+    for name in names:
+        subprocess.run(["orbctl", "create", "debian", name], check=True, capture_output=True)

@@ -43,6 +43,20 @@ FAKES = ROOT / "tests" / "fakes"
 
 sys.path.insert(0, str(Path(__file__).parent))
 from backends import BACKENDS, PROVIDERS, remove_prefix, write_pyproject  # noqa: E402
+from engines import SecondEngine, SecondEngineUnavailable, ensure_second_engine  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def second_engine(docker_engine: str) -> SecondEngine:
+    """The second Docker engine (scripts/engine2.sh; tests/engines.py), started on first use
+    and shared by all xdist workers; scripts/test.sh stops it at the end of the run that
+    started it. Where it cannot be started it skips on a developer's machine and FAILS in CI."""
+    try:
+        return ensure_second_engine()
+    except SecondEngineUnavailable as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI=true and the second engine could not be started: {err}", pytrace=False)
+        pytest.skip(f"second engine unavailable (not CI: skipped): {err}")
 
 
 @pytest.fixture(params=PROVIDERS)
@@ -75,3 +89,68 @@ def project(tmp_path: Path, docker_engine: str, provider_name: str, prefix: str,
     write_pyproject(tmp_path, provider_name, prefix, docker_engine)
     yield tmp_path
     remove_prefix(prefix)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under integration/ and e2e/ runs against the real Docker engine (and
+    fails in CI without one)."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts or "e2e" in parts:
+            item.add_marker(pytest.mark.usefixtures("docker_engine"))
+
+
+# -- nothing left behind ----------------------------------------------------------------------
+
+
+def _docker_ids(*args: str) -> set[str]:
+    try:
+        proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return set(proc.stdout.split()) if proc.returncode == 0 else set()
+
+
+def _snapshot() -> dict[str, set[str]]:
+    return {
+        "containers": _docker_ids("ps", "-aq", "--no-trunc"),
+        "images": _docker_ids("images", "-q", "--no-trunc"),
+        "infra": _docker_ids("ps", "-aq", "--no-trunc", "--filter", "label=orch.test-infra")
+        | _docker_ids("images", "-q", "--no-trunc", "orch-dind"),
+    }
+
+
+_BEFORE = pytest.StashKey[dict]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[_BEFORE] = _snapshot()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite must clean up after itself: any container or image made during the run
+    and still there at its end (a foreign look-alike a test made, a baseline image, an
+    image pyinfra committed) fails the run, in CI as locally. Only the controller looks,
+    once every worker is done."""
+    config = session.config
+    if hasattr(config, "workerinput") or _BEFORE not in config.stash or os.environ.get("ORCH_TEST_NO_LEAK_CHECK"):
+        return
+    before, after = config.stash[_BEFORE], _snapshot()
+    infra = after["infra"] | before["infra"]
+    left = {kind: after[kind] - before[kind] - infra for kind in ("containers", "images")}
+    if not any(left.values()):
+        return
+    names = []
+    for kind, ids in left.items():
+        if ids:
+            fmt = "{{.Name}}" if kind == "containers" else "{{.RepoTags}} {{.Id}}"
+            out = subprocess.run(["docker", "inspect", "--format", fmt, *sorted(ids)], capture_output=True, text=True).stdout
+            names += [f"{kind[:-1]} {line.strip().lstrip('/')}" for line in out.splitlines() if line.strip()]
+    if not names:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    message = "the suite left behind what it made (clean it up in the test that made it):\n  " + "\n  ".join(names)
+    if reporter is not None:
+        reporter.write_line(message, red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -3,18 +3,23 @@ package can ship its own; the built-in ones are also known without installation 
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
-from ..config import Settings
 from ..errors import UsageError
-from .base import Provider, VMInfo, WaitStrategy
+from .base import Baseline, ExecResult, Provider, ProviderSettings, VMInfo, WaitStrategy
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 BUILTIN = {
     "docker": "orchestrator.providers.docker:DockerProvider",
     "orbstack": "orchestrator.providers.orbstack:OrbStackProvider",
+    "fake": "orchestrator.providers.fake:FakeProvider",
 }
 
-__all__ = ["Provider", "VMInfo", "WaitStrategy", "available", "get_provider"]
+__all__ = ["Baseline", "ExecResult", "Provider", "ProviderSettings", "VMInfo", "WaitStrategy", "available", "get_provider", "provider_class", "settings_model"]
 
 
 def available() -> dict[str, str]:
@@ -24,16 +29,25 @@ def available() -> dict[str, str]:
     return found
 
 
-def get_provider(settings: Settings) -> Provider:
+def provider_class(name: str) -> type[Provider]:
     known = available()
-    target = known.get(settings.provider)
+    target = known.get(name)
     if target is None:
         raise UsageError(
-            f"unknown provider {settings.provider!r}: choose one of {', '.join(sorted(known))} "
+            f"unknown provider {name!r}: choose one of {', '.join(sorted(known))} "
             "with --provider, ORCH_PROVIDER or [tool.orch] provider"
         )
     module_name, _, attr = target.partition(":")
-    import importlib
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise UsageError(f"provider {name!r} ({target}) cannot be loaded: {err}") from err
+    return cls
 
-    cls = getattr(importlib.import_module(module_name), attr)
-    return cls(settings)
+
+def settings_model(name: str) -> type[ProviderSettings]:
+    return provider_class(name).settings_model
+
+
+def get_provider(settings: "Settings") -> Provider:
+    return provider_class(settings.provider)(settings)

@@ -1,8 +1,14 @@
-"""The small interface every VM backend implements.
+"""The small interface every VM backend implements, and what providers share.
 
-A provider knows one backend: how to create, start, list and delete its VMs, how to keep
-and restore a baseline where it can, and which pyinfra connector reaches inside a VM.
-Everything above it (state, inventories, the CLI, the pytest plugin) is backend-agnostic.
+A provider knows one backend: how to create, start, stop, rename, list and delete its
+VMs, how to run a command in one, which pyinfra connector reaches inside it, and how it
+keeps a baseline. The core asks it to *seal* a provisioned VM as the baseline, to
+*clone* VMs from that baseline and to *verify* that the baseline is still the one
+provisioning made; committed images (Docker), a stopped golden machine (OrbStack) or a
+backend's snapshots are each a provider's own business, and the core never branches on
+which. A provider also owns how its calls are retried and run in parallel (``call``,
+``map``). Settings are declared once, typed, in ``settings_model``; orch validates the
+project's ``[tool.orch.<name>]`` table with it.
 """
 
 from __future__ import annotations
@@ -10,13 +16,21 @@ from __future__ import annotations
 import abc
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, TypeVar
 
-from ..config import Settings
-from ..errors import ProviderTimeout
+from .. import retry
+from ..config import Model
+from ..errors import PermanentProviderError, ProviderTimeout
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..labels import Owner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 RUNNING = "running"
 STOPPED = "stopped"
@@ -33,6 +47,47 @@ class VMInfo:
     @property
     def running(self) -> bool:
         return self.state == RUNNING
+
+
+@dataclass
+class ExecResult:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+@dataclass
+class Baseline:
+    """A sealed baseline: the provider's reference and what it saw when sealing it."""
+
+    ref: str
+    seal: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StoredBaseline:
+    """A baseline the backend keeps apart from its VMs (a committed image), for sweep."""
+
+    ref: str
+    name: str
+    checkout: str
+    created: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class BaselineTainted(PermanentProviderError):
+    """A VM made from the baseline shows changes made after it was sealed."""
+
+
+class ProviderSettings(Model):
+    """Base of a provider's ``[tool.orch.<name>]`` table. Fields listed in ``client_fields``
+    say how to reach the backend and do not change the VMs (not in fingerprints)."""
+
+    client_fields: ClassVar[tuple[str, ...]] = ()
 
 
 @dataclass
@@ -54,7 +109,7 @@ class WaitStrategy:
         while True:
             try:
                 seen = probe()
-            except self.tolerate as err:  # type: ignore[misc]
+            except self.tolerate as err:
                 seen = f"{type(err).__name__}: {err}"
             if seen is None:
                 return time.monotonic() - start
@@ -69,35 +124,75 @@ class Provider(abc.ABC):
     transient or permanent from the backend's own signals."""
 
     name: ClassVar[str]
-    #: Whether VMs carry labels (ownership by labels) or only names (ownership by name).
+    settings_model: ClassVar[type[ProviderSettings]] = ProviderSettings
+    #: Whether VMs carry labels (ownership by name and labels) or only names.
     has_labels: ClassVar[bool] = True
-    #: Whether calls must run as gevent greenlets on the main thread (see concurrency.py).
-    cooperative: ClassVar[bool] = False
-    #: Whether workers are cloned from one per-checkout golden machine (then a restored
-    #: worker is re-provisioned, to get its own worker id back).
-    uses_golden: ClassVar[bool] = False
+    #: The image used when the project names none.
+    default_image: ClassVar[str] = ""
+    #: Whether ``rename`` works (standbys are swapped in by renaming).
+    can_rename: ClassVar[bool] = False
+    #: First retry delay in seconds (doubled each attempt, with jitter).
+    retry_delay: ClassVar[float] = 0.5
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: "Settings") -> None:
         self.settings = settings
+        self.opts = self.settings_model(**settings.provider_options.get(self.name, {}))
+
+    # -- how calls run: retries with backoff, bounded parallelism ---------------------
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Call ``fn``, retrying transient errors with backoff; after a timeout the
+        backend's health is checked first, so a dead backend fails at once."""
+        return retry.call(fn, what=what, attempts=self.settings.retries + 1, health_check=self.check, initial_delay=self.retry_delay)
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``fn`` over ``items``, at most ``parallel`` at once, results in order."""
+        items = list(items)
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(max_workers=min(self.settings.parallel, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    def deployer(self) -> Any:
+        """What runs deploys in this provider's VMs; None: pyinfra, through ``host()``."""
+        return None
+
+    def vm_settings(self) -> dict[str, Any]:
+        """The settings that change what a VM is (part of the baseline's fingerprint)."""
+        return self.opts.model_dump(exclude=set(self.opts.client_fields))
+
+    # -- the backend -------------------------------------------------------------------
 
     @abc.abstractmethod
     def check(self) -> None:
         """Raise ``EngineUnavailable`` with the fix when the backend cannot be reached."""
 
     @abc.abstractmethod
-    def ensure_image(self, image: str) -> None:
-        """Make sure ``image`` can be used, or raise a permanent error naming the fix."""
+    def image_id(self, image: str) -> str:
+        """Make sure ``image`` can be used and return what identifies its content (an
+        image id where the backend has one), or raise a permanent error naming the fix."""
+
+    # -- VMs ---------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def create(self, vm: str, image: str, labels: dict[str, str]) -> None:
-        """Create and start ``vm``. An existing VM of that name is an error."""
+    def create(self, vm: str, image: str, owner: "Owner") -> None:
+        """Create ``vm`` from ``image`` and start it. An existing VM of that name raises
+        ``VMExists``."""
 
     @abc.abstractmethod
     def start(self, vm: str) -> None: ...
 
     @abc.abstractmethod
+    def stop(self, vm: str) -> None:
+        """Stop ``vm`` (refuse an empty name)."""
+
+    @abc.abstractmethod
     def delete(self, vm: str) -> None:
-        """Delete ``vm``; a VM that does not exist is success."""
+        """Delete ``vm``; a VM that does not exist is success (refuse an empty name)."""
+
+    def rename(self, vm: str, new: str) -> None:
+        """Rename ``vm`` (only where ``can_rename``)."""
+        raise PermanentProviderError(f"{self.name} cannot rename VMs", operation="rename", vm=vm)
 
     @abc.abstractmethod
     def inspect(self, vm: str) -> VMInfo | None:
@@ -105,39 +200,58 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def list(self, *, all_vms: bool = False) -> list[VMInfo]:
-        """orch's VMs (by labels where the backend has them); ``all_vms`` lists every VM."""
+        """orch's VMs (by labels or name prefix); ``all_vms`` lists every VM."""
 
     @abc.abstractmethod
     def wait_ready(self, vm: str) -> float:
-        """Block until ``vm`` answers commands; return the seconds waited."""
+        """Block until ``vm`` runs and answers commands; return the seconds waited."""
+
+    @abc.abstractmethod
+    def exec(self, vm: str, argv: list[str], *, timeout: float | None = None) -> ExecResult:
+        """Run ``argv`` in ``vm`` (as root) and return its exit code and output."""
+
+    @abc.abstractmethod
+    def exec_argv(self, vm: str, argv: list[str], *, interactive: bool = False) -> list[str]:
+        """The local command line that runs ``argv`` in ``vm`` (``orch exec``/``shell``)."""
 
     @abc.abstractmethod
     def host(self, vm: str) -> tuple[str, dict[str, Any]]:
         """The pyinfra host name and connector data that reach inside ``vm``."""
 
-    def create_golden(self, vm: str, image: str) -> None:
-        """Create the golden machine (only for ``uses_golden`` providers)."""
-        raise NotImplementedError
+    # -- the baseline ------------------------------------------------------------------
 
-    def stop(self, vm: str) -> None:
-        """Stop ``vm`` (never called with an empty name)."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def seal(self, vm: str, owner: "Owner") -> Baseline:
+        """Keep the provisioned ``vm`` as the baseline that ``clone`` makes VMs from."""
 
-    def snapshot(self, vm: str, worker: str) -> str:
-        """Keep ``vm``'s current state as its baseline; return a reference to it ("" if the
-        backend cannot, then reset uses the reset deploy)."""
-        return ""
+    @abc.abstractmethod
+    def clone(self, baseline: Baseline, vm: str, owner: "Owner") -> None:
+        """Make ``vm`` from ``baseline`` and start it. Raises ``BaselineTainted`` when the
+        copy shows that the baseline was changed after it was sealed."""
 
-    def restore(self, vm: str, baseline: str, labels: dict[str, str]) -> None:
-        """Bring ``vm`` back to ``baseline``; only called with a reference from snapshot."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def verify(self, baseline: Baseline) -> str | None:
+        """None while the baseline is the one sealed; else what changed (missing,
+        started outside orch, replaced)."""
 
-    def find_baseline(self, worker: str) -> str:
-        """The reference of ``worker``'s existing baseline, or "" (used to rebuild the state)."""
-        return ""
+    @abc.abstractmethod
+    def drop(self, baseline: Baseline) -> bool:
+        """Delete the baseline (missing is success); False when the backend still needs
+        it for VMs made from it (then it is dropped later)."""
 
-    def sweep_baseline(self, checkout: str, worker: str) -> None:
-        """Delete the baseline of a swept worker of any checkout (missing is success)."""
+    def restore(self, baseline: Baseline, vm: str, owner: "Owner") -> None:
+        """Put ``vm`` back to the baseline under the same name (default: delete, clone)."""
+        self.delete(vm)
+        self.clone(baseline, vm, owner)
 
-    def forget_baseline(self, baseline: str) -> None:
-        """Delete a baseline made by snapshot (missing is success)."""
+    def stored_baselines(self) -> list[StoredBaseline]:
+        """Baselines kept apart from VMs (images), of every checkout, for sweep."""
+        return []
+
+    def dangling(self) -> list[str]:
+        """Leftovers of orch's VMs that nothing references (e.g. untagged images that a
+        connector committed), for sweep to delete with ``drop_dangling``."""
+        return []
+
+    def drop_dangling(self, ref: str) -> None:
+        """Delete one leftover listed by ``dangling``."""

@@ -1,13 +1,16 @@
 """The Docker provider: containers as orch's VMs, reached with pyinfra's ``@docker``.
 
-Lifecycle goes through the ``docker`` command line (argv lists, JSON output parsed with
-``docker inspect``); work inside a container goes through pyinfra's ``@docker/NAME``
-connector, which we only ever hand running containers (given a stopped one, pyinfra
-starts it and removes it when it disconnects).
+Lifecycle goes through the ``docker`` command line (argv lists, JSON output of ``docker
+inspect`` parsed); work inside a container goes through pyinfra's ``@docker/NAME``
+connector, which orch only ever hands running containers (given a stopped one, pyinfra
+starts it, then commits and removes it when it disconnects). Workers restart with the
+engine (``--restart unless-stopped``), so a host or engine restart leaves them running.
 
-Baseline: after provisioning, the worker's container is committed to an image
-``{prefix}-{checkout}-baseline:{worker}``; reset recreates the container from it, under
-the same name and labels, which takes about a second.
+Baseline: the provisioned baseline container is committed to an image
+``{prefix}-{checkout}-baseline:{fingerprint}``, recorded by its image id (a tag can be
+moved, an id cannot), and the container is deleted; VMs are created from the image.
+The image carries no ``orch.managed-by`` label: a container someone runs from it by hand
+is not orch's.
 """
 
 from __future__ import annotations
@@ -15,59 +18,55 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field, field_validator
 
 from .. import labels as L
-from ..config import Settings
 from ..errors import (
-    ConfigError,
     EngineUnavailable,
     PermanentProviderError,
     ProviderError,
-    ProviderTimeout,
     TransientProviderError,
+    VMExists,
     VMNotFound,
 )
-from .base import RUNNING, STOPPED, Provider, VMInfo, WaitStrategy
+from . import command
+from .base import RUNNING, STOPPED, Baseline, ExecResult, Provider, ProviderSettings, StoredBaseline, VMInfo, WaitStrategy
+
+if TYPE_CHECKING:
+    from ..labels import Owner
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class DockerSettings:
+class DockerSettings(ProviderSettings):
     """``[tool.orch.docker]``: how containers are started."""
 
+    client_fields: ClassVar[tuple[str, ...]] = ("docker",)
+
     #: The container's main process; it must run until the container is stopped.
-    command: list[str] = field(default_factory=lambda: ["sleep", "infinity"])
+    command: list[str] = Field(default_factory=lambda: ["sleep", "infinity"], min_length=1)
     #: Run an init process (``docker run --init``): quick stops, reaped zombies.
     init: bool = True
-    #: Extra ``docker run`` arguments, e.g. ["--privileged"] for systemd images.
-    run_args: list[str] = field(default_factory=list)
+    #: Extra ``docker run`` arguments, e.g. ["--cap-add", "NET_ADMIN"].
+    run_args: list[str] = Field(default_factory=list)
     #: The docker client.
     docker: str = "docker"
 
+    @field_validator("command")
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "DockerSettings":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(options) - known
-        if unknown:
-            raise ConfigError(f"[tool.orch.docker]: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-        s = cls(**options)
-        if not (isinstance(s.command, list) and s.command and all(isinstance(a, str) for a in s.command)):
-            raise ConfigError("[tool.orch.docker] command must be a non-empty list of strings")
-        if not (isinstance(s.run_args, list) and all(isinstance(a, str) for a in s.run_args)):
-            raise ConfigError("[tool.orch.docker] run_args must be a list of strings")
-        return s
+    def _command(cls, value: list[str]) -> list[str]:
+        if not all(value):
+            raise ValueError("command words must not be empty")
+        return value
 
 
-# Docker's error texts, by what they mean. Matched against the daemon's message only
-# after the exit code says the daemon (not the container) answered.
+# Docker's error texts, by what they mean.
 _ENGINE_DOWN = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect")
 _NOT_FOUND = ("No such container", "No such object")
+_EXISTS = ("is already in use by container",)
 _NO_IMAGE = ("No such image", "Unable to find image", "pull access denied", "repository does not exist", "manifest unknown", "invalid reference format")
-_BAD_REQUEST = ("Invalid container name", "is not a valid", "invalid argument", "unknown flag", "Conflict.")
 _TRANSIENT = (
     "context deadline exceeded",
     "i/o timeout",
@@ -84,7 +83,8 @@ _TRANSIENT = (
 
 
 def classify(operation: str, vm: str, returncode: int, stderr: str) -> ProviderError:
-    """Turn a failed docker command into a named, classified error."""
+    """Turn a failed docker command into a named, classified error, from Docker's message
+    (the exit code says little: 1 for most daemon errors, 125 for refused requests)."""
     msg = " ".join(stderr.split()) or f"docker exited with code {returncode}"
     if any(t in msg for t in _ENGINE_DOWN):
         return EngineUnavailable(
@@ -94,15 +94,13 @@ def classify(operation: str, vm: str, returncode: int, stderr: str) -> ProviderE
         )
     if any(t in msg for t in _NOT_FOUND):
         return VMNotFound(msg, operation=operation, vm=vm)
+    if "Conflict" in msg and any(t in msg for t in _EXISTS):
+        return VMExists(msg, operation=operation, vm=vm)
     if any(t in msg for t in _NO_IMAGE):
         return PermanentProviderError(msg, operation=operation, vm=vm)
     if any(t in msg for t in _TRANSIENT):
         return TransientProviderError(msg, operation=operation, vm=vm)
-    if any(t in msg for t in _BAD_REQUEST):
-        return PermanentProviderError(msg, operation=operation, vm=vm)
-    # Exit 125 is the docker client or daemon refusing the request: permanent unless a
-    # known transient text said otherwise. Anything else is unknown: fail at once with
-    # docker's own message rather than retry blindly.
+    # Anything else is unknown: fail at once with docker's own message rather than retry blindly.
     return PermanentProviderError(msg, operation=operation, vm=vm)
 
 
@@ -117,30 +115,24 @@ def _state(raw: dict[str, Any]) -> str:
 
 class DockerProvider(Provider):
     name = "docker"
+    settings_model = DockerSettings
     has_labels = True
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.opts = DockerSettings.from_options(settings.provider_options.get("docker", {}))
+    can_rename = True
+    default_image = "debian:bookworm"
+    opts: DockerSettings
 
     # -- running docker ------------------------------------------------------------
 
     def _docker(self, operation: str, args: list[str], *, vm: str = "", timeout: float | None = None) -> str:
-        argv = [self.opts.docker, *args]
         limit = timeout if timeout is not None else self.settings.timeout(operation)
-        log.debug("run %s", argv)
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=limit, stdin=subprocess.DEVNULL)
-        except FileNotFoundError as err:
-            raise EngineUnavailable(
-                f"the docker command ({self.opts.docker}) is not installed: install Docker (scripts/setup.sh does)",
-                operation=operation,
-            ) from err
-        except subprocess.TimeoutExpired as err:
-            raise ProviderTimeout(f"docker {operation} {vm} did not finish in {limit:.0f}s", operation=operation, vm=vm) from err
-        if proc.returncode != 0:
-            raise classify(operation, vm, proc.returncode, proc.stderr)
-        return proc.stdout
+        return command.run(
+            [self.opts.docker, *args],
+            operation=operation,
+            timeout=limit,
+            classify=classify,
+            vm=vm,
+            missing=f"the docker command ({self.opts.docker}) is not installed: install Docker (scripts/setup.sh does)",
+        ).stdout
 
     def check(self) -> None:
         if shutil.which(self.opts.docker) is None:
@@ -149,40 +141,49 @@ class DockerProvider(Provider):
             )
         self._docker("info", ["version", "--format", "{{.Server.Version}}"], timeout=15)
 
-    def ensure_image(self, image: str) -> None:
+    def _image_inspect(self, image: str) -> str:
+        return self._docker("image", ["image", "inspect", "--format", "{{.Id}}", image]).strip()
+
+    def image_id(self, image: str) -> str:
         try:
-            self._docker("inspect", ["image", "inspect", "--format", "{{.Id}}", image])
-            return
-        except VMNotFound:
-            pass
-        except PermanentProviderError as err:
-            if "No such image" not in str(err) and "invalid reference" not in str(err):
-                raise
+            return self._image_inspect(image)
+        except (VMNotFound, PermanentProviderError) as err:
             if "invalid reference" in str(err):
                 raise PermanentProviderError(f"invalid image name {image!r}: {err}") from err
+            if "No such image" not in str(err) and not isinstance(err, VMNotFound):
+                raise
         try:
-            self._docker("import", ["pull", "--quiet", image])
+            self._docker("image", ["pull", "--quiet", image])
         except ProviderError as err:
             raise PermanentProviderError(
                 f"image {image!r} is not available here and could not be pulled ({err}): "
-                "build or pull it, or name another with --image / ORCH_IMAGE"
+                "build or pull it (scripts/setup.sh builds orch-base:bookworm), or name another "
+                "with --image / ORCH_IMAGE / [tool.orch] image"
             ) from err
+        return self._image_inspect(image)
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def _run_args(self, vm: str, image: str, labels: dict[str, str]) -> list[str]:
+    def _run_args(self, vm: str, image: str, owner: "Owner", *, restart: bool = True) -> list[str]:
         args = ["run", "--detach", "--name", vm, "--hostname", vm, "--pull", "never"]
+        if restart:
+            args += ["--restart", "unless-stopped"]
         if self.opts.init:
             args.append("--init")
-        for key, value in sorted(labels.items()):
+        for key, value in sorted(owner.labels().items()):
             args += ["--label", f"{key}={value}"]
         return [*args, *self.opts.run_args, image, *self.opts.command]
 
-    def create(self, vm: str, image: str, labels: dict[str, str]) -> None:
-        self._docker("create", self._run_args(vm, image, labels), vm=vm)
+    def create(self, vm: str, image: str, owner: "Owner") -> None:
+        self._docker("create", self._run_args(vm, image, owner), vm=vm)
 
     def start(self, vm: str) -> None:
         self._docker("start", ["start", vm], vm=vm)
+
+    def stop(self, vm: str) -> None:
+        if not vm:
+            raise PermanentProviderError("refusing to stop a VM with an empty name", operation="stop")
+        self._docker("stop", ["stop", "--time", "5", vm], vm=vm)
 
     def delete(self, vm: str) -> None:
         if not vm:
@@ -191,6 +192,9 @@ class DockerProvider(Provider):
             self._docker("delete", ["rm", "--force", "--volumes", vm], vm=vm)
         except VMNotFound:
             pass
+
+    def rename(self, vm: str, new: str) -> None:
+        self._docker("rename", ["rename", vm, new], vm=vm)
 
     def _inspect_many(self, ids: list[str]) -> list[VMInfo]:
         if not ids:
@@ -227,6 +231,16 @@ class DockerProvider(Provider):
             # A container vanished between ps and inspect: ask again, one by one.
             return [info for i in ids if (info := self.inspect(i)) is not None]
 
+    def exec(self, vm: str, argv: list[str], *, timeout: float | None = None) -> ExecResult:
+        limit = timeout if timeout is not None else self.settings.timeout("default")
+        proc = command.run(self.exec_argv(vm, argv), operation="exec", timeout=limit, classify=classify, vm=vm, check=False)
+        if proc.returncode != 0 and proc.stderr.startswith(("Error response from daemon", "Error: No such container")):
+            raise classify("exec", vm, proc.returncode, proc.stderr)
+        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def exec_argv(self, vm: str, argv: list[str], *, interactive: bool = False) -> list[str]:
+        return [self.opts.docker, "exec", *(["-it"] if interactive else ["-i"]), vm, *argv]
+
     def wait_ready(self, vm: str) -> float:
         def probe() -> str | None:
             info = self.inspect(vm)
@@ -236,9 +250,9 @@ class DockerProvider(Provider):
                 return f"container state {info.state}"
             try:
                 self._docker("ready", ["exec", vm, "true"], vm=vm, timeout=10)
-            except (TransientProviderError, PermanentProviderError) as err:
-                if isinstance(err, (VMNotFound, EngineUnavailable)):
-                    raise
+            except (VMNotFound, EngineUnavailable):
+                raise
+            except ProviderError as err:
                 return f"exec failed: {err}"
             return None
 
@@ -248,36 +262,79 @@ class DockerProvider(Provider):
     def host(self, vm: str) -> tuple[str, dict[str, Any]]:
         return f"@docker/{vm}", {}
 
-    # -- baseline ------------------------------------------------------------------
+    # -- baseline: a committed image ------------------------------------------------
 
-    def baseline_image(self, worker: str, checkout: str | None = None) -> str:
-        return f"{self.settings.prefix}-{checkout or self.settings.checkout}-baseline:{worker}"
+    def _baseline_repo(self, checkout: str) -> str:
+        return f"{self.settings.prefix}-{checkout}-baseline"
 
-    def sweep_baseline(self, checkout: str, worker: str) -> None:
-        self.forget_baseline(self.baseline_image(worker, checkout))
-
-    def snapshot(self, vm: str, worker: str) -> str:
-        image = self.baseline_image(worker)
-        self._docker("commit", ["commit", vm, image], vm=vm)
-        return image
-
-    def restore(self, vm: str, baseline: str, labels: dict[str, str]) -> None:
+    def seal(self, vm: str, owner: "Owner") -> Baseline:
+        tag = f"{self._baseline_repo(owner.checkout)}:{owner.fingerprint[:12]}"
+        # not orch's as a container (no managed-by), but sweep can tell where its checkout is
+        kept = (L.INVENTORY, L.HOST, L.FS)
+        changes = [f"LABEL {key}=" for key in L.ALL if key not in kept] + [f"LABEL {L.BASELINE_OF}={owner.checkout}"]
+        args = ["commit"]
+        for change in changes:
+            args += ["--change", change]
+        self._docker("commit", [*args, vm, tag], vm=vm)
+        image = self._image_inspect(tag)
         self.delete(vm)
-        self.create(vm, baseline, labels)
+        return Baseline(image, {"tag": tag})
 
-    def find_baseline(self, worker: str) -> str:
-        image = self.baseline_image(worker)
-        try:
-            self._docker("inspect", ["image", "inspect", "--format", "{{.Id}}", image])
-        except (VMNotFound, PermanentProviderError):
-            return ""
-        return image
+    def clone(self, baseline: Baseline, vm: str, owner: "Owner") -> None:
+        self._docker("create", self._run_args(vm, baseline.ref, owner), vm=vm)
 
-    def forget_baseline(self, baseline: str) -> None:
-        if not baseline:
-            return
+    def verify(self, baseline: Baseline) -> str | None:
         try:
-            self._docker("delete", ["image", "rm", "--force", baseline])
+            self._image_inspect(baseline.ref)
         except (VMNotFound, PermanentProviderError) as err:
-            if "No such image" not in str(err):
-                raise
+            if "No such image" in str(err) or isinstance(err, VMNotFound):
+                return f"its image {baseline.seal.get('tag', '')} ({baseline.ref[:19]}) is gone"
+            raise
+        return None
+
+    def drop(self, baseline: Baseline) -> bool:
+        """Delete the image by its id (its tag may name a newer baseline by now)."""
+        if not baseline.ref:
+            return True
+        try:
+            self._docker("delete", ["image", "rm", baseline.ref])
+        except (VMNotFound, PermanentProviderError) as err:
+            msg = str(err)
+            if "No such image" in msg:
+                return True
+            if "being used" in msg or "conflict" in msg.lower():
+                log.info("baseline %s is still used by a container: kept for now", baseline.ref)
+                return False
+            raise
+        return True
+
+    def stored_baselines(self) -> list[StoredBaseline]:
+        ids = self._docker("list", ["image", "ls", "--quiet", "--no-trunc", "--filter", f"label={L.BASELINE_OF}"]).split()
+        if not ids:
+            return []
+        found = []
+        for raw in json.loads(self._docker("list", ["image", "inspect", *sorted(set(ids))]) or "[]"):
+            labels = (raw.get("Config") or {}).get("Labels") or {}
+            for tag in raw.get("RepoTags") or []:
+                repo = tag.rsplit(":", 1)[0]
+                parts = repo.rsplit("-", 2)
+                if len(parts) != 3 or parts[2] != "baseline" or parts[0] != self.settings.prefix:
+                    continue
+                if labels.get(L.BASELINE_OF) != parts[1]:
+                    continue
+                created = str(raw.get("Created", ""))[:19] + "Z"
+                found.append(StoredBaseline(ref=raw.get("Id", ""), name=tag, checkout=parts[1], created=created, labels=labels))
+        return found
+
+    def dangling(self) -> list[str]:
+        """Untagged images committed from orch's containers (pyinfra's ``@docker`` commits a
+        container it started itself); they carry orch's labels."""
+        out = self._docker("list", ["image", "ls", "--quiet", "--no-trunc", "--filter", "dangling=true",
+                                    "--filter", f"label={L.MANAGED_BY}={L.MANAGED_BY_VALUE}"])
+        return out.split()
+
+    def drop_dangling(self, ref: str) -> None:
+        try:
+            self._docker("delete", ["image", "rm", ref])
+        except VMNotFound:
+            pass

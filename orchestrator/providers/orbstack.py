@@ -1,14 +1,17 @@
-"""The OrbStack provider: OrbStack machines driven through the pyinfra-orbstack package.
+"""The OrbStack provider: OrbStack machines, driven through the ``orbctl`` command line and
+reached inside through pyinfra-orbstack's ``@orbstack`` connector (host data ``vm_name``).
 
-Lifecycle changes are pyinfra-orbstack's operations (``vm_create``, ``vm_clone``,
-``vm_start``, ``vm_stop``, ``vm_delete``) run on ``@local``, so what orch does to OrbStack
-is what a deploy does; reading is ``orbctl list/info -f json``, parsed. Work inside a
-machine goes through pyinfra-orbstack's ``@orbstack`` connector (host data ``vm_name``).
+One channel to the backend: every lifecycle change and every read is one ``orbctl``
+process started by orch (argv list, JSON parsed), whose time limit kills that process
+on macOS as on Linux. The connector under test, pyinfra-orbstack's ``@orbstack``, is
+used for everything inside a machine: provisioning, the fixtures, the inventories.
 
-Bring-up: one golden machine per checkout is created and provisioned, then stopped;
-workers are ``orbctl clone``s of it (far faster than create on OrbStack). A clone comes
-back stopped: it is started and waited for until it runs and has an ip4. Reset deletes
-the worker and clones it again from the golden machine.
+Baseline: the provisioned baseline machine (``…-zbaseline-…``, named to sort after the
+workers) is marked sealed inside, stopped, and its record (id, image, config) kept.
+Workers are ``orbctl clone``s of it, started. Before every clone orch verifies that the
+baseline is still stopped and still the same machine; every fresh clone is checked for
+files changed after the seal (tests that start the first machine in the list and push
+files into it). A baseline found changed is rebuilt, and orch says so.
 
 OrbStack has no labels: ownership is the name (orch's prefix and the checkout id) and
 the state file. ``orbctl stop`` without a name stops OrbStack itself, so stop and delete
@@ -17,41 +20,48 @@ refuse an empty name before anything runs.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import os
 import re
-import signal
 import shutil
-import subprocess
-from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import gevent
-from gevent import subprocess as gsubprocess
-from typing import Any, Callable
+from pydantic import field_validator
 
-from .. import naming
-from ..config import Settings
 from ..errors import (
-    ConfigError,
-    DeployError,
     EngineUnavailable,
     PermanentProviderError,
     ProviderError,
-    ProviderTimeout,
     TransientProviderError,
+    VMExists,
     VMNotFound,
 )
-from .base import RUNNING, STOPPED, Provider, VMInfo, WaitStrategy
+from . import command
+from .base import RUNNING, STOPPED, Baseline, BaselineTainted, ExecResult, Provider, ProviderSettings, VMInfo, WaitStrategy
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from ..labels import Owner
+
+SEAL_MARKER = "/var/lib/orch/baseline/sealed"
+
+#: Paths a machine changes by running (boot, logs, caches, the network): not a sign that
+#: someone changed the baseline.
+_VOLATILE = (
+    "/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp", "/var/log", "/var/cache", "/var/lib/orch",
+    "/var/lib/systemd", "/var/lib/dhcp", "/var/lib/apt/periodic", "/etc/hostname", "/etc/hosts",
+    "/etc/resolv.conf", "/etc/machine-id", "/mnt", "/opt/orbstack-guest", "/Users", "/.dockerenv",
+)
+CHANGED_SINCE_SEAL = (
+    f"[ -f {SEAL_MARKER} ] || {{ echo 'no seal marker {SEAL_MARKER}'; exit 3; }}; "
+    "find / -xdev \\( " + " -o ".join(f"-path {p}" for p in _VOLATILE) + " \\) -prune "
+    f"-o -type f -newer {SEAL_MARKER} -print 2>/dev/null | head -n 5"
+)
 
 
-@dataclass
-class OrbStackSettings:
+class OrbStackSettings(ProviderSettings):
     """``[tool.orch.orbstack]``."""
+
+    client_fields: ClassVar[tuple[str, ...]] = ("orbctl",)
 
     #: Architecture of new machines (arm64, amd64); OrbStack's default when empty.
     arch: str = ""
@@ -60,20 +70,16 @@ class OrbStackSettings:
     #: The orbctl command.
     orbctl: str = "orbctl"
 
+    @field_validator("arch", "user")
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "OrbStackSettings":
-        unknown = set(options) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"[tool.orch.orbstack]: unknown setting(s) {', '.join(sorted(unknown))}")
-        s = cls(**options)
-        for key in ("arch", "user"):
-            if getattr(s, key) and not re.fullmatch(r"[a-z0-9_][a-z0-9_-]*", getattr(s, key)):
-                raise ConfigError(f"[tool.orch.orbstack] {key} {getattr(s, key)!r} is not valid")
-        return s
+    def _word(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[a-z0-9_][a-z0-9_-]*", value):
+            raise ValueError(f"{value!r} is not valid")
+        return value
 
 
 # orbctl's texts, by meaning (see tests/fakes/orbctl for their sources).
-_NOT_RUNNING = ("OrbStack is not running", "orbstack is not running", "not running. Start it")
+_NOT_RUNNING = ("orbstack is not running", "not running. start it")
 _NOT_FOUND = ("not found", "does not exist", "no such machine")
 _EXISTS = ("already exists",)
 _TRANSIENT = (
@@ -89,20 +95,19 @@ _TRANSIENT = (
     "try again",
     "context deadline exceeded",
 )
-_PERMANENT = ("invalid", "unknown", "unsupported", "not supported", "usage:")
 
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(:[A-Za-z0-9._-]+)?$")
 
 
-def classify(operation: str, vm: str, text: str) -> ProviderError:
-    msg = " ".join(text.split()) or f"orbctl {operation} failed"
+def classify(operation: str, vm: str, returncode: int, text: str) -> ProviderError:
+    msg = " ".join(text.split()) or f"orbctl {operation} failed (exit code {returncode})"
     low = msg.lower()
-    if any(t.lower() in low for t in _NOT_RUNNING):
+    if any(t in low for t in _NOT_RUNNING):
         return EngineUnavailable(f"OrbStack is not running ({msg}): start it with `orbctl start`", operation=operation, vm=vm)
     if any(t in low for t in _NOT_FOUND):
         return VMNotFound(msg, operation=operation, vm=vm)
     if any(t in low for t in _EXISTS):
-        return PermanentProviderError(msg, operation=operation, vm=vm)
+        return VMExists(msg, operation=operation, vm=vm)
     if any(t in low for t in _TRANSIENT):
         return TransientProviderError(msg, operation=operation, vm=vm)
     return PermanentProviderError(msg, operation=operation, vm=vm)
@@ -127,200 +132,176 @@ def _state(raw: str) -> str:
     return {"running": RUNNING, "stopped": STOPPED}.get(raw, raw or "unknown")
 
 
+def _signature(record: dict[str, Any]) -> dict[str, str]:
+    """What must not change in a sealed machine's record: its id, image and config."""
+    return {key: json.dumps(record.get(key), sort_keys=True) for key in ("id", "image", "config")}
+
+
 class OrbStackProvider(Provider):
     name = "orbstack"
+    settings_model = OrbStackSettings
     has_labels = False
-    uses_golden = True
-    cooperative = True  # pyinfra's @local runs gevent subprocesses: greenlets, not threads
+    can_rename = True
+    default_image = "debian:bookworm"
+    opts: OrbStackSettings
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.opts = OrbStackSettings.from_options(settings.provider_options.get("orbstack", {}))
-
-    # -- orbctl, read-only ------------------------------------------------------------
-
-    def _orbctl(self, operation: str, args: list[str], *, vm: str = "", timeout: float | None = None) -> str:
-        limit = timeout if timeout is not None else self.settings.timeout(operation)
-        try:
-            proc = gsubprocess.run(
-                [self.opts.orbctl, *args], capture_output=True, text=True, timeout=limit, stdin=subprocess.DEVNULL
-            )
-        except FileNotFoundError as err:
-            raise EngineUnavailable(self._missing()) from err
-        except (subprocess.TimeoutExpired, gsubprocess.TimeoutExpired) as err:
-            raise ProviderTimeout(f"orbctl {operation} {vm} did not finish in {limit:.0f}s", operation=operation, vm=vm) from err
-        if proc.returncode != 0:
-            raise classify(operation, vm, proc.stderr or proc.stdout)
-        return proc.stdout
+    # -- orbctl ----------------------------------------------------------------------
 
     def _missing(self) -> str:
-        return (
-            f"{self.opts.orbctl} is not on PATH: install OrbStack (macOS, https://orbstack.dev) "
-            "or use --provider docker"
+        return f"{self.opts.orbctl} is not on PATH: install OrbStack (macOS, https://orbstack.dev) or use --provider docker"
+
+    def _orbctl(self, operation: str, args: list[str], *, vm: str = "", timeout: float | None = None, check: bool = True) -> Any:
+        limit = timeout if timeout is not None else self.settings.timeout(operation)
+        return command.run(
+            [self.opts.orbctl, *args], operation=operation, timeout=limit, classify=classify, vm=vm,
+            missing=self._missing(), check=check,
         )
 
     def _json(self, operation: str, args: list[str], vm: str = "") -> Any:
-        out = self._orbctl(operation, args, vm=vm)
+        out = self._orbctl(operation, args, vm=vm).stdout
         try:
             return json.loads(out)
         except json.JSONDecodeError as err:
             raise TransientProviderError(f"orbctl {' '.join(args)} printed no JSON: {out[:200]!r}", operation=operation, vm=vm) from err
 
-    # -- lifecycle through pyinfra-orbstack's operations on @local ---------------------
-
-    def _operation(self, operation: str, vm: str, op: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """Run one pyinfra-orbstack operation on @local. Arguments go positionally where
-        the operation calls them ``name``: pyinfra keeps ``name=`` for the operation's title."""
-        if not vm:
-            raise PermanentProviderError(f"refusing to {operation} a machine with an empty name", operation=operation)
-        from ..runner import PyinfraSession
-
-        kwargs["_timeout"] = int(self.settings.timeout(operation))
-        try:
-            with PyinfraSession([("@local", {})]) as session:
-                failed = session.operation(op, *args, **kwargs)
-        except DeployError as err:
-            raise classify(operation, vm, str(err)) from err
-        if failed:
-            message = next(iter(failed.values()))
-            if message.startswith("Command timed out"):
-                # pyinfra stops waiting but leaves the command running: end it, so that a
-                # hung call cannot act later, behind the retry's back
-                self._kill_hung(operation, vm)
-                raise ProviderTimeout(f"orbctl {operation} {vm}: {message}", operation=operation, vm=vm)
-            raise classify(operation, vm, message)
-
-    def _kill_hung(self, operation: str, vm: str) -> None:
-        """SIGKILL this user's ``orbctl <operation> … <vm>`` processes (found in /proc)."""
-        me = os.getuid()
-        for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-            if not entry.isdigit():
-                continue
-            try:
-                argv = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace").split("\0")
-                owner = os.stat(f"/proc/{entry}").st_uid
-            except OSError:
-                continue
-            tool = next((i for i, a in enumerate(argv) if os.path.basename(a) == os.path.basename(self.opts.orbctl)), None)
-            if owner == me and tool is not None and operation in argv[tool + 1:tool + 2] and vm in argv:
-                with contextlib.suppress(OSError):
-                    os.kill(int(entry), signal.SIGKILL)
-                    log.warning("killed hung %s (pid %s)", " ".join(argv).strip(), entry)
-
     @staticmethod
-    def _ops():
-        from pyinfra_orbstack.operations import vm as ops
-
-        return ops
+    def _named(operation: str, vm: str) -> str:
+        if not vm:
+            # `orbctl stop` without a name stops OrbStack itself
+            raise PermanentProviderError(f"refusing to {operation} a machine with an empty name", operation=operation)
+        return vm
 
     def check(self) -> None:
         if shutil.which(self.opts.orbctl) is None:
             raise EngineUnavailable(self._missing())
         try:
-            import pyinfra_orbstack  # noqa: F401
+            import pyinfra_orbstack  # noqa: F401  (the @orbstack connector inside machines)
         except ImportError as err:
             raise EngineUnavailable("the orbstack provider needs pyinfra-orbstack: pip install 'orch[orbstack]'") from err
         # `orbctl status` prints Running (exit 0) or Stopped (exit 1)
-        try:
-            proc = gsubprocess.run([self.opts.orbctl, "status"], capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL)
-        except (subprocess.TimeoutExpired, gsubprocess.TimeoutExpired) as err:
-            raise EngineUnavailable("OrbStack does not answer (`orbctl status` timed out): restart it") from err
+        proc = self._orbctl("status", ["status"], timeout=15, check=False)
         status = proc.stdout.strip()
         if status.lower() != "running":
             raise EngineUnavailable(f"OrbStack is not running (orbctl status: {status or 'nothing'}): start it with `orbctl start`")
 
-    def ensure_image(self, image: str) -> None:
+    def image_id(self, image: str) -> str:
         if not _IMAGE_RE.match(image):
             raise PermanentProviderError(
                 f"invalid OrbStack image {image!r}: name a distro such as ubuntu:22.04 or debian:bookworm with --image"
             )
+        return image  # OrbStack reports no image id: the distro name is what identifies it
 
-    def create_golden(self, vm: str, image: str) -> None:
-        self._operation("create", vm, self._ops().vm_create, vm, image, self.opts.arch or None, self.opts.user or None)
+    # -- lifecycle ---------------------------------------------------------------------
 
-    def create(self, vm: str, image: str, labels: dict[str, str]) -> None:
-        """A worker or one-off machine: a clone of the checkout's golden machine, started."""
-        golden = naming.golden_vm_name(self.settings.prefix, self.settings.checkout)
+    def create(self, vm: str, image: str, owner: "Owner") -> None:
+        args = ["create"]
+        if self.opts.arch:
+            args += ["--arch", self.opts.arch]
+        if self.opts.user:
+            args += ["--user", self.opts.user]
         try:
-            self._operation("clone", vm, self._ops().vm_clone, source_name=golden, new_name=vm)
-        except VMNotFound as err:
-            if self.inspect(golden) is None:
-                raise PermanentProviderError(f"golden machine {golden} is missing: run `orch up` to recreate it") from err
+            self._orbctl("create", [*args, image, self._named("create", vm)], vm=vm)
+        except (VMExists, VMNotFound):
             raise
-        self.start(vm)
+        except PermanentProviderError as err:
+            if "invalid distro" in str(err).lower() or "invalid image" in str(err).lower():
+                raise PermanentProviderError(f"cannot create {vm} from image {image!r} ({err}): name another with --image / ORCH_IMAGE") from err
+            raise
 
     def start(self, vm: str) -> None:
-        self._operation("start", vm, self._ops().vm_start, vm)
+        self._orbctl("start", ["start", self._named("start", vm)], vm=vm)
 
     def stop(self, vm: str) -> None:
-        self._operation("stop", vm, self._ops().vm_stop, vm)
+        self._orbctl("stop", ["stop", self._named("stop", vm)], vm=vm)
 
     def delete(self, vm: str) -> None:
         try:
-            self._operation("delete", vm, self._ops().vm_delete, vm, force=True)
+            self._orbctl("delete", ["delete", "-f", self._named("delete", vm)], vm=vm)
         except VMNotFound:
             pass
 
-    def _info(self, raw: dict[str, Any], ip4: str = "") -> VMInfo:
+    def rename(self, vm: str, new: str) -> None:
+        self._orbctl("rename", ["rename", self._named("rename", vm), self._named("rename", new)], vm=vm)
+
+    def _info(self, raw: dict[str, Any]) -> VMInfo:
         image = raw.get("image") or {}
         distro = ":".join(x for x in (image.get("distro", ""), image.get("version", "")) if x)
-        created = str(raw.get("created") or "") or ulid_created(str(raw.get("id") or ""))
-        return VMInfo(name=raw.get("name", ""), state=_state(raw.get("state", "")), created=created, image=distro)
+        return VMInfo(name=raw.get("name", ""), state=_state(raw.get("state", "")), created=ulid_created(str(raw.get("id") or "")), image=distro)
 
-    def inspect(self, vm: str) -> VMInfo | None:
+    def _raw_info(self, vm: str) -> dict[str, Any] | None:
         try:
-            raw = self._json("info", ["info", vm, "-f", "json"], vm)
+            return self._json("info", ["info", vm, "-f", "json"], vm)
         except VMNotFound:
             return None
-        record = raw.get("record") or raw
-        return self._info(record, raw.get("ip4") or "")
 
-    def _ip4(self, vm: str) -> str:
-        try:
-            return self._json("info", ["info", vm, "-f", "json"], vm).get("ip4") or ""
-        except VMNotFound:
-            return ""
+    def inspect(self, vm: str) -> VMInfo | None:
+        raw = self._raw_info(vm)
+        return None if raw is None else self._info(raw.get("record") or raw)
 
     def list(self, *, all_vms: bool = False) -> list[VMInfo]:
         machines = self._json("list", ["list", "-f", "json"]) or []
         infos = [self._info(m) for m in machines]
-        if all_vms:
-            return infos
-        return [i for i in infos if i.name.startswith(f"{self.settings.prefix}-")]
+        return infos if all_vms else [i for i in infos if i.name.startswith(f"{self.settings.prefix}-")]
+
+    def exec_argv(self, vm: str, argv: list[str], *, interactive: bool = False) -> list[str]:
+        return [self.opts.orbctl, "run", "-m", vm, "-u", "root", *argv]
+
+    def exec(self, vm: str, argv: list[str], *, timeout: float | None = None) -> ExecResult:
+        limit = timeout if timeout is not None else self.settings.timeout("default")
+        proc = command.run(self.exec_argv(vm, argv), operation="exec", timeout=limit, classify=classify, vm=vm, check=False)
+        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
 
     def wait_ready(self, vm: str) -> float:
         def probe() -> str | None:
-            raw = self._json("info", ["info", vm, "-f", "json"], vm)
+            raw = self._raw_info(vm)
+            if raw is None:
+                raise VMNotFound(f"machine {vm} disappeared while waiting for it", operation="ready", vm=vm)
             state = (raw.get("record") or {}).get("state", "")
             if state != "running":
                 return f"machine state {state or 'unknown'}"
             if not raw.get("ip4"):
                 return "running, no ip4 yet"
-            try:
-                self._orbctl("ready", ["run", "-m", vm, "true"], vm=vm, timeout=15)
-            except (TransientProviderError, PermanentProviderError) as err:
-                if isinstance(err, (VMNotFound, EngineUnavailable)):
-                    raise
-                return f"run failed: {err}"
-            return None
+            result = self.exec(vm, ["true"], timeout=15)
+            return None if result.ok else f"run failed (exit code {result.rc}): {result.stderr.strip()[:200]}"
 
-        strategy = WaitStrategy(
-            timeout=self.settings.timeout("ready"), interval=0.25, tolerate=(TransientProviderError,), sleep=gevent.sleep
-        )
+        strategy = WaitStrategy(timeout=self.settings.timeout("ready"), interval=0.25, tolerate=(TransientProviderError,))
         return strategy.wait(f"machine {vm}", probe)
 
     def host(self, vm: str) -> tuple[str, dict[str, Any]]:
         return f"@orbstack/{vm}", {"vm_name": vm}
 
-    # -- baseline: the golden machine ---------------------------------------------------
+    # -- baseline: a stopped, sealed machine to clone -------------------------------------
 
-    def snapshot(self, vm: str, worker: str) -> str:
-        return naming.golden_vm_name(self.settings.prefix, self.settings.checkout)
+    def seal(self, vm: str, owner: "Owner") -> Baseline:
+        marked = self.exec(vm, ["sh", "-c", f"mkdir -p {SEAL_MARKER.rsplit('/', 1)[0]} && date -u > {SEAL_MARKER}"])
+        if not marked.ok:
+            raise PermanentProviderError(f"cannot mark {vm} as sealed: {marked.stderr.strip()}", operation="seal", vm=vm)
+        self.stop(vm)
+        raw = self._raw_info(vm) or {}
+        return Baseline(vm, _signature(raw.get("record") or {}))
 
-    def restore(self, vm: str, baseline: str, labels: dict[str, str]) -> None:
-        self.delete(vm)
-        self.create(vm, "", labels)
+    def verify(self, baseline: Baseline) -> str | None:
+        raw = self._raw_info(baseline.ref)
+        if raw is None:
+            return f"the baseline machine {baseline.ref} is gone"
+        record = raw.get("record") or {}
+        if record.get("state") != "stopped":
+            return f"the baseline machine {baseline.ref} was started outside orch (it is {record.get('state', 'unknown')})"
+        changed = [k for k, v in _signature(record).items() if baseline.seal.get(k) != v]
+        if changed:
+            return f"the baseline machine {baseline.ref} was replaced or reconfigured ({', '.join(changed)} changed)"
+        return None
 
-    def find_baseline(self, worker: str) -> str:
-        golden = naming.golden_vm_name(self.settings.prefix, self.settings.checkout)
-        return golden if self.inspect(golden) is not None else ""
+    def clone(self, baseline: Baseline, vm: str, owner: "Owner") -> None:
+        self._orbctl("clone", ["clone", self._named("clone", baseline.ref), self._named("clone", vm)], vm=vm)
+        self.start(vm)  # a clone comes back stopped
+        self.wait_ready(vm)
+        found = self.exec(vm, ["sh", "-c", CHANGED_SINCE_SEAL])
+        if not found.ok or found.stdout.strip():
+            what = found.stdout.strip().replace("\n", ", ") or found.stderr.strip()
+            self.delete(vm)
+            raise BaselineTainted(f"the baseline {baseline.ref} was changed after it was sealed ({what})", operation="clone", vm=vm)
+
+    def drop(self, baseline: Baseline) -> bool:
+        self.delete(baseline.ref)
+        return True

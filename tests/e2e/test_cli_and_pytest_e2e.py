@@ -15,26 +15,14 @@ import pytest
 
 from orchestrator import naming
 
+from backends import run_orch, run_pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "ORCH_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=timeout)
-
-
-def orch(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return run([str(BIN / "orch"), *args], project)
-
-
-def pytest_run(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args], project)
+orch = run_orch
+pytest_run = run_pytest
 
 
 def worker_names(backend, prefix: str) -> list[str]:
@@ -59,7 +47,7 @@ def test_up_pytest_up_down(example_project: Path, backend, prefix: str) -> None:
 
     up = orch(project, "up", "--workers", "2")
     assert up.returncode == 0, up.stderr
-    assert "gw0: creating" in up.stderr and "gw1: provisioning" in up.stderr  # progress per worker
+    assert "gw0: making" in up.stderr and "provisioning with" in up.stderr  # progress per worker
     assert f"orch up: 2 worker(s) on {backend.name} in" in up.stderr  # summary with timings
     vms = worker_names(backend, prefix)
     assert vms == [f"{prefix}-{checkout}-gw0", f"{prefix}-{checkout}-gw1"]
@@ -84,12 +72,12 @@ def test_up_pytest_up_down(example_project: Path, backend, prefix: str) -> None:
     assert worker_names(backend, prefix) == vms
 
     status = orch(project, "status", "--json")
-    rows = json.loads(status.stdout)
+    rows = [r for r in json.loads(status.stdout) if r["kind"] == "worker"]
     assert [(r["worker"], r["state"], r["phase"]) for r in rows] == [("gw0", "running", "ready"), ("gw1", "running", "ready")]
 
     down = orch(project, "down")
     assert down.returncode == 0, down.stderr
-    assert backend.names(prefix + "-") == []  # no worker, no golden machine left
+    assert backend.names(prefix + "-") == []  # no worker, no baseline machine left
     assert not list((project / "inventories").glob("*.py"))
 
 

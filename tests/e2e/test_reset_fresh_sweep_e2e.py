@@ -12,7 +12,7 @@ from pathlib import Path
 
 from orchestrator import naming
 
-from test_cli_and_pytest_e2e import clean_env, orch, pytest_run  # noqa: E402
+from backends import clean_env, make_orphans, run_orch as orch, run_pytest as pytest_run  # noqa: E402
 
 RESET_SUITE_A = '''
 import pytest
@@ -125,15 +125,10 @@ def test_cli_reset_reports_timing_and_refuses_bad_ids(project: Path) -> None:
         assert proc.returncode == 2 and fix in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_pytest_orch_sweep_runs_once_from_the_controller(project: Path, backend, prefix: str) -> None:
+def test_pytest_orch_sweep_runs_once_from_the_controller(project: Path, backend, prefix: str, tmp_path_factory) -> None:
     assert orch(project, "up", "--workers", "2").returncode == 0
     orphan = f"{prefix}-0badf00d-gw0"
-    if backend.name == "docker":
-        subprocess.run(["docker", "create", "--name", orphan, "--label", "orch.managed-by=orch", "--label", "orch.checkout=0badf00d",
-                        "--label", "orch.kind=worker", "--label", f"orch.inventory={project}/gone", "orch-base:bookworm", "true"],
-                       check=True, capture_output=True)
-    else:
-        subprocess.run(["orbctl", "create", "debian", orphan], check=True, capture_output=True)
+    make_orphans(backend, [orphan], "0badf00d", tmp_path_factory.mktemp("gone"))
     (project / "test_uses_workers.py").write_text("def test_a(worker_vm):\n    assert worker_vm\n\ndef test_b(worker_vm):\n    assert worker_vm\n")
     result = pytest_run(project, "-n", "2", "--orch-sweep")
     assert result.returncode == 0, result.stdout + result.stderr

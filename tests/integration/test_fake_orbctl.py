@@ -67,6 +67,18 @@ class Fake:
             ["orbctl", *args], capture_output=True, text=True, timeout=timeout, input=input, env={**os.environ, **knobs}
         )
 
+    def popen(self, *args: str, **knobs: str) -> subprocess.Popen:
+        """orbctl in the background, as a caller that may give up on it (kill it)."""
+        return subprocess.Popen(
+            ["orbctl", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **knobs}
+        )
+
+    def state_dir(self) -> Path:
+        return Path(os.environ["ORBCTL_FAKE_STATE_DIR"])
+
+    def names(self) -> list[str]:
+        return [m["name"] for m in self.json("list", "-f", "json")]
+
     def json(self, *args: str) -> object:
         proc = self(*args)
         assert proc.returncode == 0, proc.stderr
@@ -78,6 +90,13 @@ class Fake:
 
 def docker_out(*args: str) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True).stdout.strip()
+
+
+def wait_for(what: str, check, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -179,7 +198,7 @@ def test_errors_have_orbctls_texts_and_exit_codes(orbctl: Fake) -> None:
     assert fails("list", "-f", "yaml").startswith("Error: invalid format: yaml\n")
     assert fails("info", vm, "-f").startswith("Error: flag needs an argument: 'f' in -f\n")
     assert fails("frobnicate") == "Error: unknown command \"frobnicate\" for \"orbctl\"\nRun 'orbctl --help' for usage.\n"
-    assert "does not implement" in fails("rename", vm, orbctl.name("r"))
+    assert "does not implement" in fails("logs", vm)
     # delete works, and the machine is gone
     deleted = orbctl("delete", "--force", vm)
     assert deleted.returncode == 0 and deleted.stderr == ""
@@ -191,8 +210,13 @@ def test_clone_comes_back_stopped_and_start_gives_it_an_ip4(orbctl: Fake) -> Non
     src, new = orbctl.name("src"), orbctl.name("new")
     assert orbctl("create", "debian", src).returncode == 0
     assert orbctl("run", "-m", src, "sh", "-c", "echo golden > /root/mark").returncode == 0
-    clone = orbctl("clone", src, new)
+    assert orbctl.record(src)["state"] == "running"
+    started = docker_out("inspect", "-f", "{{.State.StartedAt}} {{.State.Pid}}", f"orbfake-{src}")
+    clone = orbctl("clone", src, new)  # a RUNNING source (OrbStack freezes it while it copies)
     assert clone.returncode == 0 and clone.stdout == "", clone.stderr
+    # the source runs on, not restarted: same start time, same init process
+    assert docker_out("inspect", "-f", "{{.State.Running}} {{.State.Paused}}", f"orbfake-{src}") == "true false"
+    assert docker_out("inspect", "-f", "{{.State.StartedAt}} {{.State.Pid}}", f"orbfake-{src}") == started
     info = orbctl.json("info", new, "-f", "json")
     assert info["record"]["state"] == "stopped" and "ip4" not in info and "ip6" not in info  # omitted, as OrbStack does
     assert info["record"]["image"] == orbctl.record(src)["image"] and info["record"]["id"] != orbctl.record(src)["id"]
@@ -213,6 +237,153 @@ def test_clone_comes_back_stopped_and_start_gives_it_an_ip4(orbctl: Fake) -> Non
     assert docker_out("images", "-q", image) == ""  # the clone's image goes with it
 
 
+def test_rename_keeps_the_machine_its_id_and_files_under_the_new_name(orbctl: Fake, tmp_path: Path) -> None:
+    old, other, new, third = orbctl.name("old"), orbctl.name("other"), orbctl.name("new"), orbctl.name("third")
+    assert orbctl("create", "debian", old).returncode == 0
+    assert orbctl("create", "debian", other).returncode == 0
+    assert orbctl("run", "-m", old, "sh", "-c", "echo kept > /root/mark").returncode == 0
+    rec = orbctl.record(old)
+    assert orbctl("default").stdout == f"{old}\n"  # the first machine made
+
+    # a RUNNING machine: it runs on under the new name, with its id, image and config
+    started = docker_out("inspect", "-f", "{{.State.StartedAt}} {{.State.Pid}}", f"orbfake-{old}")
+    renamed = orbctl("rename", old, new)
+    assert (renamed.returncode, renamed.stdout, renamed.stderr) == (0, "", "")
+    assert orbctl.record(new) == {**rec, "name": new}
+    assert docker_out("inspect", "-f", "{{.State.StartedAt}} {{.State.Pid}}", f"orbfake-{new}") == started  # not restarted
+    assert orbctl.names() == sorted([new, other])
+    assert orbctl("list", "-q").stdout.split() == sorted([new, other])
+    assert old not in orbctl("list").stdout.split()
+    assert orbctl.record(rec["id"])["name"] == new  # found by id too
+    assert f"Name: {new}\n" in orbctl("info", new).stdout
+    # the old name is gone for every command
+    gone = f"[-32098] machine not found: '{old}'"
+    for args in (["info", old, "-f", "json"], ["start", old], ["stop", old], ["restart", old], ["delete", "-f", old],
+                 ["clone", old, orbctl.name("c")], ["default", old], ["rename", old, orbctl.name("x")]):
+        proc = orbctl(*args)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", gone + "\n"), args
+    run_old = orbctl("run", "-m", old, "true")
+    assert (run_old.returncode, run_old.stdout, run_old.stderr) == (1, "", "")  # as any missing machine
+    # the new name works for run, push, pull, default; the files and the Linux hostname follow
+    assert orbctl("run", "-m", new, "cat", "/root/mark").stdout == "kept\n"
+    assert orbctl("run", "-m", new, "sh", "-c", "hostname; cat /etc/hostname").stdout == f"{new}\n{new}\n"
+    hosts = orbctl("run", "-m", new, "cat", "/etc/hosts").stdout.split()
+    assert new in hosts and old not in hosts and "localhost" in hosts
+    assert orbctl("default").stdout == f"{new}\n"  # the default machine (kept by id) is the same machine
+    assert orbctl("run", "hostname").stdout == f"{new}\n"
+    src = tmp_path / "f.txt"
+    src.write_text("pushed\n")
+    assert orbctl("push", "-m", new, str(src), "/tmp/f.txt").returncode == 0
+    back = tmp_path / "back.txt"
+    assert orbctl("pull", "-m", new, "/tmp/f.txt", str(back)).returncode == 0 and back.read_text() == "pushed\n"
+    assert orbctl("restart", new).returncode == 0
+    assert orbctl("run", "-m", new, "hostname").stdout == f"{new}\n"  # also after a restart
+
+    # a STOPPED machine, named by its id: it stays stopped, and starts under the new name
+    assert orbctl("stop", new).returncode == 0
+    assert orbctl("rename", rec["id"], third).returncode == 0
+    assert orbctl.record(third) == {**rec, "name": third, "state": "stopped"}
+    assert orbctl.names() == sorted([other, third])
+    assert orbctl("info", new).returncode == 1
+    assert orbctl("start", third).returncode == 0
+    proc = orbctl("run", "-m", third, "sh", "-c", "hostname; cat /etc/hostname /root/mark")
+    assert proc.stdout == f"{third}\n{third}\nkept\n"
+    # OrbStack stopped and started again: it comes back under its new name
+    assert orbctl("stop").returncode == 0 and orbctl("start").returncode == 0
+    assert orbctl.record(third)["state"] == "running"
+    assert orbctl("run", "-m", third, "hostname").stdout == f"{third}\n"
+    # a clone of it is a machine of its own
+    copy = orbctl.name("copy")
+    assert orbctl("clone", third, copy).returncode == 0
+    assert orbctl("run", "-m", copy, "sh", "-c", "hostname; cat /root/mark").stdout == f"{copy}\nkept\n"
+
+    # rename, then delete: nothing of it is left
+    assert orbctl("delete", "-f", third).returncode == 0
+    assert orbctl.names() == sorted([copy, other])
+    assert docker_out("ps", "-a", "-q", "--filter", f"label=orbfake.id={rec['id']}") == ""
+    for name in (old, new, third):
+        assert docker_out("ps", "-a", "-q", "--filter", f"name=^/orbfake-{name}$") == ""
+
+
+def test_rename_errors_have_orbctls_texts_and_exit_codes(orbctl: Fake) -> None:
+    a, b = orbctl.name("a"), orbctl.name("b")
+    for vm in (a, b):
+        assert orbctl("create", "debian", vm).returncode == 0
+    records = {vm: orbctl.record(vm) for vm in (a, b)}
+
+    def fails(*args: str, **knobs: str) -> str:
+        proc = orbctl("rename", *args, **knobs)
+        assert (proc.returncode, proc.stdout) == (1, ""), (args, proc.stderr)
+        return proc.stderr
+
+    # scon's renameInternalLocked: "machine '%q' already exists" (sic: Go quotes inside quotes)
+    assert fails(a, b) == f"[-32098] machine '\"{b}\"' already exists\n"
+    assert fails(records[a]["id"], b) == f"[-32098] machine '\"{b}\"' already exists\n"
+    missing = orbctl.name("gone")
+    for new in (orbctl.name("n"), b, "bad_name!"):  # OLD is looked up first
+        assert fails(missing, new) == f"[-32098] machine not found: '{missing}'\n"
+    assert fails("k8s", orbctl.name("k")) == "[-32098] machine not found: 'k8s'\n"
+    # the new name: create's rules (2+ characters of [a-zA-Z0-9-.], not starting with - or .; not reserved)
+    for bad in ("x", "bad_name!", ".hidden", "default", "docker", "k8s", "vm"):
+        assert fails(a, bad) == f"[-32098] invalid machine name '{bad}'\n", bad
+    assert fails(a, "--", "-bad") == "[-32098] invalid machine name '-bad'\n"
+    assert fails("docker", orbctl.name("d")) == "[-32098] cannot rename builtin machine\n"
+    assert fails("docker", "x") == "[-32098] invalid machine name 'x'\n"
+    # cobra's own errors
+    assert fails(a).startswith("Error: accepts 2 arg(s), received 1\nUsage:\n  orbctl rename [old name/ID] [new name]\n")
+    assert fails(a, b, orbctl.name("c")).startswith("Error: accepts 2 arg(s), received 3\n")
+    assert fails(a, "-x", orbctl.name("c")).startswith("Error: unknown shorthand flag: 'x' in -x\n")
+    help_ = orbctl("rename", "--help")
+    assert help_.returncode == 0 and help_.stdout.startswith("Usage:\n  orbctl rename [old name/ID] [new name]\n")
+    # the same name: nothing to do, exit 0
+    for key in (a, records[a]["id"]):
+        same = orbctl("rename", key, a)
+        assert (same.returncode, same.stdout, same.stderr) == (0, "", "")
+    # another installation does not see the machine
+    assert fails(a, orbctl.name("o"), ORBCTL_FAKE_INSTANCE=orbctl.instance + "x") == f"[-32098] machine not found: '{a}'\n"
+    # nothing changed
+    assert {vm: orbctl.record(vm) for vm in (a, b)} == records
+    # OrbStack stopped (the emulator's DIFFERENCE: it does not start it)
+    assert orbctl("stop").returncode == 0
+    assert fails(a, orbctl.name("s")) == NOT_RUNNING + "\n"
+    assert orbctl("start").returncode == 0
+    assert orbctl.names() == [a, b]
+
+
+def test_a_clone_holds_its_source_against_rename(orbctl: Fake) -> None:
+    """scon's clone holds its source while it copies: a rename meanwhile fails (it does
+    not wait); a clone whose caller killed it holds nothing."""
+    src, copy, new = orbctl.name("src"), orbctl.name("copy"), orbctl.name("new")
+    assert orbctl("create", "debian", src).returncode == 0
+    holds = orbctl.state_dir() / "holds"
+
+    def held() -> bool:
+        return holds.is_dir() and any(holds.iterdir())
+
+    killed = orbctl.popen("clone", src, copy, ORBCTL_FAKE_SCALE="100")
+    try:
+        wait_for("the clone to hold its source", held)
+    finally:
+        killed.kill()
+        killed.wait()
+    assert orbctl("rename", src, new).returncode == 0 and orbctl("rename", new, src).returncode == 0
+
+    clone = orbctl.popen("clone", src, copy, ORBCTL_FAKE_SCALE="1.5")  # clone: 8 s x 1.5, holding its source
+    try:
+        wait_for("the clone to hold its source", held)
+        busy = orbctl("rename", src, new)
+        assert (busy.returncode, busy.stdout, busy.stderr) == (1, "", "[-32098] cannot rename: operations are in progress: clone\n")
+        assert clone.poll() is None  # (the rename came while the clone was copying)
+        assert clone.wait(timeout=120) == 0
+    finally:
+        if clone.poll() is None:
+            clone.kill()
+        clone.wait()
+    assert orbctl("rename", src, new).returncode == 0
+    assert orbctl.names() == sorted([copy, new])
+    assert orbctl.record(copy)["state"] == "stopped" and orbctl.record(new)["state"] == "running"
+
+
 def test_run_passes_streams_exit_code_user_and_workdir(orbctl: Fake) -> None:
     first, second = orbctl.name("a"), orbctl.name("b")
     assert orbctl("create", "debian", first).returncode == 0
@@ -221,6 +392,10 @@ def test_run_passes_streams_exit_code_user_and_workdir(orbctl: Fake) -> None:
     assert (proc.returncode, proc.stdout, proc.stderr) == (7, "/tmp\n", "oops\n")
     assert orbctl("run", "-m", second, "cat", input="from stdin\n").stdout == "from stdin\n"
     assert orbctl("run", "-m", second, "-u", "nobody", "id", "-un").stdout == "nobody\n"
+    for as_root in (["-u", "root"], ["--user", "root"], ["-u=root"], ["--user=root"]):  # as orch's exec_argv runs
+        proc = orbctl("run", "-m", second, *as_root, "sh", "-c", "id -un; id -u")
+        assert (proc.returncode, proc.stdout) == (0, "root\n0\n"), (as_root, proc.stderr)
+    assert orbctl("run", "-m", second, "-u", "root", "-w", "/tmp", "pwd").stdout == "/tmp\n"
     assert orbctl("run", "--machine=" + second, "echo", "-m", "x").stdout == "-m x\n"  # flags end at the command
     assert orbctl("run", "-s", "-m", second, "echo", "$((40+2))").stdout == "42\n"  # -s: through a shell
     assert orbctl("run", "hostname").stdout.strip() == first  # the default machine: the first one made
@@ -290,6 +465,14 @@ def test_failure_knob_fails_with_orbstacks_transient_texts(orbctl: Fake) -> None
     assert orbctl.record(vm)["state"] == "stopped"  # it failed before doing anything
     assert orbctl("list", "-f", "json", **knobs).returncode == 0  # only the commands named
     assert orbctl("start", vm, ORBCTL_FAKE_FAIL_RATE="0").returncode == 0
+    # rename is a lifecycle command: it fails with FAIL_RATE alone, and when named
+    renamed = orbctl.name("r")
+    for knobs in ({"ORBCTL_FAKE_FAIL_RATE": "1"}, {"ORBCTL_FAKE_FAIL_RATE": "1", "ORBCTL_FAKE_FAIL_COMMANDS": "rename"}):
+        failed = orbctl("rename", vm, renamed, **knobs)
+        assert failed.returncode == 1 and failed.stderr.strip() in transient_texts("rename", vm), failed.stderr
+        assert orbctl.names() == [vm]  # before doing anything
+    assert orbctl("rename", vm, renamed, ORBCTL_FAKE_FAIL_RATE="1", ORBCTL_FAKE_FAIL_COMMANDS="start").returncode == 0
+    assert orbctl("rename", renamed, vm).returncode == 0
 
     # creates: some fail after the machine was made, as when a create outlives its caller
     seeded = {"ORBCTL_FAKE_FAIL_RATE": "1", "ORBCTL_FAKE_SEED": "8"}  # calls 1-4 of this state dir: after, before, after, before
@@ -306,23 +489,44 @@ def test_failure_knob_fails_with_orbstacks_transient_texts(orbctl: Fake) -> None
 
 
 def test_hang_knob_hangs(orbctl: Fake) -> None:
+    """Hangs are measured from the outside by lower bounds, and "does not hang" by a
+    timeout far below the hang, so that a slow machine (a loaded CI runner, where orbctl
+    itself may need more than a second to start) cannot fail the test. (Killing a call
+    after a short timeout does not show that it hung: it may not have reached its hang,
+    and then, with ORBCTL_FAKE_HANG_COUNT, the NEXT call takes the hang.)"""
     vm = orbctl.name()
     assert orbctl("create", "debian", vm).returncode == 0
-    hang = {"ORBCTL_FAKE_HANG": "info", "ORBCTL_FAKE_HANG_SECONDS": "30"}
+    # a named command sleeps ORBCTL_FAKE_HANG_SECONDS before doing anything, then does its work
+    t = time.monotonic()
+    hung = orbctl("info", vm, ORBCTL_FAKE_HANG="info", ORBCTL_FAKE_HANG_SECONDS="2")
+    assert time.monotonic() - t >= 2
+    assert hung.returncode == 0 and f"Name: {vm}\n" in hung.stdout
+    # by default for an hour: the caller has to give up
     with pytest.raises(subprocess.TimeoutExpired):
-        orbctl("info", vm, timeout=0.5, **hang)
-    assert orbctl("list", "-f", "json", timeout=10, **hang).returncode == 0  # only the commands named
+        orbctl("info", vm, timeout=2, ORBCTL_FAKE_HANG="info")
+    long_hang = {"ORBCTL_FAKE_HANG": "info", "ORBCTL_FAKE_HANG_SECONDS": "600"}
+    assert orbctl("list", "-f", "json", timeout=60, **long_hang).returncode == 0  # only the commands named
 
-    # only the first N calls hang
-    once = {**hang, "ORBCTL_FAKE_HANG_COUNT": "1"}
-    with pytest.raises(subprocess.TimeoutExpired):
-        orbctl("info", vm, timeout=0.5, **once)
-    assert orbctl("info", vm, timeout=10, **once).returncode == 0
+    # only the first N calls hang: the first call's hang runs out (so it surely counted)...
+    once = {"ORBCTL_FAKE_HANG": "info", "ORBCTL_FAKE_HANG_COUNT": "1"}
+    t = time.monotonic()
+    assert orbctl("info", vm, ORBCTL_FAKE_HANG_SECONDS="2", **once).returncode == 0
+    assert time.monotonic() - t >= 2
+    # ...and the next ones, which would hang for 600 s, do not
+    for _ in range(2):
+        assert orbctl("info", vm, timeout=60, ORBCTL_FAKE_HANG_SECONDS="600", **once).returncode == 0
 
     # create:after hangs once the machine exists, as a create that outlives its caller
     late = orbctl.name("late")
-    with pytest.raises(subprocess.TimeoutExpired):
-        orbctl("create", "debian", late, timeout=3, ORBCTL_FAKE_HANG="create:after", ORBCTL_FAKE_HANG_SECONDS="30")
+    create = orbctl.popen("create", "debian", late, ORBCTL_FAKE_HANG="create:after", ORBCTL_FAKE_HANG_SECONDS="600")
+    try:
+        wait_for(f"{late} to exist", lambda: orbctl("info", late).returncode == 0)
+        assert orbctl.record(late)["state"] == "running"
+        with pytest.raises(subprocess.TimeoutExpired):  # the create has not returned
+            create.wait(timeout=2)
+    finally:
+        create.kill()  # the caller gives up
+        create.wait()
     assert orbctl.record(late)["state"] == "running"
     again = orbctl("create", "debian", late)
     assert again.returncode == 1 and "machine already exists" in again.stderr
@@ -334,6 +538,10 @@ def test_latency_knob_scales_the_base_latencies(orbctl: Fake) -> None:
     t = time.monotonic()
     assert orbctl("stop", vm, ORBCTL_FAKE_SCALE="0.25").returncode == 0  # stop: 3 s x 0.25
     assert time.monotonic() - t >= 0.75
+    t = time.monotonic()
+    assert orbctl("rename", vm, orbctl.name("r"), ORBCTL_FAKE_SCALE="5").returncode == 0  # rename: 0.2 s x 5
+    assert time.monotonic() - t >= 1.0
+    vm = orbctl.name("r")
     t = time.monotonic()
     assert orbctl("start", vm).returncode == 0  # scale 0 (the default): no added latency
     assert time.monotonic() - t < 5

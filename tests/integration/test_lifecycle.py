@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator import config, inventory, labels as L
 from orchestrator.errors import UsageError
-from orchestrator.lifecycle import Orch
+from orchestrator.core import Orch
 
 
 def make(project: Path, **overrides) -> Orch:
@@ -41,10 +41,15 @@ def test_up_creates_provisioned_workers_and_inventories(project: Path, backend) 
     assert [h.worker for h in everyone] == ["gw0", "gw1"]
     state = json.loads((project / "inventories" / ".orch" / "state.json").read_text())
     assert {w: rec["phase"] for w, rec in state["workers"].items()} == {"gw0": "ready", "gw1": "ready"}
+    assert state["baseline"]["phase"] == "ready"
     if backend.name == "orbstack":
-        # workers are clones of one provisioned golden machine, left stopped
-        golden = state["golden"]
-        assert state["golden_ready"] and backend.exists(golden) and not backend.running(golden)
+        # the baseline is a provisioned machine, left stopped, named to sort after the workers
+        golden = state["baseline"]["vm"]
+        assert backend.exists(golden) and not backend.running(golden)
+        assert sorted([golden, *(r.vm for r in results)])[-1] == golden
+    else:
+        # the baseline is a committed image; its container is gone
+        assert not backend.exists(state["baseline"]["vm"])
 
 
 def test_names_are_stable_and_unique_per_checkout(project: Path, tmp_path_factory) -> None:
@@ -94,12 +99,12 @@ def test_status_reports_state_and_age(project: Path, backend) -> None:
     orch = make(project)
     orch.up(2)
     backend.stop(orch.vm_name("gw1"))
-    rows = {r.worker: r for r in orch.status()}
+    rows = {r.worker: r for r in orch.status() if r.kind == "worker"}
     assert rows["gw0"].state == "running" and rows["gw1"].state == "stopped"
     assert rows["gw0"].vm == orch.vm_name("gw0")
     assert rows["gw0"].age_seconds is not None and rows["gw0"].age_seconds < 600
     backend.remove(orch.vm_name("gw1"))
-    assert {r.worker: r.state for r in orch.status()} == {"gw0": "running", "gw1": "missing"}
+    assert {r.worker: r.state for r in orch.status() if r.kind == "worker"} == {"gw0": "running", "gw1": "missing"}
 
 
 def test_down_deletes_only_what_is_asked_and_nothing_else(project: Path, backend) -> None:
@@ -112,7 +117,7 @@ def test_down_deletes_only_what_is_asked_and_nothing_else(project: Path, backend
     with pytest.raises(UsageError, match="gw7: not a worker of this checkout"):
         orch.down(["gw7"])
     orch.down()
-    assert backend.names(orch.settings.prefix) == []  # workers and (orbstack) the golden machine
+    assert backend.names(orch.settings.prefix) == []  # workers and (orbstack) the baseline machine
     assert not list((project / "inventories").glob("*.py"))
 
 
@@ -149,8 +154,12 @@ def test_generated_inventory_works_with_the_pyinfra_cli(project: Path, provider_
 
 def test_missing_image_fails_at_once_with_the_fix(project: Path, backend) -> None:
     orch = make(project, image="nosuchdistro:never")
-    with pytest.raises(Exception, match="--image") as err:
-        orch.up(1)
-    assert "nosuchdistro" in str(err.value)
-    assert orch.store.read().workers == {}  # nothing recorded as a worker, nothing created
-    assert backend.names(orch.settings.prefix) == []
+    if backend.name == "docker":  # Docker knows at once
+        with pytest.raises(Exception, match="--image") as err:
+            orch.up(1)
+        assert "nosuchdistro" in str(err.value)
+        assert orch.store.read().workers == {}  # nothing recorded as a worker
+    else:  # OrbStack only when it is asked to create from it
+        [result] = orch.up(1)
+        assert not result.ok and "nosuchdistro" in result.error and "--image" in result.error
+    assert backend.names(orch.settings.prefix) == []  # nothing created

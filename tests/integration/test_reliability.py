@@ -17,24 +17,23 @@ import pytest
 
 from orchestrator import naming
 
+from backends import clean_env, gone_checkout, make_orphans, run_orch
+
 ORCH = str(Path(sys.executable).with_name("orch"))
 
 
-def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "ORCH_"))}
-
-
 def orch(project: Path, *args: str, timeout: float = 300, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([ORCH, *args], cwd=project, env={**env(), **(extra_env or {})}, capture_output=True, text=True, timeout=timeout)
+    return run_orch(project, *args, timeout=timeout, env=extra_env)
 
 
 def recorded(project: Path) -> set[str]:
-    """Every VM name the state knows (workers, one-offs, the golden machine)."""
+    """Every VM name the state knows (workers, one-offs, standbys, baselines)."""
     path = project / "inventories" / ".orch" / "state.json"
     if not path.exists():
         return set()
     state = json.loads(path.read_text())  # must always parse: writes are atomic
-    return {w["vm"] for w in state["workers"].values()} | set(state["oneoffs"]) | ({state["golden"]} if state.get("golden") else set())
+    names = {w["vm"] for w in state["workers"].values()} | set(state["oneoffs"]) | {s["vm"] for s in state["standbys"].values()}
+    return names | {b["vm"] for b in [*state["retired"], *([state["baseline"]] if state["baseline"] else [])]}
 
 
 def test_sigkill_during_up_at_random_moments_then_up_converges(project: Path, backend, prefix: str) -> None:
@@ -42,7 +41,7 @@ def test_sigkill_during_up_at_random_moments_then_up_converges(project: Path, ba
     rng = random.Random(seed)
     kills = 0
     for attempt in range(6):
-        proc = subprocess.Popen([ORCH, "up", "--workers", "3"], cwd=project, env=env(), start_new_session=True,
+        proc = subprocess.Popen([ORCH, "up", "--workers", "3"], cwd=project, env=clean_env(), start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         delay = rng.uniform(0.05, 2.5)
         try:
@@ -58,7 +57,7 @@ def test_sigkill_during_up_at_random_moments_then_up_converges(project: Path, ba
     final = orch(project, "up", "--workers", "3", "--json")
     assert final.returncode == 0, f"seed {seed}: {final.stderr}"
     assert {r["worker"] for r in json.loads(final.stdout)} == {"gw0", "gw1", "gw2"}
-    status = json.loads(orch(project, "status", "--json").stdout)
+    status = [r for r in json.loads(orch(project, "status", "--json").stdout) if r["kind"] == "worker"]
     assert [(r["worker"], r["state"], r["phase"]) for r in status] == [(f"gw{i}", "running", "ready") for i in range(3)]
     checkout = naming.checkout_id(project / "inventories")
     workers = [n for n in backend.names(prefix + "-") if "-gw" in n]
@@ -68,7 +67,7 @@ def test_sigkill_during_up_at_random_moments_then_up_converges(project: Path, ba
 
 
 def test_two_ups_in_one_checkout_are_serialized(project: Path) -> None:
-    first = subprocess.Popen([ORCH, "up", "--workers", "2"], cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([ORCH, "up", "--workers", "2"], cwd=project, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     lock = project / "inventories" / ".orch" / "command.lock"
     while not lock.exists() and time.time() < deadline:
@@ -177,12 +176,9 @@ def test_sixteen_workers_on_two_cores(project: Path, backend, prefix: str) -> No
 
 @pytest.mark.parametrize("provider_name", ["docker"])
 def test_sweep_of_two_hundred_orphans(project: Path, prefix: str, tmp_path: Path) -> None:
-    from orchestrator import labels as L
-
-    gone = str(tmp_path / "deleted-checkout" / "inventories")
     checkout = "0badf00d"
     args = []
-    for key, value in L.worker_labels(checkout, "gw0", gone).items():
+    for key, value in gone_checkout(tmp_path, checkout).items():
         args += ["--label", f"{key}={value}"]
     names = [f"{prefix}-{checkout}-gw{i}" for i in range(200)]
     # made in bulk (docker create: no start needed to be listed and swept)
@@ -198,7 +194,7 @@ def test_sweep_of_two_hundred_orphans(project: Path, prefix: str, tmp_path: Path
 
 def kill_after(project: Path, args: list[str], delay: float) -> bool:
     """Start `orch ARGS`, SIGKILL its process group after ``delay``; True if it was killed."""
-    proc = subprocess.Popen([ORCH, *args], cwd=project, env=env(), start_new_session=True,
+    proc = subprocess.Popen([ORCH, *args], cwd=project, env=clean_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         proc.wait(timeout=delay)
@@ -210,7 +206,7 @@ def kill_after(project: Path, args: list[str], delay: float) -> bool:
         return True
 
 
-def test_sigkill_during_reset_and_sweep_then_the_next_command_repairs(project: Path, backend, prefix: str) -> None:
+def test_sigkill_during_reset_and_sweep_then_the_next_command_repairs(project: Path, backend, prefix: str, tmp_path: Path) -> None:
     seed = int(os.environ.get("ORCH_TEST_SEED", time.time()))
     rng = random.Random(seed)
     assert orch(project, "up", "--workers", "2").returncode == 0
@@ -221,18 +217,12 @@ def test_sigkill_during_reset_and_sweep_then_the_next_command_repairs(project: P
     assert up.returncode == 0, f"seed {seed}: {up.stderr}"
     assert orch(project, "reset", "--all").returncode == 0
     # sweep killed midway through deleting orphans: the next sweep finishes the job
-    for i in range(12):
-        if backend.name == "docker":
-            subprocess.run(["docker", "create", "--name", f"{prefix}-0badf00d-gw{i}", "--label", "orch.managed-by=orch",
-                            "--label", "orch.checkout=0badf00d", "--label", "orch.kind=worker",
-                            "--label", f"orch.inventory={project}/gone", "orch-base:bookworm", "true"], check=True, capture_output=True)
-        else:
-            subprocess.run(["orbctl", "create", "debian", f"{prefix}-0badf00d-gw{i}"], check=True, capture_output=True)
+    make_orphans(backend, [f"{prefix}-0badf00d-gw{i}" for i in range(12)], "0badf00d", tmp_path)
     kill_after(project, ["sweep"], rng.uniform(0.2, 1.0))
     again = orch(project, "sweep", "--json")
     assert again.returncode == 0, again.stderr
     assert [n for n in backend.names(prefix + "-") if "0badf00d" in n] == [], f"seed {seed}"
-    status = json.loads(orch(project, "status", "--json").stdout)
+    status = [r for r in json.loads(orch(project, "status", "--json").stdout) if r["kind"] == "worker"]
     assert [(r["worker"], r["state"]) for r in status] == [("gw0", "running"), ("gw1", "running")]
 
 
@@ -252,7 +242,7 @@ def test_reset_of_gw1_while_pytest_runs_on_gw0(project: Path) -> None:
     assert orch(project, "up", "--workers", "2").returncode == 0
     (project / "test_gw0.py").write_text(RUNS_ON_GW0)
     tests = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q", "test_gw0.py"],
-                             cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             cwd=project, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(1.0)
     resets = [orch(project, "reset", "gw1") for _ in range(2)]
     out, _ = tests.communicate(timeout=300)

@@ -14,11 +14,11 @@ import pytest
 
 from orchestrator import config, labels as L, naming
 from orchestrator.leases import Lease
-from orchestrator.lifecycle import Orch
+from orchestrator.core import Orch
 from orchestrator.providers import get_provider
 from orchestrator.sweep import sweep
 
-from backends import write_pyproject
+from backends import clean_env, gone_checkout, write_pyproject
 
 IMAGE = "orch-base:bookworm"
 
@@ -98,10 +98,6 @@ def run_sweep(project: Path, **kwargs):
             os.environ["PYTEST_XDIST_WORKER"] = saved
 
 
-def cli_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "ORCH_"))}
-
-
 def make_vm(backend, name: str, labels: dict[str, str] | None = None) -> None:
     """A VM made behind orch's back: a container (with these labels) or an OrbStack machine."""
     if backend.name == "docker":
@@ -157,7 +153,7 @@ def test_sweep_on_orbstack_keeps_what_is_not_orchs_by_name(project: Path, backen
     for name in foreign:
         assert backend.exists(name), f"sweep deleted {name}, which is not orch's"
     assert report[orch.vm_name("gw0")].result == "kept"
-    golden = naming.golden_vm_name(prefix, orch.checkout)
+    golden = orch.store.read().baseline.vm
     assert report[golden].result == "kept" and backend.exists(golden)
     legacy = run_sweep(project, legacy=True)
     assert legacy[legacy_name].result == "deleted" and not backend.exists(legacy_name)
@@ -175,7 +171,7 @@ def test_sweep_deletes_orphan_workers_and_keeps_recorded_ones(project: Path, bac
     # A VM of this checkout (labelled so on docker) that its state does not record
     unknown = orch.vm_name("gw9")
     foreign.append(unknown)
-    make_vm(backend, unknown, L.worker_labels(orch.checkout, "gw9", str(project / "inventories")))
+    make_vm(backend, unknown, orch.owner("worker", worker="gw9").labels())
 
     dry = run_sweep(project, dry_run=True)
     assert dry[orphan_vm].result == "would delete" and "inventory folder is gone" in dry[orphan_vm].reason
@@ -208,12 +204,12 @@ def test_sweep_cli_json_and_exit_code(project: Path, backend, foreign: list[str]
     foreign.append(name)
     make_vm(backend, name)
     orch_bin = str(Path(sys.executable).with_name("orch"))
-    proc = subprocess.run([orch_bin, "sweep", "--legacy", "--dry-run", "--json"], cwd=project, capture_output=True, text=True, env=cli_env())
+    proc = subprocess.run([orch_bin, "sweep", "--legacy", "--dry-run", "--json"], cwd=project, capture_output=True, text=True, env=clean_env())
     assert proc.returncode == 0, proc.stderr
     rows = {r["vm"]: r for r in json.loads(proc.stdout)}
     assert rows[name]["result"] == "would delete"
     assert backend.exists(name)
-    bad = subprocess.run([orch_bin, "sweep", "--older-than", "soon"], cwd=project, capture_output=True, text=True, env=cli_env())
+    bad = subprocess.run([orch_bin, "sweep", "--older-than", "soon"], cwd=project, capture_output=True, text=True, env=clean_env())
     assert bad.returncode == 2 and "invalid duration 'soon'" in bad.stderr
 
 

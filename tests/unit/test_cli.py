@@ -50,13 +50,6 @@ def test_bad_input_is_one_line_with_the_fix(project: Path, args: list[str], fix:
     assert not (project / "inventories" / ".orch" / "state.json").exists()
 
 
-def test_no_image_names_the_three_ways_to_give_one(project: Path) -> None:
-    (project / "pyproject.toml").write_text('[tool.orch]\nprovider = "docker"\n')
-    result = invoke("up", "--workers", "1")
-    assert result.exit_code == 2
-    assert "pass --image, set ORCH_IMAGE or [tool.orch] image" in result.stderr
-
-
 def test_unknown_setting_in_pyproject_is_named(project: Path) -> None:
     (project / "pyproject.toml").write_text('[tool.orch]\nworkerz = 3\n')
     result = invoke("status")

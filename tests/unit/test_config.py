@@ -67,8 +67,8 @@ def test_none_overrides_and_empty_env_values_are_ignored(tmp_path: Path) -> None
 
 
 def test_env_argument_replaces_the_process_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in config._ENV:
-        monkeypatch.delenv(var, raising=False)
+    for name in config.SETTINGS:
+        monkeypatch.delenv(f"ORCH_{name.upper()}", raising=False)
     monkeypatch.setenv("ORCH_WORKERS", "9")
     assert config.load(cwd=project(tmp_path), env={}).workers == 2
     assert config.load(cwd=project(tmp_path)).workers == 9  # env=None: the real environment
@@ -81,7 +81,7 @@ def test_defaults_without_any_settings(tmp_path: Path) -> None:
     assert s.inventory_dir == root / "inventories"
     assert (s.workers, s.prefix, s.parallel, s.retries, s.image) == (2, "orch", 4, 4, "")
     assert s.legacy_prefixes == []
-    assert s.timeouts == config.DEFAULT_TIMEOUTS
+    assert s.timeouts == config.Timeouts()
     assert s.checkout == naming.checkout_id(root / "inventories")
 
 
@@ -89,15 +89,15 @@ def test_timeouts_table_overrides_some_operations(tmp_path: Path) -> None:
     s = config.load(cwd=project(tmp_path, "timeouts = { create = 5, ready = 2.5 }"), env={})
     assert s.timeout("create") == 5.0
     assert s.timeout("ready") == 2.5
-    assert s.timeout("delete") == config.DEFAULT_TIMEOUTS["delete"]
-    assert s.timeout("no-such-operation") == config.DEFAULT_TIMEOUTS["default"]
-    assert config.DEFAULT_TIMEOUTS["create"] == 180.0  # the defaults themselves are untouched
+    assert s.timeout("delete") == config.Timeouts().delete
+    assert s.timeout("no-such-operation") == config.Timeouts().default
+    assert config.Timeouts().create == 180.0  # the defaults themselves are untouched
 
 
 def test_legacy_prefixes_and_provider_tables(tmp_path: Path) -> None:
-    root = project(tmp_path, 'legacy_prefixes = ["pyinfra-test"]', extra='[tool.orch.docker]\nrun_args = ["--privileged"]\n')
+    root = project(tmp_path, 'legacy_prefixes = ["pyinfra-test-"]', extra='[tool.orch.docker]\nrun_args = ["--privileged"]\n')
     s = config.load(cwd=root, env={})
-    assert s.legacy_prefixes == ["pyinfra-test"]
+    assert s.legacy_prefixes == ["pyinfra-test-"]
     assert s.provider_options == {"docker": {"run_args": ["--privileged"]}}
 
 
@@ -249,10 +249,3 @@ def test_default_provider_is_orbstack_with_orbctl(tmp_path: Path, no_orbctl: Pat
     # an explicit choice wins over the guess
     assert config.load(cwd=project(tmp_path, 'provider = "docker"'), env={}).provider == "docker"
     assert config.load(cwd=project(tmp_path), env={"ORCH_PROVIDER": "docker"}).provider == "docker"
-
-
-def test_replace_changes_one_setting(tmp_path: Path) -> None:
-    s = config.load(cwd=project(tmp_path), env={})
-    t = config.replace(s, workers=6)
-    assert (s.workers, t.workers) == (2, 6)
-    assert (t.inventory_dir, t.root, t.prefix) == (s.inventory_dir, s.root, s.prefix)

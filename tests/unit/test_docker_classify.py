@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import (
+    VMExists,
     EngineUnavailable,
     PermanentProviderError,
     ProviderError,
@@ -47,7 +48,7 @@ CASES = [
         'docker: Error response from daemon: Conflict. The container name "/x" is already in use by container '
         '"abc". You have to remove (or rename) that container to be able to reuse that name.\n'
         "See 'docker run --help'.\n",
-        PermanentProviderError,
+        VMExists,
         id="name-conflict",
     ),
     pytest.param(

@@ -33,7 +33,7 @@ def test_wheel_has_no_top_level_deploys_and_finds_its_own(tmp_path: Path) -> Non
     env = {**os.environ, "PYTHONPATH": str(site)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout
     assert out.splitlines()[0].startswith(str(site))
-    assert out.splitlines()[1] == "orch: provision worker"
+    assert out.splitlines()[1] == "orch: provision"
     # And no `deploys` module leaks from the wheel into a user's project.
     probe = subprocess.run([sys.executable, "-c", "import deploys"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert probe.returncode != 0

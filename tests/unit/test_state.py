@@ -32,7 +32,7 @@ def sample() -> StateData:
     data = StateData(checkout=CHECKOUT, provider="docker", image="orch-base:bookworm", prefix="orch")
     for w, phase in (("gw0", st.READY), ("gw1", st.PROVISIONING), ("gw10", st.CREATING)):
         data.workers[w] = WorkerRecord(
-            worker=w, vm=f"orch-{CHECKOUT}-{w}", phase=phase, created="2024-05-01T10:00:00Z", baseline=f"img:{w}"
+            worker=w, vm=f"orch-{CHECKOUT}-{w}", phase=phase, created="2024-05-01T10:00:00Z", fingerprint=f"fp{w}"
         )
     vm = f"orch-{CHECKOUT}-x20240501100000-123-abcdef012345"
     data.oneoffs[vm] = OneoffRecord(vm=vm, run="run-1", created="2024-05-01T10:00:00Z", pid=123)
@@ -81,9 +81,9 @@ def test_transaction_round_trip(store: StateStore) -> None:
 
 def test_update_worker_changes_one_record(store: StateStore) -> None:
     store.write(sample())
-    store.update_worker("gw1", phase=st.READY, baseline="new")
+    store.update_worker("gw1", phase=st.READY, fingerprint="new")
     back = store.read()
-    assert (back.workers["gw1"].phase, back.workers["gw1"].baseline) == (st.READY, "new")
+    assert (back.workers["gw1"].phase, back.workers["gw1"].fingerprint) == (st.READY, "new")
     assert back.workers["gw0"] == sample().workers["gw0"]
 
 
@@ -110,14 +110,14 @@ def _valid_text() -> str:
         pytest.param("", id="empty"),
         pytest.param(json.dumps({**json.loads(_valid_text()), "version": 99}), id="wrong-version"),
         pytest.param(json.dumps({k: v for k, v in json.loads(_valid_text()).items() if k != "version"}), id="no-version"),
-        pytest.param(json.dumps({"version": 1}), id="no-checkout"),
+        pytest.param(json.dumps({"version": 2}), id="no-checkout"),
         pytest.param("[]", id="json-list"),
         pytest.param('"state"', id="json-string"),
         pytest.param(
-            json.dumps({"version": 1, "checkout": CHECKOUT, "workers": {"gw0": {"worker": "gw0"}}}), id="record-missing-vm"
+            json.dumps({"version": 2, "checkout": CHECKOUT, "workers": {"gw0": {"worker": "gw0"}}}), id="record-missing-vm"
         ),
         pytest.param(
-            json.dumps({"version": 1, "checkout": CHECKOUT, "workers": {"gw0": {"worker": "gw0", "vm": "v", "color": 1}}}),
+            json.dumps({"version": 2, "checkout": CHECKOUT, "workers": {"gw0": {"worker": "gw0", "vm": "v", "color": 1}}}),
             id="record-unknown-field",
         ),
     ],
@@ -203,7 +203,7 @@ def test_failed_write_keeps_the_old_file_intact(
     else:
         monkeypatch.setattr(st.os, fail_at, disk_full)
     changed = StateData(checkout=CHECKOUT)  # would wipe every record
-    with pytest.raises(OSError):
+    with pytest.raises(StateError, match="No space left on device.*previous state is intact"):
         store.write(changed)
     monkeypatch.undo()
     assert store.path.read_bytes() == before
@@ -213,7 +213,7 @@ def test_failed_write_keeps_the_old_file_intact(
 
 def test_failed_write_of_a_new_file_leaves_nothing(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(st.os, "replace", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(StateError, match="No space left on device"):
         store.write(sample())
     monkeypatch.undo()
     assert not store.exists()

@@ -1,60 +1,174 @@
-"""Sweep's decisions, on a fake provider's listing (no Docker): the seed's legacy prefixes
-only with --legacy, and nothing without orch's name and labels."""
+"""Sweep's decisions on the FakeProvider (no Docker): legacy prefixes only with --legacy,
+nothing without orch's name and matching labels, and no judgement by folder, state or
+lease where the sweep cannot see the checkout's filesystem."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from orchestrator import config, labels as L
-from orchestrator.providers.base import Provider, VMInfo
-from orchestrator.sweep import SEED_PREFIXES, Sweeper, parse_duration
+from orchestrator import labels as L, location, naming
+from orchestrator.clock import parse_duration
+from orchestrator.labels import Owner
+from orchestrator.leases import Lease
+from orchestrator.providers.base import VMInfo
+from orchestrator.sweep import LEGACY_PREFIXES, Sweeper
+
+from fakes_core import fake_orch
 
 
-class ListingOnly(Provider):
-    name = "fake"
-
-    def __init__(self, settings, vms):
-        super().__init__(settings)
-        self.vms = vms
-
-    def list(self, *, all_vms=False):
-        return self.vms
-
-    check = ensure_image = create = start = delete = inspect = wait_ready = host = lambda *a, **k: None
+def plan(orch, **kwargs):
+    return {d.vm: d for d in Sweeper(orch.settings, orch.provider).plan(**kwargs)}
 
 
-def plan(tmp_path: Path, vms: list[VMInfo], **kwargs):
-    settings = config.load(cwd=tmp_path, env={})
-    return {d.vm: d for d in Sweeper(settings, ListingOnly(settings, vms)).plan(**kwargs)}
+def add_vm(orch, name: str, labels: dict[str, str] | None = None) -> None:
+    from orchestrator.providers.fake import FakeVM
+
+    orch.provider.vms[name] = FakeVM(name, "running", dict(labels or {}), "fake:bookworm")
 
 
-def test_seed_prefixes_only_with_legacy(tmp_path: Path) -> None:
-    vms = [VMInfo(f"{p}123", "running") for p in SEED_PREFIXES] + [VMInfo("orchestra-db", "running"), VMInfo("gw0", "running")]
-    assert all(d.kind == "foreign" or not d.delete for d in plan(tmp_path, vms).values())
-    legacy = plan(tmp_path, vms, legacy=True)
-    assert {vm for vm, d in legacy.items() if d.delete} == {f"{p}123" for p in SEED_PREFIXES}
+def test_legacy_prefixes_only_with_legacy(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path)
+    for name in [f"{p}123" for p in LEGACY_PREFIXES] + ["orchestra-db", "gw0"]:
+        add_vm(orch, name)
+    assert not any(d.delete for d in plan(orch).values())
+    legacy = plan(orch, legacy=True)
+    assert {vm for vm, d in legacy.items() if d.delete} == {f"{p}123" for p in LEGACY_PREFIXES}
     assert "orchestra-db" not in legacy or not legacy["orchestra-db"].delete
     assert "gw0" not in legacy
 
 
 def test_orch_name_without_labels_is_reported_and_kept(tmp_path: Path) -> None:
-    d = plan(tmp_path, [VMInfo("orch-0123abcd-gw0", "running", labels={})])["orch-0123abcd-gw0"]
-    assert not d.delete and d.reason.startswith("not orch's")
+    orch = fake_orch(tmp_path)
+    add_vm(orch, "orch-0123abcd-gw0")
+    d = plan(orch)["orch-0123abcd-gw0"]
+    assert not d.delete and d.reason.startswith("not orch's (no orch labels)")
 
 
 def test_labels_without_orch_name_are_kept(tmp_path: Path) -> None:
-    labels = L.worker_labels("0123abcd", "gw0", str(tmp_path / "gone"))
-    d = plan(tmp_path, [VMInfo("my-own-vm", "running", labels=labels)])["my-own-vm"]
-    assert not d.delete
+    orch = fake_orch(tmp_path)
+    add_vm(orch, "my-own-vm", orch.owner(naming.WORKER, worker="gw0").labels())
+    assert not plan(orch)["my-own-vm"].delete
 
 
-def test_oneoff_of_a_dead_run_is_deleted(tmp_path: Path) -> None:
-    labels = L.oneoff_labels("0123abcd", "20260101000000-1-0123abcd", str(tmp_path / "inventories"))
-    name = "orch-0123abcd-x20260101000000-1-0123456789ab"
-    d = plan(tmp_path, [VMInfo(name, "running", labels=labels)])[name]
-    assert d.delete and "run that is gone" in d.reason
+def test_labels_of_another_worker_under_a_workers_name_are_not_orchs(tmp_path: Path) -> None:
+    """Defect 3: gw0's labels on a container named like gw2 is nobody's worker."""
+    orch = fake_orch(tmp_path)
+    orch.up(3)
+    gw2 = orch.vm_name("gw2")
+    orch.provider.vms[gw2].labels = orch.owner(naming.WORKER, worker="gw0").labels()
+    d = plan(orch)[gw2]
+    assert not d.delete and "labels say worker gw0, the name says gw2" in d.reason
+    [result] = orch.reset(["gw2"])
+    assert not result.ok and "is not orch's" in result.error
+    assert gw2 in orch.provider.vms  # left alone
+
+
+def test_oneoff_of_a_dead_run_is_deleted_and_a_live_runs_kept(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path)
+    orch.up(1)
+    live = Lease(orch.settings.inventory_dir)
+    try:
+        mine = orch.create_oneoff(live.run).vm
+        dead = orch.create_oneoff("20260101000000-1-0123abcd").vm
+        decisions = plan(orch)
+        assert not decisions[mine].delete and "alive" in decisions[mine].reason
+        assert decisions[dead].delete and "run that is gone" in decisions[dead].reason
+    finally:
+        live.release()
+
+
+def test_a_checkout_on_another_host_is_judged_by_age_only(tmp_path: Path) -> None:
+    """Defect 2, the remote DOCKER_HOST case: the folder is not there, but the VM was made
+    elsewhere: only --older-than may delete it."""
+    orch = fake_orch(tmp_path)
+    elsewhere = Owner(naming.WORKER, "0badc0de", "/home/ci/proj/inventories", "otherhost123", "1:2,1:1", "gw0", created="2020-01-01T00:00:00Z")
+    name = f"orch-0badc0de-gw0"
+    add_vm(orch, name, elsewhere.labels())
+    d = plan(orch)[name]
+    assert not d.delete and "made on another host" in d.reason and "only --older-than" in d.reason
+    aged = plan(orch, older_than=3600)[name]
+    assert aged.delete and "cannot be seen from here" in aged.reason
+
+
+def test_a_hidden_checkout_folder_is_not_taken_for_a_gone_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 2, the mount-namespace case: the folder's path resolves to another folder
+    (a tmpfs over it): sweep cannot tell, and keeps everything."""
+    orch = fake_orch(tmp_path)
+    orch.up(2)
+    real = location._ident
+    inv = os.path.realpath(orch.settings.inventory_dir)
+    monkeypatch.setattr(location, "_ident", lambda p: "99:1" if str(p) == inv else real(p))
+    decisions = plan(orch)
+    for w in ("gw0", "gw1"):
+        d = decisions[orch.vm_name(w)]
+        assert not d.delete and "not the one it was made in" in d.reason
+
+
+def test_a_deleted_checkout_folder_is_gone_when_its_parents_are_seen(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path)
+    orch.up(1)
+    import shutil
+
+    shutil.rmtree(orch.settings.inventory_dir)
+    d = plan(orch)[orch.vm_name("gw0")]
+    assert d.delete and "inventory folder is gone" in d.reason
+
+
+@pytest.mark.parametrize("bad", ["symlink", "folder", "fifo"])
+def test_a_damaged_runs_folder_keeps_that_checkouts_vms_and_sweep_goes_on(tmp_path: Path, bad: str) -> None:
+    """Defect 4: one checkout's bad lease file never stops the sweep of the others."""
+    a = fake_orch(tmp_path / "a")
+    b = fake_orch(tmp_path / "b", provider=a.provider)
+    a.up(1)
+    b.up(1)
+    runs = a.settings.inventory_dir / ".orch" / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    target = runs / "20260101000000-1-0123abcd.lock"
+    if bad == "symlink":
+        target.symlink_to("/etc/passwd")
+    elif bad == "folder":
+        target.mkdir()
+    else:
+        os.mkfifo(target)
+    import shutil
+
+    shutil.rmtree(b.settings.inventory_dir)  # b's checkout is gone: its worker is an orphan
+    decisions = plan(a)
+    assert not decisions[a.vm_name("gw0")].delete and "damaged" in decisions[a.vm_name("gw0")].reason
+    assert decisions[b.vm_name("gw0")].delete
+
+
+def test_unrecorded_vm_of_a_visible_checkout_is_deleted(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path)
+    orch.up(1)
+    stray = orch.vm_name("gw9")
+    add_vm(orch, stray, orch.owner(naming.WORKER, worker="gw9").labels())
+    d = plan(orch)[stray]
+    assert d.delete and "does not record it" in d.reason
+    assert not plan(orch)[orch.vm_name("gw0")].delete
+
+
+def test_sweep_forgets_the_oneoffs_it_deletes(tmp_path: Path) -> None:
+    """Defect 9: records of deleted one-offs must not stay in the state."""
+    orch = fake_orch(tmp_path)
+    orch.up(1)
+    dead = orch.create_oneoff("20260101000000-1-0123abcd").vm
+    sweeper = Sweeper(orch.settings, orch.provider)
+    sweeper.execute(sweeper.plan())
+    assert dead not in orch.provider.vms
+    assert dead not in orch.store.read().oneoffs
+
+
+def test_label_checkout_must_match_the_name(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path)
+    labels = orch.owner(naming.WORKER, worker="gw0").labels()
+    labels[L.CHECKOUT] = "0badc0de"
+    add_vm(orch, orch.vm_name("gw0"), labels)
+    d = plan(orch)[orch.vm_name("gw0")]
+    assert not d.delete and "labels say checkout 0badc0de" in d.reason
 
 
 @pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1.5d", 129600)])
@@ -66,3 +180,7 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(Exception, match="invalid duration"):
         parse_duration(text)
+
+
+def test_vminfo_is_what_providers_return() -> None:
+    assert VMInfo("x", "running").running

@@ -1,0 +1,137 @@
+"""The ``orch`` command line: a thin front end over the core (:mod:`orchestrator.core`).
+
+Progress goes to stderr for people, ``--json`` to stdout for scripts. Every error orch
+knows about becomes one line on stderr (``Error: …`` with the fix) and a non-zero exit
+code: 2 for a usage error, 1 for anything else. Commands live in ``commands.py`` (the
+lifecycle) and ``inside.py`` (entering a worker: exec, shell, logs).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import __version__, config, naming
+from ..core import Orch
+from ..errors import OrchError, UsageError
+from ..state import StateStore
+
+
+class Context:
+    """Shared by all commands: the global options, and the core built from them lazily."""
+
+    def __init__(self, inventory_dir: Path | None, provider: str | None, prefix: str | None) -> None:
+        self.overrides: dict[str, Any] = {"inventory_dir": inventory_dir, "provider": provider, "prefix": prefix}
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self.quiet = False
+
+    def settings(self, **more: object) -> config.Settings:
+        return config.load(overrides={**self.overrides, **more})
+
+    def orch(self, **more: object) -> Orch:
+        return Orch(self.settings(**more), report=self.progress)
+
+    def progress(self, worker: str, message: str) -> None:
+        if self.quiet:
+            return
+        with self._lock:
+            click.echo(f"[{time.monotonic() - self.started:6.1f}s] {worker}: {message}", err=True)
+
+    def waiting(self) -> None:
+        click.echo("orch: another orch command is running in this checkout; waiting for it to finish…", err=True)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+class OrchGroup(click.Group):
+    """Turns orch's own errors into one line on stderr at the CLI boundary."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as err:
+            click.echo(f"Error: {err}", err=True)
+            ctx.exit(2)
+        except OrchError as err:
+            click.echo(f"Error: {err}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("orch: interrupted; run the command again to finish (the state is consistent)", err=True)
+            ctx.exit(130)
+
+
+def _path(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise click.UsageError("--inventory-dir is not valid UTF-8: choose a folder with a UTF-8 name") from None
+    return Path(value)
+
+
+def complete_workers(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of worker ids: the workers this checkout's state records."""
+    try:
+        settings = config.load(overrides={"inventory_dir": (ctx.find_root().params or {}).get("inventory_dir")})
+        data = StateStore(settings.inventory_dir, settings.checkout).read()
+    except (OrchError, OSError):
+        return []
+    return [w for w in sorted(data.workers, key=naming.worker_index) if w.startswith(incomplete)]
+
+
+@click.group(cls=OrchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--inventory-dir",
+    callback=_path,
+    envvar="ORCH_INVENTORY_DIR",
+    help="Where state and generated inventories live [default: <project>/inventories].",
+)
+@click.option("--provider", help="VM backend: docker or orbstack [default: orbstack if orbctl is on PATH, else docker].")
+@click.option("--prefix", help="Prefix of orch's VM names [default: orch].")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug, pyinfra's too).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines; only errors, tables and --json.")
+@click.version_option(__version__, prog_name="orch")
+@click.pass_context
+def cli(ctx: click.Context, inventory_dir: Path | None, provider: str | None, prefix: str | None, verbose: int, quiet: bool) -> None:
+    """orch: one persistent VM per pytest-xdist worker, provisioned by pyinfra deploys.
+
+    \b
+      orch up --workers 4     bring up gw0..gw3, provision them, write inventories/
+      pytest -n 4             each xdist worker finds its VM (fixtures worker_vm, orch_worker)
+      pytest -n auto --orch-up   the same, with bring-up done by pytest
+      orch reset gw1          put a worker back to its baseline
+      orch exec gw1 -- CMD    run a command in a worker (orch shell gw1 for a shell)
+      orch status             workers, one-offs and the baseline: state, age, drift
+      orch sweep              delete orphaned VMs, never anything that is not orch's
+      orch down               delete the workers and their inventories
+
+    Settings come from [tool.orch] in pyproject.toml, then ORCH_* variables, then flags.
+    Shell completion: eval "$(_ORCH_COMPLETE=bash_source orch)" (zsh_source, fish_source).
+    """
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2),
+        format="orch: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if verbose < 2:
+        # pyinfra's own messages stay out of orch's output (orch reads them to say why a
+        # deploy failed, and writes them to the per-VM logs)
+        logging.getLogger("pyinfra").propagate = False
+    ctx.obj = Context(inventory_dir, provider, prefix)
+    ctx.obj.quiet = quiet
+
+
+from . import commands, inside  # noqa: E402,F401  (registers the commands)
+
+
+def main() -> None:
+    cli(prog_name="orch")

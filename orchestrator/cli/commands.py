@@ -1,0 +1,232 @@
+"""The lifecycle commands: up, status, reset, down, repair, sweep."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from .. import naming
+from ..clock import human, parse_duration
+from ..errors import OrchError, UsageError
+from ..steps import WorkerResult
+from . import Context, cli, complete_workers, pass_ctx
+
+NO_WAIT = click.option("--no-wait", is_flag=True, help="Fail at once if another orch command holds the lock.")
+JSON = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+FORCE = click.option("--force", is_flag=True, help="Go on although a live pytest run uses the workers (that run may fail).")
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]], *, stderr: bool = True, right: tuple[str, ...] = ()) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left")
+    for row in rows:
+        table.add_row(*row)
+    stream = sys.stderr if stderr else sys.stdout
+    Console(stderr=stderr, width=200 if not stream.isatty() else None).print(table)
+
+
+def _summary(results: list[WorkerResult], took: float, title: str) -> None:
+    phases: list[str] = []
+    for r in results:
+        phases += [k for k in r.seconds if k not in phases and k != "total"]
+    phases.append("total")
+    order = sorted(results, key=lambda r: (not r.worker.startswith("gw"), naming.worker_index(r.worker) if r.worker.startswith("gw") else 0))
+    rows = [[r.worker, r.vm, r.action, *[f"{r.seconds[k]:.1f}s" if k in r.seconds else "" for k in phases], r.error] for r in order]
+    _table(f"{title} in {took:.1f}s", ["worker", "vm", "action", *phases, "error"], rows, right=tuple(phases))
+
+
+def _finish(results: list[WorkerResult], started: float, title: str, as_json: bool, failure: str) -> None:
+    """The end of every per-worker command: summary table, optional JSON, exit code."""
+    if results:
+        _summary(results, time.monotonic() - started, title)
+    if as_json:
+        _json([asdict(r) for r in results])
+    if any(not r.ok for r in results):
+        raise OrchError(failure)
+
+
+def _json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2))
+
+
+def auto_workers(kind: str = "auto") -> int:
+    """The number of workers ``pytest -n auto`` (or ``-n logical``) would start here."""
+    from types import SimpleNamespace
+
+    from xdist.plugin import pytest_xdist_auto_num_workers
+
+    return int(pytest_xdist_auto_num_workers(SimpleNamespace(option=SimpleNamespace(numprocesses=kind))))  # type: ignore[arg-type]
+
+
+def _count(value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    if value in ("auto", "logical"):
+        return min(auto_workers(value), naming.MAX_WORKERS)
+    try:
+        count = int(value)
+    except ValueError:
+        raise UsageError(f"--workers must be a number between 1 and {naming.MAX_WORKERS}, or auto (got {value!r})") from None
+    return naming.validate_worker_count(count)
+
+
+@cli.command()
+@click.option("-n", "--workers", metavar="N|auto", help="How many workers (gw0..gwN-1); auto: as many as `pytest -n auto` starts [default: [tool.orch] workers, or 2].")
+@click.option("--image", help="Image to create workers from [default: ORCH_IMAGE, [tool.orch] image, or the provider's default].")
+@click.option("--parallel", type=int, help="How many VMs to create or delete at once [default: 4].")
+@click.option("--prune", is_flag=True, help="Delete workers beyond --workers (otherwise left alone).")
+@click.option("--reprovision", is_flag=True, help="Make every worker again from a freshly provisioned baseline.")
+@FORCE
+@NO_WAIT
+@JSON
+@pass_ctx
+def up(obj: Context, workers: str | None, image: str | None, parallel: int | None, prune: bool, reprovision: bool,
+       force: bool, no_wait: bool, as_json: bool) -> None:
+    """Bring up one provisioned VM per worker and write their inventories.
+
+    Idempotent: healthy workers are reused, stopped ones started, missing, unfinished or
+    failed ones made again, and workers whose baseline is stale (the provision deploy,
+    image, orch or provider settings changed) re-provisioned, each saying why. Asking for
+    more workers adds them; fewer leaves the extra ones alone unless --prune.
+    """
+    orch = obj.orch(image=image, parallel=parallel)
+    count = _count(workers, orch.settings.workers)
+    t = time.monotonic()
+    results = orch.up(count, prune=prune, wait=not no_wait, on_wait=obj.waiting, reprovision=reprovision, force=force)
+    click.echo(f"inventories: {orch.settings.inventory_dir}", err=True)
+    failed = [r for r in results if not r.ok]
+    hint = f"; see `orch logs {failed[0].worker}` or enter it with `orch shell {failed[0].worker}`" if failed and failed[0].log else ""
+    _finish(results, t, f"orch up: {count} worker(s) on {orch.provider.name}", as_json,
+            f"{len(failed)} worker(s) failed (see above){hint}; run `orch up` again to retry them")
+
+
+@cli.command()
+@JSON
+@click.option("-q", "--quiet", "names_only", is_flag=True, help="Print only the VM names, one per line.")
+@pass_ctx
+def status(obj: Context, as_json: bool, names_only: bool) -> None:
+    """List this checkout's VMs: workers, one-offs, standbys and the baseline, with their
+    state (running, stopped, missing), phase, age and drift (what changed since made)."""
+    orch = obj.orch()
+    rows = orch.status()
+    if as_json:
+        _json([asdict(r) for r in rows])
+        return
+    if names_only:
+        for r in rows:
+            click.echo(r.vm)
+        return
+    if not rows:
+        click.echo("no workers in this checkout; run `orch up --workers N`", err=True)
+        return
+    table = [[r.kind, r.worker, r.vm, r.state, r.phase, "" if r.age_seconds is None else human(r.age_seconds), r.drift, r.inventory] for r in rows]
+    _table(f"orch ({orch.settings.inventory_dir}, {orch.provider.name})",
+           ["kind", "worker", "vm", "state", "phase", "age", "drift", "inventory"], table, stderr=False)
+
+
+@cli.command()
+@click.argument("workers", nargs=-1, shell_complete=complete_workers)
+@FORCE
+@NO_WAIT
+@JSON
+@pass_ctx
+def down(obj: Context, workers: tuple[str, ...], force: bool, no_wait: bool, as_json: bool) -> None:
+    """Delete WORKERS (default: all of this checkout's) and their inventories.
+
+    Only VMs that orch recorded and labelled for this checkout are deleted. When no worker
+    is left, one-offs of finished runs, the pool and the baseline go too. Refused while a
+    pytest run uses the workers, unless --force.
+    """
+    orch = obj.orch()
+    t = time.monotonic()
+    results = orch.down(workers, wait=not no_wait, on_wait=obj.waiting, force=force)
+    if not results:
+        click.echo("no workers to delete", err=True)
+    _finish(results, t, "orch down", as_json, "some VMs could not be deleted (see above); run `orch down` again")
+
+
+@cli.command()
+@NO_WAIT
+@pass_ctx
+def repair(obj: Context, no_wait: bool) -> None:
+    """Rebuild a lost, corrupt or truncated state file from the backend.
+
+    Every VM that is this checkout's by name and labels is recorded again (the damaged
+    file is kept as state.json.damaged); workers whose baseline is unknown are marked
+    unfinished so the next `orch up` makes them again. Inventories are rewritten.
+    """
+    data = obj.orch().repair(wait=not no_wait, on_wait=obj.waiting)
+    click.echo(f"state rebuilt: {len(data.workers)} worker(s); run `orch up` to finish any unfinished one", err=True)
+
+
+@cli.command()
+@click.argument("workers", nargs=-1, shell_complete=complete_workers)
+@click.option("--all", "all_workers", is_flag=True, help="Reset every worker of this checkout.")
+@click.option("--soft", is_flag=True, help="Run the reset deploy inside the VM instead of restoring the baseline.")
+@FORCE
+@NO_WAIT
+@JSON
+@pass_ctx
+def reset(obj: Context, workers: tuple[str, ...], all_workers: bool, soft: bool, force: bool, no_wait: bool, as_json: bool) -> None:
+    """Put WORKERS (e.g. gw1 gw3, or --all) back to their baseline.
+
+    \b
+    Default (hard): the VM is made again from the baseline kept after provisioning, under
+    the same name and inventory: files, packages, users and processes that tests left are
+    all gone. --soft runs the reset deploy instead (orchestrator.deploys.reset:reset, or
+    [tool.orch] reset) and keeps the VM. Other workers are not touched. Refused while a
+    pytest run uses the workers, unless --force. Ends with a readiness check.
+    """
+    if not workers and not all_workers:
+        raise UsageError("name the workers to reset (e.g. `orch reset gw1`), or pass --all")
+    if workers and all_workers:
+        raise UsageError("give worker ids or --all, not both")
+    orch = obj.orch()
+    t = time.monotonic()
+    results = orch.reset(workers, soft=soft, wait=not no_wait, on_wait=obj.waiting, force=force)
+    _finish(results, t, f"orch reset{' --soft' if soft else ''}", as_json,
+            "some workers could not be reset (see above); run `orch reset` again, or `orch up`")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Report what would be deleted; change nothing.")
+@JSON
+@click.option("--older-than", metavar="AGE", help="Also delete orch's VMs older than AGE (e.g. 12h, 2d), unless a live run uses them; the only rule for VMs whose checkout cannot be seen from here.")
+@click.option("--legacy", is_flag=True, help="Also delete VMs named with legacy test prefixes (test-vm-, pytest-worker-, …) and [tool.orch] legacy_prefixes.")
+@pass_ctx
+def sweep(obj: Context, dry_run: bool, as_json: bool, older_than: str | None, legacy: bool) -> None:
+    """Delete orphaned test VMs: only orch's, never a live run's.
+
+    \b
+    Orphans: one-off VMs whose pytest run is gone; workers, standbys and baselines whose
+    checkout, inventory folder or state is gone, or that their state does not record;
+    with --older-than, anything of orch's older than that. A VM is orch's only if its
+    name AND its labels say so. A VM whose checkout this sweep cannot see (another host,
+    another mount namespace, a container sharing the Docker socket) is deleted only by
+    --older-than. Each decision is reported with its reason. Exit code 1 if a deletion
+    failed.
+    """
+    from ..providers import get_provider
+    from ..sweep import sweep as do_sweep
+
+    age = parse_duration(older_than) if older_than is not None else None
+    settings = obj.settings()
+    t = time.monotonic()
+    decisions = do_sweep(settings, get_provider(settings), older_than=age, legacy=legacy, dry_run=dry_run)
+    rows = [[d.vm, d.kind, d.result, d.reason, d.error] for d in decisions]
+    _table(f"orch sweep{' --dry-run' if dry_run else ''} in {time.monotonic() - t:.1f}s", ["vm", "kind", "result", "reason", "error"], rows)
+    counts = {k: sum(d.result == k for d in decisions) for k in ("deleted", "would delete", "kept", "failed")}
+    click.echo(f"sweep: {counts['deleted']} deleted, {counts['would delete']} would be deleted, {counts['kept']} kept", err=True)
+    if as_json:
+        _json([asdict(d) for d in decisions])
+    if counts["failed"]:
+        raise OrchError(f"{counts['failed']} deletion(s) failed (see above); run `orch sweep` again")

@@ -1,0 +1,63 @@
+"""Entering a worker: ``orch exec``, ``orch shell`` and ``orch logs``. They work on a
+worker whose provisioning failed, too: that is when they are needed most."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import click
+
+from .. import inventory
+from ..errors import UsageError
+from . import Context, cli, complete_workers, pass_ctx
+
+
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("worker", shell_complete=complete_workers)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_ctx
+def exec_(obj: Context, worker: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in WORKER's VM: `orch exec gw1 -- ls -l /etc`.
+
+    Its stdout, stderr and exit code are passed through. A stopped VM is started first.
+    """
+    orch = obj.orch()
+    [rec] = orch.records([worker], orch.store.read())
+    orch.ensure_running(rec.vm, rec.worker)
+    argv = list(command[1:] if command[:1] == ("--",) else command)
+    if not argv:
+        raise UsageError("name a command to run: orch exec gw1 -- CMD ARGS…")
+    proc = subprocess.run(orch.provider.exec_argv(rec.vm, argv, interactive=False), stdin=None)
+    sys.exit(proc.returncode)
+
+
+@cli.command()
+@click.argument("worker", shell_complete=complete_workers)
+@pass_ctx
+def shell(obj: Context, worker: str) -> None:
+    """Open an interactive shell (bash if the VM has it, else sh) in WORKER's VM."""
+    orch = obj.orch()
+    [rec] = orch.records([worker], orch.store.read())
+    orch.ensure_running(rec.vm, rec.worker)
+    argv = orch.provider.exec_argv(rec.vm, ["sh", "-c", "command -v bash >/dev/null && exec bash -l || exec sh -l"],
+                                   interactive=sys.stdin.isatty())
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+
+
+@cli.command()
+@click.argument("worker", shell_complete=complete_workers)
+@pass_ctx
+def logs(obj: Context, worker: str) -> None:
+    """Print pyinfra's output of the deploys run in WORKER (provision, personalize, reset).
+
+    The file is <inventory dir>/.orch/logs/WORKER.log; the newest run is at its end.
+    """
+    orch = obj.orch()
+    inventory.worker_path(orch.settings.inventory_dir, worker)  # validates the id
+    path = orch.logs_dir / f"{worker}.log"
+    if not path.is_file():
+        raise UsageError(f"no log for {worker} yet ({path}): logs are written when a deploy runs in it (orch up, reset)")
+    click.echo(path.read_text(encoding="utf-8", errors="replace"), nl=False)

@@ -1,0 +1,165 @@
+"""``orch down`` (delete workers, and what only they needed) and ``orch repair`` (rebuild
+a lost or damaged state from the backend)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from . import labels as L, leases, naming, registry
+from .baseline import drop_retired
+from .errors import OrchError, StateError
+from .ownership import claim
+from .providers.base import Baseline, VMInfo
+from .state import PROVISIONING, READY, BaselineRecord, OneoffRecord, StandbyRecord, StateData, WorkerRecord
+from .steps import WorkerResult, guard, timed
+
+if TYPE_CHECKING:
+    from .core import Orch
+
+
+def down(orch: "Orch", workers: Iterable[str] = (), *, wait: bool = True, on_wait: Callable[[], None] | None = None,
+         force: bool = False) -> list[WorkerResult]:
+    asked = [naming.validate_worker_id(w) for w in workers]
+    with orch.store.command_lock(wait=wait, on_wait=on_wait):
+        data = orch.store.read()
+        targets = [r.worker for r in orch.records(asked, data)]
+        if targets:
+            orch.refuse_live("deleting them", targets, force)
+        if targets or data.oneoffs or data.baseline or data.retired:
+            orch.provider.check()
+        results = delete_workers(orch, targets)
+        results += _leftovers(orch)
+        orch.write_inventories()
+    return results
+
+
+def delete_workers(orch: "Orch", workers: list[str]) -> list[WorkerResult]:
+    """Delete these workers' VMs (and standbys) and forget them; a VM that is not orch's
+    is left alone and only forgotten."""
+    provider = orch.provider
+    data = orch.store.read()
+    records = [data.workers[w] for w in workers if w in data.workers]
+
+    def delete(rec: WorkerRecord) -> WorkerResult:
+        result = WorkerResult(rec.worker, rec.vm, "deleted")
+
+        def step() -> None:
+            with timed(result, "delete"):
+                info = provider.inspect(rec.vm)
+                if info is not None and not orch.owns(info, rec.worker):
+                    orch.report(rec.worker, f"{rec.vm} is not orch's: left alone")
+                    result.action = "forgotten"
+                elif info is not None:
+                    provider.call(f"delete {rec.vm}", lambda: provider.delete(rec.vm))
+                standby = data.standbys.get(rec.worker)
+                if standby is not None:
+                    provider.call(f"delete {standby.vm}", lambda: provider.delete(standby.vm))
+                with orch.store.transaction() as state:
+                    state.workers.pop(rec.worker, None)
+                    state.standbys.pop(rec.worker, None)
+            orch.report(rec.worker, f"{rec.vm} {result.action}")
+
+        return guard(result, orch.report, step, what="delete failed: ")
+
+    return provider.map(delete, records)
+
+
+def _leftovers(orch: "Orch") -> list[WorkerResult]:
+    """Once no worker is left: one-offs of runs that are gone, the pool, then the baseline
+    and the registry entry, when nothing else of this checkout remains."""
+    provider = orch.provider
+    data = orch.store.read()
+    if data.workers:
+        return []
+    results = []
+    doomed = [o for o in data.oneoffs.values() if o.pool or not leases.run_alive(orch.settings.inventory_dir, o.run)]
+    for rec in doomed:
+        result = WorkerResult("oneoff", rec.vm, "deleted")
+        results.append(guard(result, orch.report, lambda rec=rec: orch.delete_oneoff(rec.vm), what="delete failed: "))
+    data = orch.store.read()
+    if data.oneoffs:
+        return results
+    with orch.store.transaction() as state:
+        if state.baseline is not None:
+            state.retired.append(state.baseline)
+            state.baseline = None
+    drop_retired(orch)
+    data = orch.store.read()
+    if not data.retired:
+        registry.unregister(orch.checkout)
+        if data.baseline is None:
+            orch.report("baseline", "deleted")
+    return results
+
+
+def repair(orch: "Orch", *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> StateData:
+    """Rebuild the state from the backend: every VM that is this checkout's by name (and
+    labels). The damaged file is kept as ``state.json.damaged``. A worker whose
+    fingerprint is unknown is recorded as unfinished, so the next ``orch up`` makes it again."""
+    provider, prefix = orch.provider, orch.settings.prefix
+    with orch.store.command_lock(wait=wait, on_wait=on_wait):
+        provider.check()
+        mine = []
+        for info in provider.list():
+            found, _ = claim(info, prefix, provider.has_labels)
+            if found is not None and found.checkout == orch.checkout:
+                mine.append((info, found))
+        stored = sorted((b for b in provider.stored_baselines() if b.checkout == orch.checkout), key=lambda b: b.created)
+        if orch.store.path.exists():
+            try:
+                orch.store.read()
+            except StateError:
+                orch.store.path.replace(orch.store.path.with_name("state.json.damaged"))
+        with orch.store.transaction(repair=True) as data:
+            data.workers.clear()
+            data.oneoffs.clear()
+            data.standbys.clear()
+            data.provider, data.prefix = provider.name, prefix
+            data.image = data.image or orch.image
+            data.baseline, data.retired = None, []
+            fingerprints = set()
+            for info, found in mine:
+                fp = info.labels.get(L.FINGERPRINT, "") or _marked(orch, info)
+                phase = READY if fp else PROVISIONING
+                created = info.labels.get(L.CREATED, info.created)
+                if found.kind == naming.WORKER:
+                    data.workers[found.worker] = WorkerRecord(found.worker, info.name, phase, created, fp)
+                    fingerprints.add(fp)
+                elif found.kind == naming.STANDBY:
+                    data.standbys[found.worker] = StandbyRecord(found.worker, info.name, phase, created, fp)
+                elif found.kind == naming.ONEOFF:
+                    data.oneoffs[info.name] = OneoffRecord(info.name, info.labels.get(L.RUN, ""), created, 0, READY, fp)
+                else:  # a baseline machine whose seal orch no longer knows: rebuilt when needed
+                    data.retired.append(BaselineRecord(info.name, phase=PROVISIONING))
+                orch.report(found.worker or found.kind, f"found {info.name} ({info.state}), recorded as {phase}")
+            for b in stored:
+                tag = b.name.rsplit(":", 1)[-1]
+                rec = BaselineRecord("", tag, {}, READY, b.ref, {"tag": b.name}, b.created)
+                if tag in fingerprints and data.baseline is None:
+                    data.baseline = rec
+                else:
+                    data.retired.append(rec)
+        orch.write_inventories()
+        return orch.store.read()
+
+
+def _marked(orch: "Orch", info: VMInfo) -> str:
+    """The fingerprint orch wrote inside a running VM (backends without labels)."""
+    if not info.running or orch.provider.has_labels:
+        return ""
+    try:
+        result = orch.provider.exec(info.name, ["cat", "/var/lib/orch/fingerprint"])
+    except OrchError:
+        return ""
+    return result.stdout.strip() if result.ok else ""
+
+
+def baseline_state(orch: "Orch", rec: BaselineRecord) -> str:
+    """The baseline's state for ``orch status``: sealed, or what is wrong with it."""
+    if rec.phase != READY:
+        return rec.phase
+    try:
+        why = orch.provider.verify(Baseline(rec.ref, rec.seal))
+    except OrchError as err:
+        return f"unknown ({err})"
+    return "sealed" if why is None else f"changed: {why}"

@@ -1,0 +1,122 @@
+"""``orch reset``: put workers back to their baseline.
+
+Hard (default): the worker's VM is made again from the baseline, under the same name
+and inventory, and personalized. The baseline is verified first (and rebuilt if it
+changed or is stale) *before* any VM is deleted, so a reset never leaves a worker
+without a VM because its baseline was missing. With a standby (``[tool.orch] standby``)
+the ready standby is swapped in instead, and a new one is made in the background.
+Soft (``--soft``): the reset deploy runs inside the VM, which is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from . import baseline as B, naming
+from .errors import OrchError, PermanentProviderError, UsageError
+from .state import READY, WorkerRecord
+from .steps import WorkerResult, guard, timed
+
+if TYPE_CHECKING:
+    from .core import Orch
+
+
+def reset(
+    orch: "Orch",
+    workers: Iterable[str] = (),
+    *,
+    soft: bool = False,
+    lock: bool = True,
+    wait: bool = True,
+    on_wait: Callable[[], None] | None = None,
+    force: bool = False,
+) -> list[WorkerResult]:
+    """Bring workers back to their baseline (all when none named).
+
+    ``lock=False`` is for the pytest plugin, which resets only its own worker while other
+    workers' tests run; the CLI takes the command lock and refuses while a pytest run
+    uses the workers, unless ``force``.
+    """
+    records = orch.records(workers, orch.store.read())
+    unready = [r.worker for r in records if r.phase != READY]
+    if unready:
+        raise UsageError(f"{', '.join(unready)} not provisioned (see `orch status`): run `orch up` first")
+    guard_lock = orch.store.command_lock(wait=wait, on_wait=on_wait) if lock else contextlib.nullcontext()
+    with guard_lock:
+        if lock:
+            orch.refuse_live("resetting them", [r.worker for r in records], force)
+        orch.provider.check()
+        if soft:
+            return _soft(orch, records)
+        return _hard(orch, records)
+
+
+def _hard(orch: "Orch", records: list[WorkerRecord]) -> list[WorkerResult]:
+    provider = orch.provider
+    results = [WorkerResult(r.worker, r.vm, "reset") for r in records]
+    for result in results:
+        info = provider.inspect(result.vm)
+        if info is not None and not orch.owns(info, result.worker):
+            result.fail(orch.not_ours(result.vm))
+            orch.report(result.worker, f"failed: {result.error}")
+    live = [r for r in results if r.ok]
+    if not live:
+        return results
+    start = time.monotonic()
+    fp = orch.fingerprint()
+    baseline, _ = B.ensure(orch, fp)
+    for r in live:
+        r.add("baseline", time.monotonic() - start)
+        orch.report(r.worker, f"restoring {r.vm} from the baseline")
+    targets = [_target(orch, r, fp) for r in live]
+    B.clone(orch, fp, baseline, targets, replace=True)
+    for r in live:
+        if r.ok:
+            orch.report(r.worker, f"{r.vm} back at its baseline ({r.seconds.get('total', 0):.1f}s)")
+    return results
+
+
+def _target(orch: "Orch", result: WorkerResult, fp: B.Fingerprint) -> B.Target:
+    def record(**changes: object) -> None:
+        orch.store.update_worker(result.worker, **changes)
+
+    return B.Target(result, orch.owner(naming.WORKER, worker=result.worker, fingerprint=fp.value), result.worker, record)
+
+
+def _soft(orch: "Orch", records: list[WorkerRecord]) -> list[WorkerResult]:
+    provider = orch.provider
+    deploy = orch.load(orch.settings.reset)
+    results = {r.worker: WorkerResult(r.worker, r.vm, "soft-reset") for r in records}
+
+    def running(result: WorkerResult) -> None:
+        info = provider.inspect(result.vm)
+        if info is None or not orch.owns(info, result.worker):
+            raise PermanentProviderError(f"{result.vm} is missing or not orch's: run `orch up` to make it again")
+        if not info.running:  # never hand a stopped VM to a connector
+            provider.call(f"start {result.vm}", lambda: provider.start(result.vm))
+        provider.wait_ready(result.vm)
+
+    provider.map(lambda r: guard(results[r.worker], orch.report, lambda: running(results[r.worker])), records)
+    live = [r for r in records if results[r.worker].ok]
+    for r in live:
+        orch.report(r.worker, f"running {orch.settings.reset} in {r.vm}")
+    start = time.monotonic()
+    outcomes = orch.deploy([(r.worker, r.vm) for r in live], [deploy], f"reset deploy {orch.settings.reset}")
+    for r in live:
+        result = results[r.worker]
+        result.add("restore", time.monotonic() - start)
+        outcome = outcomes[r.vm]
+        result.log = outcome.log
+        if not outcome.ok:
+            result.fail(outcome.error + (f" (log: {outcome.log})" if outcome.log else ""))
+            orch.report(r.worker, f"failed: {result.error}")
+            continue
+        try:
+            with timed(result, "ready"):
+                provider.wait_ready(r.vm)
+        except OrchError as err:
+            result.fail(str(err))
+        orch.report(r.worker, result.error or f"{r.vm} soft-reset")
+    return [results[r.worker] for r in records]

@@ -1,0 +1,19 @@
+"""The core on the FakeProvider: an ``Orch`` for a throwaway project folder, with no
+backend and no pyinfra (for the fast unit tests of the core's logic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator import config
+from orchestrator.core import Orch
+from orchestrator.providers.fake import FAKE_IMAGE, FakeDeployer, FakeProvider
+
+
+def fake_orch(folder: Path, *, provider: FakeProvider | None = None, **overrides: object) -> Orch:
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "pyproject.toml").exists():
+        (folder / "pyproject.toml").write_text(f'[tool.orch]\nprovider = "docker"\nimage = "{FAKE_IMAGE}"\nretries = 2\n')
+    settings = config.load(cwd=folder, env={}, overrides=overrides)
+    fake = provider or FakeProvider(settings)
+    return Orch(settings, provider=fake, deployer=FakeDeployer(fake))
