@@ -5,4 +5,14 @@ described by generated pyinfra inventories, reset to a baseline on demand and sw
 orphaned.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+__all__ = ["__version__", "current_worker"]
+
+
+def current_worker():  # type: ignore[no-untyped-def]
+    """This pytest process's worker (what the ``orch_worker`` fixture gives), for helpers
+    that are plain functions."""
+    from .worker import current_worker as _current
+
+    return _current()

@@ -95,6 +95,11 @@ def write_pyproject(folder: Path, provider: str, prefix: str, image: str = "orch
 FAKES = Path(__file__).resolve().parent / "fakes"
 PROVIDERS = ["docker", "orbstack"]
 
+import pytest  # noqa: E402
+
+#: Run a test on the real Docker engine and on the emulated OrbStack.
+both_providers = pytest.mark.parametrize("provider_name", PROVIDERS)
+
 BACKENDS = {"docker": DockerBackend(), "orbstack": OrbStackBackend()}
 
 
@@ -125,7 +130,7 @@ def gone_checkout(tmp: Path, checkout: str, kind: str = "worker", worker: str = 
     from orchestrator.registry import CheckoutRef
 
     folder = tmp / f"gone-{checkout}" / "inventories"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     where = CheckoutRef.here(folder)
     folder.rmdir()
     return Owner(kind, checkout, where.inventory, where.host, where.fs, worker if kind == "worker" else "", run).labels()
@@ -136,8 +141,9 @@ def make_orphans(backend: DockerBackend, names: list[str], checkout: str, tmp: P
     on Docker; on OrbStack named, with the checkout in the machine's registry."""
     labels = gone_checkout(tmp, checkout)
     if backend.name == "docker":
-        args = [a for k, v in labels.items() for a in ("--label", f"{k}={v}")]
         for name in names:
+            worker = gone_checkout(tmp, checkout, worker=name.rsplit("-", 1)[1])
+            args = [a for k, v in worker.items() for a in ("--label", f"{k}={v}")]
             subprocess.run(["docker", "run" if start else "create", *(["-d"] if start else []), "--name", name, *args,
                             "orch-base:bookworm", *(["sleep", "infinity"] if start else ["true"])], check=True, capture_output=True)
         return

@@ -287,7 +287,7 @@ class DockerProvider(Provider):
         try:
             self._image_inspect(baseline.ref)
         except (VMNotFound, PermanentProviderError) as err:
-            if "No such image" in str(err) or isinstance(err, VMNotFound):
+            if "no such image" in str(err).lower() or isinstance(err, VMNotFound):
                 return f"its image {baseline.seal.get('tag', '')} ({baseline.ref[:19]}) is gone"
             raise
         return None
@@ -300,7 +300,7 @@ class DockerProvider(Provider):
             self._docker("delete", ["image", "rm", baseline.ref])
         except (VMNotFound, PermanentProviderError) as err:
             msg = str(err)
-            if "No such image" in msg:
+            if "no such image" in msg.lower():
                 return True
             if "being used" in msg or "conflict" in msg.lower():
                 log.info("baseline %s is still used by a container: kept for now", baseline.ref)
@@ -309,11 +309,9 @@ class DockerProvider(Provider):
         return True
 
     def stored_baselines(self) -> list[StoredBaseline]:
-        ids = self._docker("list", ["image", "ls", "--quiet", "--no-trunc", "--filter", f"label={L.BASELINE_OF}"]).split()
-        if not ids:
-            return []
+        ids = sorted(set(self._docker("list", ["image", "ls", "--quiet", "--no-trunc", "--filter", f"label={L.BASELINE_OF}"]).split()))
         found = []
-        for raw in json.loads(self._docker("list", ["image", "inspect", *sorted(set(ids))]) or "[]"):
+        for raw in self._image_records(ids):
             labels = (raw.get("Config") or {}).get("Labels") or {}
             for tag in raw.get("RepoTags") or []:
                 repo = tag.rsplit(":", 1)[0]
@@ -326,6 +324,24 @@ class DockerProvider(Provider):
                 found.append(StoredBaseline(ref=raw.get("Id", ""), name=tag, checkout=parts[1], created=created, labels=labels))
         return found
 
+    def _image_records(self, ids: list[str]) -> list[dict[str, Any]]:
+        """``docker image inspect`` of these ids; one deleted meanwhile is left out."""
+        if not ids:
+            return []
+        try:
+            return json.loads(self._docker("list", ["image", "inspect", *ids]) or "[]")
+        except (VMNotFound, PermanentProviderError) as err:
+            if "no such image" not in str(err).lower():
+                raise
+        records = []
+        for one in ids:
+            try:
+                records += json.loads(self._docker("list", ["image", "inspect", one]) or "[]")
+            except (VMNotFound, PermanentProviderError) as err:
+                if "no such image" not in str(err).lower():
+                    raise
+        return records
+
     def dangling(self) -> list[str]:
         """Untagged images committed from orch's containers (pyinfra's ``@docker`` commits a
         container it started itself); they carry orch's labels."""
@@ -336,5 +352,6 @@ class DockerProvider(Provider):
     def drop_dangling(self, ref: str) -> None:
         try:
             self._docker("delete", ["image", "rm", ref])
-        except VMNotFound:
-            pass
+        except (VMNotFound, PermanentProviderError) as err:
+            if "no such image" not in str(err).lower():
+                raise

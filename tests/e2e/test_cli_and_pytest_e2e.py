@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator import naming
 
-from backends import run_orch, run_pytest
+from backends import both_providers, run_orch, run_pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -41,6 +41,7 @@ def example_project(project: Path) -> Path:
     return project
 
 
+@both_providers
 def test_up_pytest_up_down(example_project: Path, backend, prefix: str) -> None:
     project = example_project
     checkout = naming.checkout_id(project / "inventories")

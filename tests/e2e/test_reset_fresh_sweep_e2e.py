@@ -12,7 +12,7 @@ from pathlib import Path
 
 from orchestrator import naming
 
-from backends import clean_env, make_orphans, run_orch as orch, run_pytest as pytest_run  # noqa: E402
+from backends import both_providers, clean_env, make_orphans, run_orch as orch, run_pytest as pytest_run  # noqa: E402
 
 RESET_SUITE_A = '''
 import pytest
@@ -56,6 +56,7 @@ def oneoffs(backend, prefix: str) -> list[str]:
     return [n for n in backend.names(prefix + "-") if "-x" in n]
 
 
+@both_providers
 def test_fresh_vm_is_deleted_after_a_failing_test(project: Path, backend, prefix: str) -> None:
     (project / "test_fresh.py").write_text(FRESH_FAILING)
     assert orch(project, "up", "--workers", "1").returncode == 0

@@ -14,6 +14,8 @@ from orchestrator import config, inventory, labels as L
 from orchestrator.errors import UsageError
 from orchestrator.core import Orch
 
+from backends import both_providers
+
 
 def make(project: Path, **overrides) -> Orch:
     return Orch(config.load(cwd=project, env={}, overrides=overrides))
@@ -24,6 +26,7 @@ def docker_labels(name: str) -> dict:
     return json.loads(proc.stdout)[0]["Config"]["Labels"] or {} if proc.returncode == 0 else {}
 
 
+@both_providers
 def test_up_creates_provisioned_workers_and_inventories(project: Path, backend) -> None:
     orch = make(project)
     results = orch.up(2)
@@ -59,6 +62,7 @@ def test_names_are_stable_and_unique_per_checkout(project: Path, tmp_path_factor
     assert a.vm_name("gw0") != b.vm_name("gw0")
 
 
+@both_providers
 def test_up_is_idempotent_reuses_starts_and_recreates(project: Path, backend) -> None:
     orch = make(project)
     orch.up(3)
@@ -121,7 +125,6 @@ def test_down_deletes_only_what_is_asked_and_nothing_else(project: Path, backend
     assert not list((project / "inventories").glob("*.py"))
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])  # ownership by labels: Docker only
 def test_down_and_up_leave_unlabelled_look_alikes_alone(project: Path) -> None:
     orch = make(project)
     p = orch.settings.prefix
@@ -137,6 +140,7 @@ def test_down_and_up_leave_unlabelled_look_alikes_alone(project: Path) -> None:
         assert subprocess.run(["docker", "inspect", name], capture_output=True).returncode == 0, f"{name} was deleted"
 
 
+@both_providers
 def test_generated_inventory_works_with_the_pyinfra_cli(project: Path, provider_name: str) -> None:
     orch = make(project)
     orch.up(2)
@@ -152,6 +156,7 @@ def test_generated_inventory_works_with_the_pyinfra_cli(project: Path, provider_
     assert orch.vm_name("gw1") in proc.stdout + proc.stderr
 
 
+@both_providers
 def test_missing_image_fails_at_once_with_the_fix(project: Path, backend) -> None:
     orch = make(project, image="nosuchdistro:never")
     if backend.name == "docker":  # Docker knows at once

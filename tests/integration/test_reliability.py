@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator import naming
 
-from backends import clean_env, gone_checkout, make_orphans, run_orch
+from backends import DockerBackend, both_providers, clean_env, make_orphans, run_orch
 
 ORCH = str(Path(sys.executable).with_name("orch"))
 
@@ -129,6 +129,7 @@ def test_bad_input_is_one_line_and_changes_nothing(project: Path, backend, prefi
     assert not Path("/tmp/orch-pwned").exists()
 
 
+@both_providers
 def test_corrupt_state_is_rebuilt_by_repair(project: Path, backend) -> None:
     assert orch(project, "up", "--workers", "2").returncode == 0
     state = project / "inventories" / ".orch" / "state.json"
@@ -147,7 +148,6 @@ def test_unwritable_inventory_folder(project: Path) -> None:
     assert proc.returncode != 0 and "--inventory-dir" in proc.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])
 def test_stopped_docker_engine_is_one_line(project: Path) -> None:
     proc = orch(project, "up", "--workers", "1", extra_env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert proc.returncode == 1
@@ -164,7 +164,6 @@ def test_missing_orbctl_is_one_line(project: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])  # the load is the machine's; one provider shows it
 def test_sixteen_workers_on_two_cores(project: Path, backend, prefix: str) -> None:
     up = orch(project, "up", "--workers", "16", "--json", timeout=900)
     assert up.returncode == 0, up.stderr
@@ -174,20 +173,14 @@ def test_sixteen_workers_on_two_cores(project: Path, backend, prefix: str) -> No
     assert backend.names(prefix + "-") == []
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])
 def test_sweep_of_two_hundred_orphans(project: Path, prefix: str, tmp_path: Path) -> None:
     checkout = "0badf00d"
-    args = []
-    for key, value in gone_checkout(tmp_path, checkout).items():
-        args += ["--label", f"{key}={value}"]
     names = [f"{prefix}-{checkout}-gw{i}" for i in range(200)]
-    # made in bulk (docker create: no start needed to be listed and swept)
-    for name in names:
-        subprocess.run(["docker", "create", "--name", name, *args, "orch-base:bookworm", "true"], check=True, capture_output=True)
+    make_orphans(DockerBackend(), names, checkout, tmp_path)  # made in bulk: created, not started
     sweep = orch(project, "sweep", "--json", timeout=900)
     assert sweep.returncode == 0, sweep.stderr
     rows = {r["vm"]: r for r in json.loads(sweep.stdout)}
-    assert all(rows[n]["result"] == "deleted" for n in names)
+    assert all(rows[n]["result"] == "deleted" for n in names), [rows[n] for n in names if rows[n]["result"] != "deleted"][:2]
     left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=orch.checkout={checkout}"], capture_output=True, text=True).stdout
     assert left.split() == []
 

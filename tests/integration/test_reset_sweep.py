@@ -18,7 +18,7 @@ from orchestrator.core import Orch
 from orchestrator.providers import get_provider
 from orchestrator.sweep import sweep
 
-from backends import clean_env, gone_checkout, write_pyproject
+from backends import both_providers, clean_env, gone_checkout, write_pyproject
 
 IMAGE = "orch-base:bookworm"
 
@@ -50,7 +50,7 @@ def pollution(backend, vm: str) -> dict[str, bool]:
     }
 
 
-@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+@pytest.mark.parametrize("provider_name, soft", [("docker", False), ("orbstack", False), ("docker", True)], ids=["docker-hard", "orbstack-hard", "docker-soft"])
 def test_reset_removes_every_kind_of_pollution_and_touches_no_other_worker(project: Path, backend, soft: bool) -> None:
     orch = make(project)
     orch.up(2)
@@ -117,7 +117,6 @@ def foreign(backend):
         backend.remove(name)
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])  # the label rules
 def test_sweep_never_deletes_what_is_not_orchs(project: Path, backend, foreign: list[str]) -> None:
     prefix = make(project).settings.prefix
     checkout = naming.checkout_id(project / "inventories")
@@ -159,6 +158,7 @@ def test_sweep_on_orbstack_keeps_what_is_not_orchs_by_name(project: Path, backen
     assert legacy[legacy_name].result == "deleted" and not backend.exists(legacy_name)
 
 
+@both_providers
 def test_sweep_deletes_orphan_workers_and_keeps_recorded_ones(project: Path, backend, provider_name: str, tmp_path_factory, foreign: list[str]) -> None:
     orch = make(project)
     orch.up(2)

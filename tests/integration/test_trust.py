@@ -17,7 +17,7 @@ import pytest
 from orchestrator import config, labels as L, naming
 from orchestrator.core import Orch
 
-from backends import clean_env, gone_checkout, run_orch, run_pytest, write_pyproject
+from backends import both_providers, clean_env, gone_checkout, run_orch, run_pytest, write_pyproject
 
 IMAGE = "orch-base:bookworm"
 
@@ -46,6 +46,7 @@ def test_b(orch_worker):
 # -- 1. a stopped worker is never handed to a connector ------------------------------------
 
 
+@both_providers
 def test_stopped_workers_survive_the_next_pytest_run(project: Path, backend) -> None:
     (project / "test_w.py").write_text(WORKER_SUITE)
     assert run_orch(project, "up", "--workers", "2").returncode == 0
@@ -63,7 +64,6 @@ def test_stopped_workers_survive_the_next_pytest_run(project: Path, backend) -> 
     assert dangling_orch_images() <= images  # pyinfra committed nothing
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])
 def test_workers_restart_with_the_engine(project: Path) -> None:
     orch = make(project)
     orch.up(1)
@@ -87,6 +87,7 @@ def test_hold(orch_worker, fresh_vm):
 '''
 
 
+@both_providers
 def test_sweep_in_a_mount_namespace_that_hides_the_checkout_deletes_nothing_of_it(
     project: Path, backend, provider_name: str, tmp_path_factory: pytest.TempPathFactory, prefix: str
 ) -> None:
@@ -125,7 +126,6 @@ def test_sweep_in_a_mount_namespace_that_hides_the_checkout_deletes_nothing_of_i
 # -- 3. name and labels together ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])  # labels
 def test_a_container_with_another_workers_labels_is_kept_by_sweep_and_refused_by_reset(project: Path) -> None:
     orch = make(project)
     orch.up(3)
@@ -144,7 +144,6 @@ def test_a_container_with_another_workers_labels_is_kept_by_sweep_and_refused_by
     docker("rm", "-f", gw2)
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])
 def test_a_container_run_by_hand_from_a_baseline_is_not_orchs(project: Path) -> None:
     orch = make(project)
     orch.up(1)
@@ -158,7 +157,6 @@ def test_a_container_run_by_hand_from_a_baseline_is_not_orchs(project: Path) -> 
 # -- 4. one checkout's bad file never stops the sweep -------------------------------------------
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])
 def test_a_bad_lease_file_keeps_that_checkout_and_the_sweep_goes_on(project: Path, tmp_path_factory, prefix: str) -> None:
     orch = make(project)
     orch.up(1)
@@ -183,7 +181,6 @@ def test_a_bad_lease_file_keeps_that_checkout_and_the_sweep_goes_on(project: Pat
 # -- 5. a user's own inventory file is never overwritten ------------------------------------
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])
 @pytest.mark.parametrize("mine", ["gw1.py", "workers.py"])
 def test_a_users_own_inventory_file_is_never_overwritten(project: Path, mine: str) -> None:
     (project / "inventories").mkdir()
@@ -237,7 +234,6 @@ def provision():
 '''
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])
 def test_a_changed_provision_deploy_re_provisions_and_status_shows_drift(project: Path) -> None:
     (project / "deploys").mkdir()
     (project / "deploys" / "__init__.py").write_text("")
@@ -314,7 +310,6 @@ def test_a_hung_orbctl_is_killed_without_proc(project: Path, tmp_path: Path) -> 
 # -- 9. nothing of orch's is left that sweep and down could know about ------------------------
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])
 def test_sweep_deletes_baselines_of_gone_checkouts_and_committed_leftovers(project: Path, tmp_path_factory, provider_name: str, prefix: str) -> None:
     gone = tmp_path_factory.mktemp("gone")
     write_pyproject(gone, provider_name, prefix)
@@ -336,6 +331,7 @@ def test_sweep_deletes_baselines_of_gone_checkouts_and_committed_leftovers(proje
     assert registry.lookup(other.checkout) is None  # its registry entry is gone too
 
 
+@both_providers
 def test_down_leaves_nothing_and_forgets_the_checkout(project: Path, backend, prefix: str) -> None:
     from orchestrator import registry
 
@@ -364,7 +360,6 @@ def test_live(orch_worker):
 '''
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])
 def test_reset_all_and_down_refuse_while_a_run_is_live(project: Path) -> None:
     (project / "test_live.py").write_text(LIVE)
     assert run_orch(project, "up", "--workers", "1").returncode == 0
@@ -388,7 +383,6 @@ def test_reset_all_and_down_refuse_while_a_run_is_live(project: Path) -> None:
 # -- 11. one line, never a traceback ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])
 @pytest.mark.parametrize(
     "table, needle",
     [
@@ -411,7 +405,6 @@ def test_bad_settings_are_one_line(project: Path, table: str, needle: str) -> No
     assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])
 def test_files_orch_did_not_make_are_refused_in_one_line(project: Path) -> None:
     orch = make(project)
     orch.up(1)
@@ -434,7 +427,6 @@ def test_files_orch_did_not_make_are_refused_in_one_line(project: Path) -> None:
     assert bad.returncode == 2 and "UTF-8" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])
 def test_a_full_disk_while_writing_state_is_one_line_and_the_next_command_repairs(project: Path, tmp_path: Path) -> None:
     inv = tmp_path / "small"
     inv.mkdir()
@@ -455,7 +447,6 @@ def test_a_full_disk_while_writing_state_is_one_line_and_the_next_command_repair
         subprocess.run(["umount", str(inv)])
 
 
-@pytest.mark.parametrize("provider_name", ["docker"])
 def test_reset_without_baseline_or_image_leaves_the_vm(project: Path, prefix: str) -> None:
     image = f"{prefix}-img:1"
     docker("tag", IMAGE, image)

@@ -213,7 +213,7 @@ def test_write_all_leaves_no_temp_file_when_a_write_fails(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(inventory.os, "replace", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(StateError, match="No space left on device"):
         inventory.write_all(inv, [host(0, changed=True)], CHECKOUT)
     monkeypatch.undo()
     assert {p.name: p.read_text() for p in inv.iterdir()} == before

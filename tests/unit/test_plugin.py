@@ -1,0 +1,132 @@
+"""orch's pytest plugin, black-box with pytester, on the file-backed FakeProvider (no VM
+needed): bring-up from the controller (--orch-up), the worker count pytest-xdist resolves,
+one-line failures, markers and fixtures that do not need to enter a VM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+NAMES = '''
+def test_a(worker_vm, orch_worker):
+    assert worker_vm.endswith(orch_worker.worker_id)
+
+def test_b(worker_vm):
+    assert worker_vm
+'''
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    for var in [v for v in __import__("os").environ if v.startswith(("ORCH_", "PYTEST_XDIST"))]:
+        monkeypatch.delenv(var, raising=False)
+    pytester.makepyprojecttoml(
+        '[tool.orch]\nprovider = "fake"\nimage = "fake:bookworm"\nprefix = "p"\n'
+        f'[tool.orch.fake]\npath = "{pytester.path / "fake.json"}"\n'
+    )
+    pytester.makepyfile(test_names=NAMES)
+    return pytester
+
+
+def backend(project: pytest.Pytester) -> dict:
+    path = project.path / "fake.json"
+    return json.loads(path.read_text()) if path.exists() else {"vms": {}, "baselines": {}}
+
+
+def workers(project: pytest.Pytester) -> list[str]:
+    return sorted(n.rsplit("-", 1)[1] for n in backend(project)["vms"] if "-gw" in n)
+
+
+def test_orch_up_brings_up_exactly_the_workers_xdist_starts(project: pytest.Pytester) -> None:
+    result = project.runpytest_subprocess("-n", "3", "--orch-up")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*orch: bringing up 3 worker(s) on fake (--orch-up)*", "*3 worker(s) ready*"])
+    assert workers(project) == ["gw0", "gw1", "gw2"]
+    again = project.runpytest_subprocess("-n", "3", "--orch-up")
+    again.assert_outcomes(passed=2)
+    again.stdout.fnmatch_lines(["*gw0 reused, gw1 reused, gw2 reused*"])
+
+
+def test_fewer_workers_leave_the_others_alone(project: pytest.Pytester) -> None:
+    project.runpytest_subprocess("-n", "3", "--orch-up").assert_outcomes(passed=2)
+    project.runpytest_subprocess("-n", "2", "--orch-up").assert_outcomes(passed=2)
+    assert workers(project) == ["gw0", "gw1", "gw2"]
+
+
+def test_without_xdist_orch_up_brings_up_gw0(project: pytest.Pytester) -> None:
+    project.runpytest_subprocess("-p", "no:xdist", "--orch-up").assert_outcomes(passed=2)
+    assert workers(project) == ["gw0"]
+
+
+def test_auto_up_setting_and_its_opt_out(project: pytest.Pytester) -> None:
+    text = (project.path / "pyproject.toml").read_text().replace('prefix = "p"', 'prefix = "p"\nauto_up = true')
+    (project.path / "pyproject.toml").write_text(text)
+    project.runpytest_subprocess("-n", "2").assert_outcomes(passed=2)
+    assert workers(project) == ["gw0", "gw1"]
+    off = project.runpytest_subprocess("-n", "3", "--no-orch-up")
+    assert off.ret != 0
+    off.stdout.fnmatch_lines(["*worker gw2 has no VM*run `orch up --workers 3`*"])
+
+
+def test_a_bring_up_that_fails_stops_the_run_in_one_line(project: pytest.Pytester) -> None:
+    text = (project.path / "pyproject.toml").read_text().replace("fake:bookworm", "nosuch:image")
+    (project.path / "pyproject.toml").write_text(text)
+    result = project.runpytest_subprocess("-n", "2", "--orch-up")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: orch up: *nosuch:image*--image*"])
+    assert "Traceback" not in result.stderr.str() and "collected" not in result.stdout.str()
+
+
+def test_more_pytest_workers_than_vms_name_the_fix(project: pytest.Pytester) -> None:
+    project.runpytest_subprocess("-p", "no:xdist", "--orch-up").assert_outcomes(passed=2)
+    result = project.runpytest_subprocess("-n", "2")
+    result.stdout.fnmatch_lines(["*worker gw1 has no VM*orch up --workers 2*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_a_bad_setting_is_a_usage_error(project: pytest.Pytester) -> None:
+    text = (project.path / "pyproject.toml").read_text().replace('prefix = "p"', 'prefix = "p"\nwrokers = 2')
+    (project.path / "pyproject.toml").write_text(text)
+    result = project.runpytest_subprocess("--orch-up")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown setting 'wrokers'*"])
+
+
+FRESH = '''
+import pytest
+
+def test_fresh(fresh_vm):
+    one, two = fresh_vm(), fresh_vm()
+    assert one.vm != two.vm and "-x" in one.vm
+
+@pytest.mark.orch_reset
+def test_marked(orch_worker):
+    assert orch_worker.vm
+'''
+
+
+def test_fresh_vms_are_deleted_and_the_marker_resets(project: pytest.Pytester) -> None:
+    project.makepyfile(test_fresh=FRESH)
+    project.runpytest_subprocess("-p", "no:xdist", "--orch-up", "test_fresh.py").assert_outcomes(passed=2)
+    names = list(backend(project)["vms"])
+    assert [n for n in names if "-x" in n] == []  # one-offs deleted at teardown
+    assert [n for n in names if "-gw" in n] == ["p-" + n.split("-")[1] + "-gw0" for n in names if "-gw" in n]
+
+
+def test_current_worker_is_the_fixtures_worker(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_helper='''
+from orchestrator import current_worker
+
+def helper():
+    return current_worker().vm
+
+def test_helper(orch_worker):
+    assert helper() == orch_worker.vm
+'''
+    )
+    project.runpytest_subprocess("-p", "no:xdist", "--orch-up", "test_helper.py").assert_outcomes(passed=1)
