@@ -14,11 +14,13 @@ orch, is rebuilt first, and orch says why.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from . import naming
 from .clock import now_iso
@@ -45,14 +47,19 @@ class Fingerprint:
 
     def drift(self, recorded: dict[str, str]) -> str:
         """What changed since ``recorded`` was taken, in words ("" when nothing)."""
-        words = {"deploy": "the provision deploy", "image": "the image", "orch": "orch's version", "provider": "the provider settings"}
+        words = {
+            "deploy": "the provision deploy",
+            "image": "the image",
+            "orch": "orch's version",
+            "provider": "the provider settings",
+        }
         changed = [words.get(k, k) for k, v in self.parts.items() if recorded.get(k) != v]
         if not recorded:
             return "its fingerprint is unknown (made by an older orch)"
         return " and ".join(changed)
 
 
-def fingerprint(orch: "Orch") -> Fingerprint:
+def fingerprint(orch: Orch) -> Fingerprint:
     settings, provider = orch.settings, orch.provider
     provision, personalize = orch.load(settings.provision), orch.load(settings.personalize)
     image_id = provider.call(f"inspect image {orch.image}", lambda: provider.image_id(orch.image))
@@ -86,7 +93,7 @@ class Target:
         return self.result.vm
 
 
-def _create(orch: "Orch", target: Target, make: Callable[[], None]) -> None:
+def _create(orch: Orch, target: Target, make: Callable[[], None]) -> None:
     """Create, tolerating that an earlier attempt that timed out already did: a VM of
     that name that is ours is deleted and made again; anyone else's is an error."""
     provider = orch.provider
@@ -104,13 +111,13 @@ def _create(orch: "Orch", target: Target, make: Callable[[], None]) -> None:
             provider.call(f"delete {target.vm}", lambda: provider.delete(target.vm))
 
 
-def _ready(orch: "Orch", target: Target) -> None:
+def _ready(orch: Orch, target: Target) -> None:
     target.record(phase=PROVISIONING)
     with timed(target.result, "ready"):
         orch.provider.wait_ready(target.vm)
 
 
-def _finish(orch: "Orch", targets: list[Target], funcs: list[Callable[..., object]], title: str, fp: str) -> None:
+def _finish(orch: Orch, targets: list[Target], funcs: list[Callable[..., object]], title: str, fp: str) -> None:
     """Run the deploys on the targets that got this far; record each as ready or failed."""
     live = [t for t in targets if t.result.ok]
     if not live:
@@ -136,7 +143,7 @@ def _finish(orch: "Orch", targets: list[Target], funcs: list[Callable[..., objec
             orch.report(t.result.worker, f"failed: {error}")
 
 
-def ensure(orch: "Orch", fp: Fingerprint, *, first: list[Target] | None = None) -> tuple[Baseline, bool]:
+def ensure(orch: Orch, fp: Fingerprint, *, first: list[Target] | None = None) -> tuple[Baseline, bool]:
     """A baseline that is current and intact, rebuilt if it is not (say why). With
     ``first``, VMs that need making anyway are made from the image beside a rebuilt
     baseline; returns (baseline, whether they were)."""
@@ -149,7 +156,7 @@ def ensure(orch: "Orch", fp: Fingerprint, *, first: list[Target] | None = None) 
         return build(orch, fp, first or []), True
 
 
-def _unusable(orch: "Orch", fp: Fingerprint, rec: BaselineRecord | None) -> str | None:
+def _unusable(orch: Orch, fp: Fingerprint, rec: BaselineRecord | None) -> str | None:
     if rec is None:
         return "there is none yet"
     if rec.phase != READY or not rec.ref:
@@ -159,7 +166,7 @@ def _unusable(orch: "Orch", fp: Fingerprint, rec: BaselineRecord | None) -> str 
     return orch.provider.call("verify the baseline", lambda: orch.provider.verify(Baseline(rec.ref, rec.seal)))
 
 
-def build(orch: "Orch", fp: Fingerprint, first: list[Target]) -> Baseline:
+def build(orch: Orch, fp: Fingerprint, first: list[Target]) -> Baseline:
     """Make the baseline (and ``first``) from the image, provision, seal; caller holds
     the baseline lock. Raises when the baseline could not be made."""
     provider, settings = orch.provider, orch.settings
@@ -189,7 +196,13 @@ def build(orch: "Orch", fp: Fingerprint, first: list[Target]) -> Baseline:
 
     orch.report("baseline", f"creating {name} and {len(first)} more from {orch.image}")
     provider.map(lambda t: guard(t.result, orch.report, lambda: make(t)), everyone)
-    _finish(orch, everyone, [orch.load(settings.provision), orch.load(settings.personalize)], f"provisioning with {settings.provision}", fp.value)
+    _finish(
+        orch,
+        everyone,
+        [orch.load(settings.provision), orch.load(settings.personalize)],
+        f"provisioning with {settings.provision}",
+        fp.value,
+    )
     if not base.result.ok:
         raise DeployError(f"the baseline could not be made: {base.result.error}")
     with timed(base.result, "seal"):
@@ -200,7 +213,7 @@ def build(orch: "Orch", fp: Fingerprint, first: list[Target]) -> Baseline:
     return sealed
 
 
-def clone(orch: "Orch", fp: Fingerprint, baseline: Baseline, targets: list[Target], *, replace: bool = False) -> None:
+def clone(orch: Orch, fp: Fingerprint, baseline: Baseline, targets: list[Target], *, replace: bool = False) -> None:
     """Make ``targets`` from the baseline (``replace``: in place of VMs of the same name)
     and personalize them. A baseline found changed after its seal is rebuilt once."""
     provider = orch.provider
@@ -234,7 +247,7 @@ def clone(orch: "Orch", fp: Fingerprint, baseline: Baseline, targets: list[Targe
     _finish(orch, targets, [orch.load(orch.settings.personalize)], "personalizing", fp.value)
 
 
-def drop_retired(orch: "Orch") -> None:
+def drop_retired(orch: Orch) -> None:
     """Delete replaced baselines (and unfinished baseline VMs) that nothing needs."""
     data = orch.store.read()
     current = {data.baseline.vm, data.baseline.ref} - {""} if data.baseline is not None else set()
@@ -244,7 +257,7 @@ def drop_retired(orch: "Orch") -> None:
             continue  # rebuilt under the same name: that is the current one now
         try:
             if rec.vm and rec.vm != rec.ref:
-                orch.provider.call(f"delete {rec.vm}", lambda: orch.provider.delete(rec.vm))
+                orch.provider.call(f"delete {rec.vm}", functools.partial(orch.provider.delete, rec.vm))
             if rec.ref and not orch.provider.drop(Baseline(rec.ref, rec.seal)):
                 kept.append(rec)
         except OrchError as err:

@@ -21,8 +21,9 @@ import os
 import shlex
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, get_origin
+from typing import Any, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -128,7 +129,7 @@ class Settings(Model):
         return value
 
     @model_validator(mode="after")
-    def _legacy(self) -> "Settings":
+    def _legacy(self) -> Settings:
         for p in self.legacy_prefixes:
             if len(p) < 3 or not p[0].isalnum() or p[-1] not in "-_" or not all(c.isalnum() or c in "-_." for c in p):
                 raise ValueError(
@@ -136,7 +137,9 @@ class Settings(Model):
                     "ending in '-' or '_' (e.g. test-vm-), so that it cannot match names such as orchestra-db"
                 )
             if p.startswith(f"{self.prefix}-") or f"{self.prefix}-".startswith(p):
-                raise ValueError(f"legacy_prefixes: {p!r} overlaps orch's own names ({self.prefix}-…), which sweep judges by their labels")
+                raise ValueError(
+                    f"legacy_prefixes: {p!r} overlaps orch's own names ({self.prefix}-…), which sweep judges by their labels"
+                )
         return self
 
     @property
@@ -284,7 +287,9 @@ def load(
     return settings
 
 
-def _provider_options(tables: dict[str, dict[str, Any]], env: Mapping[str, str], source: str, settings_model: Any) -> dict[str, dict[str, Any]]:
+def _provider_options(
+    tables: dict[str, dict[str, Any]], env: Mapping[str, str], source: str, settings_model: Any
+) -> dict[str, dict[str, Any]]:
     """Every installed provider's table: pyproject, then ``ORCH_<PROVIDER>_<KEY>``; each
     validated by that provider's own model, so a typo is caught even for a provider that
     is not the one in use."""

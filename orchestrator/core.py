@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from filelock import FileLock
 
@@ -111,7 +112,9 @@ class Orch:
     def load(self, spec: str) -> Callable[..., Any]:
         return load_callable(spec, self.settings.root)
 
-    def deploy(self, targets: list[tuple[str, str]], funcs: list[Callable[..., Any]], title: str, **extra: Any) -> dict[str, DeployResult]:
+    def deploy(
+        self, targets: list[tuple[str, str]], funcs: list[Callable[..., Any]], title: str, **extra: Any
+    ) -> dict[str, DeployResult]:
         """Run deploys, in order, on [(ident, vm)] at once; {vm: result}."""
         if not targets:
             return {}
@@ -176,27 +179,27 @@ class Orch:
 
     # -- the verbs ----------------------------------------------------------------------
 
-    def fingerprint(self) -> "Fingerprint":
+    def fingerprint(self) -> Fingerprint:
         from .baseline import fingerprint
 
         return fingerprint(self)
 
-    def up(self, count: int, **kwargs: Any) -> list["WorkerResult"]:
+    def up(self, count: int, **kwargs: Any) -> list[WorkerResult]:
         from .up import up
 
         return up(self, count, **kwargs)
 
-    def reset(self, workers: Iterable[str] = (), **kwargs: Any) -> list["WorkerResult"]:
+    def reset(self, workers: Iterable[str] = (), **kwargs: Any) -> list[WorkerResult]:
         from .reset import reset
 
         return reset(self, workers, **kwargs)
 
-    def status(self) -> list["StatusRow"]:
+    def status(self) -> list[StatusRow]:
         from .status import status
 
         return status(self)
 
-    def down(self, workers: Iterable[str] = (), **kwargs: Any) -> list["WorkerResult"]:
+    def down(self, workers: Iterable[str] = (), **kwargs: Any) -> list[WorkerResult]:
         from .down import down
 
         return down(self, workers, **kwargs)

@@ -3,9 +3,12 @@ a lost or damaged state from the backend)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable
+import functools
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from . import labels as L, leases, naming, registry
+from . import labels as L
+from . import leases, naming, registry
 from .baseline import drop_retired
 from .errors import OrchError, StateError
 from .ownership import claim
@@ -17,8 +20,9 @@ if TYPE_CHECKING:
     from .core import Orch
 
 
-def down(orch: "Orch", workers: Iterable[str] = (), *, wait: bool = True, on_wait: Callable[[], None] | None = None,
-         force: bool = False) -> list[WorkerResult]:
+def down(
+    orch: Orch, workers: Iterable[str] = (), *, wait: bool = True, on_wait: Callable[[], None] | None = None, force: bool = False
+) -> list[WorkerResult]:
     asked = [naming.validate_worker_id(w) for w in workers]
     with orch.store.command_lock(wait=wait, on_wait=on_wait):
         data = orch.store.read()
@@ -33,7 +37,7 @@ def down(orch: "Orch", workers: Iterable[str] = (), *, wait: bool = True, on_wai
     return results
 
 
-def delete_workers(orch: "Orch", workers: list[str]) -> list[WorkerResult]:
+def delete_workers(orch: Orch, workers: list[str]) -> list[WorkerResult]:
     """Delete these workers' VMs (and standbys) and forget them; a VM that is not orch's
     is left alone and only forgotten."""
     provider = orch.provider
@@ -64,10 +68,9 @@ def delete_workers(orch: "Orch", workers: list[str]) -> list[WorkerResult]:
     return provider.map(delete, records)
 
 
-def _leftovers(orch: "Orch") -> list[WorkerResult]:
+def _leftovers(orch: Orch) -> list[WorkerResult]:
     """Once no worker is left: one-offs of runs that are gone, the pool, then the baseline
     and the registry entry, when nothing else of this checkout remains."""
-    provider = orch.provider
     data = orch.store.read()
     if data.workers:
         return []
@@ -75,7 +78,7 @@ def _leftovers(orch: "Orch") -> list[WorkerResult]:
     doomed = [o for o in data.oneoffs.values() if o.pool or not leases.run_alive(orch.settings.inventory_dir, o.run)]
     for rec in doomed:
         result = WorkerResult("oneoff", rec.vm, "deleted")
-        results.append(guard(result, orch.report, lambda rec=rec: orch.delete_oneoff(rec.vm), what="delete failed: "))
+        results.append(guard(result, orch.report, functools.partial(orch.delete_oneoff, rec.vm), what="delete failed: "))
     data = orch.store.read()
     if data.oneoffs:
         return results
@@ -92,7 +95,7 @@ def _leftovers(orch: "Orch") -> list[WorkerResult]:
     return results
 
 
-def repair(orch: "Orch", *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> StateData:
+def repair(orch: Orch, *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> StateData:
     """Rebuild the state from the backend: every VM that is this checkout's by name (and
     labels). The damaged file is kept as ``state.json.damaged``. A worker whose
     fingerprint is unknown is recorded as unfinished, so the next ``orch up`` makes it again."""
@@ -100,7 +103,7 @@ def repair(orch: "Orch", *, wait: bool = True, on_wait: Callable[[], None] | Non
     with orch.store.command_lock(wait=wait, on_wait=on_wait):
         provider.check()
         mine = []
-        for info in provider.list():
+        for info in provider.list_vms():
             found, _ = claim(info, prefix, provider.has_labels)
             if found is not None and found.checkout == orch.checkout:
                 mine.append((info, found))
@@ -143,7 +146,7 @@ def repair(orch: "Orch", *, wait: bool = True, on_wait: Callable[[], None] | Non
         return orch.store.read()
 
 
-def _marked(orch: "Orch", info: VMInfo) -> str:
+def _marked(orch: Orch, info: VMInfo) -> str:
     """The fingerprint orch wrote inside a running VM (backends without labels)."""
     if not info.running or orch.provider.has_labels:
         return ""
@@ -154,7 +157,7 @@ def _marked(orch: "Orch", info: VMInfo) -> str:
     return result.stdout.strip() if result.ok else ""
 
 
-def baseline_state(orch: "Orch", rec: BaselineRecord) -> str:
+def baseline_state(orch: Orch, rec: BaselineRecord) -> str:
     """The baseline's state for ``orch status``: sealed, or what is wrong with it."""
     if rec.phase != READY:
         return rec.phase

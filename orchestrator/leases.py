@@ -120,7 +120,9 @@ def scan(inventory_dir: Path) -> Runs:
             found.damaged.append(f"{path}: {err.strerror}")
             continue
         if not valid_run_id(run) or not stat.S_ISREG(mode):
-            found.damaged.append(f"{path}: not a lease (a {'symlink' if stat.S_ISLNK(mode) else 'folder' if stat.S_ISDIR(mode) else 'file'} orch did not make)")
+            found.damaged.append(
+                f"{path}: not a lease (a {'symlink' if stat.S_ISLNK(mode) else 'folder' if stat.S_ISDIR(mode) else 'file'} orch did not make)"
+            )
             continue
         try:
             if _probe(path):

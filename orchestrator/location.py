@@ -84,7 +84,7 @@ def judge(folder: Path, host: str, chain: str) -> Verdict:
         except OSError as err:
             return Verdict(Seen.UNKNOWN, f"cannot look at {p} ({err.strerror})")
         if seen != recorded[depth] or any(
-            _safe_ident(q) != recorded[depth + 1 + i] for i, q in enumerate(candidates[depth + 1:])
+            _safe_ident(q) != recorded[depth + 1 + i] for i, q in enumerate(candidates[depth + 1 :])
         ):
             what = "its folder" if depth == 0 else str(p)
             return Verdict(Seen.UNKNOWN, f"{what} is not the one it was made in (another mount or filesystem)")

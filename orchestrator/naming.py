@@ -31,9 +31,7 @@ def validate_worker_id(worker: str) -> str:
     """Return ``worker`` if it is a valid worker id (``gw0`` … ``gw255``), else raise."""
     if not isinstance(worker, str) or not _WORKER_RE.fullmatch(worker) or int(worker[2:]) >= MAX_WORKERS:
         shown = repr(worker) if isinstance(worker, str) else type(worker).__name__
-        raise UsageError(
-            f"invalid worker id {shown}: use gw0 … gw{MAX_WORKERS - 1}, as pytest-xdist names its workers"
-        )
+        raise UsageError(f"invalid worker id {shown}: use gw0 … gw{MAX_WORKERS - 1}, as pytest-xdist names its workers")
     return worker
 
 
@@ -55,9 +53,7 @@ def validate_worker_count(count: int) -> int:
 
 def validate_prefix(prefix: str) -> str:
     if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
-        raise UsageError(
-            f"invalid prefix {prefix!r}: use 1-16 lowercase letters or digits, starting with a letter"
-        )
+        raise UsageError(f"invalid prefix {prefix!r}: use 1-16 lowercase letters or digits, starting with a letter")
     return prefix
 
 
@@ -84,10 +80,7 @@ def oneoff_vm_name(prefix: str, checkout: str) -> str:
     suffix (48 bits) makes a collision between processes vanishingly unlikely.
     """
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    return (
-        f"{validate_prefix(prefix)}-{validate_checkout_id(checkout)}"
-        f"-x{stamp}-{os.getpid()}-{secrets.token_hex(6)}"
-    )
+    return f"{validate_prefix(prefix)}-{validate_checkout_id(checkout)}-x{stamp}-{os.getpid()}-{secrets.token_hex(6)}"
 
 
 BASELINE = "baseline"

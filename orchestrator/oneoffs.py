@@ -8,7 +8,8 @@ import contextlib
 import os
 from typing import TYPE_CHECKING
 
-from . import baseline as B, inventory, naming
+from . import baseline as B
+from . import inventory, naming
 from .clock import now_iso
 from .errors import DeployError, OrchError
 from .state import CREATING, OneoffRecord
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from .core import Orch
 
 
-def create_oneoff(orch: "Orch", run: str) -> inventory.InventoryHost:
+def create_oneoff(orch: Orch, run: str) -> inventory.InventoryHost:
     name = naming.oneoff_vm_name(orch.settings.prefix, orch.checkout)
     fp = orch.fingerprint()
     with orch.store.transaction() as state:
@@ -45,7 +46,7 @@ def create_oneoff(orch: "Orch", run: str) -> inventory.InventoryHost:
     return orch.host("oneoff", name)
 
 
-def delete_oneoff(orch: "Orch", name: str) -> None:
+def delete_oneoff(orch: Orch, name: str) -> None:
     orch.provider.call(f"delete {name}", lambda: orch.provider.delete(name))
     with orch.store.transaction() as state:
         state.oneoffs.pop(name, None)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import labels as L, naming
+from . import labels as L
+from . import naming
 from .providers.base import VMInfo
 
 _COMPATIBLE = {naming.WORKER: {naming.WORKER, naming.STANDBY}, naming.STANDBY: {naming.WORKER, naming.STANDBY}}

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -220,6 +221,17 @@ def _reset(run: OrchRun, worker_id: str) -> None:
     [result] = run.orch.reset([worker_id], lock=False)
     if not result.ok:
         raise OrchError(f"reset of {worker_id} failed: {result.error}")
+
+
+@pytest.fixture(scope="session")
+def orch_host(orch_worker: Worker) -> Any:
+    """A testinfra ``Host`` on this worker's VM (needs pytest-testinfra)."""
+    from .hosts import testinfra_host
+
+    try:
+        return testinfra_host(orch_worker)
+    except OrchError as err:
+        _fail(err)
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ class CheckoutRef:
     fs: str = ""
 
     @classmethod
-    def here(cls, inventory_dir: Path) -> "CheckoutRef":
+    def here(cls, inventory_dir: Path) -> CheckoutRef:
         return cls(os.path.realpath(inventory_dir), host_id(), fs_chain(inventory_dir))
 
 

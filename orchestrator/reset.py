@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from . import baseline as B, naming
+from . import baseline as B
+from . import naming
 from .errors import OrchError, PermanentProviderError, UsageError
 from .state import READY, WorkerRecord
 from .steps import WorkerResult, guard, timed
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def reset(
-    orch: "Orch",
+    orch: Orch,
     workers: Iterable[str] = (),
     *,
     soft: bool = False,
@@ -53,7 +55,7 @@ def reset(
         return _hard(orch, records)
 
 
-def _hard(orch: "Orch", records: list[WorkerRecord]) -> list[WorkerResult]:
+def _hard(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
     provider = orch.provider
     results = [WorkerResult(r.worker, r.vm, "reset") for r in records]
     for result in results:
@@ -78,14 +80,14 @@ def _hard(orch: "Orch", records: list[WorkerRecord]) -> list[WorkerResult]:
     return results
 
 
-def _target(orch: "Orch", result: WorkerResult, fp: B.Fingerprint) -> B.Target:
+def _target(orch: Orch, result: WorkerResult, fp: B.Fingerprint) -> B.Target:
     def record(**changes: object) -> None:
         orch.store.update_worker(result.worker, **changes)
 
     return B.Target(result, orch.owner(naming.WORKER, worker=result.worker, fingerprint=fp.value), result.worker, record)
 
 
-def _soft(orch: "Orch", records: list[WorkerRecord]) -> list[WorkerResult]:
+def _soft(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
     provider = orch.provider
     deploy = orch.load(orch.settings.reset)
     results = {r.worker: WorkerResult(r.worker, r.vm, "soft-reset") for r in records}

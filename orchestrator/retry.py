@@ -11,7 +11,9 @@ at once with its own message instead of timing out again.
 from __future__ import annotations
 
 import logging
-from typing import Callable, TypeVar
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import tenacity
 
@@ -49,6 +51,6 @@ def call(
         retry=tenacity.retry_if_exception(_is_transient),
         before_sleep=before_sleep,
         reraise=True,
-        **({"sleep": sleep} if sleep is not None else {}),
+        sleep=sleep or time.sleep,
     )
     return retrying(fn)

@@ -18,9 +18,10 @@ import inspect
 import logging
 import re
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all, disconnect_all
@@ -136,7 +137,7 @@ class _Capture(logging.Handler):
 def _track_orbstack_rc(host: Any, capture: _Capture) -> None:
     """pyinfra-orbstack's connector keeps the exit code to itself: wrap its one place
     that runs ``orbctl run``, so failures can say what the command exited with."""
-    connector = getattr(host, "connector", None)
+    connector: Any = getattr(host, "connector", None)
     execute = getattr(connector, "_execute_with_retry", None)
     if execute is None or getattr(execute, "_orch", False):
         return
@@ -181,7 +182,9 @@ def _connect(hosts: list[HostSpec], capture: _Capture, timeout: int) -> tuple[St
     failed = {}
     for h in inventory:
         if h in state.failed_hosts or not h.connected:
-            failed[h.name] = f"cannot connect to {h.name}: {(capture.lines.get(h.name) or [capture.last or 'no message from pyinfra'])[-1]}"
+            failed[h.name] = (
+                f"cannot connect to {h.name}: {(capture.lines.get(h.name) or [capture.last or 'no message from pyinfra'])[-1]}"
+            )
         else:
             _track_orbstack_rc(h, capture)
     return state, failed
@@ -218,8 +221,11 @@ def _op_report(state: State, host: Any) -> tuple[list[str], str]:
         lines += [f"stdout: {x}" for x in meta.stdout_lines] + [f"stderr: {x}" for x in meta.stderr_lines]
         if meta.did_error() and not failure:
             tail = (meta.stdout_lines + meta.stderr_lines)[-TAIL:]
-            failure = f"operation {names!r}" + (f", command `{commands[-1]}`" if commands else "") + "{rc}" + (
-                f": {' | '.join(tail)}" if tail else ": no output"
+            failure = (
+                f"operation {names!r}"
+                + (f", command `{commands[-1]}`" if commands else "")
+                + "{rc}"
+                + (f": {' | '.join(tail)}" if tail else ": no output")
             )
     return lines, failure
 
@@ -304,7 +310,7 @@ class PyinfraSession:
         self._attached = _Attached()
         self.state: State | None = None
 
-    def __enter__(self) -> "PyinfraSession":
+    def __enter__(self) -> PyinfraSession:
         capture = self._attached.__enter__()
         try:
             state, failed = _connect(self.hosts_spec, capture, self.connect_timeout)
@@ -367,7 +373,7 @@ class PyinfraSession:
     def shell(self, command: str, host: str | None = None) -> ShellResult:
         """Run a shell command; its exit code is reported by the shell itself (the
         connectors keep theirs to themselves)."""
-        wrapped = f"( {command}\n); echo \"__orch_rc=$?\" >&2"
+        wrapped = f'( {command}\n); echo "__orch_rc=$?" >&2'
         ok, output = self.host(host).run_shell_command(wrapped)
         stderr = list(output.stderr_lines)
         rc = 1 if not ok else 0

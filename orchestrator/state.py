@@ -22,9 +22,10 @@ import os
 import stat
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -114,7 +115,7 @@ class StateData:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "StateData":
+    def from_json(cls, text: str) -> StateData:
         raw = json.loads(text)
         if not isinstance(raw, dict) or not isinstance(raw.get("checkout"), str):
             raise ValueError("not an orch state")
@@ -183,7 +184,9 @@ def _regular_or_missing(path: Path) -> bool:
 
 
 def _not_a_file(path: Path) -> StateError:
-    return StateError(f"{path} is not a plain file (a symlink, a FIFO or a folder orch did not make): remove it and run the command again")
+    return StateError(
+        f"{path} is not a plain file (a symlink, a FIFO or a folder orch did not make): remove it and run the command again"
+    )
 
 
 class StateStore:
@@ -304,10 +307,7 @@ class StateStore:
         with self._threads:
             self._acquire(self._lock, self._lock_path, -1)
             try:
-                if repair and not self._readable():
-                    data = StateData(checkout=self.checkout)
-                else:
-                    data = self.read()
+                data = StateData(checkout=self.checkout) if repair and not self._readable() else self.read()
                 yield data
                 self.write(data)
             finally:
@@ -346,4 +346,3 @@ class StateStore:
             yield
         finally:
             self._command_lock.release()
-

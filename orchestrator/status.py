@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import inventory, labels as L, naming
+from . import inventory, naming
+from . import labels as L
 from .clock import age
 from .down import baseline_state
 from .errors import OrchError
@@ -27,12 +28,12 @@ class StatusRow:
     inventory: str
 
 
-def status(orch: "Orch") -> list[StatusRow]:
+def status(orch: Orch) -> list[StatusRow]:
     data = orch.store.read()
     if not (data.workers or data.oneoffs or data.baseline or data.standbys):
         return []
     orch.provider.check()
-    infos = {i.name: i for i in orch.provider.list(all_vms=not orch.provider.has_labels)}
+    infos = {i.name: i for i in orch.provider.list_vms(all_vms=not orch.provider.has_labels)}
     try:
         current = orch.fingerprint()
     except OrchError:
@@ -55,15 +56,38 @@ def status(orch: "Orch") -> list[StatusRow]:
         state, seconds = state_of(rec.vm, rec.worker)
         path = inventory.worker_path(orch.settings.inventory_dir, rec.worker)
         phase = rec.phase if not rec.error else f"{rec.phase}: {rec.error[:80]}"
-        rows.append(StatusRow(naming.WORKER, rec.worker, rec.vm, state, phase, seconds, drift(rec.fingerprint), str(path) if path.exists() else ""))
+        rows.append(
+            StatusRow(
+                naming.WORKER,
+                rec.worker,
+                rec.vm,
+                state,
+                phase,
+                seconds,
+                drift(rec.fingerprint),
+                str(path) if path.exists() else "",
+            )
+        )
     for s in sorted(data.standbys.values(), key=lambda s: naming.worker_index(s.worker)):
         state, seconds = state_of(s.vm, s.worker)
         rows.append(StatusRow(naming.STANDBY, s.worker, s.vm, state, s.phase, seconds, drift(s.fingerprint), ""))
     for o in sorted(data.oneoffs.values(), key=lambda o: o.vm):
         state, seconds = state_of(o.vm)
-        rows.append(StatusRow(naming.ONEOFF, "pool" if o.pool else "oneoff", o.vm, state, o.phase, seconds, drift(o.fingerprint), ""))
+        rows.append(
+            StatusRow(naming.ONEOFF, "pool" if o.pool else "oneoff", o.vm, state, o.phase, seconds, drift(o.fingerprint), "")
+        )
     if data.baseline is not None:
         b = data.baseline
-        rows.append(StatusRow(naming.BASELINE, "baseline", b.seal.get("tag") or b.vm or b.ref, baseline_state(orch, b), b.phase,
-                              age(b.created), drift(b.fingerprint), ""))
+        rows.append(
+            StatusRow(
+                naming.BASELINE,
+                "baseline",
+                b.seal.get("tag") or b.vm or b.ref,
+                baseline_state(orch, b),
+                b.phase,
+                age(b.created),
+                drift(b.fingerprint),
+                "",
+            )
+        )
     return rows

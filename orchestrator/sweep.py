@@ -28,7 +28,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import labels as L, leases, registry
+from . import labels as L
+from . import leases, registry
 from .clock import age as age_of
 from .config import Settings
 from .errors import OrchError, StateError, UsageError
@@ -106,7 +107,7 @@ class Sweeper:
     def plan(self, *, older_than: float | None = None, legacy: bool = False) -> list[Decision]:
         prefixes = LEGACY_PREFIXES + tuple(self.settings.legacy_prefixes)
         decisions = []
-        for info in self.provider.list(all_vms=True):
+        for info in self.provider.list_vms(all_vms=True):
             found, why = claim(info, self.settings.prefix, self.provider.has_labels)
             if found is not None:
                 decisions.append(self._decide(info, found, older_than))
@@ -117,7 +118,9 @@ class Sweeper:
         for stored in self.provider.stored_baselines():
             decisions.append(self._decide_baseline(stored, older_than))
         for ref in self.provider.dangling():
-            decisions.append(Decision(ref[:19], True, "untagged image committed from orch's container: nothing uses it", "image", ref=ref))
+            decisions.append(
+                Decision(ref[:19], True, "untagged image committed from orch's container: nothing uses it", "image", ref=ref)
+            )
         return sorted(decisions, key=lambda d: (d.kind == "image", d.vm))
 
     def _judge_unseen(self, d: Decision, view: View, older_than: float | None) -> Decision:
@@ -125,7 +128,10 @@ class Sweeper:
         if view.verdict.seen is Seen.GONE:
             d.delete, d.reason = True, view.verdict.reason
         elif older_than is not None and d.age_seconds is not None and d.age_seconds > older_than:
-            d.delete, d.reason = True, f"older than --older-than ({d.age_seconds / 3600:.1f}h); its checkout cannot be seen from here ({view.verdict.reason})"
+            d.delete, d.reason = (
+                True,
+                f"older than --older-than ({d.age_seconds / 3600:.1f}h); its checkout cannot be seen from here ({view.verdict.reason})",
+            )
         else:
             d.reason = f"kept: its checkout cannot be seen from here ({view.verdict.reason}); only --older-than can delete it"
         return d
@@ -257,8 +263,9 @@ def _records(state: StateData, name: str, found: Claim) -> bool:
     return name in state.oneoffs
 
 
-def sweep(settings: Settings, provider: Provider, *, older_than: float | None = None, legacy: bool = False,
-          dry_run: bool = False) -> list[Decision]:
+def sweep(
+    settings: Settings, provider: Provider, *, older_than: float | None = None, legacy: bool = False, dry_run: bool = False
+) -> list[Decision]:
     """Plan and carry out a sweep. Refused inside a pytest-xdist worker: a slow worker
     must never judge what its siblings are using."""
     if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -10,10 +10,12 @@ image and provisioned in the same pyinfra run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from . import baseline as B, naming
+from . import baseline as B
+from . import naming
 from .clock import now_iso
 from .errors import OrchError, ProviderError, UsageError
 from .providers.base import VMInfo
@@ -31,7 +33,7 @@ class Plan:
     why: str = ""
 
 
-def decide(orch: "Orch", rec: WorkerRecord | None, info: VMInfo | None, fp: B.Fingerprint, reprovision: bool) -> Plan:
+def decide(orch: Orch, rec: WorkerRecord | None, info: VMInfo | None, fp: B.Fingerprint, reprovision: bool) -> Plan:
     if rec is None:
         return Plan("", "create")
     if info is not None and not orch.owns(info, rec.worker):
@@ -56,7 +58,7 @@ def decide(orch: "Orch", rec: WorkerRecord | None, info: VMInfo | None, fp: B.Fi
 
 
 def up(
-    orch: "Orch",
+    orch: Orch,
     count: int,
     *,
     prune: bool = False,
@@ -66,15 +68,20 @@ def up(
     force: bool = False,
 ) -> list[WorkerResult]:
     wanted = naming.worker_ids(count)
+    orch.load(orch.settings.provision), orch.load(orch.settings.personalize)  # a bad name fails before any work
     orch.store.ensure_dir()
     with orch.store.command_lock(wait=wait, on_wait=on_wait):
         orch.provider.check()
         fp = orch.fingerprint()
-        existing = {info.name: info for info in orch.provider.list()}
+        existing = {info.name: info for info in orch.provider.list_vms()}
         data = orch.store.read()
         _consistent(orch, data)
         plans = {w: decide(orch, data.workers.get(w), existing.get(orch.vm_name(w)), fp, reprovision) for w in wanted}
-        breaking = [w for w, p in plans.items() if p.action == "recreate" and data.workers[w].phase == READY and existing.get(data.workers[w].vm)]
+        breaking = [
+            w
+            for w, p in plans.items()
+            if p.action == "recreate" and data.workers[w].phase == READY and existing.get(data.workers[w].vm)
+        ]
         pruned = [w for w in data.workers if w not in wanted] if prune else []
         if breaking or pruned:
             orch.refuse_live(f"re-making {', '.join(breaking)}" if breaking else "--prune", breaking + pruned, force)
@@ -95,7 +102,7 @@ def up(
     return [results[w] for w in wanted] + extra
 
 
-def _consistent(orch: "Orch", data: Any) -> None:
+def _consistent(orch: Orch, data: Any) -> None:
     if data.workers and data.provider and data.provider != orch.provider.name:
         raise UsageError(
             f"this checkout's workers run on {data.provider}, not {orch.provider.name}: "
@@ -108,7 +115,7 @@ def _consistent(orch: "Orch", data: Any) -> None:
         )
 
 
-def _keep(orch: "Orch", result: WorkerResult, plan: Plan, info: VMInfo | None) -> None:
+def _keep(orch: Orch, result: WorkerResult, plan: Plan, info: VMInfo | None) -> None:
     """Reuse or start what can be kept; say why the rest is made again."""
     provider, vm = orch.provider, result.vm
     if plan.action == "foreign":
@@ -137,7 +144,7 @@ def _keep(orch: "Orch", result: WorkerResult, plan: Plan, info: VMInfo | None) -
         result.fail(str(err))
 
 
-def _make(orch: "Orch", fp: B.Fingerprint, results: list[WorkerResult], infos: dict[str, VMInfo | None]) -> list[WorkerResult]:
+def _make(orch: Orch, fp: B.Fingerprint, results: list[WorkerResult], infos: dict[str, VMInfo | None]) -> list[WorkerResult]:
     """Make the workers of ``results`` (and the baseline if it must be); extra rows to
     report (a baseline that failed when no worker needed it)."""
     if not results:
@@ -167,7 +174,7 @@ def _make(orch: "Orch", fp: B.Fingerprint, results: list[WorkerResult], infos: d
     return []
 
 
-def _baseline_only(orch: "Orch", fp: B.Fingerprint) -> list[WorkerResult]:
+def _baseline_only(orch: Orch, fp: B.Fingerprint) -> list[WorkerResult]:
     """Nothing to make: still leave a usable baseline behind (resets and one-offs need it)."""
     try:
         B.ensure(orch, fp)
@@ -179,7 +186,7 @@ def _baseline_only(orch: "Orch", fp: B.Fingerprint) -> list[WorkerResult]:
     return []
 
 
-def _target(orch: "Orch", result: WorkerResult, fp: B.Fingerprint) -> B.Target:
+def _target(orch: Orch, result: WorkerResult, fp: B.Fingerprint) -> B.Target:
     def record(**changes: object) -> None:
         orch.store.update_worker(result.worker, **changes)
 

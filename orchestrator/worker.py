@@ -10,8 +10,9 @@ removes a stopped container it had to start itself).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from . import inventory
 from .errors import DeployError, OrchError

@@ -78,7 +78,9 @@ def remove_prefix(prefix: str) -> None:
     doomed = [n for n in names if n.startswith((prefix, f"orbfake-{prefix}"))]
     if doomed:
         subprocess.run(["docker", "rm", "-f", *doomed], capture_output=True)
-    images = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True).stdout.split()
+    images = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True
+    ).stdout.split()
     doomed = [i for i in images if i.startswith((prefix, f"orbfake-{prefix}"))]
     if doomed:
         subprocess.run(["docker", "rmi", "-f", *doomed], capture_output=True)
@@ -87,8 +89,7 @@ def remove_prefix(prefix: str) -> None:
 def write_pyproject(folder: Path, provider: str, prefix: str, image: str = "orch-base:bookworm") -> None:
     image = image if provider == "docker" else "debian:bookworm"  # an OrbStack distro
     (folder / "pyproject.toml").write_text(
-        f'[tool.orch]\nprovider = "{provider}"\nimage = "{image}"\nprefix = "{prefix}"\n'
-        f'legacy_prefixes = ["{prefix}legacy-"]\n'
+        f'[tool.orch]\nprovider = "{provider}"\nimage = "{image}"\nprefix = "{prefix}"\nlegacy_prefixes = ["{prefix}legacy-"]\n'
     )
 
 
@@ -116,7 +117,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run_orch(project: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "orch"), *args], cwd=project, env=clean_env(**(env or {})), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "orch"), *args], cwd=project, env=clean_env(**(env or {})), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def run_pytest(project: Path, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -144,10 +147,23 @@ def make_orphans(backend: DockerBackend, names: list[str], checkout: str, tmp: P
         for name in names:
             worker = gone_checkout(tmp, checkout, worker=name.rsplit("-", 1)[1])
             args = [a for k, v in worker.items() for a in ("--label", f"{k}={v}")]
-            subprocess.run(["docker", "run" if start else "create", *(["-d"] if start else []), "--name", name, *args,
-                            "orch-base:bookworm", *(["sleep", "infinity"] if start else ["true"])], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "docker",
+                    "run" if start else "create",
+                    *(["-d"] if start else []),
+                    "--name",
+                    name,
+                    *args,
+                    "orch-base:bookworm",
+                    *(["sleep", "infinity"] if start else ["true"]),
+                ],
+                check=True,
+                capture_output=True,
+            )
         return
-    from orchestrator import labels as L, registry
+    from orchestrator import labels as L
+    from orchestrator import registry
 
     registry.register(checkout, registry.CheckoutRef(labels[L.INVENTORY], labels[L.HOST], labels[L.FS]))
     for name in names:

@@ -42,7 +42,7 @@ def docker_engine() -> str:
 FAKES = ROOT / "tests" / "fakes"
 
 sys.path.insert(0, str(Path(__file__).parent))
-from backends import BACKENDS, PROVIDERS, remove_prefix, write_pyproject  # noqa: E402
+from backends import BACKENDS, remove_prefix, write_pyproject  # noqa: E402
 from engines import SecondEngine, SecondEngineUnavailable, ensure_second_engine  # noqa: E402
 
 

@@ -17,9 +17,9 @@ import fcntl
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from filelock import FileLock, Timeout
 
@@ -72,16 +72,33 @@ class SecondEngine:
     def docker(self, *args: str, via: str = "unix", timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
         """Run ``docker ARGS`` against the second engine."""
         return subprocess.run(
-            ["docker", *args], env=self.docker_env(via), capture_output=True, text=True,
-            timeout=timeout, check=check, stdin=subprocess.DEVNULL,
+            ["docker", *args],
+            env=self.docker_env(via),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            stdin=subprocess.DEVNULL,
         )
 
     def ssh_argv(self, *command: str) -> list[str]:
         """argv of ssh to the engine's host (the DinD container), strict host key checking."""
         return [
-            "ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={self.known_hosts}", "-i", self.ssh_key, "-p", str(self.ssh_port),
-            f"{self.ssh_user}@{self.ssh_host}", *command,
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-i",
+            self.ssh_key,
+            "-p",
+            str(self.ssh_port),
+            f"{self.ssh_user}@{self.ssh_host}",
+            *command,
         ]
 
     def pyinfra_host_data(self) -> dict:
@@ -101,7 +118,10 @@ class SecondEngine:
         restart policy starts them again. Returns once it answers again. Hold
         :func:`exclusive_use` around it when other workers may be using the engine."""
         proc = subprocess.run(
-            ["bash", str(self.script), "restart-engine"], capture_output=True, text=True, timeout=timeout,
+            ["bash", str(self.script), "restart-engine"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
         if proc.returncode != 0:
@@ -114,7 +134,7 @@ def parse_env(text: str) -> dict[str, str]:
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("export ") and "=" in line:
-            name, _, value = line[len("export "):].partition("=")
+            name, _, value = line[len("export ") :].partition("=")
             out[name] = value
     return out
 

@@ -101,7 +101,9 @@ def complete_workers(ctx: click.Context, param: click.Parameter, incomplete: str
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines; only errors, tables and --json.")
 @click.version_option(__version__, prog_name="orch")
 @click.pass_context
-def cli(ctx: click.Context, inventory_dir: Path | None, provider: str | None, prefix: str | None, verbose: int, quiet: bool) -> None:
+def cli(
+    ctx: click.Context, inventory_dir: Path | None, provider: str | None, prefix: str | None, verbose: int, quiet: bool
+) -> None:
     """orch: one persistent VM per pytest-xdist worker, provisioned by pyinfra deploys.
 
     \b

@@ -39,8 +39,12 @@ def _summary(results: list[WorkerResult], took: float, title: str) -> None:
     for r in results:
         phases += [k for k in r.seconds if k not in phases and k != "total"]
     phases.append("total")
-    order = sorted(results, key=lambda r: (not r.worker.startswith("gw"), naming.worker_index(r.worker) if r.worker.startswith("gw") else 0))
-    rows = [[r.worker, r.vm, r.action, *[f"{r.seconds[k]:.1f}s" if k in r.seconds else "" for k in phases], r.error] for r in order]
+    order = sorted(
+        results, key=lambda r: (not r.worker.startswith("gw"), naming.worker_index(r.worker) if r.worker.startswith("gw") else 0)
+    )
+    rows = [
+        [r.worker, r.vm, r.action, *[f"{r.seconds[k]:.1f}s" if k in r.seconds else "" for k in phases], r.error] for r in order
+    ]
     _table(f"{title} in {took:.1f}s", ["worker", "vm", "action", *phases, "error"], rows, right=tuple(phases))
 
 
@@ -64,7 +68,7 @@ def auto_workers(kind: str = "auto") -> int:
 
     from xdist.plugin import pytest_xdist_auto_num_workers
 
-    return int(pytest_xdist_auto_num_workers(SimpleNamespace(option=SimpleNamespace(numprocesses=kind))))  # type: ignore[arg-type]
+    return int(pytest_xdist_auto_num_workers(SimpleNamespace(option=SimpleNamespace(numprocesses=kind))))
 
 
 def _count(value: str | None, default: int) -> int:
@@ -80,7 +84,12 @@ def _count(value: str | None, default: int) -> int:
 
 
 @cli.command()
-@click.option("-n", "--workers", metavar="N|auto", help="How many workers (gw0..gwN-1); auto: as many as `pytest -n auto` starts [default: [tool.orch] workers, or 2].")
+@click.option(
+    "-n",
+    "--workers",
+    metavar="N|auto",
+    help="How many workers (gw0..gwN-1); auto: as many as `pytest -n auto` starts [default: [tool.orch] workers, or 2].",
+)
 @click.option("--image", help="Image to create workers from [default: ORCH_IMAGE, [tool.orch] image, or the provider's default].")
 @click.option("--parallel", type=int, help="How many VMs to create or delete at once [default: 4].")
 @click.option("--prune", is_flag=True, help="Delete workers beyond --workers (otherwise left alone).")
@@ -89,8 +98,17 @@ def _count(value: str | None, default: int) -> int:
 @NO_WAIT
 @JSON
 @pass_ctx
-def up(obj: Context, workers: str | None, image: str | None, parallel: int | None, prune: bool, reprovision: bool,
-       force: bool, no_wait: bool, as_json: bool) -> None:
+def up(
+    obj: Context,
+    workers: str | None,
+    image: str | None,
+    parallel: int | None,
+    prune: bool,
+    reprovision: bool,
+    force: bool,
+    no_wait: bool,
+    as_json: bool,
+) -> None:
     """Bring up one provisioned VM per worker and write their inventories.
 
     Idempotent: healthy workers are reused, stopped ones started, missing, unfinished or
@@ -104,9 +122,18 @@ def up(obj: Context, workers: str | None, image: str | None, parallel: int | Non
     results = orch.up(count, prune=prune, wait=not no_wait, on_wait=obj.waiting, reprovision=reprovision, force=force)
     click.echo(f"inventories: {orch.settings.inventory_dir}", err=True)
     failed = [r for r in results if not r.ok]
-    hint = f"; see `orch logs {failed[0].worker}` or enter it with `orch shell {failed[0].worker}`" if failed and failed[0].log else ""
-    _finish(results, t, f"orch up: {count} worker(s) on {orch.provider.name}", as_json,
-            f"{len(failed)} worker(s) failed (see above){hint}; run `orch up` again to retry them")
+    hint = (
+        f"; see `orch logs {failed[0].worker}` or enter it with `orch shell {failed[0].worker}`"
+        if failed and failed[0].log
+        else ""
+    )
+    _finish(
+        results,
+        t,
+        f"orch up: {count} worker(s) on {orch.provider.name}",
+        as_json,
+        f"{len(failed)} worker(s) failed (see above){hint}; run `orch up` again to retry them",
+    )
 
 
 @cli.command()
@@ -128,9 +155,16 @@ def status(obj: Context, as_json: bool, names_only: bool) -> None:
     if not rows:
         click.echo("no workers in this checkout; run `orch up --workers N`", err=True)
         return
-    table = [[r.kind, r.worker, r.vm, r.state, r.phase, "" if r.age_seconds is None else human(r.age_seconds), r.drift, r.inventory] for r in rows]
-    _table(f"orch ({orch.settings.inventory_dir}, {orch.provider.name})",
-           ["kind", "worker", "vm", "state", "phase", "age", "drift", "inventory"], table, stderr=False)
+    table = [
+        [r.kind, r.worker, r.vm, r.state, r.phase, "" if r.age_seconds is None else human(r.age_seconds), r.drift, r.inventory]
+        for r in rows
+    ]
+    _table(
+        f"orch ({orch.settings.inventory_dir}, {orch.provider.name})",
+        ["kind", "worker", "vm", "state", "phase", "age", "drift", "inventory"],
+        table,
+        stderr=False,
+    )
 
 
 @cli.command()
@@ -176,7 +210,9 @@ def repair(obj: Context, no_wait: bool) -> None:
 @NO_WAIT
 @JSON
 @pass_ctx
-def reset(obj: Context, workers: tuple[str, ...], all_workers: bool, soft: bool, force: bool, no_wait: bool, as_json: bool) -> None:
+def reset(
+    obj: Context, workers: tuple[str, ...], all_workers: bool, soft: bool, force: bool, no_wait: bool, as_json: bool
+) -> None:
     """Put WORKERS (e.g. gw1 gw3, or --all) back to their baseline.
 
     \b
@@ -193,15 +229,28 @@ def reset(obj: Context, workers: tuple[str, ...], all_workers: bool, soft: bool,
     orch = obj.orch()
     t = time.monotonic()
     results = orch.reset(workers, soft=soft, wait=not no_wait, on_wait=obj.waiting, force=force)
-    _finish(results, t, f"orch reset{' --soft' if soft else ''}", as_json,
-            "some workers could not be reset (see above); run `orch reset` again, or `orch up`")
+    _finish(
+        results,
+        t,
+        f"orch reset{' --soft' if soft else ''}",
+        as_json,
+        "some workers could not be reset (see above); run `orch reset` again, or `orch up`",
+    )
 
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Report what would be deleted; change nothing.")
 @JSON
-@click.option("--older-than", metavar="AGE", help="Also delete orch's VMs older than AGE (e.g. 12h, 2d), unless a live run uses them; the only rule for VMs whose checkout cannot be seen from here.")
-@click.option("--legacy", is_flag=True, help="Also delete VMs named with legacy test prefixes (test-vm-, pytest-worker-, …) and [tool.orch] legacy_prefixes.")
+@click.option(
+    "--older-than",
+    metavar="AGE",
+    help="Also delete orch's VMs older than AGE (e.g. 12h, 2d), unless a live run uses them; the only rule for VMs whose checkout cannot be seen from here.",
+)
+@click.option(
+    "--legacy",
+    is_flag=True,
+    help="Also delete VMs named with legacy test prefixes (test-vm-, pytest-worker-, …) and [tool.orch] legacy_prefixes.",
+)
 @pass_ctx
 def sweep(obj: Context, dry_run: bool, as_json: bool, older_than: str | None, legacy: bool) -> None:
     """Delete orphaned test VMs: only orch's, never a live run's.
@@ -223,7 +272,11 @@ def sweep(obj: Context, dry_run: bool, as_json: bool, older_than: str | None, le
     t = time.monotonic()
     decisions = do_sweep(settings, get_provider(settings), older_than=age, legacy=legacy, dry_run=dry_run)
     rows = [[d.vm, d.kind, d.result, d.reason, d.error] for d in decisions]
-    _table(f"orch sweep{' --dry-run' if dry_run else ''} in {time.monotonic() - t:.1f}s", ["vm", "kind", "result", "reason", "error"], rows)
+    _table(
+        f"orch sweep{' --dry-run' if dry_run else ''} in {time.monotonic() - t:.1f}s",
+        ["vm", "kind", "result", "reason", "error"],
+        rows,
+    )
     counts = {k: sum(d.result == k for d in decisions) for k in ("deleted", "would delete", "kept", "failed")}
     click.echo(f"sweep: {counts['deleted']} deleted, {counts['would delete']} would be deleted, {counts['kept']} kept", err=True)
     if as_json:

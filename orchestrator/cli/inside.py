@@ -41,8 +41,9 @@ def shell(obj: Context, worker: str) -> None:
     orch = obj.orch()
     [rec] = orch.records([worker], orch.store.read())
     orch.ensure_running(rec.vm, rec.worker)
-    argv = orch.provider.exec_argv(rec.vm, ["sh", "-c", "command -v bash >/dev/null && exec bash -l || exec sh -l"],
-                                   interactive=sys.stdin.isatty())
+    argv = orch.provider.exec_argv(
+        rec.vm, ["sh", "-c", "command -v bash >/dev/null && exec bash -l || exec sh -l"], interactive=sys.stdin.isatty()
+    )
     sys.stdout.flush()
     os.execvp(argv[0], argv)
 

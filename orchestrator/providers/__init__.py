@@ -19,7 +19,18 @@ BUILTIN = {
     "fake": "orchestrator.providers.fake:FakeProvider",
 }
 
-__all__ = ["Baseline", "ExecResult", "Provider", "ProviderSettings", "VMInfo", "WaitStrategy", "available", "get_provider", "provider_class", "settings_model"]
+__all__ = [
+    "Baseline",
+    "ExecResult",
+    "Provider",
+    "ProviderSettings",
+    "VMInfo",
+    "WaitStrategy",
+    "available",
+    "get_provider",
+    "provider_class",
+    "settings_model",
+]
 
 
 def available() -> dict[str, str]:
@@ -49,5 +60,5 @@ def settings_model(name: str) -> type[ProviderSettings]:
     return provider_class(name).settings_model
 
 
-def get_provider(settings: "Settings") -> Provider:
+def get_provider(settings: Settings) -> Provider:
     return provider_class(settings.provider)(settings)

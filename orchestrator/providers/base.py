@@ -16,9 +16,10 @@ from __future__ import annotations
 import abc
 import logging
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .. import retry
 from ..config import Model
@@ -134,7 +135,7 @@ class Provider(abc.ABC):
     #: First retry delay in seconds (doubled each attempt, with jitter).
     retry_delay: ClassVar[float] = 0.5
 
-    def __init__(self, settings: "Settings") -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.opts = self.settings_model(**settings.provider_options.get(self.name, {}))
 
@@ -143,7 +144,9 @@ class Provider(abc.ABC):
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Call ``fn``, retrying transient errors with backoff; after a timeout the
         backend's health is checked first, so a dead backend fails at once."""
-        return retry.call(fn, what=what, attempts=self.settings.retries + 1, health_check=self.check, initial_delay=self.retry_delay)
+        return retry.call(
+            fn, what=what, attempts=self.settings.retries + 1, health_check=self.check, initial_delay=self.retry_delay
+        )
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``fn`` over ``items``, at most ``parallel`` at once, results in order."""
@@ -175,7 +178,7 @@ class Provider(abc.ABC):
     # -- VMs ---------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def create(self, vm: str, image: str, owner: "Owner") -> None:
+    def create(self, vm: str, image: str, owner: Owner) -> None:
         """Create ``vm`` from ``image`` and start it. An existing VM of that name raises
         ``VMExists``."""
 
@@ -199,7 +202,7 @@ class Provider(abc.ABC):
         """The VM, or None when it does not exist."""
 
     @abc.abstractmethod
-    def list(self, *, all_vms: bool = False) -> list[VMInfo]:
+    def list_vms(self, *, all_vms: bool = False) -> list[VMInfo]:
         """orch's VMs (by labels or name prefix); ``all_vms`` lists every VM."""
 
     @abc.abstractmethod
@@ -221,11 +224,11 @@ class Provider(abc.ABC):
     # -- the baseline ------------------------------------------------------------------
 
     @abc.abstractmethod
-    def seal(self, vm: str, owner: "Owner") -> Baseline:
+    def seal(self, vm: str, owner: Owner) -> Baseline:
         """Keep the provisioned ``vm`` as the baseline that ``clone`` makes VMs from."""
 
     @abc.abstractmethod
-    def clone(self, baseline: Baseline, vm: str, owner: "Owner") -> None:
+    def clone(self, baseline: Baseline, vm: str, owner: Owner) -> None:
         """Make ``vm`` from ``baseline`` and start it. Raises ``BaselineTainted`` when the
         copy shows that the baseline was changed after it was sealed."""
 
@@ -239,7 +242,7 @@ class Provider(abc.ABC):
         """Delete the baseline (missing is success); False when the backend still needs
         it for VMs made from it (then it is dropped later)."""
 
-    def restore(self, baseline: Baseline, vm: str, owner: "Owner") -> None:
+    def restore(self, baseline: Baseline, vm: str, owner: Owner) -> None:
         """Put ``vm`` back to the baseline under the same name (default: delete, clone)."""
         self.delete(vm)
         self.clone(baseline, vm, owner)
@@ -253,5 +256,5 @@ class Provider(abc.ABC):
         connector committed), for sweep to delete with ``drop_dangling``."""
         return []
 
-    def drop_dangling(self, ref: str) -> None:
+    def drop_dangling(self, ref: str) -> None:  # noqa: B027 (only providers with leftovers need it)
         """Delete one leftover listed by ``dangling``."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import EngineUnavailable, ProviderError, ProviderTimeout
 

@@ -66,7 +66,14 @@ class DockerSettings(ProviderSettings):
 _ENGINE_DOWN = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect")
 _NOT_FOUND = ("No such container", "No such object")
 _EXISTS = ("is already in use by container",)
-_NO_IMAGE = ("No such image", "Unable to find image", "pull access denied", "repository does not exist", "manifest unknown", "invalid reference format")
+_NO_IMAGE = (
+    "No such image",
+    "Unable to find image",
+    "pull access denied",
+    "repository does not exist",
+    "manifest unknown",
+    "invalid reference format",
+)
 _TRANSIENT = (
     "context deadline exceeded",
     "i/o timeout",
@@ -164,7 +171,7 @@ class DockerProvider(Provider):
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def _run_args(self, vm: str, image: str, owner: "Owner", *, restart: bool = True) -> list[str]:
+    def _run_args(self, vm: str, image: str, owner: Owner, *, restart: bool = True) -> list[str]:
         args = ["run", "--detach", "--name", vm, "--hostname", vm, "--pull", "never"]
         if restart:
             args += ["--restart", "unless-stopped"]
@@ -174,7 +181,7 @@ class DockerProvider(Provider):
             args += ["--label", f"{key}={value}"]
         return [*args, *self.opts.run_args, image, *self.opts.command]
 
-    def create(self, vm: str, image: str, owner: "Owner") -> None:
+    def create(self, vm: str, image: str, owner: Owner) -> None:
         self._docker("create", self._run_args(vm, image, owner), vm=vm)
 
     def start(self, vm: str) -> None:
@@ -220,7 +227,7 @@ class DockerProvider(Provider):
             return None
         return found[0] if found else None
 
-    def list(self, *, all_vms: bool = False) -> list[VMInfo]:
+    def list_vms(self, *, all_vms: bool = False) -> list[VMInfo]:
         args = ["ps", "--all", "--no-trunc", "--quiet"]
         if not all_vms:
             args += ["--filter", f"label={L.MANAGED_BY}={L.MANAGED_BY_VALUE}"]
@@ -267,7 +274,7 @@ class DockerProvider(Provider):
     def _baseline_repo(self, checkout: str) -> str:
         return f"{self.settings.prefix}-{checkout}-baseline"
 
-    def seal(self, vm: str, owner: "Owner") -> Baseline:
+    def seal(self, vm: str, owner: Owner) -> Baseline:
         tag = f"{self._baseline_repo(owner.checkout)}:{owner.fingerprint[:12]}"
         # not orch's as a container (no managed-by), but sweep can tell where its checkout is
         kept = (L.INVENTORY, L.HOST, L.FS)
@@ -280,7 +287,7 @@ class DockerProvider(Provider):
         self.delete(vm)
         return Baseline(image, {"tag": tag})
 
-    def clone(self, baseline: Baseline, vm: str, owner: "Owner") -> None:
+    def clone(self, baseline: Baseline, vm: str, owner: Owner) -> None:
         self._docker("create", self._run_args(vm, baseline.ref, owner), vm=vm)
 
     def verify(self, baseline: Baseline) -> str | None:
@@ -309,7 +316,9 @@ class DockerProvider(Provider):
         return True
 
     def stored_baselines(self) -> list[StoredBaseline]:
-        ids = sorted(set(self._docker("list", ["image", "ls", "--quiet", "--no-trunc", "--filter", f"label={L.BASELINE_OF}"]).split()))
+        ids = sorted(
+            set(self._docker("list", ["image", "ls", "--quiet", "--no-trunc", "--filter", f"label={L.BASELINE_OF}"]).split())
+        )
         found = []
         for raw in self._image_records(ids):
             labels = (raw.get("Config") or {}).get("Labels") or {}
@@ -345,8 +354,19 @@ class DockerProvider(Provider):
     def dangling(self) -> list[str]:
         """Untagged images committed from orch's containers (pyinfra's ``@docker`` commits a
         container it started itself); they carry orch's labels."""
-        out = self._docker("list", ["image", "ls", "--quiet", "--no-trunc", "--filter", "dangling=true",
-                                    "--filter", f"label={L.MANAGED_BY}={L.MANAGED_BY_VALUE}"])
+        out = self._docker(
+            "list",
+            [
+                "image",
+                "ls",
+                "--quiet",
+                "--no-trunc",
+                "--filter",
+                "dangling=true",
+                "--filter",
+                f"label={L.MANAGED_BY}={L.MANAGED_BY_VALUE}",
+            ],
+        )
         return out.split()
 
     def drop_dangling(self, ref: str) -> None:

@@ -24,8 +24,11 @@ import shlex
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
 
 from ..clock import now_iso
 from ..errors import PermanentProviderError, ProviderTimeout, TransientProviderError, VMExists, VMNotFound
@@ -106,16 +109,14 @@ class FakeSettings(ProviderSettings):
     #: controller and workers, the CLI); empty: in memory, per process.
     path: str = ""
     #: Images the fake "has".
-    images: list[str] = [FAKE_IMAGE]
-
-
+    images: list[str] = Field(default_factory=lambda: [FAKE_IMAGE])
 
 
 class _Guard:
     """The fake's lock: a thread lock, and with a ``path`` also a file lock around a
     load-change-save of the backend file (outermost entry only)."""
 
-    def __init__(self, fake: "FakeProvider") -> None:
+    def __init__(self, fake: FakeProvider) -> None:
         self.fake = fake
         self.thread = threading.RLock()
         self.depth = 0
@@ -125,7 +126,7 @@ class _Guard:
 
             self.file = FileLock(fake.opts.path + ".lock")
 
-    def __enter__(self) -> "_Guard":
+    def __enter__(self) -> _Guard:
         self.thread.acquire()
         self.depth += 1
         if self.depth == 1 and self.file is not None:
@@ -154,7 +155,7 @@ class FakeProvider(Provider):
     default_image = FAKE_IMAGE
     retry_delay = 0.0
 
-    def __init__(self, settings: "Settings", *, latency: dict[str, float] | None = None) -> None:
+    def __init__(self, settings: Settings, *, latency: dict[str, float] | None = None) -> None:
         super().__init__(settings)
         self.vms: dict[str, FakeVM] = {}
         self.baselines: dict[str, dict[str, str]] = {}
@@ -167,7 +168,7 @@ class FakeProvider(Provider):
 
     # -- bookkeeping ------------------------------------------------------------------
 
-    def deployer(self) -> "FakeDeployer":
+    def deployer(self) -> FakeDeployer:
         return FakeDeployer(self)
 
     def _load(self) -> None:
@@ -243,7 +244,7 @@ class FakeProvider(Provider):
 
     # -- VMs ------------------------------------------------------------------------------
 
-    def _make(self, vm: str, image: str, owner: "Owner", files: dict[str, str], operation: str) -> None:
+    def _make(self, vm: str, image: str, owner: Owner, files: dict[str, str], operation: str) -> None:
         if not vm:
             raise PermanentProviderError("refusing an empty name", operation=operation)
         fault = self._enter(operation, vm)
@@ -256,7 +257,7 @@ class FakeProvider(Provider):
         if fault == "crash-after":
             raise Crash(f"crash after {operation} {vm}")
 
-    def create(self, vm: str, image: str, owner: "Owner") -> None:
+    def create(self, vm: str, image: str, owner: Owner) -> None:
         if image not in self.images:
             self._enter("create", vm)
             raise PermanentProviderError(f"image {image!r} is not available here", operation="create", vm=vm)
@@ -299,7 +300,7 @@ class FakeProvider(Provider):
             found = self.vms.get(vm)
             return None if found is None else VMInfo(found.name, found.state, dict(found.labels), found.created, found.image)
 
-    def list(self, *, all_vms: bool = False) -> list[VMInfo]:
+    def list_vms(self, *, all_vms: bool = False) -> list[VMInfo]:
         self._enter("list")
         with self._lock:
             infos = [VMInfo(v.name, v.state, dict(v.labels), v.created, v.image) for v in self.vms.values()]
@@ -344,7 +345,7 @@ class FakeProvider(Provider):
 
     # -- baseline: a snapshot of the files --------------------------------------------------
 
-    def seal(self, vm: str, owner: "Owner") -> Baseline:
+    def seal(self, vm: str, owner: Owner) -> Baseline:
         self._enter("seal", vm)
         with self._lock:
             found = self._vm(vm, "seal")
@@ -353,14 +354,16 @@ class FakeProvider(Provider):
             del self.vms[vm]
         return Baseline(ref, {"files": str(len(found.files))})
 
-    def clone(self, baseline: Baseline, vm: str, owner: "Owner") -> None:
+    def clone(self, baseline: Baseline, vm: str, owner: Owner) -> None:
         with self._lock:
             files = self.baselines.get(baseline.ref)
         if files is None:
             self._enter("clone", vm)
             raise VMNotFound(f"fake: no baseline {baseline.ref}", operation="clone", vm=vm)
         if files.get("/tainted"):
-            raise BaselineTainted(f"the baseline {baseline.ref} was changed after it was sealed (/tainted)", operation="clone", vm=vm)
+            raise BaselineTainted(
+                f"the baseline {baseline.ref} was changed after it was sealed (/tainted)", operation="clone", vm=vm
+            )
         self._make(vm, "baseline:" + baseline.ref, owner, files, "clone")
 
     def verify(self, baseline: Baseline) -> str | None:
@@ -387,7 +390,7 @@ class FakeDeployer:
         self.fail: dict[str, str] = {}
         self.hook: Callable[[str, str], None] | None = None
 
-    def run(self, hosts: list["HostSpec"], funcs: list[Callable[..., Any]], *, title: str = "") -> dict[str, "DeployResult"]:
+    def run(self, hosts: list[HostSpec], funcs: list[Callable[..., Any]], *, title: str = "") -> dict[str, DeployResult]:
         from ..runner import DeployResult, deploy_name
 
         name = " + ".join(deploy_name(f) for f in funcs)

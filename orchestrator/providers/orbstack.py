@@ -47,9 +47,26 @@ SEAL_MARKER = "/var/lib/orch/baseline/sealed"
 #: Paths a machine changes by running (boot, logs, caches, the network): not a sign that
 #: someone changed the baseline.
 _VOLATILE = (
-    "/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp", "/var/log", "/var/cache", "/var/lib/orch",
-    "/var/lib/systemd", "/var/lib/dhcp", "/var/lib/apt/periodic", "/etc/hostname", "/etc/hosts",
-    "/etc/resolv.conf", "/etc/machine-id", "/mnt", "/opt/orbstack-guest", "/Users", "/.dockerenv",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/tmp",
+    "/var/tmp",
+    "/var/log",
+    "/var/cache",
+    "/var/lib/orch",
+    "/var/lib/systemd",
+    "/var/lib/dhcp",
+    "/var/lib/apt/periodic",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/machine-id",
+    "/mnt",
+    "/opt/orbstack-guest",
+    "/Users",
+    "/.dockerenv",
 )
 CHANGED_SINCE_SEAL = (
     f"[ -f {SEAL_MARKER} ] || {{ echo 'no seal marker {SEAL_MARKER}'; exit 3; }}; "
@@ -153,8 +170,13 @@ class OrbStackProvider(Provider):
     def _orbctl(self, operation: str, args: list[str], *, vm: str = "", timeout: float | None = None, check: bool = True) -> Any:
         limit = timeout if timeout is not None else self.settings.timeout(operation)
         return command.run(
-            [self.opts.orbctl, *args], operation=operation, timeout=limit, classify=classify, vm=vm,
-            missing=self._missing(), check=check,
+            [self.opts.orbctl, *args],
+            operation=operation,
+            timeout=limit,
+            classify=classify,
+            vm=vm,
+            missing=self._missing(),
+            check=check,
         )
 
     def _json(self, operation: str, args: list[str], vm: str = "") -> Any:
@@ -162,7 +184,9 @@ class OrbStackProvider(Provider):
         try:
             return json.loads(out)
         except json.JSONDecodeError as err:
-            raise TransientProviderError(f"orbctl {' '.join(args)} printed no JSON: {out[:200]!r}", operation=operation, vm=vm) from err
+            raise TransientProviderError(
+                f"orbctl {' '.join(args)} printed no JSON: {out[:200]!r}", operation=operation, vm=vm
+            ) from err
 
     @staticmethod
     def _named(operation: str, vm: str) -> str:
@@ -182,7 +206,9 @@ class OrbStackProvider(Provider):
         proc = self._orbctl("status", ["status"], timeout=15, check=False)
         status = proc.stdout.strip()
         if status.lower() != "running":
-            raise EngineUnavailable(f"OrbStack is not running (orbctl status: {status or 'nothing'}): start it with `orbctl start`")
+            raise EngineUnavailable(
+                f"OrbStack is not running (orbctl status: {status or 'nothing'}): start it with `orbctl start`"
+            )
 
     def image_id(self, image: str) -> str:
         if not _IMAGE_RE.match(image):
@@ -193,7 +219,7 @@ class OrbStackProvider(Provider):
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def create(self, vm: str, image: str, owner: "Owner") -> None:
+    def create(self, vm: str, image: str, owner: Owner) -> None:
         args = ["create"]
         if self.opts.arch:
             args += ["--arch", self.opts.arch]
@@ -205,7 +231,9 @@ class OrbStackProvider(Provider):
             raise
         except PermanentProviderError as err:
             if "invalid distro" in str(err).lower() or "invalid image" in str(err).lower():
-                raise PermanentProviderError(f"cannot create {vm} from image {image!r} ({err}): name another with --image / ORCH_IMAGE") from err
+                raise PermanentProviderError(
+                    f"cannot create {vm} from image {image!r} ({err}): name another with --image / ORCH_IMAGE"
+                ) from err
             raise
 
     def start(self, vm: str) -> None:
@@ -226,7 +254,12 @@ class OrbStackProvider(Provider):
     def _info(self, raw: dict[str, Any]) -> VMInfo:
         image = raw.get("image") or {}
         distro = ":".join(x for x in (image.get("distro", ""), image.get("version", "")) if x)
-        return VMInfo(name=raw.get("name", ""), state=_state(raw.get("state", "")), created=ulid_created(str(raw.get("id") or "")), image=distro)
+        return VMInfo(
+            name=raw.get("name", ""),
+            state=_state(raw.get("state", "")),
+            created=ulid_created(str(raw.get("id") or "")),
+            image=distro,
+        )
 
     def _raw_info(self, vm: str) -> dict[str, Any] | None:
         try:
@@ -238,7 +271,7 @@ class OrbStackProvider(Provider):
         raw = self._raw_info(vm)
         return None if raw is None else self._info(raw.get("record") or raw)
 
-    def list(self, *, all_vms: bool = False) -> list[VMInfo]:
+    def list_vms(self, *, all_vms: bool = False) -> list[VMInfo]:
         machines = self._json("list", ["list", "-f", "json"]) or []
         infos = [self._info(m) for m in machines]
         return infos if all_vms else [i for i in infos if i.name.startswith(f"{self.settings.prefix}-")]
@@ -272,7 +305,7 @@ class OrbStackProvider(Provider):
 
     # -- baseline: a stopped, sealed machine to clone -------------------------------------
 
-    def seal(self, vm: str, owner: "Owner") -> Baseline:
+    def seal(self, vm: str, owner: Owner) -> Baseline:
         marked = self.exec(vm, ["sh", "-c", f"mkdir -p {SEAL_MARKER.rsplit('/', 1)[0]} && date -u > {SEAL_MARKER}"])
         if not marked.ok:
             raise PermanentProviderError(f"cannot mark {vm} as sealed: {marked.stderr.strip()}", operation="seal", vm=vm)
@@ -292,7 +325,7 @@ class OrbStackProvider(Provider):
             return f"the baseline machine {baseline.ref} was replaced or reconfigured ({', '.join(changed)} changed)"
         return None
 
-    def clone(self, baseline: Baseline, vm: str, owner: "Owner") -> None:
+    def clone(self, baseline: Baseline, vm: str, owner: Owner) -> None:
         self._orbctl("clone", ["clone", self._named("clone", baseline.ref), self._named("clone", vm)], vm=vm)
         self.start(vm)  # a clone comes back stopped
         self.wait_ready(vm)
@@ -300,7 +333,9 @@ class OrbStackProvider(Provider):
         if not found.ok or found.stdout.strip():
             what = found.stdout.strip().replace("\n", ", ") or found.stderr.strip()
             self.delete(vm)
-            raise BaselineTainted(f"the baseline {baseline.ref} was changed after it was sealed ({what})", operation="clone", vm=vm)
+            raise BaselineTainted(
+                f"the baseline {baseline.ref} was changed after it was sealed ({what})", operation="clone", vm=vm
+            )
 
     def drop(self, baseline: Baseline) -> bool:
         self.delete(baseline.ref)

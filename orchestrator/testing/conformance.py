@@ -21,8 +21,9 @@ end of the test, pass or fail.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,9 @@ def contract_settings(folder: Path, provider: str, **orch: Any) -> config.Settin
     """Settings for a throwaway project in ``folder``, with a prefix no one else uses."""
     folder.mkdir(parents=True, exist_ok=True)
     table = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in orch.items() if not isinstance(v, dict))
-    (folder / "pyproject.toml").write_text(f'[tool.orch]\nprovider = "{provider}"\nprefix = "c{secrets.token_hex(4)}"\nretries = 1\n{table}')
+    (folder / "pyproject.toml").write_text(
+        f'[tool.orch]\nprovider = "{provider}"\nprefix = "c{secrets.token_hex(4)}"\nretries = 1\n{table}'
+    )
     (folder / "inventories").mkdir(exist_ok=True)
     return config.load(cwd=folder, env={})
 
@@ -66,7 +69,9 @@ class ProviderContract:
         def make(worker: str = "gw0") -> tuple[str, Owner]:
             name = naming.worker_vm_name(settings.prefix, settings.checkout, worker)
             made.append(name)
-            return name, Owner(naming.WORKER, settings.checkout, where.inventory, where.host, where.fs, worker, fingerprint="0123456789ab")
+            return name, Owner(
+                naming.WORKER, settings.checkout, where.inventory, where.host, where.fs, worker, fingerprint="0123456789ab"
+            )
 
         yield make
         for name in made:
@@ -100,8 +105,8 @@ class ProviderContract:
         provider.create(name, image, owner)
         info = provider.inspect(name)
         assert info is not None and info.name == name and info.running
-        assert name in {i.name for i in provider.list()}
-        assert name in {i.name for i in provider.list(all_vms=True)}
+        assert name in {i.name for i in provider.list_vms()}
+        assert name in {i.name for i in provider.list_vms(all_vms=True)}
         prefix = provider.settings.prefix
         assert owned(info, prefix, provider.has_labels, owner.checkout, "gw0")
         assert not owned(info, prefix, provider.has_labels, owner.checkout, "gw1")

@@ -4,18 +4,14 @@ project of their own, against the real Docker engine."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
+from backends import both_providers, run_orch, run_pytest
 
 from orchestrator import naming
-
-from backends import both_providers, run_orch, run_pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -82,7 +78,7 @@ def test_up_pytest_up_down(example_project: Path, backend, prefix: str) -> None:
     assert not list((project / "inventories").glob("*.py"))
 
 
-CRASH_SUITE = '''
+CRASH_SUITE = """
 import os, time
 import pytest
 
@@ -96,7 +92,7 @@ def test_work(n, orch_worker, worker_vm):
     time.sleep(0.1)
     xdist_id = os.environ["PYTEST_XDIST_WORKER"]
     orch_worker.run(f"echo {xdist_id} {orch_worker.worker_id} {worker_vm} >> /var/lib/orch/ran")
-'''
+"""
 
 
 def test_crashed_worker_vm_goes_to_its_replacement(project: Path, backend, prefix: str) -> None:
@@ -106,7 +102,7 @@ def test_crashed_worker_vm_goes_to_its_replacement(project: Path, backend, prefi
     out = result.stdout + result.stderr
     assert "replacing crashed worker" in out
     assert "15 passed" in out and "1 failed" in out  # only the test that killed its worker
-    crashed_xdist, crashed_orch = (project / "crashed").read_text().split()
+    _crashed_xdist, crashed_orch = (project / "crashed").read_text().split()
     checkout = naming.checkout_id(project / "inventories")
     vm = f"{prefix}-{checkout}-{crashed_orch}"
     lines = backend.sh(vm, "cat /var/lib/orch/ran").stdout.split("\n")

@@ -10,11 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+from backends import both_providers, clean_env, make_orphans
+from backends import run_orch as orch
+from backends import run_pytest as pytest_run
+
 from orchestrator import naming
 
-from backends import both_providers, clean_env, make_orphans, run_orch as orch, run_pytest as pytest_run  # noqa: E402
-
-RESET_SUITE_A = '''
+RESET_SUITE_A = """
 import pytest
 
 @pytest.mark.orch_reset
@@ -30,7 +32,7 @@ def test_3_reset_on_demand(orch_worker, worker_vm):
     orch_worker.reset()
     assert orch_worker.vm == worker_vm  # same VM name after reset
     assert orch_worker.run("ls /root").stdout == ""
-'''
+"""
 
 
 def test_marker_and_on_demand_reset_in_pytest(project: Path) -> None:
@@ -42,14 +44,14 @@ def test_marker_and_on_demand_reset_in_pytest(project: Path) -> None:
     assert "6 passed" in result.stdout
 
 
-FRESH_FAILING = '''
+FRESH_FAILING = """
 def test_lifecycle_fails(fresh_vm):
     vm = fresh_vm()
     other = fresh_vm()
     assert vm.vm != other.vm
     assert vm.run("cat /etc/orch-worker").stdout == "oneoff"
     assert False, "this test fails on purpose"
-'''
+"""
 
 
 def oneoffs(backend, prefix: str) -> list[str]:
@@ -67,7 +69,7 @@ def test_fresh_vm_is_deleted_after_a_failing_test(project: Path, backend, prefix
     assert state["oneoffs"] == {}
 
 
-HOLDING = '''
+HOLDING = """
 import os, time
 
 def test_holds_a_fresh_vm(fresh_vm):
@@ -79,7 +81,7 @@ def test_holds_a_fresh_vm(fresh_vm):
     deadline = time.time() + 120
     while not os.path.exists(release) and time.time() < deadline:
         time.sleep(0.2)
-'''
+"""
 
 
 def test_sweep_removes_a_killed_runs_oneoffs_and_keeps_a_live_runs(project: Path, backend, prefix: str) -> None:
@@ -90,7 +92,11 @@ def test_sweep_removes_a_killed_runs_oneoffs_and_keeps_a_live_runs(project: Path
         env = {**clean_env(), "HOLDER": holder}
         runs[holder] = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "1", "test_hold.py"],
-            cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            cwd=project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
     deadline = time.time() + 120
     while not all((project / f"vm-{h}").exists() for h in runs) and time.time() < deadline:
@@ -130,7 +136,9 @@ def test_pytest_orch_sweep_runs_once_from_the_controller(project: Path, backend,
     assert orch(project, "up", "--workers", "2").returncode == 0
     orphan = f"{prefix}-0badf00d-gw0"
     make_orphans(backend, [orphan], "0badf00d", tmp_path_factory.mktemp("gone"))
-    (project / "test_uses_workers.py").write_text("def test_a(worker_vm):\n    assert worker_vm\n\ndef test_b(worker_vm):\n    assert worker_vm\n")
+    (project / "test_uses_workers.py").write_text(
+        "def test_a(worker_vm):\n    assert worker_vm\n\ndef test_b(worker_vm):\n    assert worker_vm\n"
+    )
     result = pytest_run(project, "-n", "2", "--orch-sweep")
     assert result.returncode == 0, result.stdout + result.stderr
     assert not backend.exists(orphan)  # swept by the controller before the tests

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from engines import SecondEngine, ensure_second_engine, exclusive_use, shared_use, stop_second_engine
 
 TAG = "orch.test-engine2"
@@ -72,7 +71,9 @@ def engine2_alone(second_engine: SecondEngine):
         yield ensure_second_engine()
 
 
-def test_unix_socket_creates_containers_from_the_base_image(engine2: SecondEngine, docker_engine: str, cleanup: str, token: str) -> None:
+def test_unix_socket_creates_containers_from_the_base_image(
+    engine2: SecondEngine, docker_engine: str, cleanup: str, token: str
+) -> None:
     assert engine2.docker_host == "unix:///run/orch-engine2/docker.sock"
     # a different engine from the first one: its own name, containers and images
     assert engine2.docker("info", "--format", "{{.Name}}", check=True).stdout.strip() == "orch-engine2"
@@ -109,7 +110,10 @@ def test_docker_cli_over_ssh(engine2: SecondEngine, docker_engine: str, cleanup:
     # plain ssh with the key and known_hosts: strict host key checking, no prompt
     proc = subprocess.run(
         engine2.ssh_argv("docker", "ps", "-a", "--format", "{{.Names}}"),
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr
     assert name in proc.stdout.split()
@@ -129,11 +133,25 @@ def test_pyinfra_dockerssh_runs_a_command_in_a_container_on_it(engine2: SecondEn
     committed: list[str] = []
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "pyinfra", "-y", "inventory.py", "exec", "--",
-             "echo ID=$(cat /etc/hostname); test -f /.dockerenv && echo in-docker-$((6*7))"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "pyinfra",
+                "-y",
+                "inventory.py",
+                "exec",
+                "--",
+                "echo ID=$(cat /etc/hostname); test -f /.dockerenv && echo in-docker-$((6*7))",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
         )
-        committed = [i for i in engine2.docker("images", "-aq", "--no-trunc", check=True).stdout.split() if i not in images_before]
+        committed = [
+            i for i in engine2.docker("images", "-aq", "--no-trunc", check=True).stdout.split() if i not in images_before
+        ]
         assert proc.returncode == 0, proc.stdout + proc.stderr
         output = proc.stdout + proc.stderr
         assert "in-docker-42" in output  # (the command line, also in the output, says $((6*7)))
@@ -186,7 +204,12 @@ def test_stop_removes_everything_and_the_first_engine_still_creates_containers(
     inner = f"e2test-{token}-inner"
     assert e2.docker("create", "--pull", "never", "--label", cleanup, "--name", inner, docker_engine).returncode == 0
     first = f"e2test-{token}-first"
-    assert d1("run", "-d", "--init", "--pull", "never", "--label", cleanup, "--name", first, docker_engine, "sleep", "infinity").returncode == 0
+    assert (
+        d1(
+            "run", "-d", "--init", "--pull", "never", "--label", cleanup, "--name", first, docker_engine, "sleep", "infinity"
+        ).returncode
+        == 0
+    )
     started = inspect(d1, first)["State"]["StartedAt"]
 
     stop_second_engine()  # raises unless the first engine still creates containers afterwards

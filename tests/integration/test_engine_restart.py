@@ -6,22 +6,19 @@ tests share."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
-
-import pytest
 
 from backends import run_orch, run_pytest, write_pyproject
 from engines import SecondEngine, exclusive_use
 
-SUITE = '''
+SUITE = """
 import pytest
 
 @pytest.mark.parametrize("n", range(4))
 def test_work(n, orch_worker):
     assert orch_worker.run("cat /etc/orch-worker").stdout.strip() == orch_worker.worker_id
     orch_worker.run(f"echo {n} >> /var/lib/orch/scratch/ran")
-'''
+"""
 
 
 def containers(engine: SecondEngine, prefix: str) -> dict[str, tuple[str, str]]:

@@ -18,7 +18,6 @@ import secrets
 import shlex
 import subprocess
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -114,7 +113,9 @@ def orbctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     ids = docker_out("ps", "-a", "-q", "--filter", f"label=orbfake.instance={instance}").split()
     if ids:
         subprocess.run(["docker", "rm", "-f", "-v", *ids], capture_output=True)
-    images = [i for i in docker_out("images", "--format", "{{.Repository}}:{{.Tag}}").split() if i.startswith(f"orbfake-{instance}")]
+    images = [
+        i for i in docker_out("images", "--format", "{{.Repository}}:{{.Tag}}").split() if i.startswith(f"orbfake-{instance}")
+    ]
     if images:
         subprocess.run(["docker", "rmi", "-f", *images], capture_output=True)
 
@@ -197,7 +198,7 @@ def test_errors_have_orbctls_texts_and_exit_codes(orbctl: Fake) -> None:
     assert fails("list", "-z").startswith("Error: unknown shorthand flag: 'z' in -z\n")
     assert fails("list", "-f", "yaml").startswith("Error: invalid format: yaml\n")
     assert fails("info", vm, "-f").startswith("Error: flag needs an argument: 'f' in -f\n")
-    assert fails("frobnicate") == "Error: unknown command \"frobnicate\" for \"orbctl\"\nRun 'orbctl --help' for usage.\n"
+    assert fails("frobnicate") == 'Error: unknown command "frobnicate" for "orbctl"\nRun \'orbctl --help\' for usage.\n'
     assert "does not implement" in fails("logs", vm)
     # delete works, and the machine is gone
     deleted = orbctl("delete", "--force", vm)
@@ -258,8 +259,16 @@ def test_rename_keeps_the_machine_its_id_and_files_under_the_new_name(orbctl: Fa
     assert f"Name: {new}\n" in orbctl("info", new).stdout
     # the old name is gone for every command
     gone = f"[-32098] machine not found: '{old}'"
-    for args in (["info", old, "-f", "json"], ["start", old], ["stop", old], ["restart", old], ["delete", "-f", old],
-                 ["clone", old, orbctl.name("c")], ["default", old], ["rename", old, orbctl.name("x")]):
+    for args in (
+        ["info", old, "-f", "json"],
+        ["start", old],
+        ["stop", old],
+        ["restart", old],
+        ["delete", "-f", old],
+        ["clone", old, orbctl.name("c")],
+        ["default", old],
+        ["rename", old, orbctl.name("x")],
+    ):
         proc = orbctl(*args)
         assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", gone + "\n"), args
     run_old = orbctl("run", "-m", old, "true")
@@ -372,7 +381,11 @@ def test_a_clone_holds_its_source_against_rename(orbctl: Fake) -> None:
     try:
         wait_for("the clone to hold its source", held)
         busy = orbctl("rename", src, new)
-        assert (busy.returncode, busy.stdout, busy.stderr) == (1, "", "[-32098] cannot rename: operations are in progress: clone\n")
+        assert (busy.returncode, busy.stdout, busy.stderr) == (
+            1,
+            "",
+            "[-32098] cannot rename: operations are in progress: clone\n",
+        )
         assert clone.poll() is None  # (the rename came while the clone was copying)
         assert clone.wait(timeout=120) == 0
     finally:
@@ -436,7 +449,12 @@ def test_stop_without_a_name_stops_orbstack_itself(orbctl: Fake) -> None:
     status = orbctl("status")
     assert (status.stdout, status.returncode) == ("Stopped\n", 1)
     assert docker_out("inspect", "-f", "{{.State.Running}}", f"orbfake-{up}") == "false"
-    for args in (["list", "-f", "json"], ["info", up, "-f", "json"], ["create", "debian", orbctl.name("x")], ["run", "-m", up, "true"]):
+    for args in (
+        ["list", "-f", "json"],
+        ["info", up, "-f", "json"],
+        ["create", "debian", orbctl.name("x")],
+        ["run", "-m", up, "true"],
+    ):
         proc = orbctl(*args)
         assert (proc.returncode, proc.stderr) == (1, NOT_RUNNING + "\n"), args
     stop = orbctl("stop", up)  # as orbctl: says so, exit 0

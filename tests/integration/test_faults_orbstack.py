@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from backends import clean_env, make_orphans
 
 pytestmark = pytest.mark.parametrize("provider_name", ["orbstack"])
@@ -24,14 +23,16 @@ def run(project: Path, args: list[str], knobs: dict[str, str], timeout: float = 
     return subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-FRESH = '''
+FRESH = """
 def test_lifecycle(fresh_vm):
     vm = fresh_vm()
     assert vm.run("cat /etc/orch-worker").stdout == "oneoff"
-'''
+"""
 
 
-def test_thirty_percent_transient_failures_up_reset_fresh_vm_and_sweep_still_succeed(project: Path, backend, prefix: str, tmp_path_factory) -> None:
+def test_thirty_percent_transient_failures_up_reset_fresh_vm_and_sweep_still_succeed(
+    project: Path, backend, prefix: str, tmp_path_factory
+) -> None:
     knobs = {"ORBCTL_FAKE_FAIL_RATE": "0.3", "ORBCTL_FAKE_SEED": os.environ.get("ORCH_TEST_SEED", "7"), "ORCH_RETRIES": "8"}
     retried = 0
     up = run(project, [ORCH, "up", "--workers", "2"], knobs)

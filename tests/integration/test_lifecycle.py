@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from orchestrator import config, inventory, labels as L
-from orchestrator.errors import UsageError
-from orchestrator.core import Orch
-
 from backends import both_providers
+
+from orchestrator import config, inventory
+from orchestrator import labels as L
+from orchestrator.core import Orch
+from orchestrator.errors import UsageError
 
 
 def make(project: Path, **overrides) -> Orch:
@@ -131,7 +131,9 @@ def test_down_and_up_leave_unlabelled_look_alikes_alone(project: Path) -> None:
     holder = orch.vm_name("gw0")  # a foreign container holding a worker's name
     foreign = [f"{p}-{orch.checkout}-gw9", f"gw0-{p}", f"{p}stra-db", holder]
     for name in foreign:
-        subprocess.run(["docker", "run", "-d", "--name", name, "orch-base:bookworm", "sleep", "infinity"], check=True, capture_output=True)
+        subprocess.run(
+            ["docker", "run", "-d", "--name", name, "orch-base:bookworm", "sleep", "infinity"], check=True, capture_output=True
+        )
     [result] = orch.up(1)
     assert result.action == "failed" and "is not orch's" in result.error
     assert docker_labels(holder) == {}  # untouched
@@ -150,7 +152,10 @@ def test_generated_inventory_works_with_the_pyinfra_cli(project: Path, provider_
     command = ["exec", "--", "hostname"] if provider_name == "docker" else ["fact", "server.Hostname"]
     proc = subprocess.run(
         [str(pyinfra), "-y", str(project / "inventories" / "gw1.py"), *command],
-        capture_output=True, text=True, cwd=project, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=project,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert orch.vm_name("gw1") in proc.stdout + proc.stderr

@@ -13,11 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-
+from backends import DockerBackend, both_providers, clean_env, make_orphans, run_orch
 
 from orchestrator import naming
-
-from backends import DockerBackend, both_providers, clean_env, make_orphans, run_orch
 
 ORCH = str(Path(sys.executable).with_name("orch"))
 
@@ -41,8 +39,14 @@ def test_sigkill_during_up_at_random_moments_then_up_converges(project: Path, ba
     rng = random.Random(seed)
     kills = 0
     for attempt in range(6):
-        proc = subprocess.Popen([ORCH, "up", "--workers", "3"], cwd=project, env=clean_env(), start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [ORCH, "up", "--workers", "3"],
+            cwd=project,
+            env=clean_env(),
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         delay = rng.uniform(0.05, 2.5)
         try:
             proc.wait(timeout=delay)
@@ -67,7 +71,9 @@ def test_sigkill_during_up_at_random_moments_then_up_converges(project: Path, ba
 
 
 def test_two_ups_in_one_checkout_are_serialized(project: Path) -> None:
-    first = subprocess.Popen([ORCH, "up", "--workers", "2"], cwd=project, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [ORCH, "up", "--workers", "2"], cwd=project, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 60
     lock = project / "inventories" / ".orch" / "command.lock"
     while not lock.exists() and time.time() < deadline:
@@ -83,7 +89,9 @@ def test_two_ups_in_one_checkout_are_serialized(project: Path) -> None:
     assert [r["action"] for r in json.loads(waited.stdout)] == ["reused", "reused"]
 
 
-def test_two_checkouts_never_touch_each_others_vms(project: Path, tmp_path_factory, backend, provider_name: str, prefix: str) -> None:
+def test_two_checkouts_never_touch_each_others_vms(
+    project: Path, tmp_path_factory, backend, provider_name: str, prefix: str
+) -> None:
     from backends import write_pyproject
 
     other = tmp_path_factory.mktemp("second-clone")
@@ -181,14 +189,17 @@ def test_sweep_of_two_hundred_orphans(project: Path, prefix: str, tmp_path: Path
     assert sweep.returncode == 0, sweep.stderr
     rows = {r["vm"]: r for r in json.loads(sweep.stdout)}
     assert all(rows[n]["result"] == "deleted" for n in names), [rows[n] for n in names if rows[n]["result"] != "deleted"][:2]
-    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=orch.checkout={checkout}"], capture_output=True, text=True).stdout
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=orch.checkout={checkout}"], capture_output=True, text=True
+    ).stdout
     assert left.split() == []
 
 
 def kill_after(project: Path, args: list[str], delay: float) -> bool:
     """Start `orch ARGS`, SIGKILL its process group after ``delay``; True if it was killed."""
-    proc = subprocess.Popen([ORCH, *args], cwd=project, env=clean_env(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [ORCH, *args], cwd=project, env=clean_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         proc.wait(timeout=delay)
         return False
@@ -199,7 +210,9 @@ def kill_after(project: Path, args: list[str], delay: float) -> bool:
         return True
 
 
-def test_sigkill_during_reset_and_sweep_then_the_next_command_repairs(project: Path, backend, prefix: str, tmp_path: Path) -> None:
+def test_sigkill_during_reset_and_sweep_then_the_next_command_repairs(
+    project: Path, backend, prefix: str, tmp_path: Path
+) -> None:
     seed = int(os.environ.get("ORCH_TEST_SEED", time.time()))
     rng = random.Random(seed)
     assert orch(project, "up", "--workers", "2").returncode == 0
@@ -219,7 +232,7 @@ def test_sigkill_during_reset_and_sweep_then_the_next_command_repairs(project: P
     assert [(r["worker"], r["state"]) for r in status] == [("gw0", "running"), ("gw1", "running")]
 
 
-RUNS_ON_GW0 = '''
+RUNS_ON_GW0 = """
 import time
 
 def test_long_running_work_on_gw0(orch_worker):
@@ -228,14 +241,20 @@ def test_long_running_work_on_gw0(orch_worker):
     for _ in range(40):
         assert orch_worker.run("cat /root/gw0-state").stdout == "mine"
         time.sleep(0.1)
-'''
+"""
 
 
 def test_reset_of_gw1_while_pytest_runs_on_gw0(project: Path) -> None:
     assert orch(project, "up", "--workers", "2").returncode == 0
     (project / "test_gw0.py").write_text(RUNS_ON_GW0)
-    tests = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q", "test_gw0.py"],
-                             cwd=project, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tests = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q", "test_gw0.py"],
+        cwd=project,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     time.sleep(1.0)
     resets = [orch(project, "reset", "gw1") for _ in range(2)]
     out, _ = tests.communicate(timeout=300)

@@ -10,15 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from backends import both_providers, clean_env, write_pyproject
 
-
-from orchestrator import config, labels as L, naming
-from orchestrator.leases import Lease
+from orchestrator import config, naming
 from orchestrator.core import Orch
+from orchestrator.leases import Lease
 from orchestrator.providers import get_provider
 from orchestrator.sweep import sweep
-
-from backends import both_providers, clean_env, gone_checkout, write_pyproject
 
 IMAGE = "orch-base:bookworm"
 
@@ -50,7 +48,11 @@ def pollution(backend, vm: str) -> dict[str, bool]:
     }
 
 
-@pytest.mark.parametrize("provider_name, soft", [("docker", False), ("orbstack", False), ("docker", True)], ids=["docker-hard", "orbstack-hard", "docker-soft"])
+@pytest.mark.parametrize(
+    "provider_name, soft",
+    [("docker", False), ("orbstack", False), ("docker", True)],
+    ids=["docker-hard", "orbstack-hard", "docker-soft"],
+)
 def test_reset_removes_every_kind_of_pollution_and_touches_no_other_worker(project: Path, backend, soft: bool) -> None:
     orch = make(project)
     orch.up(2)
@@ -159,7 +161,9 @@ def test_sweep_on_orbstack_keeps_what_is_not_orchs_by_name(project: Path, backen
 
 
 @both_providers
-def test_sweep_deletes_orphan_workers_and_keeps_recorded_ones(project: Path, backend, provider_name: str, tmp_path_factory, foreign: list[str]) -> None:
+def test_sweep_deletes_orphan_workers_and_keeps_recorded_ones(
+    project: Path, backend, provider_name: str, tmp_path_factory, foreign: list[str]
+) -> None:
     orch = make(project)
     orch.up(2)
     gone = tmp_path_factory.mktemp("gone-checkout")
@@ -204,12 +208,16 @@ def test_sweep_cli_json_and_exit_code(project: Path, backend, foreign: list[str]
     foreign.append(name)
     make_vm(backend, name)
     orch_bin = str(Path(sys.executable).with_name("orch"))
-    proc = subprocess.run([orch_bin, "sweep", "--legacy", "--dry-run", "--json"], cwd=project, capture_output=True, text=True, env=clean_env())
+    proc = subprocess.run(
+        [orch_bin, "sweep", "--legacy", "--dry-run", "--json"], cwd=project, capture_output=True, text=True, env=clean_env()
+    )
     assert proc.returncode == 0, proc.stderr
     rows = {r["vm"]: r for r in json.loads(proc.stdout)}
     assert rows[name]["result"] == "would delete"
     assert backend.exists(name)
-    bad = subprocess.run([orch_bin, "sweep", "--older-than", "soon"], cwd=project, capture_output=True, text=True, env=clean_env())
+    bad = subprocess.run(
+        [orch_bin, "sweep", "--older-than", "soon"], cwd=project, capture_output=True, text=True, env=clean_env()
+    )
     assert bad.returncode == 2 and "invalid duration 'soon'" in bad.stderr
 
 

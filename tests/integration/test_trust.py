@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from orchestrator import config, labels as L, naming
-from orchestrator.core import Orch
-
 from backends import both_providers, clean_env, gone_checkout, run_orch, run_pytest, write_pyproject
+
+from orchestrator import config
+from orchestrator.core import Orch
 
 IMAGE = "orch-base:bookworm"
 
@@ -31,16 +30,18 @@ def docker(*args: str) -> subprocess.CompletedProcess:
 
 
 def dangling_orch_images() -> set[str]:
-    return set(docker("images", "-q", "--no-trunc", "--filter", "dangling=true", "--filter", "label=orch.managed-by=orch").stdout.split())
+    return set(
+        docker("images", "-q", "--no-trunc", "--filter", "dangling=true", "--filter", "label=orch.managed-by=orch").stdout.split()
+    )
 
 
-WORKER_SUITE = '''
+WORKER_SUITE = """
 def test_a(orch_worker):
     assert orch_worker.run("cat /etc/orch-worker").stdout.strip() == orch_worker.worker_id
 
 def test_b(orch_worker):
     assert orch_worker.run("true").rc == 0
-'''
+"""
 
 
 # -- 1. a stopped worker is never handed to a connector ------------------------------------
@@ -73,7 +74,7 @@ def test_workers_restart_with_the_engine(project: Path) -> None:
 
 # -- 2. a sweep that cannot see a checkout judges it by age only ---------------------------
 
-HOLD = '''
+HOLD = """
 import os, time
 
 def test_hold(orch_worker, fresh_vm):
@@ -84,7 +85,7 @@ def test_hold(orch_worker, fresh_vm):
     while not os.path.exists(os.path.join(here, "release")) and time.time() < deadline:
         time.sleep(0.2)
     assert orch_worker.run("true").rc == 0 and vm.run("true").rc == 0
-'''
+"""
 
 
 @both_providers
@@ -95,8 +96,14 @@ def test_sweep_in_a_mount_namespace_that_hides_the_checkout_deletes_nothing_of_i
         pytest.fail("unshare (util-linux) is needed")
     (project / "test_hold.py").write_text(HOLD)
     assert run_orch(project, "up", "--workers", "1").returncode == 0
-    run = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "1", "test_hold.py"],
-                           cwd=project, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "1", "test_hold.py"],
+        cwd=project,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 240
         while not (project / "holding").exists() and time.time() < deadline and run.poll() is None:
@@ -108,8 +115,13 @@ def test_sweep_in_a_mount_namespace_that_hides_the_checkout_deletes_nothing_of_i
         orch_bin = Path(sys.executable).with_name("orch")
         hide = f"mount -t tmpfs none {project} && cd {other} && exec {orch_bin} sweep --json"
         env = clean_env()
-        sweep = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", hide],
-                               env=env, capture_output=True, text=True, timeout=300)
+        sweep = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert sweep.returncode == 0, sweep.stderr
         rows = {r["vm"]: r for r in json.loads(sweep.stdout)}
         orch = make(project)
@@ -223,7 +235,7 @@ def test_a_baseline_started_and_changed_outside_orch_is_rebuilt_before_cloning(p
 
 # -- 7. a changed provision deploy re-provisions ----------------------------------------------
 
-DEPLOY = '''
+DEPLOY = """
 from pyinfra.api import deploy
 from pyinfra.operations import server
 
@@ -231,7 +243,7 @@ from pyinfra.operations import server
 @deploy("project provision")
 def provision():
     server.shell(name="mark", commands=["echo {mark} > /etc/project-mark"])
-'''
+"""
 
 
 def test_a_changed_provision_deploy_re_provisions_and_status_shows_drift(project: Path) -> None:
@@ -259,7 +271,7 @@ def test_a_changed_provision_deploy_re_provisions_and_status_shows_drift(project
 
 # -- 8. hung orbctl calls are killed without /proc ---------------------------------------------
 
-KILL_WITHOUT_PROC = r'''
+KILL_WITHOUT_PROC = r"""
 import os, sys, time
 from pathlib import Path
 from orchestrator import config
@@ -281,12 +293,12 @@ try:
     print("alive", pid)
 except ProcessLookupError:
     print("killed", pid)
-'''
+"""
 
-PID_SHIM = '''#!/bin/sh
+PID_SHIM = """#!/bin/sh
 echo $$ > "{pidfile}"
 exec "{fake}" "$@"
-'''
+"""
 
 
 @pytest.mark.parametrize("provider_name", ["orbstack"])
@@ -298,11 +310,20 @@ def test_a_hung_orbctl_is_killed_without_proc(project: Path, tmp_path: Path) -> 
     (shim_dir / "orbctl").write_text(PID_SHIM.format(pidfile=pidfile, fake=fake))
     (shim_dir / "orbctl").chmod(0o755)
     (tmp_path / "probe.py").write_text(KILL_WITHOUT_PROC)
-    env = clean_env(PATH=f"{shim_dir}{os.pathsep}{clean_env()['PATH']}", ORBCTL_FAKE_HANG="info",
-                    ORBCTL_FAKE_HANG_SECONDS="60", ORBCTL_FAKE_STATE_DIR=str(tmp_path / "fake-state"))
+    env = clean_env(
+        PATH=f"{shim_dir}{os.pathsep}{clean_env()['PATH']}",
+        ORBCTL_FAKE_HANG="info",
+        ORBCTL_FAKE_HANG_SECONDS="60",
+        ORBCTL_FAKE_STATE_DIR=str(tmp_path / "fake-state"),
+    )
     script = f"mount -t tmpfs none /proc && exec {sys.executable} {tmp_path / 'probe.py'} {project} {pidfile}"
-    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "timeout" in proc.stdout and "killed" in proc.stdout, proc.stdout + proc.stderr
 
@@ -310,7 +331,9 @@ def test_a_hung_orbctl_is_killed_without_proc(project: Path, tmp_path: Path) -> 
 # -- 9. nothing of orch's is left that sweep and down could know about ------------------------
 
 
-def test_sweep_deletes_baselines_of_gone_checkouts_and_committed_leftovers(project: Path, tmp_path_factory, provider_name: str, prefix: str) -> None:
+def test_sweep_deletes_baselines_of_gone_checkouts_and_committed_leftovers(
+    project: Path, tmp_path_factory, provider_name: str, prefix: str
+) -> None:
     gone = tmp_path_factory.mktemp("gone")
     write_pyproject(gone, provider_name, prefix)
     other = make(gone)
@@ -347,7 +370,7 @@ def test_down_leaves_nothing_and_forgets_the_checkout(project: Path, backend, pr
 
 # -- 10. a live run is not broken without a word -------------------------------------------------
 
-LIVE = '''
+LIVE = """
 import os, time
 
 def test_live(orch_worker):
@@ -357,14 +380,20 @@ def test_live(orch_worker):
     while not os.path.exists(os.path.join(here, "release")) and time.time() < deadline:
         time.sleep(0.2)
     assert orch_worker.run("true").rc == 0
-'''
+"""
 
 
 def test_reset_all_and_down_refuse_while_a_run_is_live(project: Path) -> None:
     (project / "test_live.py").write_text(LIVE)
     assert run_orch(project, "up", "--workers", "1").returncode == 0
-    run = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_live.py"], cwd=project,
-                           env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_live.py"],
+        cwd=project,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not (project / "running").exists() and time.time() < deadline:
@@ -422,8 +451,13 @@ def test_files_orch_did_not_make_are_refused_in_one_line(project: Path) -> None:
     assert proc.returncode == 1 and "is not a plain file" in proc.stderr
     state.unlink()
     state.write_bytes(saved)
-    bad = subprocess.run([str(Path(sys.executable).with_name("orch")), "--inventory-dir", b"/tmp/\xff\xfe", "status"],
-                         cwd=project, env=clean_env(), capture_output=True, text=True)
+    bad = subprocess.run(
+        [str(Path(sys.executable).with_name("orch")), "--inventory-dir", b"/tmp/\xff\xfe", "status"],
+        cwd=project,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "UTF-8" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -51,7 +51,7 @@ def test_bad_input_is_one_line_with_the_fix(project: Path, args: list[str], fix:
 
 
 def test_unknown_setting_in_pyproject_is_named(project: Path) -> None:
-    (project / "pyproject.toml").write_text('[tool.orch]\nworkerz = 3\n')
+    (project / "pyproject.toml").write_text("[tool.orch]\nworkerz = 3\n")
     result = invoke("status")
     assert result.exit_code == 2 and "unknown setting 'workerz'" in result.stderr
 

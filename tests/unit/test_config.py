@@ -204,7 +204,7 @@ def test_broken_pyproject_is_a_config_error(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     root.mkdir()
     (root / "pyproject.toml").write_text("[tool.orch\nworkers = 3\n")
-    with pytest.raises(ConfigError, match="pyproject.toml"):
+    with pytest.raises(ConfigError, match=r"pyproject\.toml"):
         config.load(cwd=root, env={})
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes_core import fake_orch
 
 from orchestrator import inventory
 from orchestrator.errors import LiveRunError, UsageError
 from orchestrator.leases import Lease
 from orchestrator.providers.fake import Crash
 from orchestrator.state import CREATING, FAILED, PROVISIONING, READY
-
-from fakes_core import fake_orch
 
 
 def unrecorded(orch) -> set[str]:

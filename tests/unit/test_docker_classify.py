@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import (
-    VMExists,
     EngineUnavailable,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
+    VMExists,
     VMNotFound,
 )
 from orchestrator.providers.docker import classify
@@ -23,7 +23,7 @@ CASES = [
         id="daemon-down",
     ),
     pytest.param(
-        "error during connect: Get \"http://%2F%2F.%2Fpipe%2FdockerDesktopLinuxEngine/v1.46/containers/json\": "
+        'error during connect: Get "http://%2F%2F.%2Fpipe%2FdockerDesktopLinuxEngine/v1.46/containers/json": '
         "open //./pipe/dockerDesktopLinuxEngine: The system cannot find the file specified.\n",
         EngineUnavailable,
         id="desktop-down",
@@ -52,19 +52,19 @@ CASES = [
         id="name-conflict",
     ),
     pytest.param(
-        'docker: Error response from daemon: Invalid container name (../x), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed.\n',
+        "docker: Error response from daemon: Invalid container name (../x), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed.\n",
         PermanentProviderError,
         id="invalid-name",
     ),
     pytest.param("unknown flag: --bogus\nSee 'docker run --help'.\n", PermanentProviderError, id="unknown-flag"),
     pytest.param(
-        "Error response from daemon: Get \"https://registry-1.docker.io/v2/\": context deadline exceeded\n",
+        'Error response from daemon: Get "https://registry-1.docker.io/v2/": context deadline exceeded\n',
         TransientProviderError,
         id="context-deadline",
     ),
     pytest.param("context deadline exceeded", TransientProviderError, id="context-deadline-bare"),
     pytest.param(
-        "Error response from daemon: Get \"https://registry-1.docker.io/v2/\": net/http: TLS handshake timeout\n",
+        'Error response from daemon: Get "https://registry-1.docker.io/v2/": net/http: TLS handshake timeout\n',
         TransientProviderError,
         id="tls-timeout",
     ),

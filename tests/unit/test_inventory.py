@@ -66,7 +66,7 @@ def test_render_then_parse_gives_back_the_hosts(hosts: list[InventoryHost]) -> N
 def test_round_trip_keeps_data_of_every_literal_type() -> None:
     odd = host(
         3,
-        note="it's \"quoted\"\nand multi-line",
+        note='it\'s "quoted"\nand multi-line',
         port=2222,
         ratio=0.5,
         enabled=False,

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_wheel_has_no_top_level_deploys_and_finds_its_own(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     [wheel] = tmp_path.glob("orch-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -5,19 +5,18 @@ one-line failures, markers and fixtures that do not need to enter a VM."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["pytester"]
 
-NAMES = '''
+NAMES = """
 def test_a(worker_vm, orch_worker):
     assert worker_vm.endswith(orch_worker.worker_id)
 
 def test_b(worker_vm):
     assert worker_vm
-'''
+"""
 
 
 @pytest.fixture
@@ -96,7 +95,7 @@ def test_a_bad_setting_is_a_usage_error(project: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*unknown setting 'wrokers'*"])
 
 
-FRESH = '''
+FRESH = """
 import pytest
 
 def test_fresh(fresh_vm):
@@ -106,7 +105,7 @@ def test_fresh(fresh_vm):
 @pytest.mark.orch_reset
 def test_marked(orch_worker):
     assert orch_worker.vm
-'''
+"""
 
 
 def test_fresh_vms_are_deleted_and_the_marker_resets(project: pytest.Pytester) -> None:
@@ -119,7 +118,7 @@ def test_fresh_vms_are_deleted_and_the_marker_resets(project: pytest.Pytester) -
 
 def test_current_worker_is_the_fixtures_worker(project: pytest.Pytester) -> None:
     project.makepyfile(
-        test_helper='''
+        test_helper="""
 from orchestrator import current_worker
 
 def helper():
@@ -127,6 +126,6 @@ def helper():
 
 def test_helper(orch_worker):
     assert helper() == orch_worker.vm
-'''
+"""
     )
     project.runpytest_subprocess("-p", "no:xdist", "--orch-up", "test_helper.py").assert_outcomes(passed=1)

@@ -192,9 +192,7 @@ def test_write_leaves_no_temporary_files(store: StateStore) -> None:
 
 
 @pytest.mark.parametrize("fail_at", ["replace", "fsync", "write"])
-def test_failed_write_keeps_the_old_file_intact(
-    store: StateStore, monkeypatch: pytest.MonkeyPatch, fail_at: str
-) -> None:
+def test_failed_write_keeps_the_old_file_intact(store: StateStore, monkeypatch: pytest.MonkeyPatch, fail_at: str) -> None:
     store.write(sample())
     before = store.path.read_bytes()
 
@@ -203,7 +201,7 @@ def test_failed_write_keeps_the_old_file_intact(
     else:
         monkeypatch.setattr(st.os, fail_at, disk_full)
     changed = StateData(checkout=CHECKOUT)  # would wipe every record
-    with pytest.raises(StateError, match="No space left on device.*previous state is intact"):
+    with pytest.raises(StateError, match=r"No space left on device.*previous state is intact"):
         store.write(changed)
     monkeypatch.undo()
     assert store.path.read_bytes() == before
@@ -285,7 +283,7 @@ def run_in_threads(count: int, fn) -> list[BaseException]:
         try:
             start.wait(10)
             fn(n)
-        except BaseException as err:  # noqa: BLE001 - reported by the caller
+        except BaseException as err:
             errors.append(err)
 
     threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]

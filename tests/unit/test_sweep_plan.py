@@ -8,15 +8,15 @@ import os
 from pathlib import Path
 
 import pytest
+from fakes_core import fake_orch
 
-from orchestrator import labels as L, location, naming
+from orchestrator import labels as L
+from orchestrator import location, naming
 from orchestrator.clock import parse_duration
 from orchestrator.labels import Owner
 from orchestrator.leases import Lease
 from orchestrator.providers.base import VMInfo
 from orchestrator.sweep import LEGACY_PREFIXES, Sweeper
-
-from fakes_core import fake_orch
 
 
 def plan(orch, **kwargs):
@@ -84,8 +84,10 @@ def test_a_checkout_on_another_host_is_judged_by_age_only(tmp_path: Path) -> Non
     """Defect 2, the remote DOCKER_HOST case: the folder is not there, but the VM was made
     elsewhere: only --older-than may delete it."""
     orch = fake_orch(tmp_path)
-    elsewhere = Owner(naming.WORKER, "0badc0de", "/home/ci/proj/inventories", "otherhost123", "1:2,1:1", "gw0", created="2020-01-01T00:00:00Z")
-    name = f"orch-0badc0de-gw0"
+    elsewhere = Owner(
+        naming.WORKER, "0badc0de", "/home/ci/proj/inventories", "otherhost123", "1:2,1:1", "gw0", created="2020-01-01T00:00:00Z"
+    )
+    name = "orch-0badc0de-gw0"
     add_vm(orch, name, elsewhere.labels())
     d = plan(orch)[name]
     assert not d.delete and "made on another host" in d.reason and "only --older-than" in d.reason
