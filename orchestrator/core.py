@@ -60,6 +60,14 @@ class Orch:
         self.report: Reporter = report or (lambda worker, message: log.info("%s: %s", worker, message))
         self.deployer: Deployer = deployer or self.provider.deployer() or PyinfraDeployer()
         self.version = __version__
+        #: How spares are refilled after a claim or a swap: by default a background
+        #: ``orch maintain`` process (tests of the core may run it inline, or not at all).
+        self.maintain_later: Callable[[], None] = self._spawn_maintainer
+
+    def _spawn_maintainer(self) -> None:
+        from .spares import spawn_maintainer
+
+        spawn_maintainer(self)
 
     # -- names, owners, hosts ---------------------------------------------------------
 

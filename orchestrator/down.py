@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 def down(
     orch: Orch, workers: Iterable[str] = (), *, wait: bool = True, on_wait: Callable[[], None] | None = None, force: bool = False
 ) -> list[WorkerResult]:
+    from .spares import empty_trash, maintaining
+
     asked = [naming.validate_worker_id(w) for w in workers]
-    with orch.store.command_lock(wait=wait, on_wait=on_wait):
+    with orch.store.command_lock(wait=wait, on_wait=on_wait), maintaining(orch):
         data = orch.store.read()
         targets = [r.worker for r in orch.records(asked, data)]
         if targets:
@@ -32,6 +34,7 @@ def down(
         if targets or data.oneoffs or data.baseline or data.retired:
             orch.provider.check()
         results = delete_workers(orch, targets)
+        empty_trash(orch)
         results += _leftovers(orch)
         orch.write_inventories()
     return results

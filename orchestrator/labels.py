@@ -44,6 +44,9 @@ class Owner:
     run: str = ""
     fingerprint: str = ""
     created: str = field(default_factory=now_iso)
+    #: The host name inside the VM, where the backend sets it at creation (a standby
+    #: takes its worker's VM name, which it gets when it is swapped in).
+    hostname: str = ""
 
     def labels(self) -> dict[str, str]:
         out = {

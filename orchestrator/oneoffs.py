@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 from . import baseline as B
-from . import inventory, naming
+from . import inventory, naming, spares
 from .clock import now_iso
 from .errors import DeployError, OrchError
 from .state import CREATING, OneoffRecord
@@ -20,8 +20,13 @@ if TYPE_CHECKING:
 
 
 def create_oneoff(orch: Orch, run: str) -> inventory.InventoryHost:
-    name = naming.oneoff_vm_name(orch.settings.prefix, orch.checkout)
     fp = orch.fingerprint()
+    claimed = spares.claim(orch, run, fp)
+    if claimed is not None or orch.settings.pool:
+        orch.maintain_later()  # refill the pool behind the test's back
+    if claimed is not None:
+        return claimed
+    name = naming.oneoff_vm_name(orch.settings.prefix, orch.checkout)
     with orch.store.transaction() as state:
         state.oneoffs[name] = OneoffRecord(name, run, now_iso(), os.getpid(), CREATING)
 

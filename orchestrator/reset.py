@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from . import baseline as B
-from . import naming
+from . import naming, spares
 from .errors import OrchError, PermanentProviderError, UsageError
 from .state import READY, WorkerRecord
 from .steps import WorkerResult, guard, timed
@@ -68,6 +68,14 @@ def _hard(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
         return results
     start = time.monotonic()
     fp = orch.fingerprint()
+    swapped = [r for r in live if spares.swap(orch, r, fp)]
+    for r in swapped:
+        orch.report(r.worker, f"{r.vm} swapped for its standby ({r.seconds.get('total', 0):.2f}s)")
+    if swapped or orch.settings.standby:
+        orch.maintain_later()  # a new standby, without making anyone wait
+    live = [r for r in live if r not in swapped]
+    if not live:
+        return results
     baseline, _ = B.ensure(orch, fp)
     for r in live:
         r.add("baseline", time.monotonic() - start)

@@ -109,6 +109,8 @@ class StateData:
     workers: dict[str, WorkerRecord] = field(default_factory=dict)
     oneoffs: dict[str, OneoffRecord] = field(default_factory=dict)
     standbys: dict[str, StandbyRecord] = field(default_factory=dict)
+    #: VMs swapped out of a worker's name, deleted in the background.
+    trash: list[str] = field(default_factory=list)
     version: int = VERSION
 
     def to_json(self) -> str:
@@ -126,8 +128,8 @@ class StateData:
         for key in ("workers", "oneoffs", "standbys"):
             if not isinstance(raw.get(key, {}), dict):
                 raise ValueError(f"{key} must be a table")
-        if not isinstance(raw.get("retired", []), list):
-            raise ValueError("retired must be a list")
+        if not isinstance(raw.get("retired", []), list) or not isinstance(raw.get("trash", []), list):
+            raise ValueError("retired and trash must be lists")
         return cls(
             checkout=raw["checkout"],
             provider=str(raw.get("provider", "")),
@@ -138,6 +140,7 @@ class StateData:
             workers={k: _build(WorkerRecord, v) for k, v in raw.get("workers", {}).items()},
             oneoffs={k: _build(OneoffRecord, v) for k, v in raw.get("oneoffs", {}).items()},
             standbys={k: _build(StandbyRecord, v) for k, v in raw.get("standbys", {}).items()},
+            trash=[str(v) for v in raw.get("trash", [])],
         )
 
     def sorted_workers(self) -> list[WorkerRecord]:
@@ -146,7 +149,7 @@ class StateData:
     def all_vms(self) -> set[str]:
         """Every VM name this state records."""
         names = {r.vm for r in self.workers.values()} | set(self.oneoffs) | {s.vm for s in self.standbys.values()}
-        names |= {b.vm for b in self.retired if b.vm}
+        names |= {b.vm for b in self.retired if b.vm} | set(self.trash)
         if self.baseline is not None:
             names.add(self.baseline.vm)
         return names

@@ -98,6 +98,7 @@ def up(
             from .down import delete_workers
 
             extra += delete_workers(orch, [w for w in orch.store.read().workers if w not in wanted])
+        extra += _spares(orch, fp)
         orch.write_inventories()
     return [results[w] for w in wanted] + extra
 
@@ -172,6 +173,27 @@ def _make(orch: Orch, fp: B.Fingerprint, results: list[WorkerResult], infos: dic
         if t.result.ok:
             orch.report(t.result.worker, f"{t.vm} ready ({t.result.seconds.get('total', 0):.1f}s)")
     return []
+
+
+def _spares(orch: Orch, fp: B.Fingerprint) -> list[WorkerResult]:
+    """The pool and the standbys, made now so the run that follows finds them ready."""
+    from . import spares
+
+    data = orch.store.read()
+    if not (
+        orch.settings.pool or orch.settings.standby or data.standbys or data.trash or any(o.pool for o in data.oneoffs.values())
+    ):
+        return []
+    with spares.maintaining(orch):
+        try:
+            baseline, _ = B.ensure(orch, fp)
+        except OrchError:
+            return []  # already reported by the workers that needed it
+        made = spares.fill(orch, fp, baseline)
+    for r in made:
+        if r.ok:
+            orch.report(r.worker, f"{r.action} {r.vm} ready")
+    return made
 
 
 def _baseline_only(orch: Orch, fp: B.Fingerprint) -> list[WorkerResult]:

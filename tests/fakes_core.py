@@ -16,4 +16,17 @@ def fake_orch(folder: Path, *, provider: FakeProvider | None = None, **overrides
         (folder / "pyproject.toml").write_text(f'[tool.orch]\nprovider = "docker"\nimage = "{FAKE_IMAGE}"\nretries = 2\n')
     settings = config.load(cwd=folder, env={}, overrides=overrides)
     fake = provider or FakeProvider(settings)
-    return Orch(settings, provider=fake, deployer=FakeDeployer(fake))
+    orch = Orch(settings, provider=fake, deployer=FakeDeployer(fake))
+    orch.maintain_later = lambda: None  # tests call maintain_now() when they want it
+    return orch
+
+
+def maintain_now(orch: Orch) -> None:
+    """What the background ``orch maintain`` does, inline (the fake lives in this process)."""
+    from orchestrator.baseline import ensure
+    from orchestrator.spares import fill, maintaining
+
+    with maintaining(orch):
+        fp = orch.fingerprint()
+        baseline, _ = ensure(orch, fp)
+        fill(orch, fp, baseline)

@@ -94,6 +94,18 @@ def _count(value: str | None, default: int) -> int:
 @click.option("--parallel", type=int, help="How many VMs to create or delete at once [default: 4].")
 @click.option("--prune", is_flag=True, help="Delete workers beyond --workers (otherwise left alone).")
 @click.option("--reprovision", is_flag=True, help="Make every worker again from a freshly provisioned baseline.")
+@click.option("--pool", type=int, help="Keep this many one-off VMs ready for fresh_vm() [default: [tool.orch] pool, or 0].")
+@click.option(
+    "--standby/--no-standby",
+    default=None,
+    help="Keep a ready standby per worker, swapped in by a reset [default: [tool.orch] standby].",
+)
+@click.option("--pool", type=int, help="Keep this many one-off VMs ready for fresh_vm() [default: [tool.orch] pool, or 0].")
+@click.option(
+    "--standby/--no-standby",
+    default=None,
+    help="Keep a ready standby per worker, swapped in by a reset [default: [tool.orch] standby].",
+)
 @FORCE
 @NO_WAIT
 @JSON
@@ -105,6 +117,8 @@ def up(
     parallel: int | None,
     prune: bool,
     reprovision: bool,
+    pool: int | None,
+    standby: bool | None,
     force: bool,
     no_wait: bool,
     as_json: bool,
@@ -116,7 +130,7 @@ def up(
     image, orch or provider settings changed) re-provisioned, each saying why. Asking for
     more workers adds them; fewer leaves the extra ones alone unless --prune.
     """
-    orch = obj.orch(image=image, parallel=parallel)
+    orch = obj.orch(image=image, parallel=parallel, pool=pool, standby=standby)
     count = _count(workers, orch.settings.workers)
     t = time.monotonic()
     results = orch.up(count, prune=prune, wait=not no_wait, on_wait=obj.waiting, reprovision=reprovision, force=force)
@@ -283,3 +297,22 @@ def sweep(obj: Context, dry_run: bool, as_json: bool, older_than: str | None, le
         _json([asdict(d) for d in decisions])
     if counts["failed"]:
         raise OrchError(f"{counts['failed']} deletion(s) failed (see above); run `orch sweep` again")
+
+
+@cli.command(hidden=True)
+@pass_ctx
+def maintain(obj: Context) -> None:
+    """Make missing spares (pool VMs, standbys) and delete swapped-out VMs: what orch
+    starts in the background after a claim or a swap."""
+    from ..baseline import ensure
+    from ..spares import fill, maintaining
+
+    orch = obj.orch()
+    with maintaining(orch):
+        if not orch.store.read().workers:
+            return
+        fp = orch.fingerprint()
+        baseline, _ = ensure(orch, fp)
+        failed = [r for r in fill(orch, fp, baseline) if not r.ok]
+    if failed:
+        raise OrchError(f"{len(failed)} spare(s) could not be made: {failed[0].error}")

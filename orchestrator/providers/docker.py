@@ -172,7 +172,7 @@ class DockerProvider(Provider):
     # -- lifecycle -----------------------------------------------------------------
 
     def _run_args(self, vm: str, image: str, owner: Owner, *, restart: bool = True) -> list[str]:
-        args = ["run", "--detach", "--name", vm, "--hostname", vm, "--pull", "never"]
+        args = ["run", "--detach", "--name", vm, "--hostname", owner.hostname or vm, "--pull", "never"]
         if restart:
             args += ["--restart", "unless-stopped"]
         if self.opts.init:

@@ -1,0 +1,227 @@
+"""Spare VMs made ahead of need: the warm pool of one-off VMs and the workers' standbys.
+
+- **Pool** (``[tool.orch] pool = N``): N one-offs cloned from the baseline and
+  personalized, recorded as unclaimed. ``fresh_vm()`` claims one in a single state
+  transaction (atomic across xdist workers, recorded before the VM is handed out: a VM
+  is never handed out twice); an empty pool falls back to making a VM.
+- **Standby** (``[tool.orch] standby = true``): per worker, a VM made from the baseline
+  and personalized as that worker. A hard reset swaps it in under the worker's name
+  (two renames) and throws the old VM away.
+
+Refilling never makes a test wait: after a claim or a swap, the process that did it
+starts ``orch maintain`` in the background (its own process, so pyinfra runs on its main
+thread and it outlives nothing it needs): it deletes swapped-out VMs and makes the
+missing spares, one maintainer at a time (``.orch/maintain.lock``). ``orch up`` fills the
+pool and the standbys itself; ``orch down`` waits for a running maintainer first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from filelock import FileLock
+
+from . import baseline as B
+from . import naming
+from .clock import now_iso
+from .errors import OrchError
+from .state import CREATING, READY, OneoffRecord, StandbyRecord
+from .steps import WorkerResult, guard
+
+if TYPE_CHECKING:
+    from .core import Orch
+    from .inventory import InventoryHost
+    from .providers.base import Baseline
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def maintaining(orch: Orch, *, wait: bool = True) -> Iterator[bool]:
+    """Held by the one process that makes spares and empties the trash."""
+    orch.store.ensure_dir()
+    lock = FileLock(str(orch.store.dir / "maintain.lock"))
+    try:
+        lock.acquire(timeout=-1 if wait else 0)
+    except Exception:  # filelock.Timeout: another maintainer is at it
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def fill(orch: Orch, fp: B.Fingerprint, baseline: Baseline) -> list[WorkerResult]:
+    """Empty the trash, drop spares made from another baseline, and make the missing
+    standbys and pool VMs (caller holds the maintain lock)."""
+    empty_trash(orch)
+    _drop_stale(orch, fp)
+    data = orch.store.read()
+    targets: list[B.Target] = []
+    if orch.settings.standby:
+        for rec in data.sorted_workers():
+            if rec.phase == READY and rec.worker not in data.standbys:
+                targets.append(_standby(orch, rec.worker, rec.vm, fp))
+    missing = orch.settings.pool - sum(1 for o in data.oneoffs.values() if o.pool)
+    targets += [_pooled(orch, fp) for _ in range(max(0, missing))]
+    _shrink_pool(orch, -missing)
+    if targets:
+        B.clone(orch, fp, baseline, targets)
+    return [t.result for t in targets]
+
+
+def _standby(orch: Orch, worker: str, worker_vm: str, fp: B.Fingerprint) -> B.Target:
+    name = naming.standby_vm_name(orch.settings.prefix, orch.checkout, worker)
+    with orch.store.transaction() as state:
+        state.standbys[worker] = StandbyRecord(worker, name, CREATING, now_iso(), fp.value)
+
+    def record(**changes: object) -> None:
+        with orch.store.transaction() as state:
+            rec = state.standbys.get(worker)
+            if rec is not None and rec.vm == name:
+                for key, value in changes.items():
+                    if hasattr(rec, key) and key != "error":
+                        setattr(rec, key, value)
+
+    owner = dataclasses.replace(orch.owner(naming.STANDBY, worker=worker, fingerprint=fp.value), hostname=worker_vm)
+    return B.Target(WorkerResult(worker, name, "standby"), owner, worker, record)
+
+
+def _pooled(orch: Orch, fp: B.Fingerprint) -> B.Target:
+    name = naming.oneoff_vm_name(orch.settings.prefix, orch.checkout)
+    with orch.store.transaction() as state:
+        state.oneoffs[name] = OneoffRecord(name, "", now_iso(), os.getpid(), CREATING, fp.value, pool=True)
+
+    def record(**changes: object) -> None:
+        with orch.store.transaction() as state:
+            rec = state.oneoffs.get(name)
+            for key, value in changes.items():
+                if rec is not None and hasattr(rec, key) and key != "error":
+                    setattr(rec, key, value)
+
+    return B.Target(WorkerResult("pool", name, "pooled"), orch.owner(naming.ONEOFF, fingerprint=fp.value), "oneoff", record)
+
+
+def _drop_stale(orch: Orch, fp: B.Fingerprint) -> None:
+    """Spares made from another baseline, or left unfinished, are deleted."""
+    data = orch.store.read()
+    stale = [s.vm for s in data.standbys.values() if s.fingerprint != fp.value or s.phase != READY]
+    stale += [o.vm for o in data.oneoffs.values() if o.pool and (o.fingerprint != fp.value or o.phase != READY)]
+    _delete(orch, stale)
+
+
+def _shrink_pool(orch: Orch, extra: int) -> None:
+    if extra <= 0:
+        return
+    data = orch.store.read()
+    _delete(orch, [o.vm for o in data.oneoffs.values() if o.pool][:extra])
+
+
+def _delete(orch: Orch, names: list[str]) -> None:
+    def one(name: str) -> None:
+        try:
+            orch.provider.call(f"delete {name}", lambda: orch.provider.delete(name))
+        except OrchError as err:
+            log.warning("could not delete spare %s: %s", name, err)
+            return
+        with orch.store.transaction() as state:
+            state.oneoffs.pop(name, None)
+            for worker, rec in list(state.standbys.items()):
+                if rec.vm == name:
+                    state.standbys.pop(worker)
+            if name in state.trash:
+                state.trash.remove(name)
+
+    orch.provider.map(one, names)
+
+
+def empty_trash(orch: Orch) -> None:
+    _delete(orch, list(orch.store.read().trash))
+
+
+# -- using spares ------------------------------------------------------------------------
+
+
+def claim(orch: Orch, run: str, fp: B.Fingerprint) -> InventoryHost | None:
+    """Take a ready pool VM for ``run``, or None when the pool is empty."""
+    with orch.store.transaction() as state:
+        ready = [o for o in state.oneoffs.values() if o.pool and o.phase == READY and o.fingerprint == fp.value]
+        if not ready:
+            return None
+        rec = min(ready, key=lambda o: o.created)
+        rec.pool, rec.run, rec.pid = False, run, os.getpid()
+    info = orch.provider.inspect(rec.vm)
+    if info is None or not info.running:
+        with contextlib.suppress(OrchError):
+            orch.delete_oneoff(rec.vm)
+        return None
+    return orch.host("oneoff", rec.vm)
+
+
+def swap(orch: Orch, result: WorkerResult, fp: B.Fingerprint) -> bool:
+    """Swap the worker's ready standby in under its name; False if it has none."""
+    provider = orch.provider
+    data = orch.store.read()
+    standby = data.standbys.get(result.worker)
+    if not provider.can_rename or standby is None or standby.phase != READY or standby.fingerprint != fp.value:
+        return False
+    start = time.monotonic()
+    trash = naming.standby_vm_name(orch.settings.prefix, orch.checkout, result.worker)
+    with orch.store.transaction() as state:
+        state.trash.append(trash)  # recorded before the old VM takes that name
+    try:
+        if provider.inspect(result.vm) is not None:
+            provider.call(f"rename {result.vm}", lambda: provider.rename(result.vm, trash))
+        provider.call(f"rename {standby.vm}", lambda: provider.rename(standby.vm, result.vm))
+    except OrchError as err:
+        orch.report(result.worker, f"swap failed ({err}); resetting from the baseline instead")
+        return False
+    with orch.store.transaction() as state:
+        state.standbys.pop(result.worker, None)
+        rec = state.workers.get(result.worker)
+        if rec is not None:
+            rec.fingerprint, rec.created = fp.value, standby.created
+    result.add("swap", time.monotonic() - start)
+    guard(result, orch.report, lambda: result.add("ready", provider.wait_ready(result.vm)))
+    result.action = "swapped"
+    return True
+
+
+def spawn_maintainer(orch: Orch) -> None:
+    """Start ``orch maintain`` in the background for this checkout (its output goes to
+    ``.orch/logs/maintain.log``)."""
+    if not (orch.settings.pool or orch.settings.standby or orch.store.read().trash):
+        return
+    orch.logs_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "--inventory-dir",
+        str(orch.settings.inventory_dir),
+        "--provider",
+        orch.settings.provider,
+        "--prefix",
+        orch.settings.prefix,
+        "maintain",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    with (orch.logs_dir / "maintain.log").open("a") as out:
+        subprocess.Popen(
+            argv,
+            cwd=orch.settings.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

@@ -1,0 +1,160 @@
+"""The warm pool and the standbys on the FakeProvider: claims are atomic and never hand a VM
+out twice, a reset swaps the standby in, crashes mid-claim or mid-swap leak nothing, and
+sweep and down clean spares up."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from orchestrator.providers.fake import Crash
+from orchestrator.state import READY
+from orchestrator.sweep import Sweeper
+
+from fakes_core import fake_orch, maintain_now
+
+DEAD_RUN = "20260101000000-1-0123abcd"
+
+
+def pool_vms(orch) -> list[str]:
+    return sorted(o.vm for o in orch.store.read().oneoffs.values() if o.pool)
+
+
+def unrecorded(orch) -> set[str]:
+    return set(orch.provider.vms) - orch.store.read().all_vms()
+
+
+def test_up_fills_the_pool_and_fresh_vm_claims_without_making(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path, pool=2)
+    orch.up(1)
+    assert len(pool_vms(orch)) == 2
+    clones = orch.provider.counts()["clone"]
+    host = orch.create_oneoff("20260101000000-2-0123abcd")
+    assert orch.provider.counts()["clone"] == clones  # claimed, not made
+    rec = orch.store.read().oneoffs[host.vm]
+    assert (rec.pool, rec.run) == (False, "20260101000000-2-0123abcd")
+    assert orch.provider.vms[host.vm].files["/etc/orch-worker"] == "oneoff\n"
+    maintain_now(orch)
+    assert len(pool_vms(orch)) == 2 and host.vm not in pool_vms(orch)  # refilled
+
+
+def test_an_empty_pool_falls_back_to_making_a_vm(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path, pool=1)
+    orch.up(1)
+    first = orch.create_oneoff(DEAD_RUN).vm
+    second = orch.create_oneoff(DEAD_RUN).vm  # nothing refilled it yet: made
+    assert first != second and orch.vm_name("gw0") not in (first, second)
+
+
+def test_claims_from_many_threads_never_hand_out_a_vm_twice(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path, pool=6)
+    orch.up(1)
+    pooled = set(pool_vms(orch))
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def claim() -> None:
+        vm = orch.create_oneoff(DEAD_RUN).vm
+        with lock:
+            got.append(vm)
+
+    threads = [threading.Thread(target=claim) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == len(set(got)) == 10
+    assert pooled <= set(got)  # the pool went first; the rest were made
+
+
+def test_a_crash_during_a_claim_leaks_nothing(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path, pool=1)
+    orch.up(1)
+    [vm] = pool_vms(orch)
+    orch.provider.faults.crash("inspect")  # dies right after the claim was recorded
+    with pytest.raises(Crash):
+        orch.create_oneoff(DEAD_RUN)
+    assert unrecorded(orch) == set()
+    rec = orch.store.read().oneoffs[vm]
+    assert not rec.pool and rec.run == DEAD_RUN  # never handed out again: it is that run's
+    sweeper = Sweeper(orch.settings, orch.provider)
+    decisions = {d.vm: d for d in sweeper.execute(sweeper.plan())}
+    assert decisions[vm].result == "deleted"
+
+
+def test_reset_swaps_the_standby_in_and_a_new_one_is_made(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path, standby=True)
+    orch.up(2)
+    data = orch.store.read()
+    standby = data.standbys["gw1"].vm
+    assert orch.provider.vms[standby].files["/etc/orch-worker"] == "gw1\n"
+    orch.provider.vms[orch.vm_name("gw1")].files["/dirty"] = "test left this"
+    before = orch.provider.counts()
+    [result] = orch.reset(["gw1"])
+    assert result.ok and result.action == "swapped"
+    after = orch.provider.counts()
+    assert after["clone"] == before["clone"] and after["rename"] - before["rename"] == 2  # nothing made while waiting
+    vm = orch.provider.vms[orch.vm_name("gw1")]
+    assert "/dirty" not in vm.files and vm.files["/etc/orch-worker"] == "gw1\n"
+    assert "gw1" not in orch.store.read().standbys and len(orch.store.read().trash) == 1
+    maintain_now(orch)
+    data = orch.store.read()
+    assert data.trash == [] and data.standbys["gw1"].phase == READY
+    assert unrecorded(orch) == set()
+
+
+@pytest.mark.parametrize("when", ["first-rename", "second-rename"])
+def test_a_crash_during_a_swap_leaks_nothing_and_up_repairs(tmp_path: Path, when: str) -> None:
+    orch = fake_orch(tmp_path, standby=True)
+    orch.up(2)
+    if when == "second-rename":
+        orch.provider.faults.fail("unused")  # keeps the plan explicit below
+        real = orch.provider.rename
+        calls = []
+
+        def rename(vm: str, new: str) -> None:
+            calls.append(vm)
+            if len(calls) == 2:
+                raise Crash("crash before the second rename")
+            real(vm, new)
+
+        orch.provider.rename = rename  # type: ignore[method-assign]
+    else:
+        orch.provider.faults.crash("rename")
+    with pytest.raises(Crash):
+        orch.reset(["gw1"])
+    assert unrecorded(orch) == set()
+    orch.provider.rename = type(orch.provider).rename.__get__(orch.provider)  # type: ignore[method-assign]
+    results = orch.up(2)
+    assert all(r.ok for r in results)
+    assert orch.vm_name("gw1") in orch.provider.vms
+    assert orch.store.read().trash == [] and unrecorded(orch) == set()
+
+
+def test_a_stale_standby_is_not_swapped_in(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path, standby=True)
+    orch.up(1)
+    with orch.store.transaction() as state:
+        state.standbys["gw0"].fingerprint = "000000000000"
+    [result] = orch.reset(["gw0"])
+    assert result.ok and result.action == "reset"  # from the baseline instead
+
+
+def test_down_deletes_pool_standbys_and_trash(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path, pool=2, standby=True)
+    orch.up(2)
+    orch.reset(["gw0"])  # leaves a swapped-out VM in the trash
+    orch.down()
+    assert orch.provider.vms == {} and orch.provider.baselines == {}
+    data = orch.store.read()
+    assert data.oneoffs == {} and data.standbys == {} and data.trash == []
+
+
+def test_pool_shrinks_when_asked_for_fewer(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path, pool=3)
+    orch.up(1)
+    smaller = fake_orch(tmp_path, provider=orch.provider, pool=1)
+    smaller.up(1)
+    assert len(pool_vms(smaller)) == 1 and unrecorded(smaller) == set()
