@@ -100,12 +100,6 @@ def _count(value: str | None, default: int) -> int:
     default=None,
     help="Keep a ready standby per worker, swapped in by a reset [default: [tool.orch] standby].",
 )
-@click.option("--pool", type=int, help="Keep this many one-off VMs ready for fresh_vm() [default: [tool.orch] pool, or 0].")
-@click.option(
-    "--standby/--no-standby",
-    default=None,
-    help="Keep a ready standby per worker, swapped in by a reset [default: [tool.orch] standby].",
-)
 @FORCE
 @NO_WAIT
 @JSON
