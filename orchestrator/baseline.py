@@ -68,7 +68,7 @@ def fingerprint(orch: Orch) -> Fingerprint:
         "deploy": _short(f"{settings.provision}={source_hash(provision)};{settings.personalize}={source_hash(personalize)}"),
         "image": _short(f"{orch.image}={image_id}"),
         "orch": orch.version,
-        "provider": _short(vm_settings),
+        "provider": _short(f"{vm_settings};connector={orch.connector.name};{settings.ssh.user if orch.connector.name == 'ssh' else ''}"),
     }
     return Fingerprint(_short(json.dumps(parts, sort_keys=True)), parts)
 
@@ -114,7 +114,7 @@ def _create(orch: Orch, target: Target, make: Callable[[], None]) -> None:
 def _ready(orch: Orch, target: Target) -> None:
     target.record(phase=PROVISIONING)
     with timed(target.result, "ready"):
-        orch.provider.wait_ready(target.vm)
+        orch.wait_ready(target.vm)
 
 
 def _finish(orch: Orch, targets: list[Target], funcs: list[Callable[..., object]], title: str, fp: str) -> None:
@@ -192,6 +192,8 @@ def build(orch: Orch, fp: Fingerprint, first: list[Target]) -> Baseline:
     def make(t: Target) -> None:
         with timed(t.result, "create"):
             _create(orch, t, lambda: provider.create(t.vm, orch.image, t.owner))
+            provider.wait_ready(t.vm)
+            orch.connector.prepare(t.vm)
         _ready(orch, t)
 
     orch.report("baseline", f"creating {name} and {len(first)} more from {orch.image}")

@@ -75,6 +75,13 @@ class Timeouts(Model):
         return float(value if value is not None else self.default)
 
 
+class SSHSettings(Model):
+    """``[tool.orch.ssh]``: the SSH connector (``connector = "ssh"``)."""
+
+    #: The non-root user orch makes in every VM, with passwordless sudo.
+    user: str = Field("orch", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
 def _utf8_path(value: Path) -> Path:
     try:
         str(value).encode("utf-8")
@@ -97,6 +104,9 @@ class Settings(Model):
     legacy_prefixes: list[str] = Field(default_factory=list)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: int = Field(4, ge=0, le=20)
+    #: How pyinfra reaches inside VMs: the provider's own connector, or "ssh".
+    connector: str = ""
+    ssh: SSHSettings = Field(default_factory=lambda: SSHSettings())
     auto_up: bool = False
     pool: int = Field(0, ge=0, le=64)
     standby: bool = False
@@ -112,6 +122,13 @@ class Settings(Model):
             return naming.validate_prefix(value)
         except UsageError as err:
             raise ValueError(str(err)) from None
+
+    @field_validator("connector")
+    @classmethod
+    def _connector(cls, value: str) -> str:
+        if value not in ("", "native", "ssh"):
+            raise ValueError(f"unknown connector {value!r}: choose native or ssh")
+        return value
 
     @field_validator("image")
     @classmethod

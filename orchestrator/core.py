@@ -59,6 +59,9 @@ class Orch:
         self.store = StateStore(settings.inventory_dir, self.checkout, on_write=self._register)
         self.report: Reporter = report or (lambda worker, message: log.info("%s: %s", worker, message))
         self.deployer: Deployer = deployer or self.provider.deployer() or PyinfraDeployer()
+        from .connectors import connector_for
+
+        self.connector = connector_for(self)
         self.version = __version__
         #: How spares are refilled after a claim or a swap: by default a background
         #: ``orch maintain`` process (tests of the core may run it inline, or not at all).
@@ -104,7 +107,7 @@ class Orch:
     def host(self, ident: str, vm: str, **extra: Any) -> inventory.InventoryHost:
         """The pyinfra host of a VM, with orch's host data (``orch_worker_id`` is the worker
         id, or ``oneoff``/``baseline``)."""
-        name, data = self.provider.host(vm)
+        name, data = self.connector.host(vm)
         log_name = ident if ident.startswith("gw") else vm
         data = {
             **data,
@@ -126,7 +129,7 @@ class Orch:
         """Run deploys, in order, on [(ident, vm)] at once; {vm: result}."""
         if not targets:
             return {}
-        hosts = [self.host(ident, vm, **extra) for ident, vm in targets]
+        hosts = [self.host(ident, vm, **self.connector.deploy_data(), **extra) for ident, vm in targets]
         results = self.deployer.run([(h.name, h.data) for h in hosts], funcs, title=title)
         return {h.vm: results.get(h.name, DeployResult(False, f"{title}: no result for {h.name}")) for h in hosts}
 
@@ -164,6 +167,10 @@ class Orch:
                 hosts.append(self.host(r.worker, r.vm, orch_failed=r.error))
         return inventory.write_all(self.settings.inventory_dir, hosts, self.checkout)
 
+    def wait_ready(self, vm: str) -> float:
+        """Until the VM answers through the backend and through the connector."""
+        return self.provider.wait_ready(vm) + self.connector.ready(vm)
+
     def ensure_running(self, vm: str, worker: str | None = None) -> bool:
         """Start ``vm`` if it is stopped (after a host or engine restart), before anything
         hands it to a pyinfra connector; True if it had to be started."""
@@ -171,10 +178,12 @@ class Orch:
         if info is None or not self.owns(info, worker):
             raise UsageError(f"{vm} is missing or not orch's: run `orch up` to make it again")
         if info.running:
+            self.connector.ready(vm)
             return False
         log.warning("%s was %s: starting it", vm, info.state)
         self.provider.call(f"start {vm}", lambda: self.provider.start(vm))
-        self.provider.wait_ready(vm)
+        self.wait_ready(vm)
+        self.write_inventories()  # its address may have changed
         return True
 
     @contextlib.contextmanager

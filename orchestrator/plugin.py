@@ -200,6 +200,7 @@ def _ensure(run: OrchRun, worker_id: str) -> None:
     assert run.worker is not None
     if run.orch.ensure_running(run.worker.vm, worker_id):
         log.warning("orch: %s's VM %s was stopped; started it", worker_id, run.worker.vm)
+        run.worker.refresh()
 
 
 @pytest.fixture(scope="session")
@@ -221,6 +222,8 @@ def _reset(run: OrchRun, worker_id: str) -> None:
     [result] = run.orch.reset([worker_id], lock=False)
     if not result.ok:
         raise OrchError(f"reset of {worker_id} failed: {result.error}")
+    if run.worker is not None:
+        run.worker.refresh()
 
 
 @pytest.fixture(scope="session")

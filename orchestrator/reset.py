@@ -52,7 +52,9 @@ def reset(
         orch.provider.check()
         if soft:
             return _soft(orch, records)
-        return _hard(orch, records)
+        results = _hard(orch, records)
+        orch.write_inventories()  # a VM made again may have another address
+        return results
 
 
 def _hard(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
@@ -106,7 +108,7 @@ def _soft(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
             raise PermanentProviderError(f"{result.vm} is missing or not orch's: run `orch up` to make it again")
         if not info.running:  # never hand a stopped VM to a connector
             provider.call(f"start {result.vm}", lambda: provider.start(result.vm))
-        provider.wait_ready(result.vm)
+        orch.wait_ready(result.vm)
 
     provider.map(lambda r: guard(results[r.worker], orch.report, lambda: running(results[r.worker])), records)
     live = [r for r in records if results[r.worker].ok]
@@ -125,7 +127,7 @@ def _soft(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
             continue
         try:
             with timed(result, "ready"):
-                provider.wait_ready(r.vm)
+                orch.wait_ready(r.vm)
         except OrchError as err:
             result.fail(str(err))
         orch.report(r.worker, result.error or f"{r.vm} soft-reset")

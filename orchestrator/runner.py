@@ -178,7 +178,8 @@ def _connect(hosts: list[HostSpec], capture: _Capture, timeout: int) -> tuple[St
     try:
         connect_all(state)
     except PyinfraError as err:
-        return state, {name: f"cannot connect: {err}" for name, _ in hosts}
+        why = capture.last or str(err)
+        return state, {name: f"cannot connect to {name}: {(capture.lines.get(name) or [why])[-1]}" for name, _ in hosts}
     failed = {}
     for h in inventory:
         if h in state.failed_hosts or not h.connected:

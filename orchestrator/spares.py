@@ -191,7 +191,7 @@ def swap(orch: Orch, result: WorkerResult, fp: B.Fingerprint) -> bool:
         if rec is not None:
             rec.fingerprint, rec.created = fp.value, standby.created
     result.add("swap", time.monotonic() - start)
-    guard(result, orch.report, lambda: result.add("ready", provider.wait_ready(result.vm)))
+    guard(result, orch.report, lambda: result.add("ready", orch.wait_ready(result.vm)))
     result.action = "swapped"
     return True
 

@@ -135,7 +135,7 @@ def _keep(orch: Orch, result: WorkerResult, plan: Plan, info: VMInfo | None) -> 
                 provider.call(f"start {vm}", lambda: provider.start(vm))
             result.action = "started"
         with timed(result, "ready"):
-            provider.wait_ready(vm)
+            orch.wait_ready(vm)
         orch.report(result.worker, f"{vm} is up, {result.action}")
     except ProviderError as err:
         result.action = "recreated"

@@ -83,6 +83,16 @@ class Worker:
             self._session = session
         return self._session
 
+    def refresh(self) -> None:
+        """Read the worker's host again from its inventory (a VM made again, or started
+        again, may have another address)."""
+        if self.inventory_path is None:
+            return
+        host = inventory.read_worker(self.inventory_path.parent, self.worker_id)
+        if host is not None:
+            self.close()
+            self.host, self.host_data = host.name, dict(host.data)
+
     def close(self) -> None:
         if self._session is not None:
             session, self._session = self._session, None

@@ -97,12 +97,19 @@ def complete_workers(ctx: click.Context, param: click.Parameter, incomplete: str
 )
 @click.option("--provider", help="VM backend: docker or orbstack [default: orbstack if orbctl is on PATH, else docker].")
 @click.option("--prefix", help="Prefix of orch's VM names [default: orch].")
+@click.option("--connector", type=click.Choice(["native", "ssh"]), help="How pyinfra reaches inside VMs: the provider's own connector, or ssh [default: native].")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug, pyinfra's too).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines; only errors, tables and --json.")
 @click.version_option(__version__, prog_name="orch")
 @click.pass_context
 def cli(
-    ctx: click.Context, inventory_dir: Path | None, provider: str | None, prefix: str | None, verbose: int, quiet: bool
+    ctx: click.Context,
+    inventory_dir: Path | None,
+    provider: str | None,
+    prefix: str | None,
+    connector: str | None,
+    verbose: int,
+    quiet: bool,
 ) -> None:
     """orch: one persistent VM per pytest-xdist worker, provisioned by pyinfra deploys.
 
@@ -129,6 +136,7 @@ def cli(
         # deploy failed, and writes them to the per-VM logs)
         logging.getLogger("pyinfra").propagate = False
     ctx.obj = Context(inventory_dir, provider, prefix)
+    ctx.obj.overrides["connector"] = connector
     ctx.obj.quiet = quiet
 
 

@@ -29,7 +29,7 @@ def exec_(obj: Context, worker: str, command: tuple[str, ...]) -> None:
     argv = list(command[1:] if command[:1] == ("--",) else command)
     if not argv:
         raise UsageError("name a command to run: orch exec gw1 -- CMD ARGS…")
-    proc = subprocess.run(orch.provider.exec_argv(rec.vm, argv, interactive=False), stdin=None)
+    proc = subprocess.run(orch.connector.exec_argv(rec.vm, argv, interactive=False), stdin=None)
     sys.exit(proc.returncode)
 
 
@@ -41,7 +41,7 @@ def shell(obj: Context, worker: str) -> None:
     orch = obj.orch()
     [rec] = orch.records([worker], orch.store.read())
     orch.ensure_running(rec.vm, rec.worker)
-    argv = orch.provider.exec_argv(
+    argv = orch.connector.exec_argv(
         rec.vm, ["sh", "-c", "command -v bash >/dev/null && exec bash -l || exec sh -l"], interactive=sys.stdin.isatty()
     )
     sys.stdout.flush()

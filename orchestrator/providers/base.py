@@ -193,6 +193,10 @@ class Provider(abc.ABC):
     def delete(self, vm: str) -> None:
         """Delete ``vm``; a VM that does not exist is success (refuse an empty name)."""
 
+    def address(self, vm: str) -> str:
+        """The VM's network address, for connectors that reach it over the network (SSH)."""
+        raise PermanentProviderError(f"{self.name} VMs have no network address orch can use", operation="address", vm=vm)
+
     def rename(self, vm: str, new: str) -> None:
         """Rename ``vm`` (only where ``can_rename``)."""
         raise PermanentProviderError(f"{self.name} cannot rename VMs", operation="rename", vm=vm)

@@ -200,6 +200,14 @@ class DockerProvider(Provider):
         except VMNotFound:
             pass
 
+    def address(self, vm: str) -> str:
+        out = self._docker("inspect", ["inspect", "--type", "container", "--format", "{{json .NetworkSettings}}", vm], vm=vm)
+        networks = (json.loads(out or "{}") or {}).get("Networks") or {}
+        for net in networks.values():
+            if net.get("IPAddress"):
+                return str(net["IPAddress"])
+        raise TransientProviderError(f"container {vm} has no IP address (is it running?)", operation="address", vm=vm)
+
     def rename(self, vm: str, new: str) -> None:
         self._docker("rename", ["rename", vm, new], vm=vm)
 
