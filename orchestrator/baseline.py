@@ -112,7 +112,7 @@ def _create(orch: Orch, target: Target, make: Callable[[], None]) -> None:
 
 
 def _ready(orch: Orch, target: Target) -> None:
-    target.record(phase=PROVISIONING)
+    target.record(phase=PROVISIONING, engine=orch.provider.engine_of(target.vm))
     with timed(target.result, "ready"):
         orch.wait_ready(target.vm)
 

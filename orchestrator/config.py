@@ -107,6 +107,10 @@ class Settings(Model):
     #: How pyinfra reaches inside VMs: the provider's own connector, or "ssh".
     connector: str = ""
     ssh: SSHSettings = Field(default_factory=lambda: SSHSettings())
+    #: Docker engines to spread VMs over (``unix://…``, ``ssh://user@host``, ``tcp://…``).
+    engines: list[str] = Field(default_factory=list)
+    #: The most workers one engine takes (0: no cap).
+    engine_cap: int = Field(0, ge=0, le=naming.MAX_WORKERS)
     auto_up: bool = False
     pool: int = Field(0, ge=0, le=64)
     standby: bool = False
@@ -128,6 +132,16 @@ class Settings(Model):
     def _connector(cls, value: str) -> str:
         if value not in ("", "native", "ssh"):
             raise ValueError(f"unknown connector {value!r}: choose native or ssh")
+        return value
+
+    @field_validator("engines")
+    @classmethod
+    def _engines(cls, value: list[str]) -> list[str]:
+        for engine in value:
+            if not engine.startswith(("unix://", "ssh://", "tcp://", "npipe://")) or any(c.isspace() for c in engine):
+                raise ValueError(f"engine {engine!r} is not a Docker host: write unix:///path, ssh://user@host or tcp://host:port")
+        if len(set(value)) != len(value):
+            raise ValueError("an engine is named twice")
         return value
 
     @field_validator("image")

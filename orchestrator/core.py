@@ -22,7 +22,7 @@ from filelock import FileLock
 
 from . import __version__, inventory, leases, naming, registry
 from .config import Settings
-from .errors import LiveRunError, UsageError
+from .errors import LiveRunError, OrchError, UsageError
 from .labels import Owner
 from .ownership import owned
 from .providers import Provider, VMInfo, get_provider
@@ -62,6 +62,8 @@ class Orch:
         from .connectors import connector_for
 
         self.connector = connector_for(self)
+        with contextlib.suppress(OrchError):  # where the state says its VMs are (several engines)
+            self.provider.locate(self.store.read().engines())
         self.version = __version__
         #: How spares are refilled after a claim or a swap: by default a background
         #: ``orch maintain`` process (tests of the core may run it inline, or not at all).

@@ -64,6 +64,7 @@ class WorkerRecord:
     created: str = ""
     fingerprint: str = ""  # of the baseline it was made from
     error: str = ""  # why it failed (phase failed)
+    engine: str = ""  # where it lives, with several engines
 
 
 @dataclass
@@ -75,6 +76,7 @@ class OneoffRecord:
     phase: str = CREATING
     fingerprint: str = ""
     pool: bool = False  # an unclaimed VM of the warm pool (run is then "")
+    engine: str = ""
 
 
 @dataclass
@@ -86,6 +88,7 @@ class StandbyRecord:
     phase: str = CREATING
     created: str = ""
     fingerprint: str = ""
+    engine: str = ""
 
 
 def _build(cls: type, raw: Any) -> Any:
@@ -145,6 +148,11 @@ class StateData:
 
     def sorted_workers(self) -> list[WorkerRecord]:
         return sorted(self.workers.values(), key=lambda r: int(r.worker[2:]))
+
+    def engines(self) -> dict[str, str]:
+        """{VM: engine} of every VM recorded with one."""
+        recs: list[WorkerRecord | OneoffRecord | StandbyRecord] = [*self.workers.values(), *self.oneoffs.values(), *self.standbys.values()]
+        return {r.vm: r.engine for r in recs if r.engine}
 
     def all_vms(self) -> set[str]:
         """Every VM name this state records."""

@@ -37,7 +37,10 @@ def decide(orch: Orch, rec: WorkerRecord | None, info: VMInfo | None, fp: B.Fing
     if rec is None:
         return Plan("", "create")
     if info is not None and not orch.owns(info, rec.worker):
-        return Plan(rec.worker, "foreign", orch.not_ours(rec.vm))
+        return Plan(rec.worker, "fail", orch.not_ours(rec.vm))
+    down = orch.provider.unreachable_engines()
+    if rec.engine in down:
+        return Plan(rec.worker, "fail", f"its engine {rec.engine} does not answer ({down[rec.engine][:160]}): left as it is")
     if rec.phase == FAILED:
         return Plan(rec.worker, "recreate", f"retrying: it failed last time ({rec.error[:120]})")
     if rec.phase != READY:
@@ -119,7 +122,7 @@ def _consistent(orch: Orch, data: Any) -> None:
 def _keep(orch: Orch, result: WorkerResult, plan: Plan, info: VMInfo | None) -> None:
     """Reuse or start what can be kept; say why the rest is made again."""
     provider, vm = orch.provider, result.vm
-    if plan.action == "foreign":
+    if plan.action == "fail":
         result.fail(plan.why)
         orch.report(result.worker, f"failed: {plan.why}")
         return

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 BUILTIN = {
     "docker": "orchestrator.providers.docker:DockerProvider",
+    "podman": "orchestrator.providers.podman:PodmanProvider",
     "orbstack": "orchestrator.providers.orbstack:OrbStackProvider",
     "fake": "orchestrator.providers.fake:FakeProvider",
 }
@@ -61,4 +62,12 @@ def settings_model(name: str) -> type[ProviderSettings]:
 
 
 def get_provider(settings: Settings) -> Provider:
-    return provider_class(settings.provider)(settings)
+    cls = provider_class(settings.provider)
+    if not settings.engines:
+        return cls(settings)
+    from .docker import DockerProvider
+    from .engines import Engines
+
+    if not issubclass(cls, DockerProvider):
+        raise UsageError(f"engines = [...] needs the docker provider, not {settings.provider}")
+    return Engines(settings, [cls(settings, engine=engine) for engine in settings.engines])

@@ -44,6 +44,7 @@ class VMInfo:
     labels: dict[str, str] = field(default_factory=dict)
     created: str = ""  # ISO 8601, UTC
     image: str = ""
+    engine: str = ""  # which engine holds it, with several engines
 
     @property
     def running(self) -> bool:
@@ -192,6 +193,17 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def delete(self, vm: str) -> None:
         """Delete ``vm``; a VM that does not exist is success (refuse an empty name)."""
+
+    def locate(self, where: dict[str, str]) -> None:  # noqa: B027 (one engine: nothing to locate)
+        """Hints from the state: which engine each VM is on (several engines only)."""
+
+    def engine_of(self, vm: str) -> str:
+        """The engine that holds ``vm`` ("" with a single engine)."""
+        return ""
+
+    def unreachable_engines(self) -> dict[str, str]:
+        """Engines that did not answer: {engine: why} (several engines only)."""
+        return {}
 
     def address(self, vm: str) -> str:
         """The VM's network address, for connectors that reach it over the network (SSH)."""

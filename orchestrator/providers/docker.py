@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
@@ -35,6 +37,7 @@ from . import command
 from .base import RUNNING, STOPPED, Baseline, ExecResult, Provider, ProviderSettings, StoredBaseline, VMInfo, WaitStrategy
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..labels import Owner
 
 log = logging.getLogger(__name__)
@@ -128,12 +131,26 @@ class DockerProvider(Provider):
     default_image = "debian:bookworm"
     opts: DockerSettings
 
+    def __init__(self, settings: Settings, engine: str = "") -> None:
+        super().__init__(settings)
+        #: The Docker engine (``--host``: unix://…, ssh://…, tcp://…); "" for the one the
+        #: docker command uses by default. Several engines: see providers/engines.py.
+        self.engine = engine
+
+    @property
+    def default_engine(self) -> bool:
+        """Whether this is the engine plain ``docker`` (and pyinfra's ``@docker``) reaches."""
+        return self.engine in ("", os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+
+    def _client(self) -> list[str]:
+        return [self.opts.docker, *(["--host", self.engine] if self.engine else [])]
+
     # -- running docker ------------------------------------------------------------
 
     def _docker(self, operation: str, args: list[str], *, vm: str = "", timeout: float | None = None) -> str:
         limit = timeout if timeout is not None else self.settings.timeout(operation)
         return command.run(
-            [self.opts.docker, *args],
+            [*self._client(), *args],
             operation=operation,
             timeout=limit,
             classify=classify,
@@ -254,7 +271,7 @@ class DockerProvider(Provider):
         return ExecResult(proc.returncode, proc.stdout, proc.stderr)
 
     def exec_argv(self, vm: str, argv: list[str], *, interactive: bool = False) -> list[str]:
-        return [self.opts.docker, "exec", *(["-it"] if interactive else ["-i"]), vm, *argv]
+        return [*self._client(), "exec", *(["-it"] if interactive else ["-i"]), vm, *argv]
 
     def wait_ready(self, vm: str) -> float:
         def probe() -> str | None:
@@ -275,7 +292,34 @@ class DockerProvider(Provider):
         return strategy.wait(f"container {vm}", probe)
 
     def host(self, vm: str) -> tuple[str, dict[str, Any]]:
-        return f"@docker/{vm}", {}
+        if self.default_engine:
+            return f"@docker/{vm}", {}
+        return f"@orchdocker/{vm}", {"docker_host": self.engine}  # orch's @docker for another engine
+
+    def has_image(self, ref: str) -> bool:
+        try:
+            self._image_inspect(ref)
+        except (VMNotFound, PermanentProviderError) as err:
+            if "no such image" in str(err).lower() or isinstance(err, VMNotFound):
+                return False
+            raise
+        return True
+
+    def send_image(self, ref: str, tag: str, to: DockerProvider) -> None:
+        """Copy an image to another engine (``docker save | docker load``: the id stays)."""
+        save = subprocess.Popen([*self._client(), "image", "save", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            load = subprocess.run([*to._client(), "image", "load", "--quiet"], stdin=save.stdout, capture_output=True,
+                                  timeout=self.settings.timeout("image"))
+        finally:
+            if save.stdout is not None:
+                save.stdout.close()
+            save.wait(timeout=self.settings.timeout("image"))
+        if save.returncode != 0 or load.returncode != 0:
+            why = (save.stderr.read() if save.stderr else b"").decode() + load.stderr.decode()
+            raise classify("image", "", load.returncode or save.returncode or 1, why)
+        if tag:
+            to._docker("image", ["image", "tag", ref, tag])
 
     # -- baseline: a committed image ------------------------------------------------
 
