@@ -68,7 +68,9 @@ def fingerprint(orch: Orch) -> Fingerprint:
         "deploy": _short(f"{settings.provision}={source_hash(provision)};{settings.personalize}={source_hash(personalize)}"),
         "image": _short(f"{orch.image}={image_id}"),
         "orch": orch.version,
-        "provider": _short(f"{vm_settings};connector={orch.connector.name};{settings.ssh.user if orch.connector.name == 'ssh' else ''}"),
+        "provider": _short(
+            f"{vm_settings};connector={orch.connector.name};{settings.ssh.user if orch.connector.name == 'ssh' else ''}"
+        ),
     }
     return Fingerprint(_short(json.dumps(parts, sort_keys=True)), parts)
 

@@ -139,7 +139,9 @@ class Settings(Model):
     def _engines(cls, value: list[str]) -> list[str]:
         for engine in value:
             if not engine.startswith(("unix://", "ssh://", "tcp://", "npipe://")) or any(c.isspace() for c in engine):
-                raise ValueError(f"engine {engine!r} is not a Docker host: write unix:///path, ssh://user@host or tcp://host:port")
+                raise ValueError(
+                    f"engine {engine!r} is not a Docker host: write unix:///path, ssh://user@host or tcp://host:port"
+                )
         if len(set(value)) != len(value):
             raise ValueError("an engine is named twice")
         return value

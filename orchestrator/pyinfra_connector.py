@@ -29,7 +29,9 @@ class OrchDockerConnector(DockerConnector):
     def connect(self) -> None:
         super().connect()
         if not self.no_stop:  # pyinfra started it (or made it from an image): orch never wants that
-            raise ConnectError(f"{self.data['docker_identifier']} is not a running container on {self.host.data.get('docker_host')}")
+            raise ConnectError(
+                f"{self.data['docker_identifier']} is not a running container on {self.host.data.get('docker_host')}"
+            )
 
     def disconnect(self) -> None:
         self.no_stop = True  # never commit or remove an orch VM

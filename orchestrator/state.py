@@ -151,7 +151,11 @@ class StateData:
 
     def engines(self) -> dict[str, str]:
         """{VM: engine} of every VM recorded with one."""
-        recs: list[WorkerRecord | OneoffRecord | StandbyRecord] = [*self.workers.values(), *self.oneoffs.values(), *self.standbys.values()]
+        recs: list[WorkerRecord | OneoffRecord | StandbyRecord] = [
+            *self.workers.values(),
+            *self.oneoffs.values(),
+            *self.standbys.values(),
+        ]
         return {r.vm: r.engine for r in recs if r.engine}
 
     def all_vms(self) -> set[str]:

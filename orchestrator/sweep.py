@@ -118,7 +118,9 @@ class Sweeper:
         for stored in self.provider.stored_baselines():
             decisions.append(self._decide_baseline(stored, older_than))
         for engine, why in self.provider.unreachable_engines().items():
-            decisions.append(Decision(f"engine {engine}", False, f"does not answer ({why[:120]}): its VMs are not judged", "engine"))
+            decisions.append(
+                Decision(f"engine {engine}", False, f"does not answer ({why[:120]}): its VMs are not judged", "engine")
+            )
         for ref in self.provider.dangling():
             decisions.append(
                 Decision(ref[:19], True, "untagged image committed from orch's container: nothing uses it", "image", ref=ref)

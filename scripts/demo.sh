@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job end to end on a fresh Debian machine (as root): set up, bring up four
-# workers, run the example suite on them with pytest -n 4, show that a second `orch up`
-# reuses them, reset one worker, sweep orphans, show the status, and clean up.
+# The main job end to end on a fresh Debian machine (as root): set up, run the example
+# suite with pytest -n 4 --orch-up (pytest brings up four workers first), show that
+# `orch up --workers 4` reuses them and a warm run makes no VM, reset one worker, sweep
+# orphans, show the status, and clean up.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
@@ -9,12 +10,12 @@ cd "$ROOT"
 export PATH="$ROOT/.venv/bin:$PATH"
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-step "orch up --workers 4"
-orch up --workers 4
-step "pytest -n 4 examples/"
-pytest -n 4 examples/ -q
+step "pytest -n 4 --orch-up examples/ (pytest brings up gw0..gw3 first, then runs the suite on them)"
+pytest -n 4 --orch-up examples/ -q
 step "orch up --workers 4 (again: every worker is reused, nothing recreated)"
 orch up --workers 4
+step "pytest -n 4 examples/ (a warm run: no VM made)"
+pytest -n 4 examples/ -q
 step "orch reset gw1 (back to its baseline; the other workers are not touched)"
 orch reset gw1
 step "orch sweep (deletes orphans only; this checkout's workers are kept)"

@@ -71,6 +71,56 @@ class OrbStackBackend(DockerBackend):
         return sorted(m["name"] for m in machines if m["name"].startswith(prefix))
 
 
+class PodmanBackend(DockerBackend):
+    """Through the podman command line (rootful podman on this machine)."""
+
+    name = "podman"
+
+    def exists(self, vm: str) -> bool:
+        return _run(["podman", "container", "exists", vm]).returncode == 0
+
+    def identity(self, vm: str) -> str:
+        return _run(["podman", "inspect", "--type", "container", "-f", "{{.Id}}", vm]).stdout.strip()
+
+    def running(self, vm: str) -> bool:
+        return _run(["podman", "inspect", "--type", "container", "-f", "{{.State.Running}}", vm]).stdout.strip() == "true"
+
+    def sh(self, vm: str, script: str) -> subprocess.CompletedProcess:
+        return _run(["podman", "exec", vm, "sh", "-c", script])
+
+    def stop(self, vm: str) -> None:
+        _run(["podman", "stop", "-t", "1", vm])
+
+    def remove(self, vm: str) -> None:
+        _run(["podman", "rm", "-f", "-t", "0", vm])
+
+    def names(self, prefix: str) -> list[str]:
+        out = _run(["podman", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
+        return sorted(n for n in out if n.startswith(prefix))
+
+    def images(self, prefix: str) -> list[str]:
+        """Tagged images named with ``prefix`` (podman lists them under localhost/)."""
+        out = _run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"]).stdout.split()
+        return sorted(i for i in out if i.removeprefix("localhost/").startswith(prefix))
+
+    def images_of(self, folder: Path) -> list[str]:
+        """Ids of images (tagged or not) whose orch.inventory label is under ``folder``."""
+        out = _run(["podman", "images", "-a", "--no-trunc", "--format", '{{.ID}} {{index .Labels "orch.inventory"}}']).stdout
+        return sorted({ref for ref, _, inv in (line.partition(" ") for line in out.splitlines()) if inv.startswith(str(folder))})
+
+
+def remove_podman(prefix: str, folder: Path) -> None:
+    """Delete every podman container named with a test's prefix, and every image named
+    with it or labelled as made under the test's ``folder`` (what pyinfra commits)."""
+    backend = PodmanBackend()
+    doomed = backend.names(prefix)
+    if doomed:
+        _run(["podman", "rm", "-f", "-t", "0", *doomed])
+    images = backend.images(prefix) + backend.images_of(folder)
+    if images:
+        _run(["podman", "rmi", "-f", *images])
+
+
 def remove_prefix(prefix: str) -> None:
     """Delete every container and image whose name starts with a test's own prefix:
     docker workers and baselines, and the orbctl emulator's machines (orbfake-<name>)."""
@@ -87,7 +137,7 @@ def remove_prefix(prefix: str) -> None:
 
 
 def write_pyproject(folder: Path, provider: str, prefix: str, image: str = "orch-base:bookworm") -> None:
-    image = image if provider == "docker" else "debian:bookworm"  # an OrbStack distro
+    image = image if provider in ("docker", "podman") else "debian:bookworm"  # an OrbStack distro
     (folder / "pyproject.toml").write_text(
         f'[tool.orch]\nprovider = "{provider}"\nimage = "{image}"\nprefix = "{prefix}"\nlegacy_prefixes = ["{prefix}legacy-"]\n'
     )

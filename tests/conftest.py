@@ -39,6 +39,46 @@ def docker_engine() -> str:
     return BASE_IMAGE
 
 
+#: The base image as podman names it (scripts/setup.sh copies it from Docker: no registry).
+PODMAN_IMAGE = f"localhost/{BASE_IMAGE.removeprefix('localhost/')}"
+
+
+def _podman_problem() -> str | None:
+    try:
+        proc = subprocess.run(["podman", "info", "--format", "{{.Version.Version}}"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"podman not usable: {err}"
+    if proc.returncode != 0:
+        return f"podman not usable: {proc.stderr.strip()}"
+    proc = subprocess.run(["podman", "image", "exists", PODMAN_IMAGE], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        return f"base image {PODMAN_IMAGE} missing in podman (scripts/setup.sh copies it from Docker)"
+    try:
+        proc = subprocess.run(
+            ["podman", "run", "--rm", "--pull", "never", "--init", PODMAN_IMAGE, "true"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        return "podman cannot run a container (no answer in 60s)"
+    if proc.returncode != 0:
+        return f"podman cannot run a container ({proc.stderr.strip()}; scripts/setup.sh configures it)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def podman_engine() -> str:
+    """The base image's podman name, once podman runs a container from it. Like
+    ``docker_engine``: skipped on a developer's machine without podman, FAILS in CI."""
+    problem = _podman_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI=true and {problem}: podman tests must not be skipped", pytrace=False)
+        pytest.skip(f"{problem} (not CI: skipped; run scripts/setup.sh to set it up)")
+    return PODMAN_IMAGE
+
+
 FAKES = ROOT / "tests" / "fakes"
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -97,7 +97,11 @@ def complete_workers(ctx: click.Context, param: click.Parameter, incomplete: str
 )
 @click.option("--provider", help="VM backend: docker or orbstack [default: orbstack if orbctl is on PATH, else docker].")
 @click.option("--prefix", help="Prefix of orch's VM names [default: orch].")
-@click.option("--connector", type=click.Choice(["native", "ssh"]), help="How pyinfra reaches inside VMs: the provider's own connector, or ssh [default: native].")
+@click.option(
+    "--connector",
+    type=click.Choice(["native", "ssh"]),
+    help="How pyinfra reaches inside VMs: the provider's own connector, or ssh [default: native].",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug, pyinfra's too).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines; only errors, tables and --json.")
 @click.version_option(__version__, prog_name="orch")

@@ -309,8 +309,12 @@ class DockerProvider(Provider):
         """Copy an image to another engine (``docker save | docker load``: the id stays)."""
         save = subprocess.Popen([*self._client(), "image", "save", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            load = subprocess.run([*to._client(), "image", "load", "--quiet"], stdin=save.stdout, capture_output=True,
-                                  timeout=self.settings.timeout("image"))
+            load = subprocess.run(
+                [*to._client(), "image", "load", "--quiet"],
+                stdin=save.stdout,
+                capture_output=True,
+                timeout=self.settings.timeout("image"),
+            )
         finally:
             if save.stdout is not None:
                 save.stdout.close()

@@ -111,12 +111,16 @@ class Engines(Provider):
             if cap and load[wanted] >= cap:
                 room = [e for e in engines if load[e] < cap and e not in self.unreachable]
                 if not room:
-                    raise PermanentProviderError(f"every engine holds {cap} workers (engine_cap): add an engine or raise engine_cap", vm=vm)
+                    raise PermanentProviderError(
+                        f"every engine holds {cap} workers (engine_cap): add an engine or raise engine_cap", vm=vm
+                    )
                 wanted = min(room, key=lambda e: load[e])
             load[wanted] += 1
             chosen = self.members[wanted]
             if wanted in self.unreachable:
-                raise EngineUnavailable(f"engine {wanted} does not answer: {owner.worker} goes there ({self.unreachable[wanted]})", vm=vm)
+                raise EngineUnavailable(
+                    f"engine {wanted} does not answer: {owner.worker} goes there ({self.unreachable[wanted]})", vm=vm
+                )
         else:
             members = self.reachable()
             if not members:
@@ -209,12 +213,14 @@ class Engines(Provider):
     def seal(self, vm: str, owner: Owner) -> Baseline:
         member = self._member(vm)
         baseline = member.seal(vm, owner)
-        for other in self.reachable():
-            if other is not member:
-                try:
-                    member.send_image(baseline.ref, baseline.seal.get("tag", ""), other)
-                except OrchError as err:
-                    log.warning("baseline not copied to %s yet (%s): it will be when a VM is made there", other.engine, err)
+
+        def copy(other: DockerProvider) -> None:
+            try:
+                member.send_image(baseline.ref, baseline.seal.get("tag", ""), other)
+            except OrchError as err:
+                log.warning("baseline not copied to %s yet (%s): it will be when a VM is made there", other.engine, err)
+
+        self.map(copy, [m for m in self.reachable() if m is not member])  # to every engine at once
         return baseline
 
     def clone(self, baseline: Baseline, vm: str, owner: Owner) -> None:

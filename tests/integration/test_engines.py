@@ -10,17 +10,16 @@ import os
 from pathlib import Path
 
 import pytest
-
 from backends import run_orch, run_pytest, write_pyproject
 from engines import SecondEngine, shared_use
 
-SUITE = '''
+SUITE = """
 import pytest
 
 @pytest.mark.parametrize("n", range(8))
 def test_work(n, orch_worker):
     assert orch_worker.run("cat /etc/orch-worker").stdout.strip() == orch_worker.worker_id
-'''
+"""
 
 DEAD = "unix:///tmp/orch-no-such-engine.sock"
 
@@ -57,8 +56,9 @@ def on(engine: SecondEngine | None, prefix: str) -> list[str]:
     import subprocess
 
     args = ["--host", engine.docker_host] if engine else []
-    out = subprocess.run(["docker", *args, "ps", "-a", "--filter", f"name={prefix}-", "--format", "{{.Names}}"],
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["docker", *args, "ps", "-a", "--filter", f"name={prefix}-", "--format", "{{.Names}}"], capture_output=True, text=True
+    ).stdout
     return sorted(n.rsplit("-", 1)[1] for n in out.split() if "-gw" in n)
 
 

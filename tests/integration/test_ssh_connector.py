@@ -13,7 +13,7 @@ from pathlib import Path
 
 from backends import run_orch, run_pytest
 
-SUITE = '''
+SUITE = """
 import io
 from pyinfra.facts.server import User
 from pyinfra.operations import files, server
@@ -31,7 +31,7 @@ def test_as_production_does(orch_worker, orch_host):
     assert orch_host.file("/srv/app").mode == 0o750
     orch_worker.reset()
     assert orch_worker.run("test -e /srv/app", check=False).rc != 0  # back at the baseline, over SSH again
-'''
+"""
 
 
 def with_ssh(project: Path) -> None:
@@ -60,8 +60,13 @@ def test_workers_over_ssh_end_to_end(project: Path) -> None:
     exec_ = run_orch(project, "exec", "gw1", "--", "sh", "-c", "id -un; sudo -n cat /etc/orch-worker; exit 3")
     assert (exec_.returncode, exec_.stdout.split()) == (3, ["orch", "gw1"])
     pyinfra = Path(sys.executable).with_name("pyinfra")
-    cli = subprocess.run([str(pyinfra), "-y", "inventories/workers.py", "--limit", "gw0", "exec", "--", "sudo", "-n", "id", "-u"],
-                         cwd=project, capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [str(pyinfra), "-y", "inventories/workers.py", "--limit", "gw0", "exec", "--", "sudo", "-n", "id", "-u"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 0, cli.stderr
     reset = run_orch(project, "reset", "gw0")
     assert reset.returncode == 0, reset.stderr

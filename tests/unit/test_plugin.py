@@ -66,7 +66,9 @@ def test_auto_up_setting_and_its_opt_out(project: pytest.Pytester) -> None:
     (project.path / "pyproject.toml").write_text(text)
     project.runpytest_subprocess("-n", "2").assert_outcomes(passed=2)
     assert workers(project) == ["gw0", "gw1"]
-    project.makepyfile(test_many="import pytest\n\n@pytest.mark.parametrize('n', range(12))\ndef test_n(n, worker_vm):\n    assert worker_vm\n")
+    project.makepyfile(
+        test_many="import pytest\n\n@pytest.mark.parametrize('n', range(12))\ndef test_n(n, worker_vm):\n    assert worker_vm\n"
+    )
     off = project.runpytest_subprocess("-n", "3", "--no-orch-up", "test_many.py")
     assert off.ret != 0
     off.stdout.fnmatch_lines(["*worker gw2 has no VM*run `orch up --workers 3`*"])

@@ -8,12 +8,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from fakes_core import fake_orch, maintain_now
 
 from orchestrator.providers.fake import Crash
 from orchestrator.state import READY
 from orchestrator.sweep import Sweeper
-
-from fakes_core import fake_orch, maintain_now
 
 DEAD_RUN = "20260101000000-1-0123abcd"
 
