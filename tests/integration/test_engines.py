@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -39,22 +40,19 @@ def two_engines(second_engine: SecondEngine, tmp_path: Path, prefix: str):
         finally:
             run_orch(project, "down", "--force", env=env)
             for engine_args in ([], ["--host", second_engine.docker_host]):
-                import subprocess
-
-                def d(*a: str) -> subprocess.CompletedProcess:
-                    return subprocess.run(["docker", *engine_args, *a], capture_output=True, text=True)
-
-                ids = d("ps", "-aq", "--filter", f"name={prefix}-").stdout.split()
+                ids = _docker(engine_args, "ps", "-aq", "--filter", f"name={prefix}-").stdout.split()
                 if ids:
-                    d("rm", "-f", *ids)
-                images = d("images", "-q", "--filter", f"reference={prefix}-*").stdout.split()
+                    _docker(engine_args, "rm", "-f", *ids)
+                images = _docker(engine_args, "images", "-q", "--filter", f"reference={prefix}-*").stdout.split()
                 if images:
-                    d("rmi", "-f", *images)
+                    _docker(engine_args, "rmi", "-f", *images)
+
+
+def _docker(engine_args: list[str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *engine_args, *args], capture_output=True, text=True)
 
 
 def on(engine: SecondEngine | None, prefix: str) -> list[str]:
-    import subprocess
-
     args = ["--host", engine.docker_host] if engine else []
     out = subprocess.run(
         ["docker", *args, "ps", "-a", "--filter", f"name={prefix}-", "--format", "{{.Names}}"], capture_output=True, text=True
