@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 from . import naming
 from .clock import now_iso
+from .deployfiles import source_hash
 from .errors import DeployError, OrchError, PermanentProviderError, VMExists
 from .labels import Owner
 from .providers.base import Baseline, BaselineTainted
-from .runner import source_hash
 from .state import CREATING, FAILED, PROVISIONING, READY, BaselineRecord
 from .steps import WorkerResult, guard, timed
 

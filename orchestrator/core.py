@@ -22,11 +22,12 @@ from filelock import FileLock
 
 from . import __version__, inventory, leases, naming, registry
 from .config import Settings
+from .deployfiles import load_callable
 from .errors import LiveRunError, OrchError, UsageError
 from .labels import Owner
 from .ownership import owned
 from .providers import Provider, VMInfo, get_provider
-from .runner import DeployResult, HostSpec, PyinfraDeployer, load_callable
+from .runner import DeployResult, HostSpec, PyinfraDeployer
 from .state import READY, StateData, StateStore, WorkerRecord
 from .steps import Reporter
 

@@ -31,7 +31,11 @@ def test_the_recipes_have_the_documented_commands() -> None:
 
 def test_the_recipes_commands_run(project: Path) -> None:
     shutil.copy(ROOT / "examples" / "test_example.py", project / "test_example.py")
+    seen: list[list[str]] = []
     for argv in recipe_commands():
+        if argv in seen:
+            continue  # the GitLab recipe runs the same commands as the GitHub one
+        seen.append(argv)
         if argv[0] == "pytest":
             proc = run_pytest(project, *argv[1:])
             assert proc.returncode == 0, f"{argv}: {proc.stdout}{proc.stderr}"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from backends import both_providers, run_orch, run_pytest
+from backends import run_orch, run_pytest
 
 from orchestrator import naming
 
@@ -37,7 +37,6 @@ def example_project(project: Path) -> Path:
     return project
 
 
-@both_providers
 def test_up_pytest_up_down(example_project: Path, backend, prefix: str) -> None:
     project = example_project
     checkout = naming.checkout_id(project / "inventories")

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from backends import both_providers, clean_env, make_orphans
+from backends import clean_env, make_orphans
 from backends import run_orch as orch
 from backends import run_pytest as pytest_run
 
@@ -58,7 +58,6 @@ def oneoffs(backend, prefix: str) -> list[str]:
     return [n for n in backend.names(prefix + "-") if "-x" in n]
 
 
-@both_providers
 def test_fresh_vm_is_deleted_after_a_failing_test(project: Path, backend, prefix: str) -> None:
     (project / "test_fresh.py").write_text(FRESH_FAILING)
     assert orch(project, "up", "--workers", "1").returncode == 0

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from backends import run_orch, run_pytest, write_pyproject
-from engines import SecondEngine, exclusive_use
+from engines import SecondEngine, ensure_second_engine, exclusive_use
 
 SUITE = """
 import pytest
@@ -39,6 +39,7 @@ def test_workers_survive_a_restart_of_their_engine(second_engine: SecondEngine, 
     (project / "test_work.py").write_text(SUITE)
     env = {"DOCKER_HOST": second_engine.docker_host}
     with exclusive_use():
+        second_engine = ensure_second_engine()  # another test may have stopped it since the session fixture ran
         try:
             up = run_orch(project, "up", "--workers", "2", env=env)
             assert up.returncode == 0, up.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from backends import run_orch, run_pytest, write_pyproject
-from engines import SecondEngine, shared_use
+from engines import SecondEngine, ensure_second_engine, shared_use
 
 SUITE = """
 import pytest
@@ -35,6 +35,7 @@ def two_engines(second_engine: SecondEngine, tmp_path: Path, prefix: str):
         fh.write(f'engines = ["unix:///var/run/docker.sock", "{remote}"]\n')
     env = {"PATH": f"{second_engine.ssh_bin}{os.pathsep}{os.environ['PATH']}"}  # the docker CLI's ssh, with the engine's key
     with shared_use():
+        ensure_second_engine()  # another test may have stopped it since the session fixture ran
         try:
             yield project, env, remote
         finally:

@@ -62,7 +62,6 @@ def test_names_are_stable_and_unique_per_checkout(project: Path, tmp_path_factor
     assert a.vm_name("gw0") != b.vm_name("gw0")
 
 
-@both_providers
 def test_up_is_idempotent_reuses_starts_and_recreates(project: Path, backend) -> None:
     orch = make(project)
     orch.up(3)
@@ -142,7 +141,6 @@ def test_down_and_up_leave_unlabelled_look_alikes_alone(project: Path) -> None:
         assert subprocess.run(["docker", "inspect", name], capture_output=True).returncode == 0, f"{name} was deleted"
 
 
-@both_providers
 def test_generated_inventory_works_with_the_pyinfra_cli(project: Path, provider_name: str) -> None:
     orch = make(project)
     orch.up(2)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from backends import both_providers, clean_env, write_pyproject
+from backends import clean_env, write_pyproject
 
 from orchestrator import config, naming
 from orchestrator.core import Orch
@@ -160,7 +160,6 @@ def test_sweep_on_orbstack_keeps_what_is_not_orchs_by_name(project: Path, backen
     assert legacy[legacy_name].result == "deleted" and not backend.exists(legacy_name)
 
 
-@both_providers
 def test_sweep_deletes_orphan_workers_and_keeps_recorded_ones(
     project: Path, backend, provider_name: str, tmp_path_factory, foreign: list[str]
 ) -> None:

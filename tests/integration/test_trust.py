@@ -63,6 +63,9 @@ def test_stopped_workers_survive_the_next_pytest_run(project: Path, backend) -> 
         assert {vm: backend.identity(vm) for vm in vms} == ids, f"run {attempt} lost a worker"
         assert all(backend.running(vm) for vm in vms)
     assert dangling_orch_images() <= images  # pyinfra committed nothing
+    orch.create_oneoff("20260101000000-1-0123abcd")  # a one-off of a run that is gone
+    assert run_orch(project, "down").returncode == 0
+    assert backend.names(orch.settings.prefix) == []  # the baseline (machine or image) too
 
 
 def test_workers_restart_with_the_engine(project: Path) -> None:
@@ -354,7 +357,6 @@ def test_sweep_deletes_baselines_of_gone_checkouts_and_committed_leftovers(
     assert registry.lookup(other.checkout) is None  # its registry entry is gone too
 
 
-@both_providers
 def test_down_leaves_nothing_and_forgets_the_checkout(project: Path, backend, prefix: str) -> None:
     from orchestrator import registry
 
