@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
@@ -249,3 +250,57 @@ def test_default_provider_is_orbstack_with_orbctl(tmp_path: Path, no_orbctl: Pat
     # an explicit choice wins over the guess
     assert config.load(cwd=project(tmp_path, 'provider = "docker"'), env={}).provider == "docker"
     assert config.load(cwd=project(tmp_path), env={"ORCH_PROVIDER": "docker"}).provider == "docker"
+
+
+# -- checked all the way down ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ("[tool.orch.docker]\nrun_argz = []\n", "unknown setting 'run_argz'"),
+        ("[tool.orch.orbstack]\narch = 'x86 64'\n", "arch"),
+        ("[tool.orch.fake]\npth = 'x'\n", "unknown setting 'pth'"),
+        ("[tool.orch.ssh]\nuser = 'Root User'\n", "ssh.user"),
+        ("[tool.orch.vmware]\nx = 1\n", "unknown setting 'vmware'"),
+    ],
+)
+def test_a_typo_in_any_table_names_the_key(tmp_path: Path, extra: str, needle: str) -> None:
+    root = project(tmp_path, extra=extra)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        config.load(cwd=root, env={})
+
+
+@pytest.mark.parametrize("line", ["timeouts = { create = nan }", "timeouts = { create = inf }", "timeouts = { craete = 300 }"])
+def test_timeouts_are_finite_known_positive_numbers(tmp_path: Path, line: str) -> None:
+    with pytest.raises(ConfigError, match="timeouts"):
+        config.load(cwd=project(tmp_path, line), env={})
+
+
+def test_every_setting_and_every_provider_table_has_its_variable(tmp_path: Path) -> None:
+    env = {
+        "ORCH_POOL": "3",
+        "ORCH_STANDBY": "true",
+        "ORCH_AUTO_UP": "1",
+        "ORCH_CONNECTOR": "ssh",
+        "ORCH_LEGACY_PREFIXES": "test-vm- old-ci-",
+        "ORCH_ENGINES": '["unix:///a.sock", "ssh://ci@build-2"]',
+        "ORCH_TIMEOUTS": "create=300,ready=20",
+        "ORCH_DOCKER_RUN_ARGS": "--cap-add NET_ADMIN",
+        "ORCH_ORBSTACK_ARCH": "arm64",
+    }
+    s = config.load(cwd=project(tmp_path), env=env)
+    assert (s.pool, s.standby, s.auto_up, s.connector) == (3, True, True, "ssh")
+    assert s.legacy_prefixes == ["test-vm-", "old-ci-"] and s.engines == ["unix:///a.sock", "ssh://ci@build-2"]
+    assert (s.timeout("create"), s.timeout("ready")) == (300.0, 20.0)
+    assert s.provider_options["docker"]["run_args"] == ["--cap-add", "NET_ADMIN"]
+    assert s.provider_options["orbstack"]["arch"] == "arm64"
+    with pytest.raises(ConfigError, match="ORCH_DOCKER_INIT"):
+        config.load(cwd=project(tmp_path), env={"ORCH_DOCKER_INIT": "maybe"})
+    assert set(config.SETTINGS) >= {"pool", "standby", "auto_up", "connector", "engines", "engine_cap", "personalize"}
+
+
+@pytest.mark.parametrize("prefixes", [["orch"], ["or"], ["orch-"], ["test"]])
+def test_legacy_prefixes_that_could_match_what_is_not_legacy_are_refused(tmp_path: Path, prefixes: list[str]) -> None:
+    with pytest.raises(ConfigError, match="legacy_prefixes"):
+        config.load(cwd=project(tmp_path, f"legacy_prefixes = {prefixes!r}".replace("'", '"')), env={})
