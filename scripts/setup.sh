@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything orch's demo and tests need on a fresh Debian machine (as root):
-#   - Debian's docker.io (engine) and debootstrap
+#   - Debian's docker.io (engine), debootstrap and openssh-client
 #   - Debian's podman (daemonless; the podman provider), catatonit for `--init`, its
 #     default ulimits lowered in /etc/containers/containers.conf, and the base image
 #     copied from Docker into podman's storage as localhost/orch-base:bookworm
@@ -20,6 +20,7 @@ command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 command -v catatonit >/dev/null 2>&1 || need_apt+=(catatonit)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)  # orch exec over SSH, the second engine over ssh://
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive
