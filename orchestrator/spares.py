@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from filelock import FileLock
@@ -58,6 +59,32 @@ def maintaining(orch: Orch, *, wait: bool = True) -> Iterator[bool]:
         yield True
     finally:
         lock.release()
+
+
+def wanted(orch: Orch) -> Path:
+    """A flag: someone claimed or swapped since the maintainer last looked."""
+    return orch.store.dir / "maintain.wanted"
+
+
+def maintain(orch: Orch) -> list[WorkerResult]:
+    """Refill spares until nobody asked for more while it worked (what ``orch maintain``
+    does); a refill asked for while it finished is never lost."""
+    failed: list[WorkerResult] = []
+    while True:
+        with maintaining(orch, wait=not failed) as mine:
+            if not mine:
+                return failed
+            while True:
+                wanted(orch).unlink(missing_ok=True)
+                if not orch.store.read().workers:
+                    return failed
+                fp = orch.fingerprint()
+                baseline, _ = B.ensure(orch, fp)
+                failed = [r for r in fill(orch, fp, baseline) if not r.ok]
+                if failed or not wanted(orch).exists():
+                    break
+        if failed or not wanted(orch).exists():
+            return failed
 
 
 def fill(orch: Orch, fp: B.Fingerprint, baseline: Baseline) -> list[WorkerResult]:
@@ -201,17 +228,15 @@ def spawn_maintainer(orch: Orch) -> None:
     ``.orch/logs/maintain.log``)."""
     if not (orch.settings.pool or orch.settings.standby or orch.store.read().trash):
         return
+    wanted(orch).touch()  # first: a maintainer at work sees it before it stops
+    with maintaining(orch, wait=False) as free:
+        if not free:
+            return
     orch.logs_dir.mkdir(parents=True, exist_ok=True)
     argv = [
-        sys.executable,
-        "-m",
-        "orchestrator.cli",
-        "--inventory-dir",
-        str(orch.settings.inventory_dir),
-        "--provider",
-        orch.settings.provider,
-        "--prefix",
-        orch.settings.prefix,
+        *[sys.executable, "-m", "orchestrator.cli", "--inventory-dir", str(orch.settings.inventory_dir)],
+        *["--provider", orch.settings.provider, "--prefix", orch.settings.prefix],
+        *(["--connector", orch.settings.connector] if orch.settings.connector else []),
         "maintain",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}

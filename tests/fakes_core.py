@@ -23,10 +23,7 @@ def fake_orch(folder: Path, *, provider: FakeProvider | None = None, **overrides
 
 def maintain_now(orch: Orch) -> None:
     """What the background ``orch maintain`` does, inline (the fake lives in this process)."""
-    from orchestrator.baseline import ensure
-    from orchestrator.spares import fill, maintaining
+    from orchestrator.spares import maintain, wanted
 
-    with maintaining(orch):
-        fp = orch.fingerprint()
-        baseline, _ = ensure(orch, fp)
-        fill(orch, fp, baseline)
+    wanted(orch).touch()
+    maintain(orch)

@@ -298,15 +298,8 @@ def sweep(obj: Context, dry_run: bool, as_json: bool, older_than: str | None, le
 def maintain(obj: Context) -> None:
     """Make missing spares (pool VMs, standbys) and delete swapped-out VMs: what orch
     starts in the background after a claim or a swap."""
-    from ..baseline import ensure
-    from ..spares import fill, maintaining
+    from ..spares import maintain as run
 
-    orch = obj.orch()
-    with maintaining(orch):
-        if not orch.store.read().workers:
-            return
-        fp = orch.fingerprint()
-        baseline, _ = ensure(orch, fp)
-        failed = [r for r in fill(orch, fp, baseline) if not r.ok]
+    failed = run(obj.orch())
     if failed:
         raise OrchError(f"{len(failed)} spare(s) could not be made: {failed[0].error}")
