@@ -1,6 +1,6 @@
 """An example suite for orch: every test works inside its own xdist worker's VM.
 
-Run it after `orch up --workers 4` with `pytest -n 4 examples/`. Each test leaves a
+Run it with `pytest -n 4 --orch-up examples/` (or after `orch up --workers 4`). Each test leaves a
 proof file inside the VM (/var/lib/orch/proofs/<test>) holding the worker id it ran
 under, so anyone can check afterwards that tests ran on their own worker's VM.
 """
