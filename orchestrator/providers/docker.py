@@ -29,11 +29,11 @@ from ..errors import (
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
-    VMExists,
     VMNotFound,
 )
 from . import command
 from .base import RUNNING, STOPPED, Baseline, ExecResult, Provider, ProviderSettings, VMInfo, WaitStrategy
+from .docker_errors import classify
 from .docker_images import DockerImages
 
 if TYPE_CHECKING:
@@ -43,19 +43,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class DockerSettings(ProviderSettings):
-    """``[tool.orch.docker]``: how containers are started."""
-
-    client_fields: ClassVar[tuple[str, ...]] = ("docker",)
+class ContainerSettings(ProviderSettings):
+    """What Docker-style providers share: how containers are started."""
 
     #: The container's main process; it must run until the container is stopped.
     command: list[str] = Field(default_factory=lambda: ["sleep", "infinity"], min_length=1)
-    #: Run an init process (``docker run --init``): quick stops, reaped zombies.
+    #: Run an init process (``run --init``): quick stops, reaped zombies.
     init: bool = True
-    #: Extra ``docker run`` arguments, e.g. ["--cap-add", "NET_ADMIN"].
+    #: Extra ``run`` arguments, e.g. ["--cap-add", "NET_ADMIN"].
     run_args: list[str] = Field(default_factory=list)
-    #: The docker client.
-    docker: str = "docker"
 
     @field_validator("command")
     @classmethod
@@ -64,54 +60,22 @@ class DockerSettings(ProviderSettings):
             raise ValueError("command words must not be empty")
         return value
 
-
-# Docker's error texts, by what they mean.
-_ENGINE_DOWN = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect")
-_NOT_FOUND = ("No such container", "No such object")
-_EXISTS = ("is already in use by container",)
-_NO_IMAGE = (
-    "No such image",
-    "Unable to find image",
-    "pull access denied",
-    "repository does not exist",
-    "manifest unknown",
-    "invalid reference format",
-)
-_TRANSIENT = (
-    "context deadline exceeded",
-    "i/o timeout",
-    "connection reset",
-    "TLS handshake timeout",
-    "device or resource busy",
-    "is already in progress",
-    "Client.Timeout exceeded",
-    "too many requests",
-    "resource temporarily unavailable",
-    "502 Bad Gateway",
-    "503 Service Unavailable",
-)
+    @property
+    def client(self) -> str:
+        raise NotImplementedError
 
 
-def classify(operation: str, vm: str, returncode: int, stderr: str) -> ProviderError:
-    """Turn a failed docker command into a named, classified error, from Docker's message
-    (the exit code says little: 1 for most daemon errors, 125 for refused requests)."""
-    msg = " ".join(stderr.split()) or f"docker exited with code {returncode}"
-    if any(t in msg for t in _ENGINE_DOWN):
-        return EngineUnavailable(
-            f"the Docker engine is not reachable ({msg}): start it (dockerd, or scripts/setup.sh)",
-            operation=operation,
-            vm=vm,
-        )
-    if any(t in msg for t in _NOT_FOUND):
-        return VMNotFound(msg, operation=operation, vm=vm)
-    if "Conflict" in msg and any(t in msg for t in _EXISTS):
-        return VMExists(msg, operation=operation, vm=vm)
-    if any(t in msg for t in _NO_IMAGE):
-        return PermanentProviderError(msg, operation=operation, vm=vm)
-    if any(t in msg for t in _TRANSIENT):
-        return TransientProviderError(msg, operation=operation, vm=vm)
-    # Anything else is unknown: fail at once with docker's own message rather than retry blindly.
-    return PermanentProviderError(msg, operation=operation, vm=vm)
+class DockerSettings(ContainerSettings):
+    """``[tool.orch.docker]``."""
+
+    client_fields: ClassVar[tuple[str, ...]] = ("docker",)
+
+    #: The docker client.
+    docker: str = "docker"
+
+    @property
+    def client(self) -> str:
+        return self.docker
 
 
 def _state(raw: dict[str, Any]) -> str:
@@ -125,11 +89,15 @@ def _state(raw: dict[str, Any]) -> str:
 
 class DockerProvider(DockerImages, Provider):
     name = "docker"
-    settings_model = DockerSettings
+    settings_model: ClassVar[type[ContainerSettings]] = DockerSettings
     has_labels = True
     can_rename = True
     default_image = "debian:bookworm"
-    opts: DockerSettings
+    opts: ContainerSettings
+    #: This backend's error texts, by meaning (podman has its own).
+    classify = staticmethod(classify)
+    #: How to get the client when it is missing.
+    install_hint = "install Docker (scripts/setup.sh does)"
 
     def __init__(self, settings: Settings, engine: str = "") -> None:
         super().__init__(settings)
@@ -143,7 +111,30 @@ class DockerProvider(DockerImages, Provider):
         return self.engine in ("", os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
 
     def _client(self) -> list[str]:
-        return [self.opts.docker, *(["--host", self.engine] if self.engine else [])]
+        return [self.opts.client, *(["--host", self.engine] if self.engine else [])]
+
+    @staticmethod
+    def image_gone(err: ProviderError) -> bool:
+        """Does this error say the image does not exist?"""
+        return isinstance(err, VMNotFound) or "no such image" in str(err).lower()
+
+    @staticmethod
+    def image_in_use(err: ProviderError) -> bool:
+        """Does this error say a container still uses the image?"""
+        return "being used" in str(err) or "conflict" in str(err).lower()
+
+    @staticmethod
+    def failed_in_engine(stderr: str) -> bool:
+        """Did ``exec`` fail in the engine (no container, engine down), not in the command?"""
+        return stderr.startswith(("Error response from daemon", "Error: No such container"))
+
+    @staticmethod
+    def tag_name(tag: str) -> str:
+        """An image tag as orch names it (podman prefixes ``localhost/``)."""
+        return tag
+
+    def _missing(self) -> str:
+        return f"the {self.name} command ({self.opts.client}) is not installed: {self.install_hint}"
 
     # -- running docker ------------------------------------------------------------
 
@@ -153,16 +144,14 @@ class DockerProvider(DockerImages, Provider):
             [*self._client(), *args],
             operation=operation,
             timeout=limit,
-            classify=classify,
+            classify=self.classify,
             vm=vm,
-            missing=f"the docker command ({self.opts.docker}) is not installed: install Docker (scripts/setup.sh does)",
+            missing=self._missing(),
         ).stdout
 
     def check(self) -> None:
-        if shutil.which(self.opts.docker) is None:
-            raise EngineUnavailable(
-                f"the docker command ({self.opts.docker}) is not installed: install Docker (scripts/setup.sh does)"
-            )
+        if shutil.which(self.opts.client) is None:
+            raise EngineUnavailable(self._missing())
         self._docker("info", ["version", "--format", "{{.Server.Version}}"], timeout=15)
 
     def _image_inspect(self, image: str) -> str:
@@ -265,9 +254,9 @@ class DockerProvider(DockerImages, Provider):
 
     def exec(self, vm: str, argv: list[str], *, timeout: float | None = None) -> ExecResult:
         limit = timeout if timeout is not None else self.settings.timeout("default")
-        proc = command.run(self.exec_argv(vm, argv), operation="exec", timeout=limit, classify=classify, vm=vm, check=False)
-        if proc.returncode != 0 and proc.stderr.startswith(("Error response from daemon", "Error: No such container")):
-            raise classify("exec", vm, proc.returncode, proc.stderr)
+        proc = command.run(self.exec_argv(vm, argv), operation="exec", timeout=limit, classify=self.classify, vm=vm, check=False)
+        if proc.returncode != 0 and self.failed_in_engine(proc.stderr):
+            raise self.classify("exec", vm, proc.returncode, proc.stderr)
         return ExecResult(proc.returncode, proc.stdout, proc.stderr)
 
     def exec_argv(self, vm: str, argv: list[str], *, interactive: bool = False) -> list[str]:
@@ -321,7 +310,7 @@ class DockerProvider(DockerImages, Provider):
         try:
             self._image_inspect(baseline.ref)
         except (VMNotFound, PermanentProviderError) as err:
-            if "no such image" in str(err).lower() or isinstance(err, VMNotFound):
+            if self.image_gone(err):
                 return f"its image {baseline.seal.get('tag', '')} ({baseline.ref[:19]}) is gone"
             raise
         return None
@@ -333,10 +322,9 @@ class DockerProvider(DockerImages, Provider):
         try:
             self._docker("delete", ["image", "rm", baseline.ref])
         except (VMNotFound, PermanentProviderError) as err:
-            msg = str(err)
-            if "no such image" in msg.lower():
+            if self.image_gone(err):
                 return True
-            if "being used" in msg or "conflict" in msg.lower():
+            if self.image_in_use(err):
                 log.info("baseline %s is still used by a container: kept for now", baseline.ref)
                 return False
             raise

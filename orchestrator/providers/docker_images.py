@@ -8,7 +8,7 @@ import subprocess
 from typing import TYPE_CHECKING, Any
 
 from .. import labels as L
-from ..errors import PermanentProviderError, VMNotFound
+from ..errors import PermanentProviderError, ProviderError, VMNotFound
 from .base import StoredBaseline
 
 if TYPE_CHECKING:
@@ -29,11 +29,19 @@ class DockerImages:
     def _image_inspect(self, image: str) -> str:
         raise NotImplementedError
 
+    @staticmethod
+    def image_gone(err: ProviderError) -> bool:
+        raise NotImplementedError
+
+    @staticmethod
+    def tag_name(tag: str) -> str:
+        raise NotImplementedError
+
     def has_image(self, ref: str) -> bool:
         try:
             self._image_inspect(ref)
         except (VMNotFound, PermanentProviderError) as err:
-            if "no such image" in str(err).lower() or isinstance(err, VMNotFound):
+            if self.image_gone(err):
                 return False
             raise
         return True
@@ -65,7 +73,7 @@ class DockerImages:
         found = []
         for raw in self._image_records(ids):
             labels = (raw.get("Config") or {}).get("Labels") or {}
-            for tag in raw.get("RepoTags") or []:
+            for tag in (self.tag_name(t) for t in raw.get("RepoTags") or []):
                 repo = tag.rsplit(":", 1)[0]
                 parts = repo.rsplit("-", 2)
                 if len(parts) != 3 or parts[2] != "baseline" or parts[0] != self.settings.prefix:
@@ -83,14 +91,14 @@ class DockerImages:
         try:
             return json.loads(self._docker("list", ["image", "inspect", *ids]) or "[]")
         except (VMNotFound, PermanentProviderError) as err:
-            if "no such image" not in str(err).lower():
+            if not self.image_gone(err):
                 raise
         records = []
         for one in ids:
             try:
                 records += json.loads(self._docker("list", ["image", "inspect", one]) or "[]")
             except (VMNotFound, PermanentProviderError) as err:
-                if "no such image" not in str(err).lower():
+                if not self.image_gone(err):
                     raise
         return records
 
@@ -116,5 +124,5 @@ class DockerImages:
         try:
             self._docker("delete", ["image", "rm", ref])
         except (VMNotFound, PermanentProviderError) as err:
-            if "no such image" not in str(err).lower():
+            if not self.image_gone(err):
                 raise

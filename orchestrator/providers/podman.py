@@ -32,12 +32,9 @@ set ("error setting rlimit type 7: operation not permitted").
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from typing import TYPE_CHECKING, Any, ClassVar
-
-from pydantic import Field, field_validator
 
 from ..errors import (
     EngineUnavailable,
@@ -48,9 +45,8 @@ from ..errors import (
     VMExists,
     VMNotFound,
 )
-from . import command
-from .base import STOPPED, Baseline, ExecResult, ProviderSettings, VMInfo
-from .docker import DockerProvider
+from .base import STOPPED, VMInfo
+from .docker import ContainerSettings, DockerProvider
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -59,29 +55,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class PodmanSettings(ProviderSettings):
-    """``[tool.orch.podman]``: how containers are started."""
+class PodmanSettings(ContainerSettings):
+    """``[tool.orch.podman]``: as Docker's, with the podman client."""
 
     client_fields: ClassVar[tuple[str, ...]] = ("podman",)
 
-    #: The container's main process; it must run until the container is stopped.
-    command: list[str] = Field(default_factory=lambda: ["sleep", "infinity"], min_length=1)
-    #: Run an init process (``podman run --init``, catatonit): quick stops, reaped zombies.
-    init: bool = True
-    #: Extra ``podman run`` arguments, e.g. ["--cap-add", "NET_ADMIN"].
-    run_args: list[str] = Field(default_factory=list)
     #: The podman client (one command, e.g. "podman-remote").
     podman: str = "podman"
 
-    @field_validator("command")
-    @classmethod
-    def _command(cls, value: list[str]) -> list[str]:
-        if not all(value):
-            raise ValueError("command words must not be empty")
-        return value
+    @property
+    def client(self) -> str:
+        return self.podman
 
-
-INSTALL = "install podman (scripts/setup.sh does)"
 
 # podman's error texts (podman 4.3), by what they mean.
 #: podman --remote (and podman machine on macOS) when its service is not there.
@@ -177,12 +162,9 @@ def _gone(err: ProviderError) -> bool:
 
 class PodmanProvider(DockerProvider):
     name = "podman"
-    # DockerProvider types its settings as DockerSettings, whose client field is `docker`;
-    # podman's table names it `podman`. Every method that reads the client (``_client``,
-    # ``_docker``, ``check``) is overridden here; the others read the fields both models
-    # have (command, init, run_args).
-    settings_model = PodmanSettings  # type: ignore[assignment]
-    opts: PodmanSettings  # type: ignore[assignment]
+    settings_model = PodmanSettings
+    classify = staticmethod(classify)
+    install_hint = "install podman (scripts/setup.sh does)"
     has_labels = True
     can_rename = True
     default_image = "docker.io/library/debian:bookworm"
@@ -196,22 +178,11 @@ class PodmanProvider(DockerProvider):
     # -- running podman --------------------------------------------------------------
 
     def _client(self) -> list[str]:
-        return [self.opts.podman]
-
-    def _docker(self, operation: str, args: list[str], *, vm: str = "", timeout: float | None = None) -> str:
-        limit = timeout if timeout is not None else self.settings.timeout(operation)
-        return command.run(
-            [*self._client(), *args],
-            operation=operation,
-            timeout=limit,
-            classify=classify,
-            vm=vm,
-            missing=f"the podman command ({self.opts.podman}) is not installed: {INSTALL}",
-        ).stdout
+        return [self.opts.client]
 
     def check(self) -> None:
-        if shutil.which(self.opts.podman) is None:
-            raise EngineUnavailable(f"the podman command ({self.opts.podman}) is not installed: {INSTALL}")
+        if shutil.which(self.opts.client) is None:
+            raise EngineUnavailable(self._missing())
         # no daemon to ask: `podman info` opens the storage and the runtime (and reaches the
         # service where podman is remote)
         self._docker("info", ["info", "--format", "{{.Version.Version}}"], timeout=15)
@@ -260,75 +231,23 @@ class PodmanProvider(DockerProvider):
                 info.state = STOPPED
         return infos
 
-    def exec(self, vm: str, argv: list[str], *, timeout: float | None = None) -> ExecResult:
-        limit = timeout if timeout is not None else self.settings.timeout("default")
-        proc = command.run(self.exec_argv(vm, argv), operation="exec", timeout=limit, classify=classify, vm=vm, check=False)
-        if proc.returncode != 0 and _podmans_own(proc.stderr):
-            raise classify("exec", vm, proc.returncode, proc.stderr)
-        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
-
     def host(self, vm: str) -> tuple[str, dict[str, Any]]:
         return f"@podman/{vm}", {}
 
     # -- baseline: a committed image (as Docker), with podman's texts and names ------------
 
-    def has_image(self, ref: str) -> bool:
-        try:
-            self._image_inspect(ref)
-        except PermanentProviderError as err:
-            if _gone(err):
-                return False
-            raise
-        return True
+    @staticmethod
+    def image_gone(err: ProviderError) -> bool:
+        return _gone(err)
 
-    def verify(self, baseline: Baseline) -> str | None:
-        try:
-            self._image_inspect(baseline.ref)
-        except PermanentProviderError as err:
-            if _gone(err):
-                return f"its image {baseline.seal.get('tag', '')} ({baseline.ref[:19]}) is gone"
-            raise
-        return None
+    @staticmethod
+    def image_in_use(err: ProviderError) -> bool:
+        return any(t in str(err) for t in _IMAGE_IN_USE)
 
-    def drop(self, baseline: Baseline) -> bool:
-        """Delete the image by its id (its tag may name a newer baseline by now)."""
-        if not baseline.ref:
-            return True
-        try:
-            self._docker("delete", ["image", "rm", baseline.ref])
-        except PermanentProviderError as err:
-            if _gone(err):
-                return True
-            if any(t in str(err) for t in _IMAGE_IN_USE):
-                log.info("baseline %s is still used by a container: kept for now", baseline.ref)
-                return False
-            raise
-        return True
+    @staticmethod
+    def failed_in_engine(stderr: str) -> bool:
+        return _podmans_own(stderr)
 
-    def _image_records(self, ids: list[str]) -> list[dict[str, Any]]:
-        """``podman image inspect`` of these ids (one deleted meanwhile is left out), tags
-        without podman's ``localhost/`` (orch names its baselines without a registry)."""
-        records: list[dict[str, Any]] = []
-        if not ids:
-            return records
-        try:
-            records = json.loads(self._docker("list", ["image", "inspect", *ids]) or "[]")
-        except PermanentProviderError as err:
-            if not _gone(err):
-                raise
-            for one in ids:
-                try:
-                    records += json.loads(self._docker("list", ["image", "inspect", one]) or "[]")
-                except PermanentProviderError as err:
-                    if not _gone(err):
-                        raise
-        for raw in records:
-            raw["RepoTags"] = [t.removeprefix("localhost/") for t in raw.get("RepoTags") or []]
-        return records
-
-    def drop_dangling(self, ref: str) -> None:
-        try:
-            self._docker("delete", ["image", "rm", ref])
-        except PermanentProviderError as err:
-            if not _gone(err):
-                raise
+    @staticmethod
+    def tag_name(tag: str) -> str:
+        return tag.removeprefix("localhost/")  # orch names its baselines without a registry
