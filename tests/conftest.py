@@ -114,6 +114,16 @@ def backend(provider_name: str):
 
 
 @pytest.fixture
+def foreign(backend):
+    """Names of VMs a test makes that are not orch's (so the project fixture's prefix
+    cleanup may not catch them): the test appends each name, and they are removed after."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        backend.remove(name)
+
+
+@pytest.fixture
 def prefix() -> str:
     import secrets
 

@@ -124,11 +124,11 @@ def test_down_deletes_only_what_is_asked_and_nothing_else(project: Path, backend
     assert not list((project / "inventories").glob("*.py"))
 
 
-def test_down_and_up_leave_unlabelled_look_alikes_alone(project: Path) -> None:
+def test_down_and_up_leave_unlabelled_look_alikes_alone(project: Path, foreign: list[str]) -> None:
     orch = make(project)
     p = orch.settings.prefix
     holder = orch.vm_name("gw0")  # a foreign container holding a worker's name
-    foreign = [f"{p}-{orch.checkout}-gw9", f"gw0-{p}", f"{p}stra-db", holder]
+    foreign += [f"{p}-{orch.checkout}-gw9", f"gw0-{p}", f"{p}stra-db", holder]
     for name in foreign:
         subprocess.run(
             ["docker", "run", "-d", "--name", name, "orch-base:bookworm", "sleep", "infinity"], check=True, capture_output=True

@@ -111,14 +111,6 @@ def make_vm(backend, name: str, labels: dict[str, str] | None = None) -> None:
         subprocess.run(["orbctl", "create", "debian:bookworm", name], check=True, capture_output=True)
 
 
-@pytest.fixture
-def foreign(backend):
-    names: list[str] = []
-    yield names
-    for name in names:
-        backend.remove(name)
-
-
 def test_sweep_never_deletes_what_is_not_orchs(project: Path, backend, foreign: list[str]) -> None:
     prefix = make(project).settings.prefix
     checkout = naming.checkout_id(project / "inventories")
