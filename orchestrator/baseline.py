@@ -62,7 +62,7 @@ class Fingerprint:
 def fingerprint(orch: Orch) -> Fingerprint:
     settings, provider = orch.settings, orch.provider
     provision, personalize = orch.load(settings.provision), orch.load(settings.personalize)
-    image_id = provider.call(f"inspect image {orch.image}", lambda: provider.image_id(orch.image))
+    image_id = orch.image_id()
     vm_settings = json.dumps([provider.name, provider.vm_settings()], sort_keys=True)
     parts = {
         "deploy": _short(f"{settings.provision}={source_hash(provision)};{settings.personalize}={source_hash(personalize)}"),

@@ -97,7 +97,7 @@ class Settings(Model):
     image: str = ""
     workers: int = Field(2, ge=1, le=naming.MAX_WORKERS)
     prefix: str = naming.DEFAULT_PREFIX
-    parallel: int = Field(4, ge=1, le=64)
+    parallel: int = Field(8, ge=1, le=64)
     provision: str = "orchestrator.deploys.provision:provision"
     personalize: str = "orchestrator.deploys.provision:personalize"
     reset: str = "orchestrator.deploys.reset:reset"

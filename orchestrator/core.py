@@ -69,6 +69,11 @@ class Orch:
         #: How spares are refilled after a claim or a swap: by default a background
         #: ``orch maintain`` process (tests of the core may run it inline, or not at all).
         self.maintain_later: Callable[[], None] = self._spawn_maintainer
+        #: A long-lived Orch (the pytest plugin's, one per test session) remembers the
+        #: image's id after the first look: a reset inside a run then costs one backend
+        #: call less. The next ``orch up`` still sees an image rebuilt meanwhile.
+        self.remember_image = False
+        self._image_id: str | None = None
 
     def _spawn_maintainer(self) -> None:
         from .spares import spawn_maintainer
@@ -198,6 +203,14 @@ class Orch:
             yield
 
     # -- the verbs ----------------------------------------------------------------------
+
+    def image_id(self) -> str:
+        if self._image_id is not None:
+            return self._image_id
+        image_id = self.provider.call(f"inspect image {self.image}", lambda: self.provider.image_id(self.image))
+        if self.remember_image:
+            self._image_id = image_id
+        return image_id
 
     def fingerprint(self) -> Fingerprint:
         from .baseline import fingerprint

@@ -95,6 +95,7 @@ class OrchRun:
     def orch(self) -> Orch:
         if self._orch is None:
             self._orch = Orch(self.settings)
+            self._orch.remember_image = True
         return self._orch
 
     @property

@@ -23,6 +23,7 @@ from .steps import WorkerResult, guard, timed
 
 if TYPE_CHECKING:
     from .core import Orch
+    from .providers.base import VMInfo
 
 
 def reset(
@@ -47,9 +48,9 @@ def reset(
         raise UsageError(f"{', '.join(unready)} not provisioned (see `orch status`): run `orch up` first")
     guard_lock = orch.store.command_lock(wait=wait, on_wait=on_wait) if lock else contextlib.nullcontext()
     with guard_lock:
-        if lock:
+        if lock:  # the CLI: say at once when the engine does not answer
             orch.refuse_live("resetting them", [r.worker for r in records], force)
-        orch.provider.check()
+            orch.provider.check()
         if soft:
             return _soft(orch, records)
         results = _hard(orch, records)
@@ -60,8 +61,9 @@ def reset(
 def _hard(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
     provider = orch.provider
     results = [WorkerResult(r.worker, r.vm, "reset") for r in records]
+    infos: dict[str, VMInfo | None] = {}
     for result in results:
-        info = provider.inspect(result.vm)
+        infos[result.worker] = info = provider.inspect(result.vm)
         if info is not None and not orch.owns(info, result.worker):
             result.fail(orch.not_ours(result.vm))
             orch.report(result.worker, f"failed: {result.error}")
@@ -70,7 +72,7 @@ def _hard(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
         return results
     start = time.monotonic()
     fp = orch.fingerprint()
-    swapped = [r for r in live if spares.swap(orch, r, fp)]
+    swapped = [r for r in live if spares.swap(orch, r, fp, infos[r.worker])]
     for r in swapped:
         orch.report(r.worker, f"{r.vm} swapped for its standby ({r.seconds.get('total', 0):.2f}s)")
     if swapped or orch.settings.standby:

@@ -40,7 +40,7 @@ from .steps import WorkerResult, guard
 if TYPE_CHECKING:
     from .core import Orch
     from .inventory import InventoryHost
-    from .providers.base import Baseline
+    from .providers.base import Baseline, VMInfo
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +194,9 @@ def claim(orch: Orch, run: str, fp: B.Fingerprint) -> InventoryHost | None:
     return orch.host("oneoff", rec.vm)
 
 
-def swap(orch: Orch, result: WorkerResult, fp: B.Fingerprint) -> bool:
-    """Swap the worker's ready standby in under its name; False if it has none."""
+def swap(orch: Orch, result: WorkerResult, fp: B.Fingerprint, info: VMInfo | None) -> bool:
+    """Swap the worker's ready standby in under its name; False if it has none. ``info``:
+    the worker's VM as the caller just saw it (checked to be orch's), or None."""
     provider = orch.provider
     data = orch.store.read()
     standby = data.standbys.get(result.worker)
@@ -206,7 +207,7 @@ def swap(orch: Orch, result: WorkerResult, fp: B.Fingerprint) -> bool:
     with orch.store.transaction() as state:
         state.trash.append(trash)  # recorded before the old VM takes that name
     try:
-        if provider.inspect(result.vm) is not None:
+        if info is not None:
             provider.call(f"rename {result.vm}", lambda: provider.rename(result.vm, trash))
         provider.call(f"rename {standby.vm}", lambda: provider.rename(standby.vm, result.vm))
     except OrchError as err:

@@ -28,4 +28,6 @@ stop_engine2() {
   exit "$rc"
 }
 trap stop_engine2 EXIT
-.venv/bin/pytest -n 4 -p no:randomly "$@"
+# worksteal: an idle worker takes tests queued on a busy one, so a few long real-backend
+# tests queued together on one worker do not leave the others idle at the end.
+.venv/bin/pytest -n 4 --dist worksteal -p no:randomly "$@"

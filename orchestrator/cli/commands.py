@@ -91,7 +91,7 @@ def _count(value: str | None, default: int) -> int:
     help="How many workers (gw0..gwN-1); auto: as many as `pytest -n auto` starts [default: [tool.orch] workers, or 2].",
 )
 @click.option("--image", help="Image to create workers from [default: ORCH_IMAGE, [tool.orch] image, or the provider's default].")
-@click.option("--parallel", type=int, help="How many VMs to create or delete at once [default: 4].")
+@click.option("--parallel", type=int, help="How many VMs to create or delete at once [default: 8].")
 @click.option("--prune", is_flag=True, help="Delete workers beyond --workers (otherwise left alone).")
 @click.option("--reprovision", is_flag=True, help="Make every worker again from a freshly provisioned baseline.")
 @click.option("--pool", type=int, help="Keep this many one-off VMs ready for fresh_vm() [default: [tool.orch] pool, or 0].")

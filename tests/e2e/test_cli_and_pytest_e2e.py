@@ -81,14 +81,14 @@ CRASH_SUITE = """
 import os, time
 import pytest
 
-@pytest.mark.parametrize("n", range(16))
+@pytest.mark.parametrize("n", range(30))  # enough work left for the replacement to get some
 def test_work(n, orch_worker, worker_vm):
     marker = os.path.join(os.path.dirname(__file__), "crashed")
     if n == 5 and not os.path.exists(marker):
         with open(marker, "w") as fh:
             fh.write(os.environ["PYTEST_XDIST_WORKER"] + " " + orch_worker.worker_id)
         os._exit(1)  # the worker process dies mid-run
-    time.sleep(0.1)
+    time.sleep(0.3)
     xdist_id = os.environ["PYTEST_XDIST_WORKER"]
     orch_worker.run(f"echo {xdist_id} {orch_worker.worker_id} {worker_vm} >> /var/lib/orch/ran")
 """
@@ -100,7 +100,7 @@ def test_crashed_worker_vm_goes_to_its_replacement(project: Path, backend, prefi
     result = pytest_run(project, "-n", "2")
     out = result.stdout + result.stderr
     assert "replacing crashed worker" in out
-    assert "15 passed" in out and "1 failed" in out  # only the test that killed its worker
+    assert "29 passed" in out and "1 failed" in out  # only the test that killed its worker
     _crashed_xdist, crashed_orch = (project / "crashed").read_text().split()
     checkout = naming.checkout_id(project / "inventories")
     vm = f"{prefix}-{checkout}-{crashed_orch}"

@@ -91,8 +91,9 @@ def provision():
 FIXED = BROKEN.replace("echo before; echo boom >&2; exit 42", "true")
 
 
-@both_providers
 def test_a_failed_provision_explains_itself_and_stays_reachable(project: Path) -> None:
+    """The failure line and the log come from the deploy runner, the same on every
+    provider; entering a worker on OrbStack is proven by the exec test."""
     (project / "deploys").mkdir()
     (project / "deploys" / "provision.py").write_text(BROKEN)  # a namespace package in the project
     with (project / "pyproject.toml").open("a") as fh:

@@ -15,7 +15,7 @@ import os
 import pytest
 
 
-@pytest.mark.parametrize("n", range(12))
+@pytest.mark.parametrize("n", range({fresh}))
 def test_fresh(n, fresh_vm):
     vm = fresh_vm()
     assert vm.run("cat /etc/orch-worker").stdout.strip() == "oneoff"
@@ -24,12 +24,12 @@ def test_fresh(n, fresh_vm):
 
 
 @pytest.mark.orch_reset
-@pytest.mark.parametrize("n", range(4))
+@pytest.mark.parametrize("n", range({resets}))
 def test_pollutes(n, orch_worker):
     orch_worker.run("echo dirty > /root/dirty")
 
 
-@pytest.mark.parametrize("n", range(4))
+@pytest.mark.parametrize("n", range({resets}))
 def test_clean(n, orch_worker):
     orch_worker.run("test ! -e /root/dirty")  # every polluting test was reset after it
 """
@@ -40,26 +40,33 @@ def spares(project: Path) -> dict[str, list[dict]]:
     return {kind: [r for r in rows if r["kind"] == kind] for kind in ("worker", "oneoff", "standby")}
 
 
+#: docker: -n 4 as the issue asks; orbstack's emulator (a process per call) runs a smaller
+#: share of the same on 2 workers: what differs there is its clone and rename.
+SIZES = {"docker": {"n": 4, "fresh": 16, "resets": 4, "pool": 3}, "orbstack": {"n": 2, "fresh": 6, "resets": 2, "pool": 2}}
+
+
 @both_providers
 def test_pool_and_standby_under_pytest_n_4(project: Path, backend, prefix: str) -> None:
+    size = SIZES[backend.name]
+    n, pool = size["n"], size["pool"]
     with (project / "pyproject.toml").open("a") as fh:
-        fh.write("pool = 3\nstandby = true\n")
-    (project / "test_spares.py").write_text(SUITE)
-    up = run_orch(project, "up", "--workers", "2")
+        fh.write(f"pool = {pool}\nstandby = true\n")
+    (project / "test_spares.py").write_text(SUITE.format(**size))
+    up = run_orch(project, "up", "--workers", str(n))
     assert up.returncode == 0, up.stderr
     before = spares(project)
-    assert len([r for r in before["oneoff"] if r["worker"] == "pool"]) == 3 and len(before["standby"]) == 2
-    tests = run_pytest(project, "-n", "2", "-p", "no:randomly")
+    assert len([r for r in before["oneoff"] if r["worker"] == "pool"]) == pool and len(before["standby"]) == n
+    tests = run_pytest(project, "-n", str(n), "-p", "no:randomly")
     assert tests.returncode == 0, tests.stdout + tests.stderr
     handed = (project / "handed-out").read_text().split()
-    assert len(handed) == len(set(handed)) == 12  # never the same VM twice
+    assert len(handed) == len(set(handed)) == size["fresh"]  # never the same VM twice
     pooled = {r["vm"] for r in before["oneoff"]}
     assert pooled & set(handed)  # the pool was used
     deadline = time.time() + 180  # the background maintainer refills the pool and the standbys
     while time.time() < deadline:
         now = spares(project)
-        pool = [r for r in now["oneoff"] if r["worker"] == "pool" and r["phase"] == "ready"]
-        if len(pool) == 3 and len([s for s in now["standby"] if s["phase"] == "ready"]) == 2:
+        ready = [r for r in now["oneoff"] if r["worker"] == "pool" and r["phase"] == "ready"]
+        if len(ready) == pool and len([s for s in now["standby"] if s["phase"] == "ready"]) == n:
             break
         time.sleep(1)
     else:

@@ -216,22 +216,23 @@ def test_a_users_own_inventory_file_is_never_overwritten(project: Path, mine: st
 @pytest.mark.parametrize("provider_name", ["orbstack"])
 def test_a_baseline_started_and_changed_outside_orch_is_rebuilt_before_cloning(project: Path, backend) -> None:
     orch = make(project)
-    orch.up(2)
+    orch.up(1)
     golden = orch.store.read().baseline.vm
     listed = json.loads(subprocess.run(["orbctl", "list", "-f", "json"], capture_output=True, text=True).stdout)
     mine = sorted(m["name"] for m in listed if m["name"].startswith(orch.settings.prefix))
     assert mine[0] != golden  # "the first machine orbctl list shows" is a worker, not the baseline
+    assert mine[-1] == golden and not backend.running(golden)  # a provisioned machine, stopped, sorting last
     # a test acting on the baseline: starts it and pushes a file into it (and stops it again)
     assert subprocess.run(["orbctl", "start", golden], capture_output=True).returncode == 0
     assert backend.sh(golden, "echo pushed > /root/pushed-file").returncode == 0
     assert subprocess.run(["orbctl", "stop", golden], capture_output=True).returncode == 0
-    reset = run_orch(project, "reset", "gw1")
+    reset = run_orch(project, "reset", "gw0")
     assert reset.returncode == 0, reset.stderr
     assert "rebuilding the baseline" in reset.stderr and "changed after it was sealed" in reset.stderr
-    assert backend.sh(orch.vm_name("gw1"), "test -e /root/pushed-file").returncode != 0
+    assert backend.sh(orch.vm_name("gw0"), "test -e /root/pushed-file").returncode != 0
     # started and left running: orch up sees it and rebuilds it, stopped
     subprocess.run(["orbctl", "start", golden], capture_output=True)
-    up = run_orch(project, "up", "--workers", "2")
+    up = run_orch(project, "up", "--workers", "1")
     assert up.returncode == 0 and "started outside orch" in up.stderr
     assert not backend.running(orch.store.read().baseline.vm)
 

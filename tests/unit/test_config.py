@@ -80,7 +80,7 @@ def test_defaults_without_any_settings(tmp_path: Path) -> None:
     s = config.load(cwd=root, env={})
     assert s.root == root
     assert s.inventory_dir == root / "inventories"
-    assert (s.workers, s.prefix, s.parallel, s.retries, s.image) == (2, "orch", 4, 4, "")
+    assert (s.workers, s.prefix, s.parallel, s.retries, s.image) == (2, "orch", 8, 4, "")
     assert s.legacy_prefixes == []
     assert s.timeouts == config.Timeouts()
     assert s.checkout == naming.checkout_id(root / "inventories")
