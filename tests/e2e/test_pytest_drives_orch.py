@@ -38,12 +38,47 @@ def test_testinfra(orch_host, orch_worker):
 """
 
 
+SEED_STYLE = '''
+"""Tests written the way the seed's suite uses worker_vm: orbctl by hand, and pyinfra
+operations through the @orbstack connector."""
+import json
+import subprocess
+
+from pyinfra.facts.server import Hostname
+from pyinfra.operations import files
+
+
+def test_orbctl_info(worker_vm):
+    info = json.loads(subprocess.run(["orbctl", "info", worker_vm, "-f", "json"], capture_output=True, text=True, check=True).stdout)
+    assert info["record"]["name"] == worker_vm
+    assert info["record"]["state"] == "running" and info["ip4"]
+
+
+def test_orbctl_run(worker_vm):
+    out = subprocess.run(["orbctl", "run", "-m", worker_vm, "cat", "/etc/orch-worker"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().startswith("gw")
+
+
+def test_operations_through_the_orbstack_connector(orch_worker, worker_vm):
+    assert orch_worker.host == f"@orbstack/{worker_vm}"
+    orch_worker.operation(files.directory, path="/srv/seed-style", mode="750")
+    assert orch_worker.run("stat -c %a /srv/seed-style").stdout == "750"
+    assert orch_worker.fact(Hostname) == worker_vm
+'''
+
+
 @both_providers
 def test_pytest_orch_up_on_a_fresh_checkout_then_reuses_everything(project: Path, backend, prefix: str) -> None:
+    """Then the workers it made can be entered (``orch exec``, ``orch shell``); on OrbStack
+    the suite also has tests written as the seed's suite wrote them."""
     (project / "test_suite.py").write_text(SUITE)
+    passed = "5 passed"
+    if backend.name == "orbstack":
+        (project / "test_seed_style.py").write_text(SEED_STYLE)
+        passed = "8 passed"
     first = run_pytest(project, "-n", "2", "--orch-up")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "orch: bringing up 2 worker(s)" in first.stdout and "5 passed" in first.stdout
+    assert "orch: bringing up 2 worker(s)" in first.stdout and passed in first.stdout
     vms = sorted(n for n in backend.names(prefix + "-") if "-gw" in n)
     ids = {vm: backend.identity(vm) for vm in vms}
     assert len(vms) == 2
@@ -51,11 +86,10 @@ def test_pytest_orch_up_on_a_fresh_checkout_then_reuses_everything(project: Path
     assert again.returncode == 0, again.stdout + again.stderr
     assert "gw0 reused, gw1 reused" in again.stdout
     assert {vm: backend.identity(vm) for vm in vms} == ids
+    _exec_and_shell_pass_output_and_exit_codes_through(project)
 
 
-@both_providers
-def test_exec_and_shell_pass_output_and_exit_codes_through(project: Path) -> None:
-    assert run_orch(project, "up", "--workers", "2").returncode == 0
+def _exec_and_shell_pass_output_and_exit_codes_through(project: Path) -> None:
     proc = run_orch(project, "exec", "gw1", "--", "sh", "-c", "cat /etc/orch-worker; echo err >&2; exit 3")
     assert (proc.returncode, proc.stdout.strip(), proc.stderr.strip()) == (3, "gw1", "err")
     shell = subprocess.run(
