@@ -196,13 +196,21 @@ def claim(orch: Orch, run: str, fp: B.Fingerprint) -> InventoryHost | None:
 
 def swap(orch: Orch, result: WorkerResult, fp: B.Fingerprint, info: VMInfo | None) -> bool:
     """Swap the worker's ready standby in under its name; False if it has none. ``info``:
-    the worker's VM as the caller just saw it (checked to be orch's), or None."""
+    the worker's VM as the caller just saw it (checked to be orch's), or None.
+
+    The standby answered when it was made and is seen running just before the swap; a
+    rename keeps a VM running, so after it only the connector is waited for (the reset
+    a test waits for is then two renames and two looks, not a new readiness probe)."""
     provider = orch.provider
     data = orch.store.read()
     standby = data.standbys.get(result.worker)
     if not provider.can_rename or standby is None or standby.phase != READY or standby.fingerprint != fp.value:
         return False
     start = time.monotonic()
+    seen = provider.inspect(standby.vm)
+    if seen is None or not seen.running:
+        orch.report(result.worker, f"its standby is {seen.state if seen else 'missing'}; resetting from the baseline instead")
+        return False
     trash = naming.standby_vm_name(orch.settings.prefix, orch.checkout, result.worker)
     with orch.store.transaction() as state:
         state.trash.append(trash)  # recorded before the old VM takes that name
@@ -219,7 +227,7 @@ def swap(orch: Orch, result: WorkerResult, fp: B.Fingerprint, info: VMInfo | Non
         if rec is not None:
             rec.fingerprint, rec.created = fp.value, standby.created
     result.add("swap", time.monotonic() - start)
-    guard(result, orch.report, lambda: result.add("ready", orch.wait_ready(result.vm)))
+    guard(result, orch.report, lambda: result.add("ready", orch.connector.ready(result.vm)))
     result.action = "swapped"
     return True
 
