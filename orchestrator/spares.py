@@ -89,21 +89,28 @@ def maintain(orch: Orch) -> list[WorkerResult]:
 
 def fill(orch: Orch, fp: B.Fingerprint, baseline: Baseline) -> list[WorkerResult]:
     """Empty the trash, drop spares made from another baseline, and make the missing
-    standbys and pool VMs (caller holds the maintain lock)."""
+    standbys and pool VMs (caller holds the maintain lock).
+
+    Standbys first, in a batch of their own: a reset that finds no standby pays a whole
+    hard reset, a claim that finds the pool empty only one VM, and a small batch is ready
+    sooner than one that also makes the pool."""
     empty_trash(orch)
     _drop_stale(orch, fp)
     data = orch.store.read()
-    targets: list[B.Target] = []
+    standbys: list[B.Target] = []
     if orch.settings.standby:
         for rec in data.sorted_workers():
             if rec.phase == READY and rec.worker not in data.standbys:
-                targets.append(_standby(orch, rec.worker, rec.vm, fp))
+                standbys.append(_standby(orch, rec.worker, rec.vm, fp))
+    if standbys:
+        B.clone(orch, fp, baseline, standbys)
+    data = orch.store.read()
     missing = orch.settings.pool - sum(1 for o in data.oneoffs.values() if o.pool)
-    targets += [_pooled(orch, fp) for _ in range(max(0, missing))]
+    pooled = [_pooled(orch, fp) for _ in range(max(0, missing))]
     _shrink_pool(orch, -missing)
-    if targets:
-        B.clone(orch, fp, baseline, targets)
-    return [t.result for t in targets]
+    if pooled:
+        B.clone(orch, fp, baseline, pooled)
+    return [t.result for t in (*standbys, *pooled)]
 
 
 def _standby(orch: Orch, worker: str, worker_vm: str, fp: B.Fingerprint) -> B.Target:
