@@ -1,88 +1,302 @@
-"""The benchmark workload's strategies, chosen by BENCH_STRATEGY:
+"""The benchmark workload's strategies and measurements (read by benchmarks/bench.py).
 
-- per_test:    one VM per test, created and deleted around it (the ADR's "before");
-- per_session: one VM per xdist worker, created in the session and deleted at its end
-               (the ADR's "after", as the seed's conftest does it);
-- orch:        the worker VM that `orch up` made (fixture orch_worker).
+Chosen by environment variables (bench.py sets them):
 
-The VMs of per_test and per_session are made through the same provider code as orch's,
-so the three differ only in when VMs are made. Test-body time is recorded per test.
+- ``BENCH_STRATEGY``: how a test gets its VMs
+    * ``per_test``    one VM per test, created before it and deleted after it (the ADR's
+                      "before": every machine created from the image, as the seed did);
+    * ``per_session`` one VM per xdist worker, created on first use and deleted at the end
+                      of the session (the ADR's "after", the seed's ``get_worker_vm``);
+                      a fresh VM is created from the image and deleted after its test
+                      (the seed's ``create_test_vm(reuse_worker_vm=False)``), and a reset is
+                      the only one the seed had: delete the worker VM, create another;
+    * ``orch``        orch's fixtures: ``orch_worker``, ``fresh_vm()`` and the
+                      ``orch_reset`` marker (pool and standby come from ``[tool.orch]``).
+  The seed's VMs are made through orch's provider API (``provider.create(name, image,
+  owner)`` then ``wait_ready``), outside orch's state: the strategies differ only in when
+  and how VMs are made, not in the code that talks to the backend.
+- ``BENCH_SCALE``: a test's work is ``5 s x BENCH_SCALE`` (a sleep), the seed's 5 s test
+  shrunk with the emulator's latencies.
+- ``BENCH_OUT``: a folder; each pytest process writes ``records-<pid>.json`` there, one
+  record per test: its kind, setup/call/teardown seconds, the work it did, how long each
+  ``fresh_vm()`` call took inside the test, whether a pool VM served it, and (for tests
+  marked ``bench_reset``) the teardown that does the reset: the waits as the test sees them.
+- ``BENCH_WAIT_SPARES=1``: before each test (in its setup, outside every timing), wait
+  until orch's spares are warm: the pool full and ready, the standbys ready, the trash
+  empty and no ``orch maintain`` running. For the p50/p95 of a claim or a swap "with a
+  warm pool / a ready standby"; the workload mixes never wait.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from orchestrator import config, inventory, labels as L, naming
-from orchestrator.providers import get_provider
-from orchestrator.worker import Worker
-
 STRATEGY = os.environ.get("BENCH_STRATEGY", "orch")
+SCALE = float(os.environ.get("BENCH_SCALE", "0.05"))
 OUT = Path(os.environ.get("BENCH_OUT", "bench-out"))
+WAIT_SPARES = os.environ.get("BENCH_WAIT_SPARES") == "1"
+WORK_SECONDS = 5.0 * SCALE
+
+_records: dict[str, dict[str, Any]] = {}
 
 
-class Made:
-    """A VM made outside orch's state, as the seed's conftest made them."""
+def record(item: pytest.Item) -> dict[str, Any]:
+    rec = _records.get(item.nodeid)
+    if rec is None:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        rec = _records[item.nodeid] = {
+            "test": params.get("i", -1),
+            "kind": params.get("kind", ""),
+            "setup": 0.0,
+            "call": 0.0,
+            "teardown": 0.0,
+            "work": 0.0,
+            "fresh_wait": [],
+            "fresh_pooled": [],
+            "reset_wait": None,
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", "gw0"),
+        }
+    return rec
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "bench_reset: reset this test's VM after it (orch_reset under orch)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if STRATEGY == "orch":
+        for item in items:
+            if item.get_closest_marker("bench_reset") is not None:
+                item.add_marker(pytest.mark.orch_reset)
+
+
+# -- the seed's VMs -----------------------------------------------------------------------
+
+
+class Seed:
+    """VMs made as the seed's conftest made them, through orch's provider API: created
+    from the image, waited for, deleted; nothing recorded in orch's state."""
 
     def __init__(self) -> None:
+        from orchestrator import config, naming
+        from orchestrator.labels import Owner
+        from orchestrator.providers import get_provider
+
         self.settings = config.load()
         self.provider = get_provider(self.settings)
+        self.image = self.settings.image or self.provider.default_image
+        inventory = str(self.settings.inventory_dir)
+        self.owner = Owner(naming.ONEOFF, self.settings.checkout, inventory, run="seed-bench")
 
-    def create(self) -> Worker:
-        name = naming.oneoff_vm_name(self.settings.prefix, self.settings.checkout)
-        if self.provider.uses_golden:  # OrbStack: the seed created every machine from the distro
-            self.provider.create_golden(name, self.settings.image)
-        else:
-            self.provider.create(name, self.settings.image, L.oneoff_labels(self.settings.checkout, "bench", "bench"))
-        self.provider.wait_ready(name)
-        host, data = self.provider.host(name)
-        return Worker(inventory.InventoryHost(host, {**data, "orch_worker_id": "bench", "orch_vm": name}))
+    def test_vm_name(self) -> str:
+        # the seed's f"{TEST_VM_PREFIX}{timestamp}-{pid}-{random}", under the bench's prefix
+        return f"{self.settings.prefix}-test-vm-{int(time.time())}-{os.getpid()}-{secrets.randbelow(9000) + 1000}"
 
-    def delete(self, worker: Worker) -> None:
-        worker.close()
-        self.provider.delete(worker.vm)
+    def worker_vm_name(self) -> str:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "master")
+        return f"{self.settings.prefix}-pytest-worker-{worker}-{os.getpid()}-{secrets.token_hex(2)}"
+
+    def create(self, name: str) -> str:
+        provider = self.provider
+        provider.call(f"create {name}", lambda: provider.create(name, self.image, self.owner))
+        provider.wait_ready(name)
+        return name
+
+    def delete(self, name: str) -> None:
+        self.provider.call(f"delete {name}", lambda: self.provider.delete(name))
+
+
+_SEED: list[Seed] = []
+_SESSION_VM: dict[str, str] = {}
+
+
+def seed() -> Seed:
+    if not _SEED:
+        _SEED.append(Seed())
+    return _SEED[0]
 
 
 @pytest.fixture(scope="session")
-def _made() -> Made:
-    return Made()
-
-
-@pytest.fixture(scope="session")
-def _session_vm(_made: Made):
-    worker = _made.create()
-    yield worker
-    _made.delete(worker)
+def _seed_session_vm() -> Iterator[dict[str, str]]:
+    _SESSION_VM["vm"] = seed().create(seed().worker_vm_name())
+    yield _SESSION_VM
+    seed().delete(_SESSION_VM.pop("vm"))
 
 
 @pytest.fixture
-def bench_vm(request: pytest.FixtureRequest):
+def bench_vm(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """This test's VM: orch's worker, the seed's session VM, or a VM of its own."""
     if STRATEGY == "orch":
         yield request.getfixturevalue("orch_worker")
     elif STRATEGY == "per_session":
-        yield request.getfixturevalue("_session_vm")
+        yield request.getfixturevalue("_seed_session_vm")["vm"]
+    elif STRATEGY == "per_test":
+        name = seed().create(seed().test_vm_name())
+        try:
+            yield name
+        finally:
+            seed().delete(name)
     else:
-        made = request.getfixturevalue("_made")
-        worker = made.create()
-        yield worker
-        made.delete(worker)
+        raise pytest.UsageError(f"BENCH_STRATEGY={STRATEGY!r}: use per_test, per_session or orch")
 
 
-_bodies: list[float] = []
+@pytest.fixture
+def bench_fresh(request: pytest.FixtureRequest) -> Iterator[Callable[[], Any]]:
+    """A factory of fresh VMs; each call is timed as the test sees it."""
+    rec = record(request.node)
+    if STRATEGY == "orch":
+        factory = request.getfixturevalue("fresh_vm")
+
+        def make() -> Any:
+            start = time.perf_counter()
+            vm = factory()
+            rec["fresh_wait"].append(time.perf_counter() - start)
+            # a pool VM was named by the process that made it (orch up or orch maintain)
+            rec["fresh_pooled"].append(f"-{os.getpid()}-" not in vm.vm)
+            return vm
+
+        yield make
+        return
+    made: list[str] = []
+
+    def make_seed() -> str:
+        start = time.perf_counter()
+        name = seed().create(seed().test_vm_name())
+        made.append(name)
+        rec["fresh_wait"].append(time.perf_counter() - start)
+        rec["fresh_pooled"].append(False)
+        return name
+
+    yield make_seed
+    for name in made:
+        seed().delete(name)
+
+
+@pytest.fixture
+def bench_target(request: pytest.FixtureRequest) -> Any:
+    """In the setup: the worker's VM for the tests that use it (fresh tests make their own)."""
+    if request.node.callspec.params.get("kind") == "fresh":
+        return request.getfixturevalue("bench_fresh")
+    return request.getfixturevalue("bench_vm")
+
+
+@pytest.fixture
+def work(request: pytest.FixtureRequest) -> Callable[[], None]:
+    rec = record(request.node)
+
+    def run() -> None:
+        start = time.perf_counter()
+        time.sleep(WORK_SECONDS)
+        rec["work"] += time.perf_counter() - start
+
+    return run
+
+
+# -- the seed's reset: a new worker VM ------------------------------------------------------
+
+
+def seed_reset(item: pytest.Item) -> None:
+    """The seed had no baseline: the only clean worker VM is a new one."""
+    if STRATEGY == "per_session" and item.get_closest_marker("bench_reset") is not None and "vm" in _SESSION_VM:
+        seed().delete(_SESSION_VM["vm"])
+        _SESSION_VM["vm"] = seed().create(seed().worker_vm_name())
+
+
+# -- waiting for warm spares (micro-benchmarks only) ------------------------------------
+
+
+def spares_idle(inventory_dir: Path, pool: int, standby: bool) -> str | None:
+    """None when the pool is full and ready, every worker has a ready standby, the trash is
+    empty and no ``orch maintain`` of this checkout runs; else what is still missing."""
+    state_file = inventory_dir / ".orch" / "state.json"
+    try:
+        data = json.loads(state_file.read_text())
+    except (OSError, ValueError) as err:
+        return f"state unreadable ({err})"
+    pooled = [o for o in data.get("oneoffs", {}).values() if o.get("pool")]
+    if len(pooled) < pool or any(o.get("phase") != "ready" for o in pooled):
+        return f"pool {sum(o.get('phase') == 'ready' for o in pooled)}/{pool} ready"
+    if standby:
+        standbys = data.get("standbys", {})
+        for worker, rec in data.get("workers", {}).items():
+            if rec.get("phase") == "ready" and standbys.get(worker, {}).get("phase") != "ready":
+                return f"no ready standby for {worker}"
+    if data.get("trash"):
+        return f"{len(data['trash'])} VM(s) in the trash"
+    if maintainers(inventory_dir):
+        return "orch maintain is running"
+    return None
+
+
+def maintainers(inventory_dir: Path) -> list[int]:
+    """Pids of ``orch maintain`` processes of this checkout (Linux /proc)."""
+    found = []
+    needle = str(inventory_dir)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv]
+        if "maintain" in words and "orchestrator.cli" in words and needle in words:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _warm_spares(request: pytest.FixtureRequest) -> None:
+    if not (WAIT_SPARES and STRATEGY == "orch"):
+        return
+    from orchestrator.plugin import orch_run
+
+    settings = orch_run(request.config).settings
+    deadline = time.monotonic() + 600
+    while (missing := spares_idle(settings.inventory_dir, settings.pool, settings.standby)) is not None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"spares not warm after 600 s: {missing}", pytrace=False)
+        time.sleep(0.1)
+
+
+# -- timing every phase -------------------------------------------------------------------
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item: pytest.Item):
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     start = time.perf_counter()
     yield
-    _bodies.append(time.perf_counter() - start)
+    record(item)["setup"] = time.perf_counter() - start
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    record(item)["call"] = time.perf_counter() - start
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    start = time.perf_counter()
+    yield  # fixtures' teardown, then orch's reset (its hook runs last)
+    seed_reset(item)
+    rec = record(item)
+    rec["teardown"] = time.perf_counter() - start
+    if item.get_closest_marker("bench_reset") is not None:
+        rec["reset_wait"] = rec["teardown"]
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not _records:
+        return
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"bodies-{os.getpid()}.json").write_text(json.dumps(_bodies))
+    (OUT / f"records-{os.getpid()}.json").write_text(json.dumps(list(_records.values())))
