@@ -30,13 +30,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-SUITE = '''
+SUITE = """
 import pytest
 
 @pytest.mark.parametrize("n", range(32))
 def test_work(n, orch_worker):
     assert orch_worker.run("cat /etc/orch-worker").stdout.strip() == orch_worker.worker_id
-'''
+"""
 
 
 def log(msg: str) -> None:
@@ -70,8 +70,12 @@ def real(workers: int) -> dict[str, dict[str, float]]:
         try:
             log(f"{label}: orch up --workers {workers}")
             row = {"up": timed([orch, "up", "--workers", str(workers)], project, env)}
-            timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers)], project, env)  # warms imports
-            row["pytest warm"] = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers)], project, env)
+            timed(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers)], project, env
+            )  # warms imports
+            row["pytest warm"] = timed(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers)], project, env
+            )
             row["reset --all"] = timed([orch, "reset", "--all"], project, env)
             results[label] = row
         finally:
@@ -120,7 +124,7 @@ def simulate(workers: int, engines: int, *, create: float, clone: float, copy: f
     provider = Engines(settings, members)  # type: ignore[arg-type]
     orch = Orch(settings, provider=provider, deployer=FakeDeployer(members[0]))
 
-    def deployer_for_all(hosts, funcs, title=""):  # noqa: ANN001, ANN202
+    def deployer_for_all(hosts, funcs, title=""):
         from orchestrator.runner import DeployResult
 
         return {name: DeployResult(True) for name, _ in hosts}
