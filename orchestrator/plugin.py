@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import pytest
@@ -90,6 +91,8 @@ class OrchRun:
         self._orch: Orch | None = None
         self._lease: Lease | None = None
         self.worker: Worker | None = None  # this process's worker, once a test asked for it
+        self._deleting: ThreadPoolExecutor | None = None
+        self._deletions: list[Future[None]] = []
 
     @property
     def orch(self) -> Orch:
@@ -108,7 +111,25 @@ class OrchRun:
     def run_id(self) -> str:
         return self.lease.run
 
+    def delete_later(self, vm: str) -> None:
+        """Delete a one-off VM without making its test wait (a delete takes 10 s on
+        OrbStack). It stays recorded as this run's until it is gone: the session waits
+        for every deletion before it ends, and if the process dies first, ``orch sweep``
+        deletes it (its run's lease is gone). A failed deletion is logged and left to sweep."""
+        if self._deleting is None:
+            self._deleting = ThreadPoolExecutor(max_workers=2, thread_name_prefix="orch-delete")
+        self._deletions.append(self._deleting.submit(self._delete, vm))
+
+    def _delete(self, vm: str) -> None:
+        try:
+            self.orch.delete_oneoff(vm)
+        except OrchError as err:
+            log.warning("could not delete one-off %s (left to `orch sweep`): %s", vm, err)
+
     def close(self) -> None:
+        if self._deleting is not None:
+            wait(self._deletions)
+            self._deleting.shutdown()
         if self._lease is not None:
             self._lease.release()
 
@@ -247,8 +268,9 @@ def worker_vm(orch_worker: Worker) -> str:
 @pytest.fixture
 def fresh_vm(request: pytest.FixtureRequest) -> Iterator[Callable[[], Worker]]:
     """A factory of one-off VMs for lifecycle tests: ``vm = fresh_vm()``. Each is recorded
-    in the state before it is created and deleted at teardown, pass or fail; if the run
-    dies, ``orch sweep`` finds it (its run's lease is gone)."""
+    in the state before it is created and deleted after its test, pass or fail, in the
+    background (the session waits for the deletions at its end); if the run dies,
+    ``orch sweep`` finds it (its run's lease is gone)."""
     run = orch_run(request.config)
     made: list[Worker] = []
 
@@ -261,15 +283,9 @@ def fresh_vm(request: pytest.FixtureRequest) -> Iterator[Callable[[], Worker]]:
         return worker
 
     yield make
-    errors = []
     for worker in made:
         worker.close()
-        try:
-            run.orch.delete_oneoff(worker.vm)
-        except OrchError as err:
-            errors.append(str(err))
-    if errors:
-        pytest.fail("; ".join(errors), pytrace=False)
+        run.delete_later(worker.vm)
 
 
 @pytest.hookimpl(trylast=True)
