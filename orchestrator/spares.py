@@ -179,7 +179,20 @@ def _delete(orch: Orch, names: list[str]) -> None:
 
 
 def empty_trash(orch: Orch) -> None:
-    _delete(orch, list(orch.store.read().trash))
+    """Delete the VMs swapped out of workers. A swap records the trash name before the
+    old VM takes it (so a crash never leaks it) and drops the worker's standby record
+    only after both renames: a trash name whose VM is missing while that worker still has
+    a standby record may be a swap in flight, and is kept for the next time (``orch
+    down`` deletes the standbys first, so it forgets such a name)."""
+    data = orch.store.read()
+    doomed = []
+    for name in data.trash:
+        parsed = naming.parse_vm_name(orch.settings.prefix, name)
+        worker = naming.worker_of(parsed[1]) if parsed else ""
+        if worker in data.standbys and orch.provider.inspect(name) is None:
+            continue
+        doomed.append(name)
+    _delete(orch, doomed)
 
 
 # -- using spares ------------------------------------------------------------------------

@@ -128,8 +128,12 @@ def test_a_crash_during_a_swap_leaks_nothing_and_up_repairs(tmp_path: Path, when
     orch.provider.rename = type(orch.provider).rename.__get__(orch.provider)  # type: ignore[method-assign]
     results = orch.up(2)
     assert all(r.ok for r in results)
-    assert orch.vm_name("gw1") in orch.provider.vms
-    assert orch.store.read().trash == [] and unrecorded(orch) == set()
+    assert orch.vm_name("gw1") in orch.provider.vms and unrecorded(orch) == set()
+    # a trash name whose VM never took it may stay while gw1 has a standby (it cannot be
+    # told from a swap in flight); no VM is behind it, and `orch down` forgets it
+    assert all(name not in orch.provider.vms for name in orch.store.read().trash)
+    orch.down()
+    assert orch.store.read().trash == [] and orch.provider.vms == {}
 
 
 def test_a_stale_standby_is_not_swapped_in(tmp_path: Path) -> None:
@@ -157,3 +161,21 @@ def test_pool_shrinks_when_asked_for_fewer(tmp_path: Path) -> None:
     smaller = fake_orch(tmp_path, provider=orch.provider, pool=1)
     smaller.up(1)
     assert len(pool_vms(smaller)) == 1 and unrecorded(smaller) == set()
+
+
+def test_a_maintainer_emptying_the_trash_during_a_swap_loses_nothing(tmp_path: Path) -> None:
+    """The race CI found: a swap records the trash name, a maintainer at work empties the
+    trash before the old VM has taken that name, then the rename happens. The name must
+    not be forgotten meanwhile, or the old VM leaks."""
+    from orchestrator import naming, spares
+
+    orch = fake_orch(tmp_path, standby=True)
+    orch.up(1)
+    trash = naming.standby_vm_name(orch.settings.prefix, orch.checkout, "gw0")
+    with orch.store.transaction() as state:
+        state.trash.append(trash)  # the swap's first step
+    spares.empty_trash(orch)  # the maintainer, between that step and the rename
+    assert orch.store.read().trash == [trash]  # kept: the rename may still come
+    orch.provider.rename(orch.vm_name("gw0"), trash)  # the swap's rename
+    spares.empty_trash(orch)
+    assert orch.store.read().trash == [] and trash not in orch.provider.vms  # deleted, then forgotten
