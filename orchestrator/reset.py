@@ -89,6 +89,10 @@ def _hard(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
     for r in live:
         if r.ok:
             orch.report(r.worker, f"{r.vm} back at its baseline ({r.seconds.get('total', 0):.1f}s)")
+    if orch.settings.standby:
+        # again: a maintainer that looked while these were being made skipped them (a
+        # worker gets a standby only once it is ready), and may have stopped since
+        orch.maintain_later()
     return results
 
 

@@ -179,3 +179,20 @@ def test_a_maintainer_emptying_the_trash_during_a_swap_loses_nothing(tmp_path: P
     orch.provider.rename(orch.vm_name("gw0"), trash)  # the swap's rename
     spares.empty_trash(orch)
     assert orch.store.read().trash == [] and trash not in orch.provider.vms  # deleted, then forgotten
+
+
+def test_a_hard_reset_asks_for_a_standby_once_the_worker_is_ready(tmp_path: Path) -> None:
+    """The race CI found: a reset without a standby asked for one before the hard reset,
+    a maintainer looked while the worker was being made again (so skipped it) and
+    stopped; the worker never got a standby. It must also ask once the worker is ready."""
+    orch = fake_orch(tmp_path, standby=True)
+    orch.up(1)
+    assert orch.reset(["gw0"])[0].action == "swapped"  # the standby is used up
+    vm = orch.vm_name("gw0")
+    seen: list[tuple[str, object]] = []  # what a maintainer starting then would see
+    orch.maintain_later = lambda: seen.append((orch.store.read().workers["gw0"].phase, orch.provider.vms.get(vm)))
+    [result] = orch.reset(["gw0"])
+    assert result.action == "reset" and seen
+    assert seen[-1] == (READY, orch.provider.vms[vm])  # asked after the new VM was ready
+    maintain_now(orch)
+    assert orch.store.read().standbys["gw0"].phase == READY
