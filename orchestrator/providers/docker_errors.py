@@ -49,13 +49,25 @@ def classify(operation: str, vm: str, returncode: int, stderr: str) -> ProviderE
             operation=operation,
             vm=vm,
         )
-    if any(t in msg for t in _NOT_FOUND):
-        return VMNotFound(msg, operation=operation, vm=vm)
-    if "Conflict" in msg and any(t in msg for t in _EXISTS):
-        return VMExists(msg, operation=operation, vm=vm)
-    if any(t in msg for t in _NO_IMAGE):
-        return PermanentProviderError(msg, operation=operation, vm=vm)
-    if any(t in msg for t in _TRANSIENT):
-        return TransientProviderError(msg, operation=operation, vm=vm)
-    # Anything else is unknown: fail at once with docker's own message rather than retry blindly.
+    # "already in use" means an existing name only in docker's "Conflict." answer
+    meanings = MEANINGS if "Conflict" in msg else [m for m in MEANINGS if m[1] is not VMExists]
+    return by_markers(msg, operation, vm, meanings)
+
+
+#: What each table of texts means, in the order they are tried.
+MEANINGS: list[tuple[tuple[str, ...], type[ProviderError]]] = [
+    (_NOT_FOUND, VMNotFound),
+    (_EXISTS, VMExists),
+    (_NO_IMAGE, PermanentProviderError),
+    (_TRANSIENT, TransientProviderError),
+]
+
+
+def by_markers(msg: str, operation: str, vm: str, meanings: list[tuple[tuple[str, ...], type[ProviderError]]]) -> ProviderError:
+    """The error the first matching table of texts names. Anything else is unknown: fail at
+    once with the engine's own message rather than retry blindly. Shared by the docker CLI
+    and podman, whose texts differ but mean the same things."""
+    for markers, kind in meanings:
+        if any(t in msg for t in markers):
+            return kind(msg, operation=operation, vm=vm)
     return PermanentProviderError(msg, operation=operation, vm=vm)

@@ -47,6 +47,7 @@ from ..errors import (
 )
 from .base import STOPPED, VMInfo
 from .docker import ContainerSettings, DockerProvider
+from .docker_errors import by_markers
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -131,16 +132,17 @@ def classify(operation: str, vm: str, returncode: int, stderr: str) -> ProviderE
             operation=operation,
             vm=vm,
         )
-    if any(t in msg for t in _NOT_FOUND):
-        return VMNotFound(msg, operation=operation, vm=vm)
-    if any(t in msg for t in _EXISTS):
-        return VMExists(msg, operation=operation, vm=vm)
-    if any(t in msg for t in _NO_IMAGE):
-        return PermanentProviderError(msg, operation=operation, vm=vm)
-    if any(t in msg for t in _TRANSIENT):
-        return TransientProviderError(msg, operation=operation, vm=vm)
-    # Anything else is unknown: fail at once with podman's own message rather than retry blindly.
-    return PermanentProviderError(msg, operation=operation, vm=vm)
+    return by_markers(
+        msg,
+        operation,
+        vm,
+        [
+            (_NOT_FOUND, VMNotFound),
+            (_EXISTS, VMExists),
+            (_NO_IMAGE, PermanentProviderError),
+            (_TRANSIENT, TransientProviderError),
+        ],
+    )
 
 
 #: ``podman exec`` failing in podman, not in the command: gone, not running, no service.

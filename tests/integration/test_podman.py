@@ -41,7 +41,10 @@ def run_sweep(project: Path, **kwargs):
 
 
 def image_ids() -> set[str]:
-    return set(subprocess.run(["podman", "images", "-aq", "--no-trunc"], capture_output=True, text=True).stdout.split())
+    """Untagged images: what a connector's commit would add (other tests' tagged baseline
+    images come and go meanwhile)."""
+    argv = ["podman", "images", "-aq", "--no-trunc", "--filter", "dangling=true"]
+    return set(subprocess.run(argv, capture_output=True, text=True).stdout.split())
 
 
 @pytest.fixture
