@@ -52,10 +52,14 @@ def record_baseline() -> None:
 @deploy("orch: mark")
 def mark() -> None:
     """orch's own last step on every VM it makes (not configurable): which baseline the VM
-    comes from, so ``orch repair`` can tell on backends without labels."""
+    comes from, so ``orch repair`` can tell on backends without labels, and the name it was
+    made under (a swap renames it: a standby whose name is not that one is trash)."""
     fingerprint = host.data.get("orch_fingerprint", "")
     files.directory(name="Create orch's folder", path="/var/lib/orch", mode="755")
     server.shell(
-        name="Record the baseline's fingerprint",
-        commands=[f"printf '%s\\n' {shlex.quote(fingerprint)} > /var/lib/orch/fingerprint"],
+        name="Record the baseline's fingerprint and the VM's name",
+        commands=[
+            f"printf '%s\\n' {shlex.quote(fingerprint)} > /var/lib/orch/fingerprint",
+            f"printf '%s\\n' {shlex.quote(host.data.get('orch_vm', ''))} > /var/lib/orch/made-as",
+        ],
     )

@@ -13,6 +13,7 @@ from .baseline import drop_retired
 from .errors import OrchError, StateError
 from .ownership import claim
 from .providers.base import Baseline, VMInfo
+from .spares import delete_spares
 from .state import PROVISIONING, READY, BaselineRecord, OneoffRecord, StandbyRecord, StateData, WorkerRecord
 from .steps import WorkerResult, guard, timed
 
@@ -124,10 +125,21 @@ def repair(orch: Orch, *, wait: bool = True, on_wait: Callable[[], None] | None 
             data.image = data.image or orch.image
             data.baseline, data.retired = None, []
             fingerprints = set()
+            doomed: list[str] = []
             for info, found in mine:
                 fp = info.labels.get(L.FINGERPRINT, "") or _marked(orch, info)
                 phase = READY if fp else PROVISIONING
                 created = info.labels.get(L.CREATED, info.created)
+                if found.kind == naming.STANDBY:
+                    why = _not_a_standby(orch, info, fp)
+                    if not why and found.worker in data.standbys:
+                        why = f"{found.worker} already has the standby {data.standbys[found.worker].vm}"
+                    if why:  # in doubt, trash: deleted below, never handed out
+                        doomed.append(info.name)
+                        if info.name not in data.trash:
+                            data.trash.append(info.name)  # recorded first: a crash never leaks it
+                        orch.report(found.worker, f"found {info.name} ({info.state}): not a standby ({why}); deleting it")
+                        continue
                 if found.kind == naming.WORKER:
                     data.workers[found.worker] = WorkerRecord(found.worker, info.name, phase, created, fp)
                     fingerprints.add(fp)
@@ -145,19 +157,44 @@ def repair(orch: Orch, *, wait: bool = True, on_wait: Callable[[], None] | None 
                     data.baseline = rec
                 else:
                     data.retired.append(rec)
+        delete_spares(orch, doomed)
         orch.write_inventories()
         return orch.store.read()
 
 
 def _marked(orch: Orch, info: VMInfo) -> str:
     """The fingerprint orch wrote inside a running VM (backends without labels)."""
-    if not info.running or orch.provider.has_labels:
+    return "" if orch.provider.has_labels else _inside(orch, info, "/var/lib/orch/fingerprint")
+
+
+def _inside(orch: Orch, info: VMInfo, path: str) -> str:
+    """What orch's ``mark`` wrote at ``path`` inside a running VM ("" when it cannot tell)."""
+    if not info.running:
         return ""
     try:
-        result = orch.provider.exec(info.name, ["cat", "/var/lib/orch/fingerprint"])
+        result = orch.provider.exec(info.name, ["cat", path])
     except OrchError:
         return ""
     return result.stdout.strip() if result.ok else ""
+
+
+def _not_a_standby(orch: Orch, info: VMInfo, fp: str) -> str:
+    """Why a VM under a standby's form of name is not to be trusted as one ("" if it is).
+
+    A swap renames the worker's old, dirty VM to that same form of name, and only the VM
+    itself can tell them apart once the state is lost: a standby still has the name it
+    was made under (its ``orch.made-as`` label, and the name orch's ``mark`` wrote inside
+    at its last step), and is running. Anything else is trash, or was never finished."""
+    if orch.provider.has_labels and info.labels.get(L.MADE_AS) != info.name:
+        return "its orch.made-as label does not name it: swapped out of its worker"
+    if not info.running:
+        return f"it is {info.state}"
+    made_as = _inside(orch, info, "/var/lib/orch/made-as")
+    if made_as != info.name:
+        return "the name inside it is another: swapped out of its worker" if made_as else "it was never finished"
+    if not fp or _inside(orch, info, "/var/lib/orch/fingerprint") != fp:
+        return "it was never finished"
+    return ""
 
 
 def baseline_state(orch: Orch, rec: BaselineRecord) -> str:

@@ -24,11 +24,15 @@ INVENTORY = "orch.inventory"  # the inventory folder that owns the VM
 HOST = "orch.host"  # the host that folder is on (location.host_id)
 FS = "orch.fs"  # the folder's identity on that host (location.fs_chain)
 FINGERPRINT = "orch.fingerprint"  # what made the baseline this VM comes from
+#: On a standby: the name it was made under. Labels cannot change after creation, but a
+#: swap renames the VM (into its worker's name, later out to a trash name): a VM under a
+#: standby's form of name whose label names another is one swapped out of a worker.
+MADE_AS = "orch.made-as"
 #: On a committed baseline image: the checkout it is the baseline of. Not MANAGED_BY:
 #: a container someone starts by hand from the image must not look like orch's.
 BASELINE_OF = "orch.baseline-of"
 
-ALL = (MANAGED_BY, CHECKOUT, WORKER, CREATED, KIND, RUN, INVENTORY, HOST, FS, FINGERPRINT)
+ALL = (MANAGED_BY, CHECKOUT, WORKER, CREATED, KIND, RUN, INVENTORY, HOST, FS, FINGERPRINT, MADE_AS)
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Owner:
     #: The host name inside the VM, where the backend sets it at creation (a standby
     #: takes its worker's VM name, which it gets when it is swapped in).
     hostname: str = ""
+    #: A standby's own name (``MADE_AS``): what tells it from trash after the state is lost.
+    made_as: str = ""
 
     def labels(self) -> dict[str, str]:
         out = {
@@ -60,6 +66,7 @@ class Owner:
             WORKER: self.worker,
             RUN: self.run,
             FINGERPRINT: self.fingerprint,
+            MADE_AS: self.made_as,
         }
         return {k: v for k, v in out.items() if v}
 

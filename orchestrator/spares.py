@@ -126,7 +126,9 @@ def _standby(orch: Orch, worker: str, worker_vm: str, fp: B.Fingerprint) -> B.Ta
                     if hasattr(rec, key) and key != "error":
                         setattr(rec, key, value)
 
-    owner = dataclasses.replace(orch.owner(naming.STANDBY, worker=worker, fingerprint=fp.value), hostname=worker_vm)
+    # made_as: a swap renames it, so after a lost state a VM under a standby's form of
+    # name is a standby only while it still has the name it was made under (repair)
+    owner = dataclasses.replace(orch.owner(naming.STANDBY, worker=worker, fingerprint=fp.value), hostname=worker_vm, made_as=name)
     return B.Target(WorkerResult(worker, name, "standby"), owner, worker, record)
 
 
@@ -150,17 +152,20 @@ def _drop_stale(orch: Orch, fp: B.Fingerprint) -> None:
     data = orch.store.read()
     stale = [s.vm for s in data.standbys.values() if s.fingerprint != fp.value or s.phase != READY]
     stale += [o.vm for o in data.oneoffs.values() if o.pool and (o.fingerprint != fp.value or o.phase != READY)]
-    _delete(orch, stale)
+    delete_spares(orch, stale)
 
 
 def _shrink_pool(orch: Orch, extra: int) -> None:
     if extra <= 0:
         return
     data = orch.store.read()
-    _delete(orch, [o.vm for o in data.oneoffs.values() if o.pool][:extra])
+    delete_spares(orch, [o.vm for o in data.oneoffs.values() if o.pool][:extra])
 
 
-def _delete(orch: Orch, names: list[str]) -> None:
+def delete_spares(orch: Orch, names: list[str]) -> None:
+    """Delete these spares (or trash) and forget each once it is gone; one that cannot be
+    deleted now stays recorded, for the next time."""
+
     def one(name: str) -> None:
         try:
             orch.provider.call(f"delete {name}", lambda: orch.provider.delete(name))
@@ -192,7 +197,7 @@ def empty_trash(orch: Orch) -> None:
         if worker in data.standbys and orch.provider.inspect(name) is None:
             continue
         doomed.append(name)
-    _delete(orch, doomed)
+    delete_spares(orch, doomed)
 
 
 # -- using spares ------------------------------------------------------------------------

@@ -330,7 +330,8 @@ class FakeProvider(Provider):
 
 
 class FakeDeployer:
-    """Runs "deploys" on fake VMs: records them, and writes what orch's deploys write.
+    """Runs "deploys" on fake VMs: records them, and writes what orch's deploys write
+    (``/etc/orch-worker``; ``mark``'s fingerprint and VM name under ``/var/lib/orch``).
 
     ``fail[worker id] = message`` makes the deploy fail on that worker's VM.
     """
@@ -362,5 +363,8 @@ class FakeDeployer:
                     results[host] = DeployResult(False, f"cannot connect to {host}")
                     continue
                 found.files["/etc/orch-worker"] = worker + "\n"
+                if any(deploy_name(f) == "orch: mark" for f in funcs):  # orch's own last step
+                    found.files["/var/lib/orch/fingerprint"] = str(data.get("orch_fingerprint", "")) + "\n"
+                    found.files["/var/lib/orch/made-as"] = vm + "\n"
             results[host] = DeployResult(True, "")
         return results

@@ -196,3 +196,27 @@ def test_a_hard_reset_asks_for_a_standby_once_the_worker_is_ready(tmp_path: Path
     assert seen[-1] == (READY, orch.provider.vms[vm])  # asked after the new VM was ready
     maintain_now(orch)
     assert orch.store.read().standbys["gw0"].phase == READY
+
+
+@pytest.mark.parametrize("labels", [True, False], ids=["labels", "no-labels"])
+def test_repair_never_promotes_a_swapped_out_vm_to_a_standby(tmp_path: Path, labels: bool) -> None:
+    """Trust 2, item 4: a swap leaves the dirty VM in the trash under a standby's form of
+    name; the maintainer dies before deleting it and the state file is lost. `orch repair`
+    must not record it as the worker's ready standby (the next reset would swap the dirty
+    VM back in): it deletes it, and keeps only genuine standbys."""
+    orch = fake_orch(tmp_path, standby=True)
+    orch.provider.has_labels = labels  # type: ignore[misc]  # labels, or only what is inside the VM
+    orch.up(2)
+    orch.provider.vms[orch.vm_name("gw0")].files["/etc/dirty"] = "a marked test left this"
+    assert orch.reset(["gw0"])[0].action == "swapped"
+    [trash] = orch.store.read().trash
+    assert "/etc/dirty" in orch.provider.vms[trash].files  # the maintainer never came
+    standby = orch.store.read().standbys["gw1"].vm
+    orch.store.path.unlink()  # the state file is lost
+    data = orch.repair()
+    assert {w: s.vm for w, s in data.standbys.items()} == {"gw1": standby}  # the genuine one only
+    assert trash not in orch.provider.vms and trash not in data.all_vms()  # deleted, not handed out
+    [result] = orch.reset(["gw0"])
+    assert result.ok and result.action == "reset"  # from the baseline: no standby to swap in
+    assert "/etc/dirty" not in orch.provider.vms[orch.vm_name("gw0")].files
+    assert unrecorded(orch) == set()

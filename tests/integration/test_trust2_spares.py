@@ -1,0 +1,55 @@
+"""Trust, round 2, on the real Docker engine: spares and baselines are never handed out or
+lost by mistake. Each test reproduces a defect found by using orch as a user would
+(docs/RELIABILITY.md) and checks that it no longer happens."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from backends import run_orch
+
+from orchestrator import config
+from orchestrator.core import Orch
+
+
+def make(project: Path, **overrides: object) -> Orch:
+    return Orch(config.load(cwd=project, env={}, overrides=overrides))
+
+
+def docker(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+
+
+def exists(vm: str) -> bool:
+    return docker("container", "inspect", vm).returncode == 0
+
+
+# -- 4. repair never turns a swapped-out, dirty VM into a standby ---------------------------
+
+
+def test_repair_deletes_a_swapped_out_dirty_vm_instead_of_making_it_a_standby(project: Path) -> None:
+    """standby = true; a test dirties gw0; the swap moves its VM to the trash; the maintainer
+    never empties it (killed); the state file is lost. `orch repair` must keep gw1's real
+    standby and delete the trash, and the next `orch reset gw0` must not bring /etc/dirty back."""
+    orch = make(project, standby=True)
+    orch.maintain_later = lambda: None  # the maintainer that would empty the trash was killed
+    assert all(r.ok for r in orch.up(2))
+    gw0 = orch.vm_name("gw0")
+    assert docker("exec", gw0, "touch", "/etc/dirty").returncode == 0
+    [swapped] = orch.reset(["gw0"])
+    assert swapped.action == "swapped", swapped
+    data = orch.store.read()
+    [trash], standby = data.trash, data.standbys["gw1"].vm
+    assert docker("exec", trash, "test", "-e", "/etc/dirty").returncode == 0
+    orch.store.path.unlink()  # the state file is lost
+
+    repaired = run_orch(project, "repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert not exists(trash), repaired.stderr  # deleted, not recorded as gw0's standby
+    assert {w: s.vm for w, s in make(project).store.read().standbys.items()} == {"gw1": standby}
+
+    reset = run_orch(project, "reset", "gw0")
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    assert docker("exec", gw0, "test", "-e", "/etc/dirty").returncode == 1  # a clean gw0
+    assert run_orch(project, "down").returncode == 0  # waits for the maintainer the reset started
