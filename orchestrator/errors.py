@@ -20,6 +20,11 @@ class StateError(OrchError):
     """The state file is unreadable, unwritable or does not match what is asked."""
 
 
+class CheckoutGone(StateError):
+    """A process that must never make a checkout's state (the background maintainer) found
+    it gone: the checkout was deleted under it."""
+
+
 class LockBusy(OrchError):
     """Another orch command holds this checkout's lock."""
 

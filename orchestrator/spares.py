@@ -33,7 +33,7 @@ from filelock import FileLock
 from . import baseline as B
 from . import naming
 from .clock import now_iso
-from .errors import OrchError
+from .errors import CheckoutGone, OrchError
 from .state import CREATING, READY, OneoffRecord, StandbyRecord
 from .steps import WorkerResult, guard
 
@@ -68,7 +68,23 @@ def wanted(orch: Orch) -> Path:
 
 def maintain(orch: Orch) -> list[WorkerResult]:
     """Refill spares until nobody asked for more while it worked (what ``orch maintain``
-    does); a refill asked for while it finished is never lost."""
+    does); a refill asked for while it finished is never lost.
+
+    It runs in the background, so its checkout may be deleted under it (``rm -rf``): it
+    never makes a state, a folder or a lock again (``existing_only``), and stops at the
+    first sign. What it made meanwhile carries the gone folder's location in its labels
+    (or the registry), so sweep deletes it as an orphan of a gone checkout."""
+    if not orch.store.exists():
+        return []  # no state: nothing to refill, and no folder to make for it
+    orch.store.existing_only = True
+    try:
+        return _refill(orch)
+    except CheckoutGone as err:
+        log.warning("stopping: %s", err)
+        return []
+
+
+def _refill(orch: Orch) -> list[WorkerResult]:
     failed: list[WorkerResult] = []
     while True:
         with maintaining(orch, wait=not failed) as mine:

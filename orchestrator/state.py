@@ -29,7 +29,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from .errors import LockBusy, StateError
+from .errors import CheckoutGone, LockBusy, StateError
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +219,18 @@ class StateStore:
         self._writable = False
         self._threads = threading.RLock()  # orch's own threads update the state one at a time
         self._on_write = on_write
+        #: Set by a process that must never make a state from nothing (the background
+        #: maintainer): a missing state file then means the checkout was deleted, and no
+        #: folder, lock or state is made again for it (sweep finds its VMs gone).
+        self.existing_only = False
+
+    def _still_there(self) -> None:
+        if self.existing_only and not self.path.is_file():
+            raise CheckoutGone(f"{self.path} is gone (the checkout was deleted?): nothing more is made for it")
 
     def ensure_dir(self) -> None:
         """Create the folder and prove it writable, once per store (thread-safe)."""
+        self._still_there()
         if self._writable:
             return
         try:
@@ -322,6 +331,7 @@ class StateStore:
         with self._threads:
             self._acquire(self._lock, self._lock_path, -1)
             try:
+                self._still_there()
                 data = StateData(checkout=self.checkout) if repair and not self._readable() else self.read()
                 yield data
                 self.write(data)

@@ -220,3 +220,34 @@ def test_repair_never_promotes_a_swapped_out_vm_to_a_standby(tmp_path: Path, lab
     assert result.ok and result.action == "reset"  # from the baseline: no standby to swap in
     assert "/etc/dirty" not in orch.provider.vms[orch.vm_name("gw0")].files
     assert unrecorded(orch) == set()
+
+
+@pytest.mark.parametrize("when", ["during", "before"])
+def test_a_maintainer_whose_checkout_is_deleted_stops_and_sweep_finds_its_vms(tmp_path: Path, when: str) -> None:
+    """Trust 2, item 7: `rm -rf` of the checkout while `orch maintain` refills its spares
+    (or just before it starts). The maintainer recreated `inventories/.orch` with only the
+    pool in its state, and sweep kept everything as "cannot be seen from here". It must stop,
+    make nothing more, recreate nothing, and leave its VMs to sweep as orphans of a gone checkout."""
+    import shutil
+
+    from orchestrator import spares
+
+    project = tmp_path / "checkout"
+    orch = fake_orch(project, pool=1, standby=True)
+    orch.up(2)
+    orch.create_oneoff(DEAD_RUN)  # the pool is used up
+    assert orch.reset(["gw0"])[0].action == "swapped"  # so is gw0's standby
+    spares.wanted(orch).touch()
+    clones = orch.provider.counts()["clone"]
+    if when == "before":
+        shutil.rmtree(project)
+    else:
+        orch.deployer.hook = lambda name, vm: shutil.rmtree(project, ignore_errors=True)  # type: ignore[attr-defined]
+    spares.maintain(orch)
+    assert not project.exists()  # nothing recreated
+    made = orch.provider.counts()["clone"] - clones
+    assert made == (0 if when == "before" else 1)  # the standby being personalized, nothing after it
+    sweeper = Sweeper(orch.settings, orch.provider)
+    decisions = sweeper.execute(sweeper.plan())
+    assert orch.provider.vms == {}, [(d.vm, d.result, d.reason) for d in decisions]
+    assert all(d.result == "deleted" and "gone" in d.reason for d in decisions)  # orphans of a gone checkout
