@@ -210,6 +210,8 @@ def build(orch: Orch, fp: Fingerprint, first: list[Target]) -> Baseline:
     if not base.result.ok:
         raise DeployError(f"the baseline could not be made: {base.result.error}")
     with timed(base.result, "seal"):
+        if tag := provider.seal_name(name, owner):  # recorded before it exists: a sweep meanwhile keeps it
+            record(seal={"tag": tag})
         sealed = provider.call(f"seal {name}", lambda: provider.seal(name, owner))
     record(phase=READY, ref=sealed.ref, seal=sealed.seal)
     orch.report("baseline", f"{name} sealed ({base.result.seconds.get('total', 0):.1f}s)")

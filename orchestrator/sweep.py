@@ -185,8 +185,9 @@ class Sweeper:
             d.reason = f"kept: its checkout is damaged ({view.damage}); fix it there"
             return d
         state = view.state
-        refs = set() if state is None else {b.ref for b in [*state.retired, *([state.baseline] if state.baseline else [])]}
-        if stored.ref in refs:
+        recorded = [] if state is None else [*state.retired, *([state.baseline] if state.baseline else [])]
+        refs = {b.ref for b in recorded} | {b.seal.get("tag", "") for b in recorded} - {""}  # tag: named before its seal
+        if stored.ref in refs or stored.name in refs:
             d.reason = f"baseline of {view.inventory}"
         elif view.live:
             d.reason = f"not recorded, but a run of its checkout is alive ({view.live[0]})"

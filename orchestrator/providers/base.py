@@ -243,6 +243,12 @@ class Provider(abc.ABC):
     def seal(self, vm: str, owner: Owner) -> Baseline:
         """Keep the provisioned ``vm`` as the baseline that ``clone`` makes VMs from."""
 
+    def seal_name(self, vm: str, owner: Owner) -> str:
+        """The name ``seal`` will give the baseline where it is not ``vm``'s (an image tag),
+        for the core to record before it exists (a sweep meanwhile then keeps it); ""
+        where the sealed baseline keeps ``vm``'s name (OrbStack's stopped machine)."""
+        return ""
+
     @abc.abstractmethod
     def clone(self, baseline: Baseline, vm: str, owner: Owner) -> None:
         """Make ``vm`` from ``baseline`` and start it. Raises ``BaselineTainted`` when the

@@ -290,8 +290,11 @@ class DockerProvider(DockerImages, Provider):
     def _baseline_repo(self, checkout: str) -> str:
         return f"{self.settings.prefix}-{checkout}-baseline"
 
+    def seal_name(self, vm: str, owner: Owner) -> str:
+        return f"{self._baseline_repo(owner.checkout)}:{owner.fingerprint[:12]}"
+
     def seal(self, vm: str, owner: Owner) -> Baseline:
-        tag = f"{self._baseline_repo(owner.checkout)}:{owner.fingerprint[:12]}"
+        tag = self.seal_name(vm, owner)
         # not orch's as a container (no managed-by), but sweep can tell where its checkout is
         kept = (L.INVENTORY, L.HOST, L.FS)
         changes = [f"LABEL {key}=" for key in L.ALL if key not in kept] + [f"LABEL {L.BASELINE_OF}={owner.checkout}"]

@@ -210,6 +210,9 @@ class Engines(Provider):
 
     # -- the baseline, on every engine -----------------------------------------------------
 
+    def seal_name(self, vm: str, owner: Owner) -> str:
+        return self._member(vm).seal_name(vm, owner)
+
     def seal(self, vm: str, owner: Owner) -> Baseline:
         member = self._member(vm)
         baseline = member.seal(vm, owner)

@@ -53,3 +53,39 @@ def test_repair_deletes_a_swapped_out_dirty_vm_instead_of_making_it_a_standby(pr
     assert reset.returncode == 0, reset.stdout + reset.stderr
     assert docker("exec", gw0, "test", "-e", "/etc/dirty").returncode == 1  # a clean gw0
     assert run_orch(project, "down").returncode == 0  # waits for the maintainer the reset started
+
+
+# -- 9. a sweep while `orch up` seals the baseline keeps the new image ----------------------
+
+
+def test_a_sweep_while_up_seals_the_baseline_keeps_the_image(project: Path) -> None:
+    """The image is committed, then the baseline container removed, then the image's id
+    recorded: a sweep in that window found an image the state did not record and deleted
+    it. The state must know the image before it exists, as it knows every VM."""
+    from orchestrator.providers import get_provider
+    from orchestrator.sweep import Sweeper
+
+    orch = make(project)
+    baseline_vm, decisions = "", []
+    real_delete = orch.provider.delete
+
+    def delete(vm: str) -> None:
+        if "-zbaseline-" in vm and not decisions:  # the seal: committed, not yet recorded
+            sweeper = Sweeper(orch.settings, get_provider(orch.settings))  # another process's sweep
+            decisions.extend(sweeper.execute(sweeper.plan()))
+        real_delete(vm)
+
+    orch.provider.delete = delete  # type: ignore[method-assign]
+    try:
+        assert all(r.ok for r in orch.up(1))
+        data = orch.store.read()
+        assert data.baseline is not None
+        baseline_vm = data.baseline.seal["tag"]
+        images = [d for d in decisions if d.kind == "baseline" and d.ref]  # the image, not the container
+        assert [(d.vm, d.result) for d in images] == [(baseline_vm, "kept")], [(d.vm, d.result, d.reason) for d in decisions]
+        assert docker("image", "inspect", data.baseline.ref).returncode == 0
+        [reset] = orch.reset(["gw0"])  # cloned from that image
+        assert reset.ok and reset.action == "reset", reset.error
+    finally:
+        orch.provider.delete = real_delete  # type: ignore[method-assign]
+        orch.down()
