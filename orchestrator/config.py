@@ -39,8 +39,9 @@ _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class Model(BaseModel):
-    """Base of orch's settings tables: unknown keys are errors, and a bool is never
-    taken for a number (pydantic would read ``workers = true`` as 1)."""
+    """Base of orch's settings tables: unknown keys are errors, a bool is never taken
+    for a number (pydantic would read ``workers = true`` as 1), and a switch is true or
+    false, nothing else (pydantic would read ``standby = "off"``, ``"yes"`` or ``1``)."""
 
     model_config = _STRICT
 
@@ -50,6 +51,8 @@ class Model(BaseModel):
         field = cls.model_fields.get(info.field_name)
         if isinstance(value, bool) and field is not None and field.annotation in (int, float):
             raise ValueError("must be a number, not true/false")
+        if field is not None and field.annotation is bool and not isinstance(value, bool):
+            raise ValueError(f"must be true or false (got {value!r})")
         return value
 
 
@@ -118,6 +121,13 @@ class Settings(Model):
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     _check_paths = field_validator("root", "inventory_dir")(_utf8_path)
+
+    @field_validator("inventory_dir")
+    @classmethod
+    def _a_folder(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file, not a folder: name a folder (orch makes it if it is missing)")
+        return value
 
     @field_validator("prefix")
     @classmethod
@@ -215,6 +225,11 @@ def _from_env(model: type[BaseModel], name: str, text: str) -> Any:
     """An environment variable's text, shaped as the field wants it (lists, tables)."""
     field = model.model_fields[name]
     annotation = field.annotation
+    if annotation is bool:
+        words = {"true": True, "1": True, "false": False, "0": False}
+        if text.strip().lower() not in words:
+            raise ValueError(f"{name} must be true or false (or 1 or 0; got {text!r})")
+        return words[text.strip().lower()]
     if get_origin(annotation) is list:
         if text.lstrip().startswith("["):
             try:

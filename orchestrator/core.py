@@ -55,6 +55,7 @@ class Orch:
     ) -> None:
         self.settings = settings
         self.checkout = settings.checkout
+        registry.check_home()
         self.provider = provider or get_provider(settings)
         self.where = registry.CheckoutRef.here(settings.inventory_dir) if settings.inventory_dir.exists() else None
         self.store = StateStore(settings.inventory_dir, self.checkout, on_write=self._register)

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import OrchError
+from .errors import ConfigError, OrchError
 from .location import fs_chain, host_id
 from .naming import validate_checkout_id
 
@@ -35,6 +35,23 @@ class CheckoutRef:
 
 def home() -> Path:
     return Path(os.environ.get("ORCH_HOME") or Path.home() / ".local" / "state" / "orch")
+
+
+def check_home() -> None:
+    """An ``ORCH_HOME`` orch cannot keep its registry in (a file, a folder under
+    ``/proc``, a read-only one) is refused in one line: registering is otherwise best
+    effort, and commands would run without a registry and never say so."""
+    named = os.environ.get("ORCH_HOME")
+    if not named:
+        return
+    folder = Path(named) / "checkouts"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        usable = os.access(folder, os.W_OK | os.X_OK)
+    except OSError:
+        usable = False
+    if not usable:
+        raise ConfigError(f"ORCH_HOME={named} is not a folder orch can write: point ORCH_HOME at one (or unset it)")
 
 
 def _path(checkout: str) -> Path:

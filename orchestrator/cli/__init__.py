@@ -51,12 +51,38 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+class OneLineUsageError(click.ClickException):
+    """A usage error click found (a bad option value, a missing argument, an unknown
+    command), shown as orch shows its own: one line, with where the help is, instead of
+    click's usage line, hint and error (three lines)."""
+
+    exit_code = 2
+
+    @classmethod
+    def of(cls, err: click.UsageError) -> OneLineUsageError:
+        where = err.ctx.command_path if err.ctx is not None else "orch"
+        return cls(f"{err.format_message().rstrip('.')} (see {where} --help)")
+
+
 class OrchGroup(click.Group):
-    """Turns orch's own errors into one line on stderr at the CLI boundary."""
+    """Turns orch's own errors, and click's usage errors, into one line on stderr at the
+    CLI boundary."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # `orch` alone prints the help
+        except click.UsageError as err:  # the group's own options (--connector telnet)
+            raise OneLineUsageError.of(err) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:  # a command's options and arguments, or no such command
+            raise OneLineUsageError.of(err) from None
         except UsageError as err:
             click.echo(f"Error: {err}", err=True)
             ctx.exit(2)

@@ -273,10 +273,12 @@ def sweep(obj: Context, dry_run: bool, as_json: bool, older_than: str | None, le
     failed.
     """
     from ..providers import get_provider
+    from ..registry import check_home
     from ..sweep import sweep as do_sweep
 
     age = parse_duration(older_than) if older_than is not None else None
     settings = obj.settings()
+    check_home()  # sweep finds checkouts through the registry
     t = time.monotonic()
     decisions = do_sweep(settings, get_provider(settings), older_than=age, legacy=legacy, dry_run=dry_run)
     rows = [[d.vm, d.kind, d.result, d.reason, d.error] for d in decisions]

@@ -16,19 +16,19 @@ from . import Context, cli, complete_workers, pass_ctx
 
 @cli.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("worker", shell_complete=complete_workers)
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
 def exec_(obj: Context, worker: str, command: tuple[str, ...]) -> None:
     """Run COMMAND in WORKER's VM: `orch exec gw1 -- ls -l /etc`.
 
     Its stdout, stderr and exit code are passed through. A stopped VM is started first.
     """
+    argv = list(command[1:] if command[:1] == ("--",) else command)
+    if not argv:  # checked here, not by click, to name the fix in one line
+        raise UsageError(f"name a command to run: orch exec {worker} -- CMD ARGS…")
     orch = obj.orch()
     [rec] = orch.records([worker], orch.store.read())
     orch.ensure_running(rec.vm, rec.worker)
-    argv = list(command[1:] if command[:1] == ("--",) else command)
-    if not argv:
-        raise UsageError("name a command to run: orch exec gw1 -- CMD ARGS…")
     proc = subprocess.run(orch.connector.exec_argv(rec.vm, argv, interactive=False), stdin=None)
     sys.exit(proc.returncode)
 

@@ -36,7 +36,8 @@ def run(
     except FileNotFoundError as err:
         raise EngineUnavailable(missing or f"{argv[0]} is not installed", operation=operation) from err
     except subprocess.TimeoutExpired as err:
-        log.warning("killed %s after %.0fs (pid ended with the time limit)", " ".join(argv[:3]), timeout)
+        # info, not a warning: the error below says it (one line), and a retry warns of its own
+        log.info("killed %s after %.0fs (pid ended with the time limit)", " ".join(argv[:3]), timeout)
         raise ProviderTimeout(
             f"{argv[0]} {operation} {vm} timed out after {timeout:.0f}s (the command was killed)".replace("  ", " "),
             operation=operation,

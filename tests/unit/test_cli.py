@@ -3,6 +3,9 @@ code, and nothing changed. No Docker needed: each is refused before any backend 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,63 @@ def test_help_explains_every_command() -> None:
     up_help = invoke("up", "--help").output
     for option in ("--workers", "--image", "--parallel", "--prune", "--no-wait", "--json"):
         assert option in up_help
+
+
+# -- trust 2, item 12: every bad input is one line naming the fix ---------------------------------
+
+
+def _file(project: Path) -> str:
+    (project / "a-file").write_text("not a folder\n")
+    return str(project / "a-file")
+
+
+@pytest.mark.parametrize(
+    "args, env, fix",
+    [
+        (["up", "--pool", "x"], {}, "'x' is not a valid integer (see orch up --help)"),
+        (["--connector", "telnet", "status"], {}, "'telnet' is not one of 'native', 'ssh' (see orch --help)"),
+        (["exec", "gw0"], {}, "name a command to run: orch exec gw0 -- CMD"),
+        (["status", "--bogus"], {}, "No such option '--bogus' (see orch status --help)"),
+        (["bogus"], {}, "No such command 'bogus'. Did you mean 'logs'? (see orch --help)"),
+        (["up"], {"ORCH_HOME": _file}, "is not a folder orch can write"),
+        (["sweep"], {"ORCH_HOME": _file}, "is not a folder orch can write"),
+        (["up"], {"ORCH_HOME": lambda p: "/proc/orch"}, "is not a folder orch can write"),
+        (["sweep"], {"ORCH_HOME": lambda p: "/proc/self/orch"}, "is not a folder orch can write"),
+        (["sweep"], {"ORCH_INVENTORY_DIR": _file}, "is a file, not a folder"),
+        (["up"], {"ORCH_STANDBY": lambda p: "yes"}, "ORCH_STANDBY: standby must be true or false"),
+    ],
+)
+def test_more_bad_input_is_one_line_with_the_fix(project: Path, args: list[str], env: dict, fix: str) -> None:
+    # a docker client that is not there: no input here may reach an engine
+    (project / "pyproject.toml").write_text(
+        '[tool.orch]\nimage = "orch-base:bookworm"\nprovider = "docker"\n[tool.orch.docker]\ndocker = "/nonexistent/docker"\n'
+    )
+    env = {k: make(project) for k, make in env.items()}
+    result = CliRunner().invoke(cli, args, env=env, catch_exceptions=False, prog_name="orch")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ") and fix in lines[0], lines[0]
+    assert not (project / "inventories" / ".orch" / "state.json").exists()
+
+
+def test_no_arguments_still_print_the_help(project: Path) -> None:
+    result = CliRunner().invoke(cli, [], prog_name="orch")
+    assert "Usage: orch [OPTIONS] COMMAND" in result.output and "orch up --workers 4" in result.output
+
+
+def test_an_engine_that_hangs_is_one_error_line(project: Path, tmp_path: Path) -> None:
+    """A docker client that answers `version` and then hangs: one Error line, no WARNING first."""
+    hung = tmp_path / "hung-docker"
+    hung.write_text('#!/bin/sh\n[ "$1" = version ] && { echo 27.0; exit 0; }\nexec sleep 30\n')
+    hung.chmod(0o755)
+    (project / "pyproject.toml").write_text(
+        '[tool.orch]\nimage = "orch-base:bookworm"\nprovider = "docker"\nretries = 0\n'
+        f'timeouts = {{ image = 1 }}\n[tool.orch.docker]\ndocker = "{hung}"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "PYTEST_"))}
+    orch = Path(sys.executable).with_name("orch")
+    proc = subprocess.run([str(orch), "up", "--workers", "1"], cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "timed out after 1s" in lines[0], proc.stderr

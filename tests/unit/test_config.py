@@ -304,3 +304,42 @@ def test_every_setting_and_every_provider_table_has_its_variable(tmp_path: Path)
 def test_legacy_prefixes_that_could_match_what_is_not_legacy_are_refused(tmp_path: Path, prefixes: list[str]) -> None:
     with pytest.raises(ConfigError, match="legacy_prefixes"):
         config.load(cwd=project(tmp_path, f"legacy_prefixes = {prefixes!r}".replace("'", '"')), env={})
+
+
+# -- trust 2, item 12: booleans are true or false, the inventory folder is a folder ----------
+
+
+@pytest.mark.parametrize(
+    "source, needle",
+    [
+        ({"toml": 'standby = "yes"'}, "standby must be true or false"),
+        ({"toml": "standby = 1"}, "standby must be true or false"),
+        ({"toml": 'standby = "off"'}, "standby must be true or false"),
+        ({"toml": "auto_up = 0"}, "auto_up must be true or false"),
+        ({"toml": "[tool.orch.docker]\ninit = 'yes'"}, "init must be true or false"),
+        ({"env": {"ORCH_STANDBY": "yes"}}, "ORCH_STANDBY: standby must be true or false"),
+        ({"env": {"ORCH_AUTO_UP": "on"}}, "ORCH_AUTO_UP: auto_up must be true or false"),
+        ({"env": {"ORCH_DOCKER_INIT": "no"}}, "ORCH_DOCKER_INIT: init must be true or false"),
+        ({"file": "ORCH_INVENTORY_DIR"}, "is a file, not a folder"),
+        ({"file": "toml"}, "is a file, not a folder"),
+    ],
+)
+def test_bad_booleans_and_an_inventory_file_are_refused_in_one_line(tmp_path: Path, source: dict, needle: str) -> None:
+    root = project(tmp_path, source.get("toml", ""))
+    env = dict(source.get("env", {}))
+    if "file" in source:
+        (root / "inv").write_text("not a folder\n")
+        if source["file"] == "toml":
+            root = project(tmp_path, 'inventory_dir = "inv"')
+        else:
+            env["ORCH_INVENTORY_DIR"] = str(root / "inv")
+    with pytest.raises(ConfigError) as exc:
+        config.load(cwd=root, env=env)
+    assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("text, value", [("true", True), ("1", True), ("TRUE", True), ("false", False), ("0", False)])
+def test_boolean_variables_are_true_false_1_or_0(tmp_path: Path, text: str, value: bool) -> None:
+    s = config.load(cwd=project(tmp_path), env={"ORCH_STANDBY": text, "ORCH_AUTO_UP": text, "ORCH_DOCKER_INIT": text})
+    assert (s.standby, s.auto_up, s.provider_options["docker"]["init"]) == (value, value, value)
+
