@@ -120,6 +120,10 @@ class Settings(Model):
     #: ``[tool.orch.<provider>]`` tables, each validated by that provider's settings model.
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    #: Where ``provider`` was named (``--provider``, ``ORCH_PROVIDER``, ``[tool.orch]``);
+    #: empty when it was not, and came from the checkout's state or the default.
+    provider_origin: str = ""
+
     _check_paths = field_validator("root", "inventory_dir")(_utf8_path)
 
     @field_validator("inventory_dir")
@@ -194,7 +198,7 @@ class Settings(Model):
 
 
 #: Settings that are not read from pyproject or the environment by name.
-_INTERNAL = {"root", "provider_options"}
+_INTERNAL = {"root", "provider_options", "provider_origin"}
 SETTINGS = [name for name in Settings.model_fields if name not in _INTERNAL]
 
 
@@ -329,8 +333,10 @@ def load(
         settings = Settings(root=root, inventory_dir=inv, **values)
     except ValidationError as err:
         raise _explain(err, {**origins, "inventory_dir": origins.get("inventory_dir", source)}) from None
-    if not settings.provider:
-        settings.provider = default_provider()
+    if settings.provider:
+        settings.provider_origin = origins.get("provider", source)
+    else:
+        settings.provider = recorded_provider(settings) or default_provider()
     settings.provider_options = _provider_options(tables, env, source, settings_model)
     return settings
 
@@ -366,6 +372,43 @@ def _provider_options(
         if raw:
             options[name] = raw
     return options
+
+
+def recorded_provider(settings: Settings) -> str:
+    """The provider this checkout's VMs are on, as its state records it; empty when the
+    state records no VM (or cannot be read: the command that reads it says why).
+
+    A command that names no provider uses it, so that a checkout brought up with
+    ``--provider podman`` (or on OrbStack, whose ``orbctl`` may later be off PATH) is not
+    looked at through the default provider, which would find none of its VMs."""
+    from .errors import OrchError
+    from .state import StateStore
+
+    try:
+        data = StateStore(settings.inventory_dir, settings.checkout).read()
+    except (OrchError, OSError):
+        return ""
+    return data.provider if data.all_vms() else ""
+
+
+def check_provider(settings: Settings) -> None:
+    """A provider named for a command (flag, variable, ``[tool.orch]``) that is not the
+    one this checkout's VMs are on is refused: the command would see none of them, call
+    them missing, forget them, or make a second set beside them."""
+    recorded = recorded_provider(settings) if settings.provider_origin else ""
+    if not recorded or recorded == settings.provider:
+        return
+    origin = settings.provider_origin
+    if origin == "--provider":
+        fix = f"drop --provider (or pass --provider {recorded})"
+    elif origin.startswith("ORCH_"):
+        fix = f"unset {origin} (or pass --provider {recorded})"
+    else:
+        fix = f'set [tool.orch] provider = "{recorded}" (or pass --provider {recorded})'
+    raise ConfigError(
+        f"this checkout's VMs are on {recorded}, not {settings.provider} ({origin}): {fix}; "
+        f"to move them to {settings.provider}, run `orch --provider {recorded} down` first"
+    )
 
 
 def default_provider() -> str:

@@ -343,3 +343,59 @@ def test_boolean_variables_are_true_false_1_or_0(tmp_path: Path, text: str, valu
     s = config.load(cwd=project(tmp_path), env={"ORCH_STANDBY": text, "ORCH_AUTO_UP": text, "ORCH_DOCKER_INIT": text})
     assert (s.standby, s.auto_up, s.provider_options["docker"]["init"]) == (value, value, value)
 
+
+# -- trust 2, item 5: the checkout's recorded provider decides -------------------------------
+
+
+def record_vms(root: Path, provider: str, *, workers: int = 1) -> None:
+    """A state file as ``orch --provider <provider> up`` leaves it."""
+    from orchestrator.state import READY, StateData, StateStore, WorkerRecord
+
+    settings = config.load(cwd=root, env={"ORCH_PROVIDER": provider})
+    recs = {f"gw{i}": WorkerRecord(f"gw{i}", f"orch-{settings.checkout}-gw{i}", READY) for i in range(workers)}
+    StateStore(settings.inventory_dir, settings.checkout).write(
+        StateData(checkout=settings.checkout, provider=provider, workers=recs)
+    )
+
+
+@pytest.mark.parametrize("recorded", ["podman", "orbstack", "docker"])
+def test_a_checkout_without_a_named_provider_uses_the_recorded_one(tmp_path: Path, recorded: str) -> None:
+    root = project(tmp_path)  # no provider in [tool.orch]; no orbctl on PATH (default: docker)
+    record_vms(root, recorded)
+    s = config.load(cwd=root, env={})
+    assert s.provider == recorded and s.provider_origin == ""
+
+
+def test_a_checkout_that_records_no_vm_takes_the_default(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    record_vms(root, "podman", workers=0)
+    assert config.load(cwd=root, env={}).provider == "docker"
+
+
+def test_a_named_provider_is_kept_with_where_it_was_named(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    record_vms(root, "podman")
+    assert config.load(cwd=root, env={"ORCH_PROVIDER": "docker"}).provider_origin == "ORCH_PROVIDER"
+    assert config.load(cwd=root, env={}, overrides={"provider": "docker"}).provider_origin == "--provider"
+    assert "[tool.orch]" in config.load(cwd=project(tmp_path, 'provider = "docker"'), env={}).provider_origin
+
+
+@pytest.mark.parametrize(
+    "source, fix",
+    [
+        ({"env": {"ORCH_PROVIDER": "docker"}}, "unset ORCH_PROVIDER"),
+        ({"overrides": {"provider": "docker"}}, "drop --provider"),
+        ({"toml": 'provider = "docker"'}, "[tool.orch] provider"),
+    ],
+)
+def test_another_provider_than_the_checkouts_is_refused_in_one_line(tmp_path: Path, source: dict, fix: str) -> None:
+    from orchestrator.core import Orch
+
+    root = project(tmp_path, source.get("toml", ""))
+    record_vms(root, "podman")
+    settings = config.load(cwd=root, env=source.get("env", {}), overrides=source.get("overrides"))
+    with pytest.raises(ConfigError) as exc:
+        Orch(settings)
+    message = str(exc.value)
+    assert "this checkout's VMs are on podman, not docker" in message and fix in message and "\n" not in message
+    assert "--provider podman" in message
