@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from filelock import FileLock
 
 from . import __version__, inventory, leases, naming, registry
-from .config import Settings, check_provider
+from .config import Settings
 from .deployfiles import load_callable
 from .errors import LiveRunError, OrchError, UsageError
 from .labels import Owner
@@ -55,9 +55,6 @@ class Orch:
     ) -> None:
         self.settings = settings
         self.checkout = settings.checkout
-        if provider is None:  # an injected provider (tests, a conformance kit) is the caller's choice
-            check_provider(settings)
-        registry.check_home()
         self.provider = provider or get_provider(settings)
         self.where = registry.CheckoutRef.here(settings.inventory_dir) if settings.inventory_dir.exists() else None
         self.store = StateStore(settings.inventory_dir, self.checkout, on_write=self._register)
@@ -223,11 +220,14 @@ class Orch:
     def up(self, count: int, **kwargs: Any) -> list[WorkerResult]:
         from .up import up
 
+        self.forget_gone_oneoffs()
         return up(self, count, **kwargs)
 
     def reset(self, workers: Iterable[str] = (), **kwargs: Any) -> list[WorkerResult]:
         from .reset import reset
 
+        if kwargs.get("lock", True):  # the CLI's reset (the plugin's, inside a run, has no leftovers to look for)
+            self.forget_gone_oneoffs()
         return reset(self, workers, **kwargs)
 
     def status(self) -> list[StatusRow]:
@@ -238,6 +238,7 @@ class Orch:
     def down(self, workers: Iterable[str] = (), **kwargs: Any) -> list[WorkerResult]:
         from .down import down
 
+        self.forget_gone_oneoffs()
         return down(self, workers, **kwargs)
 
     def repair(self, **kwargs: Any) -> StateData:
@@ -254,3 +255,9 @@ class Orch:
         from .oneoffs import delete_oneoff
 
         delete_oneoff(self, name)
+
+    def forget_gone_oneoffs(self) -> None:
+        """Drop the records of dead runs' one-offs whose VM is gone (see ``oneoffs.forget_gone``)."""
+        from .oneoffs import forget_gone_oneoffs
+
+        forget_gone_oneoffs(self)

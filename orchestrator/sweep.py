@@ -17,14 +17,21 @@ may condemn a VM, and the decision says why. Where it can:
 One checkout's damage (a runs folder holding what is not a lease, a state that cannot be
 read) keeps that checkout's VMs and is reported; it never stops the sweep. ``--legacy``
 adds VMs named with legacy prefixes, which predate labels. Sweep also deletes untagged
-images committed from orch's containers, forgets one-offs it deleted in their state,
-and drops registry entries of checkouts that are gone.
+images committed from orch's containers, forgets one-offs it deleted in their state
+(and the records of dead runs' one-offs whose VM is gone), and drops registry entries
+of checkouts that are gone.
+
+A name is deleted only while it is still the VM the plan judged: a swap may rename a
+standby into its worker's name meanwhile. A VM already gone is reported ``gone``, never
+``deleted``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +41,7 @@ from .clock import age as age_of
 from .config import Settings
 from .errors import OrchError, StateError, UsageError
 from .location import Seen, Verdict, judge
+from .oneoffs import forget_gone
 from .ownership import Claim, claim
 from .providers import Provider, VMInfo
 from .providers.base import StoredBaseline
@@ -50,10 +58,12 @@ class Decision:
     vm: str
     delete: bool
     reason: str
-    kind: str = ""  # worker, oneoff, standby, baseline, image, legacy, foreign
+    kind: str = ""  # worker, oneoff, standby, baseline, image, legacy, foreign, record
     checkout: str = ""
     age_seconds: float | None = None
-    result: str = ""  # deleted, would delete, kept, failed
+    #: deleted, would delete, kept, failed; gone (already, when sweep came to delete it);
+    #: forgotten, would forget (a record whose VM is gone)
+    result: str = ""
     error: str = ""
     ref: str = ""  # what to delete when it is not a VM (an image id)
 
@@ -74,6 +84,8 @@ class Sweeper:
         self.settings = settings
         self.provider = provider
         self._views: dict[str, View] = {}
+        #: Each VM as the plan saw it: a name is deleted only while it is still that VM.
+        self._seen: dict[str, VMInfo] = {}
 
     # -- seeing a checkout ------------------------------------------------------------
 
@@ -109,6 +121,7 @@ class Sweeper:
         decisions = []
         for info in self.provider.list_vms(all_vms=True):
             found, why = claim(info, self.settings.prefix, self.provider.has_labels)
+            self._seen[info.name] = info
             if found is not None:
                 decisions.append(self._decide(info, found, older_than))
             elif legacy and info.name.startswith(prefixes):
@@ -125,6 +138,7 @@ class Sweeper:
             decisions.append(
                 Decision(ref[:19], True, "untagged image committed from orch's container: nothing uses it", "image", ref=ref)
             )
+        decisions += self._gone_records(dry_run=True)
         return sorted(decisions, key=lambda d: (d.kind == "image", d.vm))
 
     def _judge_unseen(self, d: Decision, view: View, older_than: float | None) -> Decision:
@@ -197,19 +211,40 @@ class Sweeper:
 
     # -- carrying it out ----------------------------------------------------------------
 
+    def _gone_records(self, *, dry_run: bool) -> list[Decision]:
+        """Records of one-offs whose VM is gone and whose run is dead, in the states of the
+        checkouts this sweep judged by their folder (a run killed during its background
+        deletions leaves them): listed by the plan, dropped by ``execute``."""
+        found = []
+        for checkout, view in self._views.items():
+            if view.verdict.seen is not Seen.SAME or view.state is None or view.damage or view.inventory is None:
+                continue
+            store = StateStore(view.inventory, checkout)
+            for rec in forget_gone(store, view.inventory, self.provider, dry_run=dry_run):
+                reason = f"record of a one-off whose VM is gone and whose run is dead ({rec.run or 'no run recorded'})"
+                found.append(Decision(rec.vm, True, reason, "record", checkout))
+        return found
+
     def execute(self, decisions: list[Decision], *, dry_run: bool = False) -> list[Decision]:
         for d in decisions:
             d.result = "kept" if not d.delete else ("would delete" if dry_run else "")
-        doomed = [d for d in decisions if d.delete]
+            if d.kind == "record":
+                d.result = "would forget" if dry_run else "kept"
+        doomed = [d for d in decisions if d.delete and d.kind != "record"]
+        if not dry_run and any(d.kind == "record" for d in decisions):
+            forgotten = {(d.checkout, d.vm) for d in self._gone_records(dry_run=False)}
+            for d in decisions:
+                if d.kind == "record" and (d.checkout, d.vm) in forgotten:
+                    d.result = "forgotten"
         if dry_run or not doomed:
             return decisions
         vms = [d for d in doomed if d.kind not in ("baseline", "image")]
-        self.provider.map(lambda d: self._delete(d, lambda: self.provider.delete(d.vm)), vms)
+        self.provider.map(lambda d: self._delete(d, lambda: self._delete_vm(d)), vms)
         for d in doomed:
             if d.kind == "baseline":
-                self._delete(d, lambda d=d: self._drop_image(d))
+                self._delete(d, functools.partial(self._drop_image, d))
             elif d.kind == "image":
-                self._delete(d, lambda d=d: self.provider.drop_dangling(d.ref))
+                self._delete(d, functools.partial(self.provider.drop_dangling, d.ref))
         self._forget(vms)
         self._prune_registry(decisions)
         return decisions
@@ -220,20 +255,38 @@ class Sweeper:
         if not self.provider.drop(Baseline(d.ref, {"tag": d.vm})):
             raise OrchError(f"{d.vm} is still used by a container")
 
-    def _delete(self, d: Decision, action: object) -> None:
+    def _delete_vm(self, d: Decision) -> str:
+        """Delete the VM this sweep judged, by its name, only while the name is still that
+        VM's: between the plan and now a swap may have renamed a standby into its worker's
+        name, and the provider's delete of a missing VM is silent success."""
+        now = self.provider.inspect(d.vm)
+        if now is None:
+            d.reason += "; already gone when sweep came to delete it (deleted, or swapped in under its worker's name)"
+            return "gone"
+        planned = self._seen.get(d.vm)
+        if planned is not None and _identity(now) != _identity(planned):
+            d.delete = False
+            d.reason = f"kept: {d.vm} is now another VM (renamed into that name since sweep looked); the next sweep judges it"
+            return "kept"
+        self.provider.delete(d.vm)
+        return "deleted"
+
+    def _delete(self, d: Decision, action: Callable[[], str | None]) -> None:
+        """Run a deletion (retried); its result is what the action says happened, or "deleted"."""
         try:
-            self.provider.call(f"delete {d.vm}", action)  # type: ignore[arg-type]
-            d.result = "deleted"
+            d.result = self.provider.call(f"delete {d.vm}", action) or "deleted"
         except OrchError as err:
             d.result, d.error = "failed", str(err)
 
     def _forget(self, deleted: list[Decision]) -> None:
-        """Remove deleted one-offs (and standbys) from the states that recorded them."""
-        for checkout in {d.checkout for d in deleted if d.result == "deleted"}:
+        """Remove deleted (or already gone) one-offs and standbys from the states that
+        recorded them, by the exact name sweep judged."""
+        done = [d for d in deleted if d.result in ("deleted", "gone")]
+        for checkout in {d.checkout for d in done}:
             view = self._views.get(checkout)
             if view is None or view.state is None or view.inventory is None:
                 continue
-            gone = {d.vm for d in deleted if d.checkout == checkout and d.result == "deleted"}
+            gone = {d.vm for d in done if d.checkout == checkout}
             try:
                 with StateStore(view.inventory, checkout).transaction() as state:
                     for vm in gone & set(state.oneoffs):
@@ -253,6 +306,12 @@ class Sweeper:
             # an entry without a location (older orch) can never be judged: useless
             if not ref.host or judge(Path(ref.inventory), ref.host, ref.fs).seen is Seen.GONE:
                 registry.unregister(checkout)
+
+
+def _identity(info: VMInfo) -> tuple[object, ...]:
+    """What tells one VM from another under the same name: its labels (orch's creation
+    time, kind, worker, run), the backend's creation time, image and engine."""
+    return (sorted(info.labels.items()), info.created, info.image, info.engine)
 
 
 def _records(state: StateData, name: str, found: Claim) -> bool:

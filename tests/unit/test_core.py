@@ -260,3 +260,42 @@ def test_up_refuses_to_switch_images_or_providers(tmp_path: Path) -> None:
     other = fake_orch(tmp_path, provider=orch.provider, image="other:1")
     with pytest.raises(UsageError, match="run `orch down` first"):
         other.up(1)
+
+
+@pytest.mark.parametrize("command", ["status", "up", "reset", "down gw1", "sweep"])
+def test_a_dead_runs_oneoff_whose_vm_is_gone_is_forgotten_by_the_next_command(tmp_path: Path, command: str) -> None:
+    """Trust 2, item 11: pytest killed while its background deletions ran; they finished,
+    the records stayed, and `orch status` listed them `missing` until `orch down`. The next
+    command drops them; a live run's records stay, even one whose VM is not made yet."""
+    import os
+
+    from orchestrator.clock import now_iso
+    from orchestrator.state import OneoffRecord
+    from orchestrator.sweep import sweep
+
+    orch = fake_orch(tmp_path)
+    orch.up(2)
+    live = Lease(orch.settings.inventory_dir)
+    try:
+        dead = orch.create_oneoff("20260101000000-1-0123abcd").vm
+        deleting = orch.create_oneoff(live.run).vm
+        creating = dead.replace("-x2", "-x1")  # a name of orch's form, not made yet
+        with orch.store.transaction() as state:
+            state.oneoffs[creating] = OneoffRecord(creating, live.run, now_iso(), os.getpid(), CREATING)
+        for vm in (dead, deleting):
+            orch.provider.delete(vm)  # the deletions finished; the run died before it forgot them
+        if command == "status":
+            orch.status()
+        elif command == "up":
+            orch.up(2)
+        elif command == "reset":
+            orch.reset(["gw0"], force=True)
+        elif command == "down gw1":
+            orch.down(["gw1"], force=True)
+        else:
+            sweep(orch.settings, orch.provider)
+        rows = {r.vm: r.state for r in orch.status() if r.kind == "oneoff"}
+        assert dead not in rows and dead not in orch.store.read().oneoffs
+        assert rows == {deleting: "missing", creating: "missing"}  # a live run's: it may be at work on them
+    finally:
+        live.release()

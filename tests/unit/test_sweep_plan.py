@@ -186,3 +186,31 @@ def test_bad_durations(text: str) -> None:
 
 def test_vminfo_is_what_providers_return() -> None:
     assert VMInfo("x", "running").running
+
+
+def _age(orch, *names: str) -> None:
+    """Make these VMs old enough for ``--older-than``."""
+    for name in names:
+        orch.provider.vms[name].labels[L.CREATED] = "2020-01-01T00:00:00Z"
+
+
+def test_a_standby_swapped_in_while_sweep_runs_is_neither_deleted_nor_reported_deleted(tmp_path: Path) -> None:
+    """Trust 2, item 13: sweep planned to delete gw0 and its standby (older than
+    --older-than), then a reset swapped the standby in under gw0's name. The delete by
+    the standby's old name does nothing and must not say "deleted"; the delete by gw0's
+    name would hit the VM that was the standby: it now belongs to something else, and is
+    left alone."""
+    orch = fake_orch(tmp_path, standby=True)
+    orch.up(1)
+    worker, standby = orch.vm_name("gw0"), orch.store.read().standbys["gw0"].vm
+    _age(orch, worker, standby)
+    sweeper = Sweeper(orch.settings, orch.provider)
+    decisions = {d.vm: d for d in sweeper.plan(older_than=3600)}
+    assert decisions[worker].delete and decisions[standby].delete
+    swapped_in = dict(orch.provider.vms[standby].labels)
+    assert orch.reset(["gw0"])[0].action == "swapped"  # between sweep's plan and its deletions
+    sweeper.execute(list(decisions.values()))
+    assert worker in orch.provider.vms and orch.provider.vms[worker].labels == swapped_in  # not deleted
+    assert decisions[standby].result not in ("deleted", "failed") and "gone" in decisions[standby].result
+    assert decisions[worker].result == "kept" and "another VM" in decisions[worker].reason
+    assert orch.store.read().workers["gw0"].vm == worker  # the state still has its worker
