@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from filelock import FileLock
 
 from . import __version__, inventory, leases, naming, registry
-from .config import Settings
+from .config import Settings, check_provider
 from .deployfiles import load_callable
 from .errors import LiveRunError, OrchError, UsageError
 from .labels import Owner
@@ -55,6 +55,9 @@ class Orch:
     ) -> None:
         self.settings = settings
         self.checkout = settings.checkout
+        if provider is None:  # an injected provider (tests, a conformance kit) is the caller's choice
+            check_provider(settings)
+        registry.check_home()
         self.provider = provider or get_provider(settings)
         self.where = registry.CheckoutRef.here(settings.inventory_dir) if settings.inventory_dir.exists() else None
         self.store = StateStore(settings.inventory_dir, self.checkout, on_write=self._register)
