@@ -236,7 +236,9 @@ def _write_log(path: str | None, title: str, lines: list[str], result: DeployRes
         return ""
     target = Path(path)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        # only logs/ itself: its .orch folder exists while orch is at work (the state was
+        # written first), and one deleted meanwhile (rm -rf of the checkout) is not made again
+        target.parent.mkdir(exist_ok=True)
         with target.open("a", encoding="utf-8") as fh:
             fh.write(f"=== {title}: {'ok' if result.ok else 'FAILED'}\n")
             fh.writelines(line + "\n" for line in lines)

@@ -4,10 +4,13 @@ lost by mistake. Each test reproduces a defect found by using orch as a user wou
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
+import time
 from pathlib import Path
 
-from backends import run_orch
+from backends import run_orch, write_pyproject
 
 from orchestrator import config
 from orchestrator.core import Orch
@@ -53,6 +56,73 @@ def test_repair_deletes_a_swapped_out_dirty_vm_instead_of_making_it_a_standby(pr
     assert reset.returncode == 0, reset.stdout + reset.stderr
     assert docker("exec", gw0, "test", "-e", "/etc/dirty").returncode == 1  # a clean gw0
     assert run_orch(project, "down").returncode == 0  # waits for the maintainer the reset started
+
+
+# -- 7. a maintainer whose checkout is deleted stops, and sweep finds what it made ---------
+
+SLOW_PERSONALIZE = """
+import os
+from pyinfra.api import deploy
+from pyinfra.operations import server
+from orchestrator.deploys.provision import personalize as orchs
+
+MARKS = {marks!r}
+
+
+@deploy("slow personalize")
+def personalize():
+    if os.path.exists(os.path.join(MARKS, "slow")):  # the maintainer's refill: takes a while
+        with open(os.path.join(MARKS, "personalizing"), "w") as fh:
+            fh.write(str(os.getpid()))
+        server.shell(name="take a while", commands=["sleep 8"])
+    orchs()
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_rm_rf_of_a_checkout_while_its_maintainer_refills(project: Path, tmp_path_factory, prefix: str) -> None:
+    """`rm -rf` of the checkout while `orch maintain` makes a standby: the maintainer made
+    `inventories/.orch` again (its state holding only what it made next), and sweep then
+    kept everything as "cannot be seen from here". It must stop and recreate nothing;
+    sweep (from anywhere on this machine) deletes all of it as orphans of a gone checkout."""
+    marks = tmp_path_factory.mktemp("marks")
+    (project / "deploys").mkdir()
+    (project / "deploys" / "__init__.py").write_text("")
+    (project / "deploys" / "slow.py").write_text(SLOW_PERSONALIZE.format(marks=str(marks)))
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(
+        text.replace("[tool.orch]\n", '[tool.orch]\npool = 1\nstandby = true\npersonalize = "deploys.slow:personalize"\n')
+    )
+    assert run_orch(project, "up", "--workers", "1").returncode == 0
+    (marks / "slow").write_text("")
+    swapped = run_orch(project, "reset", "gw0")  # swaps the standby in; a maintainer makes a new one
+    assert swapped.returncode == 0 and "swapped" in swapped.stdout + swapped.stderr, swapped.stdout + swapped.stderr
+    deadline = time.time() + 120
+    while not (marks / "personalizing").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    pid = int((marks / "personalizing").read_text())
+    shutil.rmtree(project)  # rm -rf of the checkout, mid-refill
+    deadline = time.time() + 120
+    while alive(pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not alive(pid), "the maintainer did not stop"
+    assert not project.exists(), sorted(str(p.relative_to(project)) for p in project.rglob("*"))  # nothing made again
+
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    write_pyproject(elsewhere, "docker", prefix)
+    swept = run_orch(elsewhere, "sweep", "--json")
+    assert swept.returncode == 0, swept.stderr
+    decisions = [d for d in json.loads(swept.stdout) if d["vm"].startswith(prefix)]
+    assert decisions and all(d["result"] == "deleted" and "gone" in d["reason"] for d in decisions), decisions
+    assert {d["kind"] for d in decisions} >= {"worker", "standby", "oneoff", "baseline"}
+    left = docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    assert [n for n in left if n.startswith(prefix)] == []
 
 
 # -- 9. a sweep while `orch up` seals the baseline keeps the new image ----------------------
