@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from . import baseline as B
 from . import naming, spares
-from .errors import OrchError, PermanentProviderError, UsageError
+from .errors import EngineUnavailable, OrchError, PermanentProviderError, UsageError
 from .state import READY, WorkerRecord
 from .steps import WorkerResult, guard, timed
 
@@ -63,7 +63,12 @@ def _hard(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
     results = [WorkerResult(r.worker, r.vm, "reset") for r in records]
     infos: dict[str, VMInfo | None] = {}
     for result in results:
-        infos[result.worker] = info = provider.inspect(result.vm)
+        try:
+            infos[result.worker] = info = provider.inspect(result.vm)
+        except EngineUnavailable as err:  # its engine does not answer: the others go on
+            result.fail(str(err))
+            orch.report(result.worker, f"failed: {result.error}")
+            continue
         if info is not None and not orch.owns(info, result.worker):
             result.fail(orch.not_ours(result.vm))
             orch.report(result.worker, f"failed: {result.error}")

@@ -10,7 +10,7 @@ from . import inventory, naming
 from . import labels as L
 from .clock import age
 from .down import baseline_state
-from .errors import OrchError
+from .errors import EngineUnavailable, OrchError
 from .oneoffs import forget_gone_oneoffs
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ class StatusRow:
     kind: str  # worker, oneoff, standby, baseline
     worker: str  # the worker id; "oneoff", "pool" or "baseline" for the others
     vm: str
-    state: str  # running, stopped, missing, or the backend's word
+    state: str  # running, stopped, missing, unreachable (its engine does not answer), or the backend's word
     phase: str
     age_seconds: float | None
     drift: str  # what changed since it was made ("" when current)
@@ -43,6 +43,11 @@ def status(orch: Orch) -> list[StatusRow]:
 
     def state_of(vm: str, worker: str | None = None) -> tuple[str, float | None]:
         info = infos.get(vm)
+        if info is None and orch.provider.unreachable_engines():
+            try:  # it may be on an engine that does not answer: not missing, unknown
+                orch.provider.engine_of(vm)
+            except EngineUnavailable as err:
+                return f"unreachable ({str(err)[:160]})", None
         if info is None or not orch.owns(info, worker):
             return "missing", None
         return info.state, age(info.labels.get(L.CREATED) or info.created)

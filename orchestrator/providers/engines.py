@@ -87,6 +87,9 @@ class Engines(Provider):
             if member.inspect(vm) is not None:
                 self.where[vm] = member.engine
                 return member
+        if self.unreachable:  # not on the engines that answer: it may be on one that does not
+            down = ", ".join(self.unreachable)
+            raise EngineUnavailable(f"{vm} is on none of the engines that answer, and {down} does not answer", vm=vm)
         return self.reachable()[0] if self.reachable() else next(iter(self.members.values()))
 
     def load(self) -> Counter[str]:
@@ -173,10 +176,9 @@ class Engines(Provider):
         return self._member(vm).address(vm)
 
     def inspect(self, vm: str) -> VMInfo | None:
-        try:
-            member = self._member(vm)
-        except EngineUnavailable:
-            return None
+        """The VM, or None when it does not exist; a VM that may be on an engine that does
+        not answer raises ``EngineUnavailable`` (None would let the caller forget it)."""
+        member = self._member(vm)
         info = member.inspect(vm)
         if info is not None:
             info.engine = member.engine
@@ -206,7 +208,10 @@ class Engines(Provider):
         return self._member(vm).exec_argv(vm, argv, interactive=interactive)
 
     def host(self, vm: str) -> tuple[str, dict[str, Any]]:
-        return self._member(vm).host(vm)
+        """Its engine's connector and address: known from the state without asking the
+        engine, so the inventories are written while an engine does not answer."""
+        engine = self.where.get(vm)
+        return (self.members[engine] if engine is not None else self._member(vm)).host(vm)
 
     # -- the baseline, on every engine -----------------------------------------------------
 
@@ -240,7 +245,8 @@ class Engines(Provider):
         return None if any(r is None for r in reasons) else (reasons[0] if reasons else "no engine answers")
 
     def drop(self, baseline: Baseline) -> bool:
-        return all([m.drop(baseline) for m in self.reachable()])
+        """False (dropped later) while an engine that may hold a copy does not answer."""
+        return all([m.drop(baseline) for m in self.reachable()]) and not self.unreachable
 
     def stored_baselines(self) -> list[StoredBaseline]:
         return [b for m in self.reachable() for b in m.stored_baselines()]
