@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from backends import run_orch, write_pyproject
+from backends import both_providers, run_orch, write_pyproject
 
 from orchestrator import config
 from orchestrator.core import Orch
@@ -31,30 +31,32 @@ def exists(vm: str) -> bool:
 # -- 4. repair never turns a swapped-out, dirty VM into a standby ---------------------------
 
 
-def test_repair_deletes_a_swapped_out_dirty_vm_instead_of_making_it_a_standby(project: Path) -> None:
+@both_providers
+def test_repair_deletes_a_swapped_out_dirty_vm_instead_of_making_it_a_standby(project: Path, backend) -> None:
     """standby = true; a test dirties gw0; the swap moves its VM to the trash; the maintainer
     never empties it (killed); the state file is lost. `orch repair` must keep gw1's real
-    standby and delete the trash, and the next `orch reset gw0` must not bring /etc/dirty back."""
+    standby and delete the trash, and the next `orch reset gw0` must not bring /etc/dirty back.
+    Docker tells them apart by a label, OrbStack (no labels) by what orch wrote inside."""
     orch = make(project, standby=True)
     orch.maintain_later = lambda: None  # the maintainer that would empty the trash was killed
     assert all(r.ok for r in orch.up(2))
     gw0 = orch.vm_name("gw0")
-    assert docker("exec", gw0, "touch", "/etc/dirty").returncode == 0
+    assert backend.sh(gw0, "touch /etc/dirty").returncode == 0
     [swapped] = orch.reset(["gw0"])
     assert swapped.action == "swapped", swapped
     data = orch.store.read()
     [trash], standby = data.trash, data.standbys["gw1"].vm
-    assert docker("exec", trash, "test", "-e", "/etc/dirty").returncode == 0
+    assert backend.sh(trash, "test -e /etc/dirty").returncode == 0
     orch.store.path.unlink()  # the state file is lost
 
     repaired = run_orch(project, "repair")
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
-    assert not exists(trash), repaired.stderr  # deleted, not recorded as gw0's standby
+    assert not backend.exists(trash), repaired.stderr  # deleted, not recorded as gw0's standby
     assert {w: s.vm for w, s in make(project).store.read().standbys.items()} == {"gw1": standby}
 
     reset = run_orch(project, "reset", "gw0")
     assert reset.returncode == 0, reset.stdout + reset.stderr
-    assert docker("exec", gw0, "test", "-e", "/etc/dirty").returncode == 1  # a clean gw0
+    assert backend.sh(gw0, "test -e /etc/dirty").returncode == 1  # a clean gw0
     assert run_orch(project, "down").returncode == 0  # waits for the maintainer the reset started
 
 
