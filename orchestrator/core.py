@@ -77,6 +77,9 @@ class Orch:
         #: call less. The next ``orch up`` still sees an image rebuilt meanwhile.
         self.remember_image = False
         self._image_id: str | None = None
+        #: The lease of the pytest run this Orch serves (``--orch-up``): the run's own
+        #: bring-up may re-make the workers its lease names.
+        self.own_run = ""
 
     def _spawn_maintainer(self) -> None:
         from .spares import spawn_maintainer
@@ -160,7 +163,7 @@ class Orch:
     def refuse_live(self, doing: str, workers: Iterable[str], force: bool) -> None:
         """A command that would break workers a live pytest run uses says so and stops."""
         runs = leases.scan(self.settings.inventory_dir)
-        using = runs.using(list(workers))
+        using = [run for run in runs.using(list(workers)) if run != self.own_run]
         if using and not force:
             used = sorted(set(runs.workers[using[0]]) & set(workers), key=naming.worker_index)
             raise LiveRunError(

@@ -1,8 +1,9 @@
 """Run leases: how sweep and the CLI tell a live pytest run from a dead one.
 
-A pytest session (the xdist controller, or the only process without xdist) takes a lease
-for its run: an exclusive lock on ``<inventory dir>/.orch/runs/<run id>.lock``, held until
-the session ends. The operating system releases the lock when the process dies, even by
+Every process of a pytest session (the xdist controller and each xdist worker, or the only
+process without xdist) takes a lease from ``pytest_configure`` on, before collection: an
+exclusive lock on ``<inventory dir>/.orch/runs/<run id>.lock`` naming the workers it will
+use, held until the process ends. The operating system releases the lock when the process dies, even by
 SIGKILL, so a lease that can be taken belongs to a run that is gone.
 
 Anything else in the runs folder (a symlink, a folder, a name that is not a run id) is
@@ -18,6 +19,7 @@ import re
 import secrets
 import stat
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,18 +50,20 @@ class Lease:
     """Held by a live run; ``release`` (or process death) ends it. The file names the
     workers the run uses, so a command can tell which workers it must not break."""
 
-    def __init__(self, inventory_dir: Path, run: str | None = None) -> None:
+    def __init__(self, inventory_dir: Path, run: str | None = None, workers: Iterable[str] = ()) -> None:
         self.run = run or new_run_id()
         self.path = lease_path(inventory_dir, self.run)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.path), thread_local=False)
         self._lock.acquire(timeout=0)
         self.workers: list[str] = []
+        self.use(*workers)
 
-    def use(self, worker: str) -> None:
-        """Record that this run uses ``worker`` (written while the lock is held)."""
-        if worker not in self.workers:
-            self.workers.append(worker)
+    def use(self, *workers: str) -> None:
+        """Record that this run uses ``workers`` (written while the lock is held)."""
+        new = [w for w in workers if w not in self.workers]
+        if new:
+            self.workers.extend(new)
             self.path.write_text(json.dumps({"pid": os.getpid(), "workers": self.workers}))
 
     def release(self) -> None:

@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 
 from . import config as orch_config
+from . import naming
 from .core import Orch
 from .errors import OrchError
 from .leases import Lease
-from .worker import _CURRENT, WORKERINPUT_KEY, Worker, current_worker_id, find_worker
+from .state import FAILED, READY, StateData
+from .worker import _CURRENT, WORKERINPUT_KEY, Worker, WorkerMissing, current_worker_id, find_worker
 
 log = logging.getLogger(__name__)
 _RUN = pytest.StashKey["OrchRun"]()
@@ -54,6 +56,32 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "orch_reset: reset this worker's VM to its baseline after the test")
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(WorkerHandover(), "orch-worker-handover")
+    _hold_lease(config)
+
+
+def _hold_lease(config: pytest.Config) -> None:
+    """From its first line, a run is alive to sweep and the CLI: each process leases the
+    workers it will use (the controller all of them, an xdist worker its own) before
+    collection, xdist start-up or ``--orch-up``. A project orch has never run in gets no
+    lease (nothing of it to protect) unless this run brings workers up."""
+    try:
+        run = orch_run(config)
+    except pytest.UsageError:
+        return  # settings that do not load: said in one line when a fixture needs them
+    if not (run.settings.inventory_dir / ".orch").is_dir() and not _wants_up(config, run):
+        return
+    if hasattr(config, "workerinput"):
+        workers = [current_worker_id(run.workerinput)]
+    else:
+        workers = naming.worker_ids(workers_needed(config))
+    run.hold(workers)
+
+
+def _wants_up(config: pytest.Config, run: OrchRun) -> bool:
+    if hasattr(config, "workerinput"):
+        return False
+    wants_up = config.getoption("orch_up")
+    return bool(wants_up or (wants_up is None and run.settings.auto_up))
 
 
 class WorkerHandover:
@@ -91,6 +119,7 @@ class OrchRun:
         self._orch: Orch | None = None
         self._lease: Lease | None = None
         self.worker: Worker | None = None  # this process's worker, once a test asked for it
+        self.owes_reset = ""  # why this process's worker still needs a reset (its last one failed)
         self._deleting: ThreadPoolExecutor | None = None
         self._deletions: list[Future[None]] = []
 
@@ -104,8 +133,22 @@ class OrchRun:
     @property
     def lease(self) -> Lease:
         if self._lease is None:
-            self._lease = Lease(self.settings.inventory_dir)
+            self.hold([])
+        assert self._lease is not None
         return self._lease
+
+    def hold(self, workers: list[str]) -> None:
+        """Take this process's lease (once), naming ``workers`` as used by this run."""
+        if self._lease is not None:
+            self._lease.use(*workers)
+            return
+        try:
+            self._lease = Lease(self.settings.inventory_dir, workers=workers)
+        except OSError as err:
+            folder = self.settings.inventory_dir / ".orch" / "runs"
+            raise pytest.UsageError(
+                f"orch: cannot take this run's lease in {folder} ({err.strerror}): make the folder writable"
+            ) from err
 
     @property
     def run_id(self) -> str:
@@ -166,7 +209,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     wants_up = config.getoption("orch_up")
     run = orch_run(config) if (wants_up is not False or config.getoption("orch_sweep")) else None
-    if run is not None and (wants_up or (wants_up is None and run.settings.auto_up)):
+    if run is not None and _wants_up(config, run):
         _bring_up(config, run)
     if config.getoption("orch_sweep"):
         from .sweep import sweep
@@ -185,6 +228,7 @@ def _bring_up(config: pytest.Config, run: OrchRun) -> None:
     started = time.monotonic()
     _say(config, f"orch: bringing up {count} worker(s) on {run.settings.provider} (--orch-up)")
     orch = Orch(run.settings, report=lambda who, msg: _say(config, f"orch: [{time.monotonic() - started:5.1f}s] {who}: {msg}"))
+    orch.own_run = run.run_id  # the run's own lease names these workers: not a run to protect from itself
     try:
         results = orch.up(count)
     except OrchError as err:
@@ -208,6 +252,8 @@ def get_worker(config: pytest.Config) -> Worker:
     if run.worker is None:
         worker_id = current_worker_id(run.workerinput)
         run.lease.use(worker_id)  # a lease that says which worker this process uses
+        run.orch.connector.setup()  # a deleted SSH key: one line naming `orch up`
+        _take(run, worker_id)
         run.worker = find_worker(
             run.settings.inventory_dir,
             worker_id,
@@ -216,6 +262,34 @@ def get_worker(config: pytest.Config) -> Worker:
             ensure_running=lambda: _ensure(run, worker_id),
         )
     return run.worker
+
+
+def _unfit(data: StateData, worker_id: str) -> str | None:
+    """Why the worker's record must not reach a test as it is, or None."""
+    rec = data.workers.get(worker_id)
+    if rec is None or rec.phase == FAILED:
+        return None  # find_worker names the fix
+    if rec.phase != READY:
+        return f"was left unfinished ({rec.phase}) by a reset or `orch up` that stopped halfway"
+    if rec.reset_pending:
+        return f"owes a reset ({rec.reset_pending}) that its run never did"
+    return None
+
+
+def _take(run: OrchRun, worker_id: str) -> None:
+    """Before a test first gets its worker: one that is unfinished or owes a reset is made
+    again from the baseline (or the run stops in one line naming `orch up`)."""
+    why = _unfit(run.orch.store.read(), worker_id)
+    if why is None:
+        return
+    with run.orch.store.command_lock():  # an `orch up` or `orch reset` at work finishes it: wait
+        why = _unfit(run.orch.store.read(), worker_id)
+    if why is None:
+        return
+    log.warning("orch: %s %s: making it again from its baseline", worker_id, why)
+    [result] = run.orch.reset([worker_id], lock=False, finish=True)
+    if not result.ok:
+        raise WorkerMissing(f"orch: {worker_id} {why}, and making it again failed ({result.error}): run `orch up`")
 
 
 def _ensure(run: OrchRun, worker_id: str) -> None:
@@ -244,6 +318,7 @@ def _reset(run: OrchRun, worker_id: str) -> None:
     [result] = run.orch.reset([worker_id], lock=False)
     if not result.ok:
         raise OrchError(f"reset of {worker_id} failed: {result.error}")
+    run.owes_reset = ""
     if run.worker is not None:
         run.worker.refresh()
 
@@ -261,7 +336,12 @@ def orch_host(orch_worker: Worker) -> Any:
 
 @pytest.fixture(scope="session")
 def worker_vm(orch_worker: Worker) -> str:
-    """The name of this xdist worker's VM (``gw0`` without xdist)."""
+    """The name of this xdist worker's VM, running (started if it was stopped), for tests
+    that drive the backend's own CLI with it."""
+    try:
+        orch_worker.ensure_running()
+    except OrchError as err:
+        _fail(err)
     return orch_worker.vm
 
 
@@ -288,6 +368,29 @@ def fresh_vm(request: pytest.FixtureRequest) -> Iterator[Callable[[], Worker]]:
         run.delete_later(worker.vm)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """Before the test body: a worker whose last reset failed is reset now; a marked test
+    records the reset it will owe, so that a run killed before its teardown leaves a
+    worker that the next taker resets first."""
+    if _RUN in item.config.stash and item.config.stash[_RUN].owes_reset:
+        run = item.config.stash[_RUN]
+        try:
+            _reset(run, current_worker_id(run.workerinput))
+        except OrchError as err:
+            _fail(OrchError(f"{err} (it still owes a reset {run.owes_reset})"))
+    if item.get_closest_marker("orch_reset") is None:
+        return
+    run = orch_run(item.config)
+    worker_id = current_worker_id(run.workerinput)
+    try:
+        with run.orch.store.transaction() as state:
+            if worker_id in state.workers:
+                state.workers[worker_id].reset_pending = f"after {item.nodeid}"
+    except OrchError as err:
+        _fail(err)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """``@pytest.mark.orch_reset``: reset this worker's VM after the test."""
@@ -297,4 +400,5 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     try:
         _reset(run, current_worker_id(run.workerinput))
     except OrchError as err:
+        run.owes_reset = f"after {item.nodeid}"
         _fail(err)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from . import baseline as B
 from . import naming, spares
 from .errors import EngineUnavailable, OrchError, PermanentProviderError, UsageError
-from .state import READY, WorkerRecord
+from .state import CREATING, FAILED, READY, WorkerRecord
 from .steps import WorkerResult, guard, timed
 
 if TYPE_CHECKING:
@@ -35,17 +35,20 @@ def reset(
     wait: bool = True,
     on_wait: Callable[[], None] | None = None,
     force: bool = False,
+    finish: bool = False,
 ) -> list[WorkerResult]:
     """Bring workers back to their baseline (all when none named).
 
     ``lock=False`` is for the pytest plugin, which resets only its own worker while other
     workers' tests run; the CLI takes the command lock and refuses while a pytest run
-    uses the workers, unless ``force``.
+    uses the workers, unless ``force``. ``finish`` (the plugin, for a worker left
+    unfinished by an interrupted reset) makes a worker that is not ready again too.
     """
     records = orch.records(workers, orch.store.read())
-    unready = [r.worker for r in records if r.phase != READY]
+    unready = [r.worker for r in records if r.phase != READY and not (finish and r.phase != FAILED)]
     if unready:
         raise UsageError(f"{', '.join(unready)} not provisioned (see `orch status`): run `orch up` first")
+    orch.connector.setup()  # a deleted SSH key: one line naming `orch up`, before any VM is touched
     guard_lock = orch.store.command_lock(wait=wait, on_wait=on_wait) if lock else contextlib.nullcontext()
     with guard_lock:
         if lock:  # the CLI: say at once when the engine does not answer
@@ -89,7 +92,10 @@ def _hard(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
     for r in live:
         r.add("baseline", time.monotonic() - start)
         orch.report(r.worker, f"restoring {r.vm} from the baseline")
-    targets = [_target(orch, r, fp) for r in live]
+        # before its VM is deleted: a reset killed from here on leaves a worker that is
+        # not ready, which no fixture hands out and the next taker makes again
+        orch.store.update_worker(r.worker, phase=CREATING)
+    targets = [worker_target(orch, r, fp) for r in live]
     B.clone(orch, fp, baseline, targets, replace=True)
     for r in live:
         if r.ok:
@@ -101,8 +107,13 @@ def _hard(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
     return results
 
 
-def _target(orch: Orch, result: WorkerResult, fp: B.Fingerprint) -> B.Target:
+def worker_target(orch: Orch, result: WorkerResult, fp: B.Fingerprint) -> B.Target:
+    """A worker's VM about to be made (by ``orch up`` or a reset): a worker made again is
+    clean, so its owed reset is cleared with the record that says it is ready."""
+
     def record(**changes: object) -> None:
+        if changes.get("phase") == READY:
+            changes["reset_pending"] = ""
         orch.store.update_worker(result.worker, **changes)
 
     return B.Target(result, orch.owner(naming.WORKER, worker=result.worker, fingerprint=fp.value), result.worker, record)

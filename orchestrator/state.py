@@ -65,6 +65,10 @@ class WorkerRecord:
     fingerprint: str = ""  # of the baseline it was made from
     error: str = ""  # why it failed (phase failed)
     engine: str = ""  # where it lives, with several engines
+    #: Why this worker owes a reset (the test that may have changed it): recorded before
+    #: that test's body runs, cleared only when the worker's VM is made again. Whoever
+    #: takes the worker next (a fixture, ``orch up``) resets it first.
+    reset_pending: str = ""
 
 
 @dataclass

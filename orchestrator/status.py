@@ -63,6 +63,8 @@ def status(orch: Orch) -> list[StatusRow]:
         state, seconds = state_of(rec.vm, rec.worker)
         path = inventory.worker_path(orch.settings.inventory_dir, rec.worker)
         phase = rec.phase if not rec.error else f"{rec.phase}: {rec.error[:80]}"
+        if rec.reset_pending:
+            phase += f", reset pending ({rec.reset_pending[:80]})"
         rows.append(
             StatusRow(
                 naming.WORKER,

@@ -10,15 +10,16 @@ image and provisioned in the same pyinfra run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import baseline as B
-from . import naming
+from . import leases, naming
 from .clock import now_iso
 from .errors import OrchError, ProviderError, UsageError
 from .providers.base import VMInfo
+from .reset import worker_target
 from .state import CREATING, FAILED, READY, WorkerRecord
 from .steps import WorkerResult, guard, timed
 
@@ -33,7 +34,11 @@ class Plan:
     why: str = ""
 
 
-def decide(orch: Orch, rec: WorkerRecord | None, info: VMInfo | None, fp: B.Fingerprint, reprovision: bool) -> Plan:
+def decide(
+    orch: Orch, rec: WorkerRecord | None, info: VMInfo | None, fp: B.Fingerprint, reprovision: bool, busy: Collection[str] = ()
+) -> Plan:
+    """What to do with one wanted worker; ``busy``: the workers live pytest runs use (a
+    reset such a run owes is its own business)."""
     if rec is None:
         return Plan("", "create")
     if info is not None and not orch.owns(info, rec.worker):
@@ -47,6 +52,8 @@ def decide(orch: Orch, rec: WorkerRecord | None, info: VMInfo | None, fp: B.Fing
         return Plan(rec.worker, "recreate", f"unfinished ({rec.phase}) after an earlier `orch up` stopped")
     if info is None:
         return Plan(rec.worker, "recreate", "its VM is missing")
+    if rec.reset_pending and rec.worker not in busy:
+        return Plan(rec.worker, "recreate", f"it owes a reset ({rec.reset_pending}): its run ended before the reset")
     if reprovision:
         return Plan(rec.worker, "recreate", "re-provisioning (--reprovision)")
     if rec.fingerprint != fp.value:
@@ -75,11 +82,14 @@ def up(
     orch.store.ensure_dir()
     with orch.store.command_lock(wait=wait, on_wait=on_wait):
         orch.provider.check()
+        orch.connector.setup(repair=True)  # a missing SSH key made again (the VMs take it when made ready)
         fp = orch.fingerprint()
         existing = {info.name: info for info in orch.provider.list_vms()}
         data = orch.store.read()
         _consistent(orch, data)
-        plans = {w: decide(orch, data.workers.get(w), existing.get(orch.vm_name(w)), fp, reprovision) for w in wanted}
+        runs = leases.scan(orch.settings.inventory_dir)
+        busy = {w for run in runs.live if run != orch.own_run for w in runs.workers.get(run, [])}
+        plans = {w: decide(orch, data.workers.get(w), existing.get(orch.vm_name(w)), fp, reprovision, busy) for w in wanted}
         breaking = [
             w
             for w, p in plans.items()
@@ -162,7 +172,7 @@ def _make(orch: Orch, fp: B.Fingerprint, results: list[WorkerResult], infos: dic
         orch.report(result.worker, f"making {result.vm}")
 
     provider.map(lambda r: guard(r, orch.report, lambda: clear(r)), results)
-    targets = [_target(orch, r, fp) for r in results if r.ok]
+    targets = [worker_target(orch, r, fp) for r in results if r.ok]
     try:
         baseline, made = B.ensure(orch, fp, first=targets)
     except OrchError as err:
@@ -209,10 +219,3 @@ def _baseline_only(orch: Orch, fp: B.Fingerprint) -> list[WorkerResult]:
         row.fail(str(err))
         return [row]
     return []
-
-
-def _target(orch: Orch, result: WorkerResult, fp: B.Fingerprint) -> B.Target:
-    def record(**changes: object) -> None:
-        orch.store.update_worker(result.worker, **changes)
-
-    return B.Target(result, orch.owner(naming.WORKER, worker=result.worker, fingerprint=fp.value), result.worker, record)

@@ -73,11 +73,15 @@ class Worker:
     def __repr__(self) -> str:
         return f"<Worker {self.worker_id} vm={self.vm} host={self.host}>"
 
+    def ensure_running(self) -> None:
+        """Start the VM if it is stopped (after a host or engine restart, or `docker stop`)."""
+        if self._ensure_running is not None:
+            self._ensure_running()
+
     @property
     def session(self) -> PyinfraSession:
         if self._session is None:
-            if self._ensure_running is not None:
-                self._ensure_running()
+            self.ensure_running()
             session = PyinfraSession([(self.host, self.host_data)])
             session.__enter__()
             self._session = session

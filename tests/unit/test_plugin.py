@@ -132,3 +132,35 @@ def test_helper(orch_worker):
 """
     )
     project.runpytest_subprocess("-p", "no:xdist", "--orch-up", "test_helper.py").assert_outcomes(passed=1)
+
+
+LEASE_AT_IMPORT = """
+import json, os
+from pathlib import Path
+from orchestrator.leases import scan
+
+runs = scan(Path(os.path.dirname(__file__)) / "inventories")
+Path(os.path.dirname(__file__), "leases-" + os.environ.get("PYTEST_XDIST_WORKER", "main")).write_text(
+    json.dumps(sorted(sorted(w) for w in runs.workers.values()))
+)
+
+def test_nothing():
+    pass
+"""
+
+
+def test_a_run_holds_its_lease_before_collection(project: pytest.Pytester) -> None:
+    """Trust 2, item 1: while test modules are still being imported, the controller's lease
+    names every worker of the run and each xdist worker's names its own."""
+    project.runpytest_subprocess("-n", "2", "--orch-up").assert_outcomes(passed=2)
+    project.makepyfile(test_lease=LEASE_AT_IMPORT)
+    project.runpytest_subprocess("-n", "2", "test_lease.py").assert_outcomes(passed=1)
+    for worker in ("gw0", "gw1"):
+        seen = json.loads((project.path / f"leases-{worker}").read_text())
+        assert ["gw0", "gw1"] in seen and [worker] in seen, seen
+
+
+def test_a_project_orch_never_ran_in_gets_no_lease(project: pytest.Pytester) -> None:
+    project.makepyfile(test_plain="def test_plain():\n    pass\n")
+    project.runpytest_subprocess("-p", "no:xdist", "test_plain.py").assert_outcomes(passed=1)
+    assert not (project.path / "inventories").exists()
