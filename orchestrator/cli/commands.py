@@ -287,8 +287,13 @@ def sweep(obj: Context, dry_run: bool, as_json: bool, older_than: str | None, le
         ["vm", "kind", "result", "reason", "error"],
         rows,
     )
-    counts = {k: sum(d.result == k for d in decisions) for k in ("deleted", "would delete", "kept", "failed")}
-    click.echo(f"sweep: {counts['deleted']} deleted, {counts['would delete']} would be deleted, {counts['kept']} kept", err=True)
+    counts = {
+        k: sum(d.result == k for d in decisions) for k in ("deleted", "would delete", "kept", "failed", "gone", "forgotten")
+    }
+    extra = "".join(f", {counts[k]} {k}" for k in ("gone", "forgotten") if counts[k])
+    click.echo(
+        f"sweep: {counts['deleted']} deleted, {counts['would delete']} would be deleted, {counts['kept']} kept{extra}", err=True
+    )
     if as_json:
         _json([asdict(d) for d in decisions])
     if counts["failed"]:
