@@ -253,6 +253,7 @@ def get_worker(config: pytest.Config) -> Worker:
         worker_id = current_worker_id(run.workerinput)
         run.lease.use(worker_id)  # a lease that says which worker this process uses
         run.orch.connector.setup()  # a deleted SSH key: one line naming `orch up`
+        run.orch.connector.setup()  # a deleted SSH key: one line naming `orch up`
         _take(run, worker_id)
         run.worker = find_worker(
             run.settings.inventory_dir,

@@ -72,3 +72,62 @@ def test_workers_over_ssh_end_to_end(project: Path) -> None:
     assert reset.returncode == 0, reset.stderr
     assert run_orch(project, "exec", "gw0", "--", "true").returncode == 0  # the new VM's host key was recorded
     assert run_orch(project, "down").returncode == 0
+
+
+def _errors(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+
+
+def test_a_symlinked_ssh_folder_is_refused_and_never_followed(project: Path, prefix: str, backend) -> None:
+    """Trust 2, item 10: orch never follows a symlink it did not make."""
+    with_ssh(project)
+    elsewhere = project / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    elsewhere.chmod(0o755)
+    (elsewhere / ".gitignore").write_text("mine\n")
+    (project / "inventories" / ".orch").mkdir(parents=True)
+    (project / "inventories" / ".orch" / "ssh").symlink_to(elsewhere)
+    up = run_orch(project, "up", "--workers", "1")
+    assert up.returncode == 1
+    assert len(_errors(up)) == 1 and "symlink" in _errors(up)[0] and ".orch/ssh" in _errors(up)[0], up.stderr
+    assert "Traceback" not in up.stderr
+    assert sorted(p.name for p in elsewhere.iterdir()) == [".gitignore"]  # no keys written there
+    assert (elsewhere / ".gitignore").read_text() == "mine\n"
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755
+    assert backend.names(prefix) == []  # refused before any VM was made
+
+
+MISSING_KEY_SUITE = """
+def test_reaches_it(orch_worker):
+    assert orch_worker.run("cat /etc/orch-worker").stdout.strip() == "gw0"
+"""
+
+
+def test_a_deleted_private_key_is_named_by_every_command_and_repaired_by_up(project: Path) -> None:
+    """Trust 2, item 10: the private key deleted between `orch up` and pytest."""
+    with_ssh(project)
+    (project / "test_key.py").write_text(MISSING_KEY_SUITE)
+    assert run_orch(project, "up", "--workers", "1").returncode == 0
+    key = project / "inventories" / ".orch" / "ssh" / "id_ed25519"
+    old = key.with_suffix(".pub").read_text()
+    key.unlink()
+
+    for args in (["reset", "gw0"], ["exec", "gw0", "--", "true"]):
+        proc = run_orch(project, *args)
+        assert proc.returncode != 0, args
+        assert len(_errors(proc)) == 1 and "orch up" in _errors(proc)[0] and str(key) in _errors(proc)[0], proc.stderr
+        assert "No such private key" not in proc.stderr and "Traceback" not in proc.stderr
+    tests = run_pytest(project, "-n", "1")
+    assert tests.returncode != 0
+    assert "orch up" in tests.stdout and str(key) in tests.stdout, tests.stdout
+    assert "DeployError" not in tests.stdout and "Traceback" not in tests.stdout
+
+    up = run_orch(project, "up", "--workers", "1")
+    assert up.returncode == 0, up.stderr
+    assert "made a new one" in up.stderr  # said, not a silent "reused"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.with_suffix(".pub").read_text() != old
+    tests = run_pytest(project, "-n", "1")
+    assert tests.returncode == 0, tests.stdout + tests.stderr  # the worker takes the new key
+    assert run_orch(project, "reset", "gw0").returncode == 0  # so does a VM made from the baseline
+    exec_ = run_orch(project, "exec", "gw0", "--", "cat", "/etc/orch-worker")
+    assert (exec_.returncode, exec_.stdout.strip()) == (0, "gw0"), exec_.stderr
