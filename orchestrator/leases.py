@@ -50,8 +50,11 @@ class Lease:
     """Held by a live run; ``release`` (or process death) ends it. The file names the
     workers the run uses, so a command can tell which workers it must not break."""
 
-    def __init__(self, inventory_dir: Path, run: str | None = None, workers: Iterable[str] = ()) -> None:
+    def __init__(self, inventory_dir: Path, run: str | None = None, workers: Iterable[str] = (), session: str = "") -> None:
         self.run = run or new_run_id()
+        #: The pytest session this process belongs to (the controller's run id; its own
+        #: when it is the controller): what tells a run's own processes from another run's.
+        self.session = session or self.run
         self.path = lease_path(inventory_dir, self.run)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.path), thread_local=False)
@@ -64,7 +67,7 @@ class Lease:
         new = [w for w in workers if w not in self.workers]
         if new:
             self.workers.extend(new)
-            self.path.write_text(json.dumps({"pid": os.getpid(), "workers": self.workers}))
+            self.path.write_text(json.dumps({"pid": os.getpid(), "workers": self.workers, "session": self.session}))
 
     def release(self) -> None:
         if self._lock.is_locked:
@@ -81,10 +84,15 @@ class Runs:
     live: list[str] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
     workers: dict[str, list[str]] = field(default_factory=dict)
+    sessions: dict[str, str] = field(default_factory=dict)  # run -> its pytest session
 
     def using(self, workers: list[str]) -> list[str]:
         """The live runs that use any of ``workers``."""
         return [run for run in self.live if set(self.workers.get(run, [])) & set(workers)]
+
+    def others(self, session: str, worker: str) -> list[str]:
+        """The live runs of other pytest sessions than ``session`` that use ``worker``."""
+        return [run for run in self.using([worker]) if self.sessions.get(run, run) != session]
 
 
 def _probe(path: Path) -> bool:
@@ -131,19 +139,24 @@ def scan(inventory_dir: Path) -> Runs:
         try:
             if _probe(path):
                 found.live.append(run)
-                found.workers[run] = _workers(path)
+                found.workers[run], found.sessions[run] = _read(path, run)
         except OSError as err:
             found.damaged.append(f"{path}: {err.strerror}")
     return found
 
 
-def _workers(path: Path) -> list[str]:
+def _read(path: Path, run: str) -> tuple[list[str], str]:
+    """The workers a lease names, and its session."""
     try:
         data = json.loads(path.read_text() or "{}")
     except (OSError, ValueError):
-        return []
-    workers = data.get("workers", []) if isinstance(data, dict) else []
-    return [w for w in workers if isinstance(w, str)]
+        return [], run
+    if not isinstance(data, dict):
+        return [], run
+    workers, session = data.get("workers", []), data.get("session")
+    return [w for w in workers if isinstance(w, str)] if isinstance(workers, list) else [], session if isinstance(
+        session, str
+    ) else run
 
 
 def run_alive(inventory_dir: Path, run: str) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from . import config as orch_config
-from . import naming
+from . import leases, naming
 from .core import Orch
 from .errors import OrchError
 from .leases import Lease
@@ -27,6 +27,8 @@ from .worker import _CURRENT, WORKERINPUT_KEY, Worker, WorkerMissing, current_wo
 
 log = logging.getLogger(__name__)
 _RUN = pytest.StashKey["OrchRun"]()
+#: The key under which the controller hands each xdist worker its session (its lease's run id).
+SESSION_KEY = "orch_session"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -97,6 +99,9 @@ class WorkerHandover:
         orch_id = self.orphaned.pop(0) if self.orphaned else node.gateway.id
         self.assigned[node.gateway.id] = orch_id
         node.workerinput[WORKERINPUT_KEY] = orch_id
+        run = node.config.stash.get(_RUN, None)
+        if run is not None and run._lease is not None:
+            node.workerinput[SESSION_KEY] = run._lease.run  # the worker's lease names its session
 
     @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: object) -> None:
@@ -143,7 +148,8 @@ class OrchRun:
             self._lease.use(*workers)
             return
         try:
-            self._lease = Lease(self.settings.inventory_dir, workers=workers)
+            session = str(self.workerinput.get(SESSION_KEY, ""))
+            self._lease = Lease(self.settings.inventory_dir, workers=workers, session=session)
         except OSError as err:
             folder = self.settings.inventory_dir / ".orch" / "runs"
             raise pytest.UsageError(
@@ -253,7 +259,6 @@ def get_worker(config: pytest.Config) -> Worker:
         worker_id = current_worker_id(run.workerinput)
         run.lease.use(worker_id)  # a lease that says which worker this process uses
         run.orch.connector.setup()  # a deleted SSH key: one line naming `orch up`
-        run.orch.connector.setup()  # a deleted SSH key: one line naming `orch up`
         _take(run, worker_id)
         run.worker = find_worker(
             run.settings.inventory_dir,
@@ -287,6 +292,9 @@ def _take(run: OrchRun, worker_id: str) -> None:
         why = _unfit(run.orch.store.read(), worker_id)
     if why is None:
         return
+    others = leases.scan(run.settings.inventory_dir).others(run.lease.session, worker_id)
+    if others:  # another pytest run is at it (its marked test, its reset): never under its feet
+        raise WorkerMissing(f"orch: {worker_id} {why}, and another pytest run uses it (run {others[0]}): wait for it to end")
     log.warning("orch: %s %s: making it again from its baseline", worker_id, why)
     [result] = run.orch.reset([worker_id], lock=False, finish=True)
     if not result.ok:

@@ -164,3 +164,36 @@ def test_a_project_orch_never_ran_in_gets_no_lease(project: pytest.Pytester) -> 
     project.makepyfile(test_plain="def test_plain():\n    pass\n")
     project.runpytest_subprocess("-p", "no:xdist", "test_plain.py").assert_outcomes(passed=1)
     assert not (project.path / "inventories").exists()
+
+
+def owe_a_reset(project: pytest.Pytester, worker: str = "gw0") -> None:
+    path = project.path / "inventories" / ".orch" / "state.json"
+    state = json.loads(path.read_text())
+    state["workers"][worker]["reset_pending"] = "after test_other.py::test_dirty"
+    path.write_text(json.dumps(state))
+
+
+def test_a_worker_owing_a_reset_is_made_again_unless_another_run_uses_it(project: pytest.Pytester) -> None:
+    """The next taker of a worker that owes a reset makes it again first, but never under
+    the feet of another live run that uses it (its marked test, or its own reset)."""
+    from orchestrator.leases import Lease
+
+    project.runpytest_subprocess("-p", "no:xdist", "--orch-up").assert_outcomes(passed=2)
+    fake = backend(project)
+    gw0 = next(n for n in fake["vms"] if n.endswith("-gw0"))
+    fake["vms"][gw0]["files"]["/etc/dirty"] = "left by test_dirty"
+    (project.path / "fake.json").write_text(json.dumps(fake))
+    before = backend(project)["vms"]
+    owe_a_reset(project)
+    other = Lease(project.path / "inventories", workers=["gw0"])
+    try:
+        refused = project.runpytest_subprocess("-p", "no:xdist", "test_names.py")
+        refused.assert_outcomes(errors=2)
+        refused.stdout.fnmatch_lines(
+            [f"*gw0 owes a reset (after test_other.py::test_dirty)*another pytest run uses it (run {other.run})*"]
+        )
+        assert backend(project)["vms"] == before  # nothing made again under its feet
+    finally:
+        other.release()
+    project.runpytest_subprocess("-p", "no:xdist", "test_names.py").assert_outcomes(passed=2)
+    assert "/etc/dirty" not in backend(project)["vms"][gw0]["files"]  # made again
