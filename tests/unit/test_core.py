@@ -263,7 +263,9 @@ def test_up_refuses_to_switch_images_or_providers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["status", "up", "reset", "down gw1", "sweep"])
-def test_a_dead_runs_oneoff_whose_vm_is_gone_is_forgotten_by_the_next_command(tmp_path: Path, command: str) -> None:
+def test_a_dead_runs_oneoff_whose_vm_is_gone_is_forgotten_by_the_next_command(
+    tmp_path: Path, command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Trust 2, item 11: pytest killed while its background deletions ran; they finished,
     the records stayed, and `orch status` listed them `missing` until `orch down`. The next
     command drops them; a live run's records stay, even one whose VM is not made yet."""
@@ -293,6 +295,7 @@ def test_a_dead_runs_oneoff_whose_vm_is_gone_is_forgotten_by_the_next_command(tm
         elif command == "down gw1":
             orch.down(["gw1"], force=True)
         else:
+            monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # as the CLI runs it
             sweep(orch.settings, orch.provider)
         rows = {r.vm: r.state for r in orch.status() if r.kind == "oneoff"}
         assert dead not in rows and dead not in orch.store.read().oneoffs
