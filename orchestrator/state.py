@@ -211,7 +211,9 @@ def _not_a_file(path: Path) -> StateError:
 class StateStore:
     """Reads and writes one checkout's state file."""
 
-    def __init__(self, inventory_dir: Path, checkout: str, *, on_write: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, inventory_dir: Path, checkout: str, *, on_write: Callable[[], None] | None = None, existing_only: bool = False
+    ) -> None:
         self.inventory_dir = inventory_dir
         self.dir = inventory_dir / ".orch"
         self.path = self.dir / "state.json"
@@ -225,8 +227,9 @@ class StateStore:
         self._on_write = on_write
         #: Set by a process that must never make a state from nothing (the background
         #: maintainer): a missing state file then means the checkout was deleted, and no
-        #: folder, lock or state is made again for it (sweep finds its VMs gone).
-        self.existing_only = False
+        #: folder, lock or state is made again for it (sweep finds its VMs gone). Sweep's
+        #: stores of other checkouts are the same: it only ever changes a state that exists.
+        self.existing_only = existing_only
 
     def _still_there(self) -> None:
         if self.existing_only and not self.path.is_file():

@@ -219,7 +219,7 @@ class Sweeper:
         for checkout, view in self._views.items():
             if view.verdict.seen is not Seen.SAME or view.state is None or view.damage or view.inventory is None:
                 continue
-            store = StateStore(view.inventory, checkout)
+            store = StateStore(view.inventory, checkout, existing_only=True)
             for rec in forget_gone(store, view.inventory, self.provider, dry_run=dry_run):
                 reason = f"record of a one-off whose VM is gone and whose run is dead ({rec.run or 'no run recorded'})"
                 found.append(Decision(rec.vm, True, reason, "record", checkout))
@@ -288,7 +288,7 @@ class Sweeper:
                 continue
             gone = {d.vm for d in done if d.checkout == checkout}
             try:
-                with StateStore(view.inventory, checkout).transaction() as state:
+                with StateStore(view.inventory, checkout, existing_only=True).transaction() as state:
                     for vm in gone & set(state.oneoffs):
                         state.oneoffs.pop(vm)
                     for worker, standby in list(state.standbys.items()):

@@ -214,3 +214,21 @@ def test_a_standby_swapped_in_while_sweep_runs_is_neither_deleted_nor_reported_d
     assert decisions[standby].result not in ("deleted", "failed") and "gone" in decisions[standby].result
     assert decisions[worker].result == "kept" and "another VM" in decisions[worker].reason
     assert orch.store.read().workers["gw0"].vm == worker  # the state still has its worker
+
+
+def test_a_checkout_deleted_while_sweep_runs_is_never_made_again(tmp_path: Path) -> None:
+    """Sweep forgets what it deleted in a checkout's state only while that state exists:
+    a checkout removed between the plan and the forget gets no `.orch` folder, lock or
+    state back (it would hide its other VMs from the next sweep)."""
+    import shutil
+
+    orch = fake_orch(tmp_path / "checkout")
+    orch.up(1)
+    oneoff = orch.create_oneoff("20260101000000-1-0123abcd").vm  # of a run that is gone
+    sweeper = Sweeper(orch.settings, orch.provider)
+    decisions = sweeper.plan()
+    assert next(d for d in decisions if d.vm == oneoff).delete
+    shutil.rmtree(orch.settings.inventory_dir)
+    sweeper.execute(decisions)
+    assert oneoff not in orch.provider.vms
+    assert not orch.settings.inventory_dir.exists()
