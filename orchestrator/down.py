@@ -112,9 +112,10 @@ def repair(orch: Orch, *, wait: bool = True, on_wait: Callable[[], None] | None 
             if found is not None and found.checkout == orch.checkout:
                 mine.append((info, found))
         stored = sorted((b for b in provider.stored_baselines() if b.checkout == orch.checkout), key=lambda b: b.created)
+        owed: dict[str, str] = {}  # resets the old state says are owed: never lost by a rebuild
         if orch.store.path.exists():
             try:
-                orch.store.read()
+                owed = {r.vm: r.reset_pending for r in orch.store.read().workers.values() if r.reset_pending}
             except StateError:
                 orch.store.path.replace(orch.store.path.with_name("state.json.damaged"))
         with orch.store.transaction(repair=True) as data:
@@ -141,7 +142,13 @@ def repair(orch: Orch, *, wait: bool = True, on_wait: Callable[[], None] | None 
                         orch.report(found.worker, f"found {info.name} ({info.state}): not a standby ({why}); deleting it")
                         continue
                 if found.kind == naming.WORKER:
-                    data.workers[found.worker] = WorkerRecord(found.worker, info.name, phase, created, fp)
+                    half = _half_made(orch, info, found.worker)
+                    if half:  # in doubt, unfinished: the next taker makes it again
+                        phase = PROVISIONING
+                        orch.report(found.worker, f"{info.name} may be half made ({half})")
+                    data.workers[found.worker] = WorkerRecord(
+                        found.worker, info.name, phase, created, fp, reset_pending=owed.get(info.name, "")
+                    )
                     fingerprints.add(fp)
                 elif found.kind == naming.STANDBY:
                     data.standbys[found.worker] = StandbyRecord(found.worker, info.name, phase, created, fp)
@@ -176,6 +183,24 @@ def _inside(orch: Orch, info: VMInfo, path: str) -> str:
     except OrchError:
         return ""
     return result.stdout.strip() if result.ok else ""
+
+
+def _half_made(orch: Orch, info: VMInfo, worker: str) -> str:
+    """Why a running VM under a worker's name may be half made ("" when orch's last step
+    ran in it). Its labels are set when it is created, and a clone inherits the baseline's
+    marks: only the name orch's ``mark`` wrote at the end says it was finished, as this
+    worker (its own name) or as the standby swapped in under it. A stopped VM cannot be
+    looked into: its labels are all there is."""
+    if not info.running:
+        return ""
+    made_as = _inside(orch, info, "/var/lib/orch/made-as")
+    if made_as and made_as in (info.name, info.labels.get(L.MADE_AS)):
+        return ""
+    parsed = naming.parse_vm_name(orch.settings.prefix, made_as)
+    swapped_in = parsed is not None and naming.kind_of(parsed[1]) == naming.STANDBY and naming.worker_of(parsed[1]) == worker
+    if not orch.provider.has_labels and swapped_in and parsed is not None and parsed[0] == orch.checkout:
+        return ""  # its standby, swapped in
+    return "orch's last step never ran in it"
 
 
 def _not_a_standby(orch: Orch, info: VMInfo, fp: str) -> str:

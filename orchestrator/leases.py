@@ -90,6 +90,10 @@ class Runs:
         """The live runs that use any of ``workers``."""
         return [run for run in self.live if set(self.workers.get(run, [])) & set(workers)]
 
+    def busy(self, exclude: str = "") -> set[str]:
+        """The workers live runs use, but for run ``exclude``'s."""
+        return {w for run in self.live if run != exclude for w in self.workers.get(run, [])}
+
     def others(self, session: str, worker: str) -> list[str]:
         """The live runs of other pytest sessions than ``session`` that use ``worker``."""
         return [run for run in self.using([worker]) if self.sessions.get(run, run) != session]

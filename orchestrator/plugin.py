@@ -70,6 +70,8 @@ def _hold_lease(config: pytest.Config) -> None:
         run = orch_run(config)
     except pytest.UsageError:
         return  # settings that do not load: said in one line when a fixture needs them
+    if getattr(config.option, "collectonly", False) or getattr(config.option, "help", False):
+        return  # IDE discovery and `--collect-only` use no worker: they must not block `orch down`
     if not (run.settings.inventory_dir / ".orch").is_dir() and not _wants_up(config, run):
         return
     if hasattr(config, "workerinput"):
@@ -125,6 +127,7 @@ class OrchRun:
         self._lease: Lease | None = None
         self.worker: Worker | None = None  # this process's worker, once a test asked for it
         self.owes_reset = ""  # why this process's worker still needs a reset (its last one failed)
+        self.marking = ""  # the reset the marked test now running owes its worker
         self._deleting: ThreadPoolExecutor | None = None
         self._deletions: list[Future[None]] = []
 
@@ -324,10 +327,13 @@ def orch_worker(request: pytest.FixtureRequest) -> Iterator[Worker]:
 def _reset(run: OrchRun, worker_id: str) -> None:
     if run.worker is not None:
         run.worker.close()  # its connection points at the VM being replaced
-    [result] = run.orch.reset([worker_id], lock=False)
+    # finish: its own worker, whatever a reset that failed before left of it
+    [result] = run.orch.reset([worker_id], lock=False, finish=True)
     if not result.ok:
         raise OrchError(f"reset of {worker_id} failed: {result.error}")
     run.owes_reset = ""
+    if run.marking:  # `orch_worker.reset()` inside a marked test: the test goes on dirtying it
+        _owe(run)
     if run.worker is not None:
         run.worker.refresh()
 
@@ -378,12 +384,13 @@ def fresh_vm(request: pytest.FixtureRequest) -> Iterator[Callable[[], Worker]]:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_runtest_call(item: pytest.Item) -> None:
-    """Before the test body: a worker whose last reset failed is reset now; a marked test
-    records the reset it will owe, so that a run killed before its teardown leaves a
-    worker that the next taker resets first."""
-    if _RUN in item.config.stash and item.config.stash[_RUN].owes_reset:
-        run = item.config.stash[_RUN]
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before the test's fixtures: a worker whose last reset failed is reset now; a marked
+    test takes its worker (finishing one that is unfinished or owes a reset), then records
+    the reset it will owe, so a run killed before its teardown leaves a worker that the
+    next taker resets first, whatever the test or its fixtures did to it."""
+    run = item.config.stash.get(_RUN, None)
+    if run is not None and run.owes_reset:
         try:
             _reset(run, current_worker_id(run.workerinput))
         except OrchError as err:
@@ -391,13 +398,20 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     if item.get_closest_marker("orch_reset") is None:
         return
     run = orch_run(item.config)
-    worker_id = current_worker_id(run.workerinput)
     try:
-        with run.orch.store.transaction() as state:
-            if worker_id in state.workers:
-                state.workers[worker_id].reset_pending = f"after {item.nodeid}"
+        get_worker(item.config)
+        run.marking = f"after {item.nodeid}"
+        _owe(run)
     except OrchError as err:
         _fail(err)
+
+
+def _owe(run: OrchRun) -> None:
+    """Record the reset this process's marked test will owe its worker."""
+    worker_id = current_worker_id(run.workerinput)
+    with run.orch.store.transaction() as state:
+        if worker_id in state.workers:
+            state.workers[worker_id].reset_pending = run.marking
 
 
 @pytest.hookimpl(trylast=True)
@@ -406,6 +420,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if item.get_closest_marker("orch_reset") is None:
         return
     run = orch_run(item.config)
+    run.marking = ""  # the reset it owes is being done
     try:
         _reset(run, current_worker_id(run.workerinput))
     except OrchError as err:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from . import baseline as B
 from . import naming, spares
 from .errors import EngineUnavailable, OrchError, PermanentProviderError, UsageError
-from .state import CREATING, FAILED, READY, WorkerRecord
+from .state import CREATING, READY, WorkerRecord
 from .steps import WorkerResult, guard, timed
 
 if TYPE_CHECKING:
@@ -41,11 +41,11 @@ def reset(
 
     ``lock=False`` is for the pytest plugin, which resets only its own worker while other
     workers' tests run; the CLI takes the command lock and refuses while a pytest run
-    uses the workers, unless ``force``. ``finish`` (the plugin, for a worker left
-    unfinished by an interrupted reset) makes a worker that is not ready again too.
+    uses the workers, unless ``force``. ``finish`` (the plugin, for its own worker) makes
+    a worker that is not ready (left unfinished or failed by an earlier reset) again too.
     """
     records = orch.records(workers, orch.store.read())
-    unready = [r.worker for r in records if r.phase != READY and not (finish and r.phase != FAILED)]
+    unready = [r.worker for r in records if r.phase != READY and not finish]
     if unready:
         raise UsageError(f"{', '.join(unready)} not provisioned (see `orch status`): run `orch up` first")
     orch.connector.setup()  # a deleted SSH key: one line naming `orch up`, before any VM is touched
@@ -150,6 +150,7 @@ def _soft(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
         try:
             with timed(result, "ready"):
                 orch.wait_ready(r.vm)
+            orch.store.update_worker(r.worker, reset_pending="")  # what it owed is done
         except OrchError as err:
             result.fail(str(err))
         orch.report(r.worker, result.error or f"{r.vm} soft-reset")

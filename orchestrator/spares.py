@@ -265,8 +265,9 @@ def swap(orch: Orch, result: WorkerResult, fp: B.Fingerprint, info: VMInfo | Non
     with orch.store.transaction() as state:
         state.standbys.pop(result.worker, None)
         rec = state.workers.get(result.worker)
-        if rec is not None:  # the worker is its clean standby now: it owes no reset
+        if rec is not None:  # the worker is its ready, clean standby now (even if it was left unfinished)
             rec.fingerprint, rec.created, rec.reset_pending = fp.value, standby.created, ""
+            rec.phase, rec.error = READY, ""
     result.add("swap", time.monotonic() - start)
     guard(result, orch.report, lambda: result.add("ready", orch.connector.ready(result.vm)))
     result.action = "swapped"

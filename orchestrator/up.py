@@ -88,12 +88,12 @@ def up(
         data = orch.store.read()
         _consistent(orch, data)
         runs = leases.scan(orch.settings.inventory_dir)
-        busy = {w for run in runs.live if run != orch.own_run for w in runs.workers.get(run, [])}
+        busy = runs.busy(exclude=orch.own_run)
         plans = {w: decide(orch, data.workers.get(w), existing.get(orch.vm_name(w)), fp, reprovision, busy) for w in wanted}
-        breaking = [
+        breaking = [  # a worker a live run uses may be in its hands (its test, its reset), whatever its phase
             w
             for w, p in plans.items()
-            if p.action == "recreate" and data.workers[w].phase == READY and existing.get(data.workers[w].vm)
+            if p.action == "recreate" and (w in busy or (data.workers[w].phase == READY and existing.get(data.workers[w].vm)))
         ]
         pruned = [w for w in data.workers if w not in wanted] if prune else []
         if breaking or pruned:

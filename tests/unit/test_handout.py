@@ -11,7 +11,7 @@ from fakes_core import fake_orch
 
 from orchestrator.plugin import _unfit
 from orchestrator.providers.fake import Crash
-from orchestrator.state import READY
+from orchestrator.state import CREATING, READY
 
 #: (operation, after) where a hard reset is killed; "personalize" is the deploy on the new VM.
 HARD = [("delete", False), ("delete", True), ("clone", False), ("clone", True), ("ready", False), ("personalize", False)]
@@ -106,4 +106,90 @@ def test_a_swap_clears_the_debt(tmp_path: Path) -> None:
         state.workers["gw0"].reset_pending = "after test_x.py::test_dirty"
     [result] = orch.reset(["gw0"], lock=False)
     assert result.action == "swapped"
+    assert orch.store.read().workers["gw0"].reset_pending == ""
+
+
+@pytest.mark.parametrize("labels", [True, False], ids=["labels", "no-labels"])
+def test_repair_never_records_a_half_made_worker_as_ready(tmp_path: Path, labels: bool) -> None:
+    """The state is lost after a reset died while personalizing gw0's new VM: its labels
+    (set when it was created) look finished, but orch's last step never ran in it. Repair
+    records it unfinished (the next taker makes it again); gw1, swapped for its standby
+    before, and gw2, untouched, are finished and recorded ready."""
+    orch = fake_orch(tmp_path, standby=True)
+    orch.provider.has_labels = labels  # type: ignore[misc]
+    orch.up(3)
+    assert orch.reset(["gw1"])[0].action == "swapped"
+    with orch.store.transaction() as state:
+        state.standbys.pop("gw0")  # no standby for gw0: a hard reset
+    crash_at(orch, "personalize", False)
+    with pytest.raises(Crash):
+        orch.reset(["gw0"], lock=False)
+    orch.deployer.hook = None
+    orch.store.path.unlink()  # the state file is lost
+    data = orch.repair()
+    assert data.workers["gw0"].phase != READY and _unfit(data, "gw0") is not None
+    assert [w for w in ("gw1", "gw2") if _unfit(data, w) is not None] == []
+    [result] = orch.reset(["gw0"], lock=False, finish=True)
+    assert result.ok
+    clean_worker(orch)
+
+
+def test_a_reset_that_failed_is_done_again_by_its_own_process(tmp_path: Path) -> None:
+    """The teardown's reset failed halfway (the worker is left unfinished); the process's
+    retry before its next test must make it again, not refuse it as "not provisioned"."""
+    orch = fake_orch(tmp_path)
+    orch.up(1)
+    orch.provider.faults.fail("clone", permanent=True)
+    [failed] = orch.reset(["gw0"], lock=False)
+    assert not failed.ok and _unfit(orch.store.read(), "gw0") is not None
+    [result] = orch.reset(["gw0"], lock=False, finish=True)  # what the plugin's retry does
+    assert result.ok, result.error
+    clean_worker(orch)
+
+
+def test_an_unfinished_worker_with_a_ready_standby_is_finished_by_the_swap(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path, standby=True)
+    orch.up(1)
+    orch.store.update_worker("gw0", phase=CREATING)  # a reset killed before its delete
+    [result] = orch.reset(["gw0"], lock=False, finish=True)
+    assert result.action == "swapped"
+    clean_worker(orch)
+
+
+def test_repair_keeps_the_resets_a_readable_state_says_are_owed(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path)
+    orch.up(2)
+    with orch.store.transaction() as state:
+        state.workers["gw1"].reset_pending = "after test_x.py::test_dirty"
+    data = orch.repair()
+    assert data.workers["gw1"].reset_pending == "after test_x.py::test_dirty"
+    assert _unfit(data, "gw1") is not None and _unfit(data, "gw0") is None
+
+
+def test_up_never_makes_again_a_worker_a_live_run_has_in_hand(tmp_path: Path) -> None:
+    """A live run's teardown is resetting gw0 (unfinished until it is done): `orch up`
+    must refuse (naming --force), not make it again under the run's feet."""
+    from orchestrator.errors import LiveRunError
+    from orchestrator.leases import Lease
+
+    orch = fake_orch(tmp_path)
+    orch.up(1)
+    orch.store.update_worker("gw0", phase=CREATING)
+    live = Lease(orch.settings.inventory_dir, workers=["gw0"])
+    try:
+        with pytest.raises(LiveRunError, match="--force"):
+            orch.up(1)
+    finally:
+        live.release()
+    [result] = orch.up(1)
+    assert result.ok and result.action == "recreated"
+
+
+def test_a_soft_reset_pays_the_debt(tmp_path: Path) -> None:
+    orch = fake_orch(tmp_path)
+    orch.up(1)
+    with orch.store.transaction() as state:
+        state.workers["gw0"].reset_pending = "after test_x.py::test_dirty"
+    [result] = orch.reset(["gw0"], soft=True)
+    assert result.ok, result.error
     assert orch.store.read().workers["gw0"].reset_pending == ""

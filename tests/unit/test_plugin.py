@@ -197,3 +197,35 @@ def test_a_worker_owing_a_reset_is_made_again_unless_another_run_uses_it(project
         other.release()
     project.runpytest_subprocess("-p", "no:xdist", "test_names.py").assert_outcomes(passed=2)
     assert "/etc/dirty" not in backend(project)["vms"][gw0]["files"]  # made again
+
+
+RESET_INSIDE_MARKED = """
+import json, os, pytest
+
+def owed():
+    path = os.path.join(os.path.dirname(__file__), "inventories", ".orch", "state.json")
+    return json.load(open(path))["workers"]["gw0"]["reset_pending"]
+
+@pytest.mark.orch_reset
+def test_marked(orch_worker):
+    assert owed() == "after test_inside.py::test_marked"  # recorded before the body
+    orch_worker.reset()
+    assert owed() == "after test_inside.py::test_marked"  # the body goes on: still owed
+
+def test_after(orch_worker):
+    assert owed() == ""  # the teardown paid it
+"""
+
+
+def test_a_marked_tests_debt_outlives_a_reset_inside_it(project: pytest.Pytester) -> None:
+    project.runpytest_subprocess("-p", "no:xdist", "--orch-up").assert_outcomes(passed=2)
+    project.makepyfile(test_inside=RESET_INSIDE_MARKED)
+    project.runpytest_subprocess("-p", "no:xdist", "test_inside.py").assert_outcomes(passed=2)
+
+
+def test_collect_only_takes_no_lease(project: pytest.Pytester) -> None:
+    """IDE discovery and `--collect-only` use no worker: they never block `orch down`."""
+    project.runpytest_subprocess("-p", "no:xdist", "--orch-up").assert_outcomes(passed=2)
+    project.makepyfile(test_lease=LEASE_AT_IMPORT)
+    project.runpytest_subprocess("-p", "no:xdist", "--collect-only", "test_lease.py")
+    assert json.loads((project.path / "leases-main").read_text()) == []
