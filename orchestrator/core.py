@@ -56,9 +56,10 @@ class Orch:
         self.settings = settings
         self.checkout = settings.checkout
         if provider is None:  # an injected provider (tests, a conformance kit) is the caller's choice
+            provider = get_provider(settings)  # first: an unknown name is that mistake, not a mismatch
             check_provider(settings)
         registry.check_home()
-        self.provider = provider or get_provider(settings)
+        self.provider = provider
         self.where = registry.CheckoutRef.here(settings.inventory_dir) if settings.inventory_dir.exists() else None
         self.store = StateStore(settings.inventory_dir, self.checkout, on_write=self._register)
         self.report: Reporter = report or (lambda worker, message: log.info("%s: %s", worker, message))
