@@ -240,6 +240,7 @@ class Orch:
     def status(self) -> list[StatusRow]:
         from .status import status
 
+        self.forget_gone_oneoffs()  # a dead run's one-off whose VM is gone is not "missing": it is nothing
         return status(self)
 
     def down(self, workers: Iterable[str] = (), **kwargs: Any) -> list[WorkerResult]:

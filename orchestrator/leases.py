@@ -157,10 +157,9 @@ def _read(path: Path, run: str) -> tuple[list[str], str]:
         return [], run
     if not isinstance(data, dict):
         return [], run
-    workers, session = data.get("workers", []), data.get("session")
-    return [w for w in workers if isinstance(w, str)] if isinstance(workers, list) else [], session if isinstance(
-        session, str
-    ) else run
+    workers, session = data.get("workers"), data.get("session")
+    named = [w for w in workers if isinstance(w, str)] if isinstance(workers, list) else []
+    return named, session if isinstance(session, str) else run
 
 
 def run_alive(inventory_dir: Path, run: str) -> bool:

@@ -150,7 +150,8 @@ def _soft(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
         try:
             with timed(result, "ready"):
                 orch.wait_ready(r.vm)
-            orch.store.update_worker(r.worker, reset_pending="")  # what it owed is done
+            if r.reset_pending:
+                orch.store.update_worker(r.worker, reset_pending="")  # what it owed is done
         except OrchError as err:
             result.fail(str(err))
         orch.report(r.worker, result.error or f"{r.vm} soft-reset")

@@ -66,8 +66,9 @@ class WorkerRecord:
     error: str = ""  # why it failed (phase failed)
     engine: str = ""  # where it lives, with several engines
     #: Why this worker owes a reset (the test that may have changed it): recorded before
-    #: that test's body runs, cleared only when the worker's VM is made again. Whoever
-    #: takes the worker next (a fixture, ``orch up``) resets it first.
+    #: that test's fixtures and body run, cleared only when the worker's VM is made again,
+    #: swapped for its standby or soft-reset. Whoever takes the worker next (a fixture,
+    #: ``orch up``) resets it first.
     reset_pending: str = ""
 
 

@@ -11,7 +11,6 @@ from . import labels as L
 from .clock import age
 from .down import baseline_state
 from .errors import EngineUnavailable, OrchError
-from .oneoffs import forget_gone_oneoffs
 
 if TYPE_CHECKING:
     from .core import Orch
@@ -30,7 +29,6 @@ class StatusRow:
 
 
 def status(orch: Orch) -> list[StatusRow]:
-    forget_gone_oneoffs(orch)  # a dead run's one-off whose VM is gone is not "missing": it is nothing
     data = orch.store.read()
     if not (data.workers or data.oneoffs or data.baseline or data.standbys):
         return []

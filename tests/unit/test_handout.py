@@ -41,6 +41,15 @@ def crash_at(orch, operation: str, after: bool) -> None:
         orch.provider.faults.crash(operation, after=after)
 
 
+DEBT = "after test_x.py::test_dirty"
+
+
+def owe(orch, worker: str = "gw0") -> None:
+    """Record the reset a marked test owes, as the plugin does."""
+    with orch.store.transaction() as state:
+        state.workers[worker].reset_pending = DEBT
+
+
 def clean_worker(orch, worker: str = "gw0") -> None:
     data = orch.store.read()
     rec = data.workers[worker]
@@ -72,8 +81,7 @@ def test_a_reset_owed_by_a_test_is_kept_until_the_worker_is_made_again(
     leaves the debt recorded."""
     orch = fake_orch(tmp_path, standby=standby)
     orch.up(1)
-    with orch.store.transaction() as state:  # what the plugin records before a marked test's body
-        state.workers["gw0"].reset_pending = "after test_x.py::test_dirty"
+    owe(orch)  # what the plugin records before a marked test's fixtures and body
     orch.provider.vms[orch.vm_name("gw0")].files["/etc/dirty"] = "a test was here"
     crash_at(orch, operation, after)
     with pytest.raises(Crash):
@@ -88,8 +96,7 @@ def test_a_reset_owed_by_a_test_is_kept_until_the_worker_is_made_again(
 def test_up_makes_a_worker_that_owes_a_reset_again_and_says_why(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path)
     orch.up(1)
-    with orch.store.transaction() as state:
-        state.workers["gw0"].reset_pending = "after test_x.py::test_dirty"
+    owe(orch)
     orch.provider.vms[orch.vm_name("gw0")].files["/etc/dirty"] = "a test was here"
     said: list[str] = []
     orch.report = lambda who, message: said.append(message)
@@ -102,8 +109,7 @@ def test_up_makes_a_worker_that_owes_a_reset_again_and_says_why(tmp_path: Path) 
 def test_a_swap_clears_the_debt(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path, standby=True)
     orch.up(1)
-    with orch.store.transaction() as state:
-        state.workers["gw0"].reset_pending = "after test_x.py::test_dirty"
+    owe(orch)
     [result] = orch.reset(["gw0"], lock=False)
     assert result.action == "swapped"
     assert orch.store.read().workers["gw0"].reset_pending == ""
@@ -159,8 +165,7 @@ def test_an_unfinished_worker_with_a_ready_standby_is_finished_by_the_swap(tmp_p
 def test_repair_keeps_the_resets_a_readable_state_says_are_owed(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path)
     orch.up(2)
-    with orch.store.transaction() as state:
-        state.workers["gw1"].reset_pending = "after test_x.py::test_dirty"
+    owe(orch, "gw1")
     data = orch.repair()
     assert data.workers["gw1"].reset_pending == "after test_x.py::test_dirty"
     assert _unfit(data, "gw1") is not None and _unfit(data, "gw0") is None
@@ -188,8 +193,7 @@ def test_up_never_makes_again_a_worker_a_live_run_has_in_hand(tmp_path: Path) ->
 def test_a_soft_reset_pays_the_debt(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path)
     orch.up(1)
-    with orch.store.transaction() as state:
-        state.workers["gw0"].reset_pending = "after test_x.py::test_dirty"
+    owe(orch)
     [result] = orch.reset(["gw0"], soft=True)
     assert result.ok, result.error
     assert orch.store.read().workers["gw0"].reset_pending == ""
