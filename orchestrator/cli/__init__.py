@@ -121,7 +121,11 @@ def complete_workers(ctx: click.Context, param: click.Parameter, incomplete: str
     envvar="ORCH_INVENTORY_DIR",
     help="Where state and generated inventories live [default: <project>/inventories].",
 )
-@click.option("--provider", help="VM backend: docker or orbstack [default: orbstack if orbctl is on PATH, else docker].")
+@click.option(
+    "--provider",
+    help="VM backend: docker, podman or orbstack [default: the one this checkout's VMs are on; "
+    "for a new checkout orbstack if orbctl is on PATH, else docker].",
+)
 @click.option("--prefix", help="Prefix of orch's VM names [default: orch].")
 @click.option(
     "--connector",

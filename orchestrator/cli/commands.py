@@ -150,7 +150,9 @@ def up(
 @pass_ctx
 def status(obj: Context, as_json: bool, names_only: bool) -> None:
     """List this checkout's VMs: workers, one-offs, standbys and the baseline, with their
-    state (running, stopped, missing), phase, age and drift (what changed since made)."""
+    state (running, stopped, missing, or unreachable when its engine does not answer),
+    phase (with "reset pending" for a worker a marked test left to reset), age and drift
+    (what changed since made)."""
     orch = obj.orch()
     rows = orch.status()
     if as_json:
