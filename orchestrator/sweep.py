@@ -298,13 +298,17 @@ class Sweeper:
                 log.warning("could not forget deleted one-offs in %s: %s", view.inventory, err)
 
     def _prune_registry(self, decisions: list[Decision]) -> None:
-        """Forget checkouts whose folder is gone and that have nothing left here."""
-        left = {d.checkout for d in decisions if d.result in ("kept", "failed")}
+        """Forget checkouts whose folder is gone once this sweep took what they had here.
+
+        A gone checkout this sweep saw nothing of keeps its entry: its VMs may be under
+        another prefix, or on another provider, and on a backend without labels the
+        registry is all that tells the sweep that judges them where the checkout lived."""
+        left = {d.checkout for d in decisions if d.result in ("kept", "failed", "would delete", "would forget")}
+        swept = {d.checkout for d in decisions if d.result in ("deleted", "gone", "forgotten")} - left
         for checkout, ref in registry.entries().items():
-            if checkout in left:
-                continue
-            # an entry without a location (older orch) can never be judged: useless
-            if not ref.host or judge(Path(ref.inventory), ref.host, ref.fs).seen is Seen.GONE:
+            if not ref.host:  # an entry without a location (older orch) can never be judged: useless
+                registry.unregister(checkout)
+            elif checkout in swept and judge(Path(ref.inventory), ref.host, ref.fs).seen is Seen.GONE:
                 registry.unregister(checkout)
 
 

@@ -133,8 +133,9 @@ def test_cli_reset_reports_timing_and_refuses_bad_ids(project: Path) -> None:
 
 def test_pytest_orch_sweep_runs_once_from_the_controller(project: Path, backend, prefix: str, tmp_path_factory) -> None:
     assert orch(project, "up", "--workers", "2").returncode == 0
-    orphan = f"{prefix}-0badf00d-gw0"
-    make_orphans(backend, [orphan], "0badf00d", tmp_path_factory.mktemp("gone"))
+    gone = prefix[1:]  # a checkout id of this test's own: the registry is shared by every test
+    orphan = f"{prefix}-{gone}-gw0"
+    make_orphans(backend, [orphan], gone, tmp_path_factory.mktemp("gone"))
     (project / "test_uses_workers.py").write_text(
         "def test_a(worker_vm):\n    assert worker_vm\n\ndef test_b(worker_vm):\n    assert worker_vm\n"
     )

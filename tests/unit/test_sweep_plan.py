@@ -232,3 +232,32 @@ def test_a_checkout_deleted_while_sweep_runs_is_never_made_again(tmp_path: Path)
     sweeper.execute(decisions)
     assert oneoff not in orch.provider.vms
     assert not orch.settings.inventory_dir.exists()
+
+
+def test_a_sweep_keeps_the_registry_entry_of_a_gone_checkout_it_saw_nothing_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without labels (OrbStack) the registry is all that says where a checkout lived. A
+    sweep under another prefix (or provider) sees none of a gone checkout's VMs: dropping
+    its entry made them unjudgeable forever ("no record of where its checkout is"). Only
+    the entry of a gone checkout whose VMs this sweep deleted goes."""
+    import shutil
+
+    from orchestrator import registry
+    from orchestrator.sweep import sweep
+
+    monkeypatch.setenv("ORCH_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # as the CLI runs it
+    mine = fake_orch(tmp_path / "mine")
+    mine.up(1)
+    theirs = fake_orch(tmp_path / "theirs", prefix="other")  # VMs this sweep does not judge
+    theirs.up(1)
+    gone = fake_orch(tmp_path / "gone")
+    gone.up(1)
+    for orch in (theirs, gone):
+        shutil.rmtree(orch.settings.inventory_dir)
+    gone.provider.vms.update(mine.provider.vms)  # the backend this sweep looks at: mine and gone's
+    sweep(mine.settings, gone.provider)
+    assert registry.lookup(gone.checkout) is None  # swept here: nothing of it is left
+    assert registry.lookup(theirs.checkout) is not None  # another prefix's sweep still needs it
+    assert registry.lookup(mine.checkout) is not None
