@@ -306,9 +306,9 @@ class Sweeper:
         left = {d.checkout for d in decisions if d.result in ("kept", "failed", "would delete", "would forget")}
         swept = {d.checkout for d in decisions if d.result in ("deleted", "gone", "forgotten")} - left
         for checkout, ref in registry.entries().items():
-            if not ref.host:  # an entry without a location (older orch) can never be judged: useless
-                registry.unregister(checkout)
-            elif checkout in swept and judge(Path(ref.inventory), ref.host, ref.fs).seen is Seen.GONE:
+            # an entry without a location (older orch) can never be judged: useless
+            useless = not ref.host
+            if useless or (checkout in swept and judge(Path(ref.inventory), ref.host, ref.fs).seen is Seen.GONE):
                 registry.unregister(checkout)
 
 
