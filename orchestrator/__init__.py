@@ -13,6 +13,6 @@ __all__ = ["__version__", "current_worker"]
 def current_worker():  # type: ignore[no-untyped-def]
     """This pytest process's worker (what the ``orch_worker`` fixture gives), for helpers
     that are plain functions."""
-    from .worker import current_worker as _current
+    from orchestrator.pytest_plugin.worker import current_worker as _current
 
     return _current()

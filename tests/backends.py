@@ -179,8 +179,8 @@ def run_pytest(project: Path, *args: str, timeout: float = 600, env: dict[str, s
 
 def gone_checkout(tmp: Path, checkout: str, kind: str = "worker", worker: str = "gw0", run: str = "") -> dict[str, str]:
     """The labels orch gives a VM of a checkout whose folder has since been deleted."""
-    from orchestrator.labels import Owner
-    from orchestrator.registry import CheckoutRef
+    from orchestrator.primitives.labels import Owner
+    from orchestrator.state.checkouts import CheckoutRef
 
     folder = tmp / f"gone-{checkout}" / "inventories"
     folder.mkdir(parents=True, exist_ok=True)
@@ -212,8 +212,8 @@ def make_orphans(backend: DockerBackend, names: list[str], checkout: str, tmp: P
                 capture_output=True,
             )
         return
-    from orchestrator import labels as L
-    from orchestrator import registry
+    from orchestrator.primitives import labels as L
+    from orchestrator.state import checkouts as registry
 
     registry.register(checkout, registry.CheckoutRef(labels[L.INVENTORY], labels[L.HOST], labels[L.FS]))
     for name in names:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator import config
-from orchestrator.core import Orch
+from orchestrator.core.context import Orch
 from orchestrator.providers.fake import FAKE_IMAGE, FakeDeployer, FakeProvider
+from orchestrator.settings import loader as config
 
 
 def fake_orch(folder: Path, *, provider: FakeProvider | None = None, **overrides: object) -> Orch:
@@ -23,7 +23,7 @@ def fake_orch(folder: Path, *, provider: FakeProvider | None = None, **overrides
 
 def maintain_now(orch: Orch) -> None:
     """What the background ``orch maintain`` does, inline (the fake lives in this process)."""
-    from orchestrator.spares import maintain, wanted
+    from orchestrator.core.spares import maintain, wanted
 
     wanted(orch).touch()
     maintain(orch)

@@ -1,4 +1,4 @@
-"""The ``orch`` command line: a thin front end over the core (:mod:`orchestrator.core`).
+"""The ``orch`` command line: a thin front end over the core (:mod:`orchestrator.core.context`).
 
 Progress goes to stderr for people, ``--json`` to stdout for scripts. Every error orch
 knows about becomes one line on stderr (``Error: …`` with the fix) and a non-zero exit
@@ -17,10 +17,12 @@ from typing import Any
 
 import click
 
-from .. import __version__, config, naming
-from ..core import Orch
-from ..errors import OrchError, UsageError
-from ..state import StateStore
+from orchestrator import __version__
+from orchestrator.core.context import Orch
+from orchestrator.primitives import naming
+from orchestrator.primitives.errors import OrchError, UsageError
+from orchestrator.settings import loader as config
+from orchestrator.state.store import StateStore
 
 
 class Context:
@@ -174,7 +176,7 @@ def cli(
     ctx.obj.quiet = quiet
 
 
-from . import commands, inside  # noqa: E402,F401  (registers the commands)
+from orchestrator.cli import commands, inside  # noqa: E402,F401  (registers the commands)
 
 
 def main() -> None:

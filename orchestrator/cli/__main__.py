@@ -1,6 +1,6 @@
 """``python -m orchestrator.cli``: the ``orch`` command (how orch starts its own background
 maintainer, whatever PATH holds)."""
 
-from . import main
+from orchestrator.cli import main
 
 main()

@@ -10,11 +10,11 @@ from typing import Any
 
 import click
 
-from .. import naming
-from ..clock import human, parse_duration
-from ..errors import OrchError, UsageError
-from ..steps import WorkerResult
-from . import Context, cli, complete_workers, pass_ctx
+from orchestrator.cli import Context, cli, complete_workers, pass_ctx
+from orchestrator.core.steps import WorkerResult
+from orchestrator.primitives import naming
+from orchestrator.primitives.clock import human, parse_duration
+from orchestrator.primitives.errors import OrchError, UsageError
 
 NO_WAIT = click.option("--no-wait", is_flag=True, help="Fail at once if another orch command holds the lock.")
 JSON = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
@@ -274,9 +274,9 @@ def sweep(obj: Context, dry_run: bool, as_json: bool, older_than: str | None, le
     --older-than. Each decision is reported with its reason. Exit code 1 if a deletion
     failed.
     """
-    from ..providers import get_provider
-    from ..registry import check_home
-    from ..sweep import sweep as do_sweep
+    from orchestrator.providers.registry import get_provider
+    from orchestrator.state.checkouts import check_home
+    from orchestrator.verbs.sweep import sweep as do_sweep
 
     age = parse_duration(older_than) if older_than is not None else None
     settings = obj.settings()
@@ -307,7 +307,7 @@ def sweep(obj: Context, dry_run: bool, as_json: bool, older_than: str | None, le
 def maintain(obj: Context) -> None:
     """Make missing spares (pool VMs, standbys) and delete swapped-out VMs: what orch
     starts in the background after a claim or a swap."""
-    from ..spares import maintain as run
+    from orchestrator.core.spares import maintain as run
 
     failed = run(obj.orch())
     if failed:

@@ -9,9 +9,9 @@ import sys
 
 import click
 
-from .. import inventory
-from ..errors import UsageError
-from . import Context, cli, complete_workers, pass_ctx
+from orchestrator.cli import Context, cli, complete_workers, pass_ctx
+from orchestrator.primitives.errors import UsageError
+from orchestrator.state import inventory
 
 
 @cli.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -21,13 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .. import retry
-from ..config import Model
-from ..errors import PermanentProviderError, ProviderTimeout
+from orchestrator.primitives.errors import PermanentProviderError, ProviderTimeout
+from orchestrator.providers import retry
+from orchestrator.settings.model import Model
 
 if TYPE_CHECKING:
-    from ..config import Settings
-    from ..labels import Owner
+    from orchestrator.primitives.labels import Owner
+    from orchestrator.settings.model import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -9,7 +9,7 @@ import logging
 import subprocess
 from collections.abc import Callable
 
-from ..errors import EngineUnavailable, ProviderError, ProviderTimeout
+from orchestrator.primitives.errors import EngineUnavailable, ProviderError, ProviderTimeout
 
 log = logging.getLogger(__name__)
 

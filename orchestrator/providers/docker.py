@@ -23,22 +23,22 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from .. import labels as L
-from ..errors import (
+from orchestrator.primitives import labels as L
+from orchestrator.primitives.errors import (
     EngineUnavailable,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
     VMNotFound,
 )
-from . import command
-from .base import RUNNING, STOPPED, Baseline, ExecResult, Provider, ProviderSettings, VMInfo, WaitStrategy
-from .docker_errors import classify
-from .docker_images import DockerImages
+from orchestrator.providers import command
+from orchestrator.providers.base import RUNNING, STOPPED, Baseline, ExecResult, Provider, ProviderSettings, VMInfo, WaitStrategy
+from orchestrator.providers.docker_errors import classify
+from orchestrator.providers.docker_images import DockerImages
 
 if TYPE_CHECKING:
-    from ..config import Settings
-    from ..labels import Owner
+    from orchestrator.primitives.labels import Owner
+    from orchestrator.settings.model import Settings
 
 log = logging.getLogger(__name__)
 

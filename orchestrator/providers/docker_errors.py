@@ -3,7 +3,7 @@ command (the exit code says little: 1 for most daemon errors, 125 for refused re
 
 from __future__ import annotations
 
-from ..errors import (
+from orchestrator.primitives.errors import (
     EngineUnavailable,
     PermanentProviderError,
     ProviderError,

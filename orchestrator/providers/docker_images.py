@@ -7,12 +7,12 @@ import json
 import subprocess
 from typing import TYPE_CHECKING, Any
 
-from .. import labels as L
-from ..errors import PermanentProviderError, ProviderError, VMNotFound
-from .base import StoredBaseline
+from orchestrator.primitives import labels as L
+from orchestrator.primitives.errors import PermanentProviderError, ProviderError, VMNotFound
+from orchestrator.providers.base import StoredBaseline
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from orchestrator.settings.model import Settings
 
 
 class DockerImages:

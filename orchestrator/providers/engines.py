@@ -21,14 +21,14 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from .. import naming
-from ..errors import EngineUnavailable, OrchError, PermanentProviderError
-from .base import Baseline, ExecResult, Provider, StoredBaseline, VMInfo
+from orchestrator.primitives import naming
+from orchestrator.primitives.errors import EngineUnavailable, OrchError, PermanentProviderError
+from orchestrator.providers.base import Baseline, ExecResult, Provider, StoredBaseline, VMInfo
 
 if TYPE_CHECKING:
-    from ..config import Settings
-    from ..labels import Owner
-    from .docker import DockerProvider
+    from orchestrator.primitives.labels import Owner
+    from orchestrator.providers.docker import DockerProvider
+    from orchestrator.settings.model import Settings
 
 log = logging.getLogger(__name__)
 

@@ -29,15 +29,24 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from ..clock import now_iso
-from ..errors import PermanentProviderError, ProviderTimeout, TransientProviderError, VMExists, VMNotFound
-from .base import RUNNING, STOPPED, Baseline, BaselineTainted, ExecResult, Provider, ProviderSettings, VMInfo
-from .faults import Crash, Faults
+from orchestrator.primitives.clock import now_iso
+from orchestrator.primitives.errors import PermanentProviderError, ProviderTimeout, TransientProviderError, VMExists, VMNotFound
+from orchestrator.providers.base import (
+    RUNNING,
+    STOPPED,
+    Baseline,
+    BaselineTainted,
+    ExecResult,
+    Provider,
+    ProviderSettings,
+    VMInfo,
+)
+from orchestrator.providers.faults import Crash, Faults
 
 if TYPE_CHECKING:
-    from ..config import Settings
-    from ..labels import Owner
-    from ..runner import DeployResult, HostSpec
+    from orchestrator.primitives.labels import Owner
+    from orchestrator.pyinfra.runner import DeployResult, HostSpec
+    from orchestrator.settings.model import Settings
 
 FAKE_IMAGE = "fake:bookworm"
 
@@ -183,7 +192,7 @@ class FakeProvider(Provider):
     def check(self) -> None:
         self._enter("check")
         if not self.up:
-            from ..errors import EngineUnavailable
+            from orchestrator.primitives.errors import EngineUnavailable
 
             raise EngineUnavailable("the fake backend is down: set provider.up = True")
 
@@ -343,8 +352,8 @@ class FakeDeployer:
         self.hook: Callable[[str, str], None] | None = None
 
     def run(self, hosts: list[HostSpec], funcs: list[Callable[..., Any]], *, title: str = "") -> dict[str, DeployResult]:
-        from ..deployfiles import deploy_name
-        from ..runner import DeployResult
+        from orchestrator.pyinfra.loading import deploy_name
+        from orchestrator.pyinfra.runner import DeployResult
 
         name = " + ".join(deploy_name(f) for f in funcs)
         results = {}

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import field_validator
 
-from ..errors import (
+from orchestrator.primitives.errors import (
     EngineUnavailable,
     PermanentProviderError,
     ProviderError,
@@ -36,11 +36,21 @@ from ..errors import (
     VMExists,
     VMNotFound,
 )
-from . import command
-from .base import RUNNING, STOPPED, Baseline, BaselineTainted, ExecResult, Provider, ProviderSettings, VMInfo, WaitStrategy
+from orchestrator.providers import command
+from orchestrator.providers.base import (
+    RUNNING,
+    STOPPED,
+    Baseline,
+    BaselineTainted,
+    ExecResult,
+    Provider,
+    ProviderSettings,
+    VMInfo,
+    WaitStrategy,
+)
 
 if TYPE_CHECKING:
-    from ..labels import Owner
+    from orchestrator.primitives.labels import Owner
 
 SEAL_MARKER = "/var/lib/orch/baseline/sealed"
 

@@ -36,7 +36,7 @@ import logging
 import shutil
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import (
+from orchestrator.primitives.errors import (
     EngineUnavailable,
     PermanentProviderError,
     ProviderError,
@@ -45,13 +45,13 @@ from ..errors import (
     VMExists,
     VMNotFound,
 )
-from .base import STOPPED, VMInfo
-from .docker import ContainerSettings, DockerProvider
-from .docker_errors import by_markers
+from orchestrator.providers.base import STOPPED, VMInfo
+from orchestrator.providers.docker import ContainerSettings, DockerProvider
+from orchestrator.providers.docker_errors import by_markers
 
 if TYPE_CHECKING:
-    from ..config import Settings
-    from ..labels import Owner
+    from orchestrator.primitives.labels import Owner
+    from orchestrator.settings.model import Settings
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,13 @@ from typing import Any
 
 import pytest
 
-from .. import config, naming
-from ..errors import PermanentProviderError, ProviderError, VMExists, VMNotFound
-from ..labels import Owner
-from ..ownership import owned
-from ..providers.base import Baseline, Provider
-from ..registry import CheckoutRef
+from orchestrator.core.ownership import owned
+from orchestrator.primitives import naming
+from orchestrator.primitives.errors import PermanentProviderError, ProviderError, VMExists, VMNotFound
+from orchestrator.primitives.labels import Owner
+from orchestrator.providers.base import Baseline, Provider
+from orchestrator.settings import loader as config
+from orchestrator.state.checkouts import CheckoutRef
 
 WRITE = "printf %s {text} > {path}"
 

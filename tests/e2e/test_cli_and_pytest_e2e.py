@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from backends import run_orch, run_pytest
 
-from orchestrator import naming
+from orchestrator.primitives import naming
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -14,7 +14,7 @@ from backends import both_providers, run_orch, run_pytest
 SUITE = """
 import pytest
 from orchestrator import current_worker
-from orchestrator.worker import CommandFailed
+from orchestrator.pytest_plugin.worker import CommandFailed
 
 
 def helper():
@@ -179,8 +179,8 @@ def test_limit_a_worker_with_the_pyinfra_cli_on_workers_py(project: Path) -> Non
 
 
 def test_status_shows_oneoffs_and_the_baseline_and_quiet_lists_names(project: Path) -> None:
-    from orchestrator import config
-    from orchestrator.core import Orch
+    from orchestrator.core.context import Orch
+    from orchestrator.settings import loader as config
 
     assert run_orch(project, "up", "--workers", "1").returncode == 0
     orch = Orch(config.load(cwd=project, env={}))

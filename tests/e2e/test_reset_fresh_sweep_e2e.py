@@ -14,7 +14,7 @@ from backends import clean_env, make_orphans
 from backends import run_orch as orch
 from backends import run_pytest as pytest_run
 
-from orchestrator import naming
+from orchestrator.primitives import naming
 
 RESET_SUITE_A = """
 import pytest

@@ -569,7 +569,7 @@ def test_real_pyinfra_orbstack_connector_runs_commands_facts_and_operations(orbc
     from pyinfra.facts.server import Hostname
     from pyinfra.operations import files
 
-    from orchestrator.runner import PyinfraSession
+    from orchestrator.pyinfra.runner import PyinfraSession
 
     vm = orbctl.name()
     assert orbctl("create", "debian:bookworm", vm).returncode == 0
@@ -588,7 +588,7 @@ def test_real_pyinfra_orbstack_vm_operations_on_local(orbctl: Fake) -> None:
     provider runs them: the command lines pyinfra-orbstack builds work on the emulator."""
     from pyinfra_orbstack.operations import vm as ops
 
-    from orchestrator.runner import PyinfraSession
+    from orchestrator.pyinfra.runner import PyinfraSession
 
     golden, worker = orbctl.name("golden"), orbctl.name("gw0")
     with PyinfraSession([("@local", {})]) as local:

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from backends import both_providers
 
-from orchestrator import config, inventory
-from orchestrator import labels as L
-from orchestrator.core import Orch
-from orchestrator.errors import UsageError
+from orchestrator.core.context import Orch
+from orchestrator.primitives import labels as L
+from orchestrator.primitives.errors import UsageError
+from orchestrator.settings import loader as config
+from orchestrator.state import inventory
 
 
 def make(project: Path, **overrides) -> Orch:

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 from backends import PodmanBackend, remove_podman, write_pyproject
 
-from orchestrator import config, naming
-from orchestrator import labels as L
-from orchestrator.core import Orch
-from orchestrator.errors import EngineUnavailable, PermanentProviderError, VMExists, VMNotFound
-from orchestrator.labels import Owner
-from orchestrator.providers import get_provider
+from orchestrator.core.context import Orch
+from orchestrator.primitives import labels as L
+from orchestrator.primitives import naming
+from orchestrator.primitives.errors import EngineUnavailable, PermanentProviderError, VMExists, VMNotFound
+from orchestrator.primitives.labels import Owner
 from orchestrator.providers.podman import PodmanProvider
-from orchestrator.sweep import sweep
+from orchestrator.providers.registry import get_provider
+from orchestrator.settings import loader as config
+from orchestrator.verbs.sweep import sweep
 
 podman = PodmanBackend()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from backends import DockerBackend, both_providers, clean_env, make_orphans, run_orch
 
-from orchestrator import naming
+from orchestrator.primitives import naming
 
 ORCH = str(Path(sys.executable).with_name("orch"))
 

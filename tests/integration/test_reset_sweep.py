@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from backends import clean_env, write_pyproject
 
-from orchestrator import config, naming
-from orchestrator.core import Orch
-from orchestrator.leases import Lease
-from orchestrator.providers import get_provider
-from orchestrator.sweep import sweep
+from orchestrator.core.context import Orch
+from orchestrator.primitives import naming
+from orchestrator.providers.registry import get_provider
+from orchestrator.settings import loader as config
+from orchestrator.state.leases import Lease
+from orchestrator.verbs.sweep import sweep
 
 IMAGE = "orch-base:bookworm"
 

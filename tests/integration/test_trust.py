@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from backends import both_providers, clean_env, gone_checkout, run_orch, run_pytest, write_pyproject
 
-from orchestrator import config
-from orchestrator.core import Orch
+from orchestrator.core.context import Orch
+from orchestrator.settings import loader as config
 
 IMAGE = "orch-base:bookworm"
 
@@ -279,7 +279,7 @@ KILL_WITHOUT_PROC = r"""
 import os, sys, time
 from pathlib import Path
 from orchestrator import config
-from orchestrator.errors import ProviderTimeout
+from orchestrator.primitives.errors import ProviderTimeout
 from orchestrator.providers.orbstack import OrbStackProvider
 assert not os.path.exists("/proc/self"), "/proc must be hidden for this test"
 s = config.load(cwd=Path(sys.argv[1]), env={})
@@ -353,13 +353,13 @@ def test_sweep_deletes_baselines_of_gone_checkouts_and_committed_leftovers(
     assert docker("image", "inspect", baseline).returncode != 0
     assert docker("image", "inspect", committed).returncode != 0
     assert docker("image", "inspect", orch.store.read().baseline.ref).returncode == 0  # a live checkout's stays
-    from orchestrator import registry
+    from orchestrator.state import checkouts as registry
 
     assert registry.lookup(other.checkout) is None  # its registry entry is gone too
 
 
 def test_down_leaves_nothing_and_forgets_the_checkout(project: Path, backend, prefix: str) -> None:
-    from orchestrator import registry
+    from orchestrator.state import checkouts as registry
 
     orch = make(project)
     orch.up(2)

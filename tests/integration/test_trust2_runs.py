@@ -13,8 +13,8 @@ from pathlib import Path
 
 from backends import clean_env, run_orch, run_pytest
 
-from orchestrator import config
-from orchestrator.core import Orch
+from orchestrator.core.context import Orch
+from orchestrator.settings import loader as config
 
 
 def make(project: Path) -> Orch:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from backends import both_providers, run_orch, write_pyproject
 
-from orchestrator import config
-from orchestrator.core import Orch
+from orchestrator.core.context import Orch
+from orchestrator.settings import loader as config
 
 
 def make(project: Path, **overrides: object) -> Orch:
@@ -134,8 +134,8 @@ def test_a_sweep_while_up_seals_the_baseline_keeps_the_image(project: Path) -> N
     """The image is committed, then the baseline container removed, then the image's id
     recorded: a sweep in that window found an image the state did not record and deleted
     it. The state must know the image before it exists, as it knows every VM."""
-    from orchestrator.providers import get_provider
-    from orchestrator.sweep import Sweeper
+    from orchestrator.providers.registry import get_provider
+    from orchestrator.verbs.sweep import Sweeper
 
     orch = make(project)
     baseline_vm, decisions = "", []

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import config, naming
-from orchestrator.errors import ConfigError, UsageError
+from orchestrator.primitives import naming
+from orchestrator.primitives.errors import ConfigError, UsageError
+from orchestrator.settings import loader as config
+from orchestrator.settings import model
 
 
 def project(tmp_path: Path, orch_table: str = "", *, extra: str = "") -> Path:
@@ -82,7 +84,7 @@ def test_defaults_without_any_settings(tmp_path: Path) -> None:
     assert s.inventory_dir == root / "inventories"
     assert (s.workers, s.prefix, s.parallel, s.retries, s.image) == (2, "orch", 8, 4, "")
     assert s.legacy_prefixes == []
-    assert s.timeouts == config.Timeouts()
+    assert s.timeouts == model.Timeouts()
     assert s.checkout == naming.checkout_id(root / "inventories")
 
 
@@ -90,9 +92,9 @@ def test_timeouts_table_overrides_some_operations(tmp_path: Path) -> None:
     s = config.load(cwd=project(tmp_path, "timeouts = { create = 5, ready = 2.5 }"), env={})
     assert s.timeout("create") == 5.0
     assert s.timeout("ready") == 2.5
-    assert s.timeout("delete") == config.Timeouts().delete
-    assert s.timeout("no-such-operation") == config.Timeouts().default
-    assert config.Timeouts().create == 180.0  # the defaults themselves are untouched
+    assert s.timeout("delete") == model.Timeouts().delete
+    assert s.timeout("no-such-operation") == model.Timeouts().default
+    assert model.Timeouts().create == 180.0  # the defaults themselves are untouched
 
 
 def test_legacy_prefixes_and_provider_tables(tmp_path: Path) -> None:
@@ -349,7 +351,8 @@ def test_boolean_variables_are_true_false_1_or_0(tmp_path: Path, text: str, valu
 
 def record_vms(root: Path, provider: str, *, workers: int = 1) -> None:
     """A state file as ``orch --provider <provider> up`` leaves it."""
-    from orchestrator.state import READY, StateData, StateStore, WorkerRecord
+    from orchestrator.state.records import READY, StateData, WorkerRecord
+    from orchestrator.state.store import StateStore
 
     settings = config.load(cwd=root, env={"ORCH_PROVIDER": provider})
     recs = {f"gw{i}": WorkerRecord(f"gw{i}", f"orch-{settings.checkout}-gw{i}", READY) for i in range(workers)}
@@ -389,7 +392,7 @@ def test_a_named_provider_is_kept_with_where_it_was_named(tmp_path: Path) -> Non
     ],
 )
 def test_another_provider_than_the_checkouts_is_refused_in_one_line(tmp_path: Path, source: dict, fix: str) -> None:
-    from orchestrator.core import Orch
+    from orchestrator.core.context import Orch
 
     root = project(tmp_path, source.get("toml", ""))
     record_vms(root, "podman")

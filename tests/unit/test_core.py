@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from fakes_core import fake_orch
 
-from orchestrator import inventory
-from orchestrator.errors import LiveRunError, UsageError
-from orchestrator.leases import Lease
+from orchestrator.primitives.errors import LiveRunError, UsageError
 from orchestrator.providers.fake import Crash
-from orchestrator.state import CREATING, FAILED, PROVISIONING, READY
+from orchestrator.state import inventory
+from orchestrator.state.leases import Lease
+from orchestrator.state.records import CREATING, FAILED, PROVISIONING, READY
 
 
 def unrecorded(orch) -> set[str]:
@@ -271,9 +271,9 @@ def test_a_dead_runs_oneoff_whose_vm_is_gone_is_forgotten_by_the_next_command(
     command drops them; a live run's records stay, even one whose VM is not made yet."""
     import os
 
-    from orchestrator.clock import now_iso
-    from orchestrator.state import OneoffRecord
-    from orchestrator.sweep import sweep
+    from orchestrator.primitives.clock import now_iso
+    from orchestrator.state.records import OneoffRecord
+    from orchestrator.verbs.sweep import sweep
 
     orch = fake_orch(tmp_path)
     orch.up(2)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from fakes_core import fake_orch
 
-from orchestrator.plugin import _unfit
 from orchestrator.providers.fake import Crash
-from orchestrator.state import CREATING, READY
+from orchestrator.pytest_plugin.plugin import _unfit
+from orchestrator.state.records import CREATING, READY
 
 #: (operation, after) where a hard reset is killed; "personalize" is the deploy on the new VM.
 HARD = [("delete", False), ("delete", True), ("clone", False), ("clone", True), ("ready", False), ("personalize", False)]
@@ -174,8 +174,8 @@ def test_repair_keeps_the_resets_a_readable_state_says_are_owed(tmp_path: Path) 
 def test_up_never_makes_again_a_worker_a_live_run_has_in_hand(tmp_path: Path) -> None:
     """A live run's teardown is resetting gw0 (unfinished until it is done): `orch up`
     must refuse (naming --force), not make it again under the run's feet."""
-    from orchestrator.errors import LiveRunError
-    from orchestrator.leases import Lease
+    from orchestrator.primitives.errors import LiveRunError
+    from orchestrator.state.leases import Lease
 
     orch = fake_orch(tmp_path)
     orch.up(1)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import inventory
-from orchestrator.errors import StateError, UsageError
-from orchestrator.inventory import InventoryHost
+from orchestrator.primitives.errors import StateError, UsageError
+from orchestrator.state import inventory
+from orchestrator.state.inventory import InventoryHost
 
 CHECKOUT = "1a2b3c4d"
 

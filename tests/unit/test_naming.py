@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import naming
-from orchestrator.errors import UsageError
+from orchestrator.primitives import naming
+from orchestrator.primitives.errors import UsageError
 
 CHECKOUT = "1a2b3c4d"
 

@@ -28,7 +28,7 @@ def test_wheel_has_no_top_level_deploys_and_finds_its_own(tmp_path: Path) -> Non
     zipfile.ZipFile(wheel).extractall(site)
     # Import from the unpacked wheel (first on sys.path), as an installed wheel would be.
     code = (
-        "import orchestrator, orchestrator.deployfiles as r; "
+        "import orchestrator, orchestrator.pyinfra.loading as r; "
         "f = r.load_callable('orchestrator.deploys.provision:provision'); "
         "print(orchestrator.__file__); print(f.deploy_name)"
     )

@@ -137,7 +137,7 @@ def test_helper(orch_worker):
 LEASE_AT_IMPORT = """
 import json, os
 from pathlib import Path
-from orchestrator.leases import scan
+from orchestrator.state.leases import scan
 
 runs = scan(Path(os.path.dirname(__file__)) / "inventories")
 Path(os.path.dirname(__file__), "leases-" + os.environ.get("PYTEST_XDIST_WORKER", "main")).write_text(
@@ -176,7 +176,7 @@ def owe_a_reset(project: pytest.Pytester, worker: str = "gw0") -> None:
 def test_a_worker_owing_a_reset_is_made_again_unless_another_run_uses_it(project: pytest.Pytester) -> None:
     """The next taker of a worker that owes a reset makes it again first, but never under
     the feet of another live run that uses it (its marked test, or its own reset)."""
-    from orchestrator.leases import Lease
+    from orchestrator.state.leases import Lease
 
     project.runpytest_subprocess("-p", "no:xdist", "--orch-up").assert_outcomes(passed=2)
     fake = backend(project)

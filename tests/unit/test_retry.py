@@ -8,14 +8,14 @@ from collections.abc import Callable
 
 import pytest
 
-from orchestrator import retry
-from orchestrator.errors import (
+from orchestrator.primitives.errors import (
     EngineUnavailable,
     PermanentProviderError,
     ProviderTimeout,
     TransientProviderError,
     VMNotFound,
 )
+from orchestrator.providers import retry
 
 FAST = {"initial_delay": 0.001, "max_delay": 0.01}
 
@@ -145,7 +145,7 @@ def test_small_delays_keep_retries_fast() -> None:
 
 def test_each_retry_is_logged_with_the_operation(caplog: pytest.LogCaptureFixture) -> None:
     fn = Script(TransientProviderError("engine busy"))
-    with caplog.at_level(logging.WARNING, logger="orchestrator.retry"):
+    with caplog.at_level(logging.WARNING, logger="orchestrator.providers.retry"):
         retry.call(fn, what="create orch-1a2b3c4d-gw0", attempts=3, **FAST)
     [record] = caplog.records
     assert "create orch-1a2b3c4d-gw0" in record.getMessage()

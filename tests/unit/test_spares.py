@@ -11,8 +11,8 @@ import pytest
 from fakes_core import fake_orch, maintain_now
 
 from orchestrator.providers.fake import Crash
-from orchestrator.state import READY
-from orchestrator.sweep import Sweeper
+from orchestrator.state.records import READY
+from orchestrator.verbs.sweep import Sweeper
 
 DEAD_RUN = "20260101000000-1-0123abcd"
 
@@ -167,7 +167,8 @@ def test_a_maintainer_emptying_the_trash_during_a_swap_loses_nothing(tmp_path: P
     """The race CI found: a swap records the trash name, a maintainer at work empties the
     trash before the old VM has taken that name, then the rename happens. The name must
     not be forgotten meanwhile, or the old VM leaks."""
-    from orchestrator import naming, spares
+    from orchestrator.core import spares
+    from orchestrator.primitives import naming
 
     orch = fake_orch(tmp_path, standby=True)
     orch.up(1)
@@ -230,7 +231,7 @@ def test_a_maintainer_whose_checkout_is_deleted_stops_and_sweep_finds_its_vms(tm
     make nothing more, recreate nothing, and leave its VMs to sweep as orphans of a gone checkout."""
     import shutil
 
-    from orchestrator import spares
+    from orchestrator.core import spares
 
     project = tmp_path / "checkout"
     orch = fake_orch(project, pool=1, standby=True)

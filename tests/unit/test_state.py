@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import state as st
-from orchestrator.errors import LockBusy, StateError
-from orchestrator.state import OneoffRecord, StateData, StateStore, WorkerRecord
+from orchestrator.primitives.errors import LockBusy, StateError
+from orchestrator.state import records as st
+from orchestrator.state import store as store_mod
+from orchestrator.state.records import OneoffRecord, StateData, WorkerRecord
+from orchestrator.state.store import StateStore
 
 CHECKOUT = "1a2b3c4d"
 OTHER = "99887766"
@@ -199,7 +201,7 @@ def test_failed_write_keeps_the_old_file_intact(store: StateStore, monkeypatch: 
     if fail_at == "write":
         monkeypatch.setattr(StateData, "to_json", disk_full)
     else:
-        monkeypatch.setattr(st.os, fail_at, disk_full)
+        monkeypatch.setattr(store_mod.os, fail_at, disk_full)
     changed = StateData(checkout=CHECKOUT)  # would wipe every record
     with pytest.raises(StateError, match=r"No space left on device.*previous state is intact"):
         store.write(changed)
@@ -210,7 +212,7 @@ def test_failed_write_keeps_the_old_file_intact(store: StateStore, monkeypatch: 
 
 
 def test_failed_write_of_a_new_file_leaves_nothing(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(st.os, "replace", disk_full)
+    monkeypatch.setattr(store_mod.os, "replace", disk_full)
     with pytest.raises(StateError, match="No space left on device"):
         store.write(sample())
     monkeypatch.undo()

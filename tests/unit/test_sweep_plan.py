@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from fakes_core import fake_orch
 
-from orchestrator import labels as L
-from orchestrator import location, naming
-from orchestrator.clock import parse_duration
-from orchestrator.labels import Owner
-from orchestrator.leases import Lease
+from orchestrator.primitives import labels as L
+from orchestrator.primitives import naming
+from orchestrator.primitives.clock import parse_duration
+from orchestrator.primitives.labels import Owner
 from orchestrator.providers.base import VMInfo
-from orchestrator.sweep import LEGACY_PREFIXES, Sweeper
+from orchestrator.state import location
+from orchestrator.state.leases import Lease
+from orchestrator.verbs.sweep import LEGACY_PREFIXES, Sweeper
 
 
 def plan(orch, **kwargs):
@@ -243,8 +244,8 @@ def test_a_sweep_keeps_the_registry_entry_of_a_gone_checkout_it_saw_nothing_of(
     the entry of a gone checkout whose VMs this sweep deleted goes."""
     import shutil
 
-    from orchestrator import registry
-    from orchestrator.sweep import sweep
+    from orchestrator.state import checkouts as registry
+    from orchestrator.verbs.sweep import sweep
 
     monkeypatch.setenv("ORCH_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # as the CLI runs it

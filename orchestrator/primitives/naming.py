@@ -1,0 +1,127 @@
+"""Names of worker ids and VMs, and their validation.
+
+Everything a user types that ends up in a VM name, a path or a command passes through
+here first. Worker VMs are named ``{prefix}-{checkout}-{worker}``: stable (the same
+checkout always gets the same names, so ``orch up`` is idempotent), unique per checkout
+(two clones on one machine never share a VM) and recognisable as orch's.
+One-off VMs are named prefix, checkout, timestamp, pid, random suffix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+
+from orchestrator.primitives.errors import UsageError
+
+#: The most workers one checkout may have; ``--workers`` above it is refused.
+MAX_WORKERS = 256
+DEFAULT_PREFIX = "orch"
+
+_WORKER_RE = re.compile(r"^gw(0|[1-9][0-9]{0,2})$")
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+_CHECKOUT_RE = re.compile(r"^[0-9a-f]{8}$")
+
+
+def validate_worker_id(worker: str) -> str:
+    """Return ``worker`` if it is a valid worker id (``gw0`` … ``gw255``), else raise."""
+    if not isinstance(worker, str) or not _WORKER_RE.fullmatch(worker) or int(worker[2:]) >= MAX_WORKERS:
+        shown = repr(worker) if isinstance(worker, str) else type(worker).__name__
+        raise UsageError(f"invalid worker id {shown}: use gw0 … gw{MAX_WORKERS - 1}, as pytest-xdist names its workers")
+    return worker
+
+
+def worker_index(worker: str) -> int:
+    return int(validate_worker_id(worker)[2:])
+
+
+def worker_ids(count: int) -> list[str]:
+    """``gw0`` … ``gw{count-1}``, the ids pytest-xdist gives ``-n count`` workers."""
+    validate_worker_count(count)
+    return [f"gw{i}" for i in range(count)]
+
+
+def validate_worker_count(count: int) -> int:
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_WORKERS:
+        raise UsageError(f"--workers must be between 1 and {MAX_WORKERS} (got {count!r})")
+    return count
+
+
+def validate_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+        raise UsageError(f"invalid prefix {prefix!r}: use 1-16 lowercase letters or digits, starting with a letter")
+    return prefix
+
+
+def checkout_id(inventory_dir: Path) -> str:
+    """A short, stable id of one checkout: a hash of its inventory folder's real path."""
+    real = os.path.realpath(inventory_dir)
+    return hashlib.sha256(real.encode()).hexdigest()[:8]
+
+
+def validate_checkout_id(checkout: str) -> str:
+    if not _CHECKOUT_RE.fullmatch(checkout):
+        raise UsageError(f"invalid checkout id {checkout!r}")
+    return checkout
+
+
+def worker_vm_name(prefix: str, checkout: str, worker: str) -> str:
+    return f"{validate_prefix(prefix)}-{validate_checkout_id(checkout)}-{validate_worker_id(worker)}"
+
+
+def oneoff_vm_name(prefix: str, checkout: str) -> str:
+    """A one-off VM name: ``{prefix}-{checkout}-x{timestamp}-{pid}-{random}``.
+
+    Timestamp and pid alone collide under ``pytest -n`` (the seed's bug); the random
+    suffix (48 bits) makes a collision between processes vanishingly unlikely.
+    """
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    return f"{validate_prefix(prefix)}-{validate_checkout_id(checkout)}-x{stamp}-{os.getpid()}-{secrets.token_hex(6)}"
+
+
+BASELINE = "baseline"
+WORKER = "worker"
+ONEOFF = "oneoff"
+STANDBY = "standby"
+
+
+def baseline_vm_name(prefix: str, checkout: str, fingerprint: str) -> str:
+    """The per-checkout VM that provisioning makes into the baseline (kept as a machine to
+    clone on OrbStack, committed to an image on Docker). ``z`` makes it sort after the
+    workers: tests that take "the first machine in the list" never get it."""
+    if not re.fullmatch(r"[0-9a-f]{8,}", fingerprint):
+        raise UsageError(f"invalid baseline fingerprint {fingerprint!r}")
+    return f"{validate_prefix(prefix)}-{validate_checkout_id(checkout)}-zbaseline-{fingerprint[:8]}"
+
+
+def standby_vm_name(prefix: str, checkout: str, worker: str) -> str:
+    """A worker's standby (or a VM swapped out of a worker's name, on its way out)."""
+    return f"{worker_vm_name(prefix, checkout, worker)}-s{secrets.token_hex(4)}"
+
+
+_SUFFIX = r"gw(?:0|[1-9][0-9]{0,2})(?:-s[0-9a-f]{8})?|zbaseline-[0-9a-f]{8}|x[0-9]{14}-[0-9]+-[0-9a-f]{12}"
+
+
+def parse_vm_name(prefix: str, name: str) -> tuple[str, str] | None:
+    """Split an orch VM name into (checkout id, suffix): a worker id, a standby
+    (``gw1-s…``), a baseline (``zbaseline-…``) or a one-off (``x…``); None if not orch's form."""
+    m = re.fullmatch(rf"{re.escape(prefix)}-([0-9a-f]{{8}})-({_SUFFIX})", name)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def kind_of(suffix: str) -> str:
+    """What a parsed name's suffix says the VM is."""
+    if suffix.startswith("zbaseline-"):
+        return BASELINE
+    if suffix.startswith("x"):
+        return ONEOFF
+    return STANDBY if "-s" in suffix else WORKER
+
+
+def worker_of(suffix: str) -> str:
+    """The worker id a worker or standby name carries ("" for other kinds)."""
+    return suffix.split("-", 1)[0] if kind_of(suffix) in (WORKER, STANDBY) else ""

@@ -1,0 +1,172 @@
+"""What a test sees of its worker's VM: plain functions and one class, which the pytest
+plugin's fixtures wrap in a few lines each.
+
+The worker's VM is found in the generated inventory (``<inventory dir>/gwN.py``), never
+by guessing names, so a test reaches exactly what ``orch up`` made and recorded. A VM
+is handed to a pyinfra connector only while it runs (pyinfra's ``@docker`` commits and
+removes a stopped container it had to start itself).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from orchestrator.primitives.errors import DeployError, OrchError
+from orchestrator.primitives.naming import validate_worker_id
+from orchestrator.pyinfra.runner import PyinfraSession, ShellResult
+from orchestrator.state import inventory
+
+#: The key under which the pytest controller hands a worker the orch worker id to use
+#: (differs from the xdist id after a crashed worker was replaced).
+WORKERINPUT_KEY = "orch_worker"
+
+
+class WorkerMissing(OrchError):
+    """This pytest worker has no usable VM: ``orch up`` made fewer workers than pytest
+    runs, or its provisioning failed."""
+
+
+class CommandFailed(DeployError):
+    """A command run with ``check=True`` exited non-zero; carries its exit code and output."""
+
+    def __init__(self, vm: str, command: str, result: ShellResult) -> None:
+        detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        super().__init__(f"command failed on {vm} (exit code {result.rc}): {command!r}: {' | '.join(detail) or 'no output'}")
+        self.rc, self.stdout, self.stderr = result.rc, result.stdout, result.stderr
+
+
+def current_worker_id(workerinput: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The orch worker id of this process: the one the controller handed over, else the
+    xdist worker id, else ``gw0`` (a run without xdist)."""
+    env = os.environ if env is None else env
+    if workerinput:
+        chosen = workerinput.get(WORKERINPUT_KEY) or workerinput.get("workerid")
+        if chosen:
+            return validate_worker_id(chosen)
+    return validate_worker_id(env.get("PYTEST_XDIST_WORKER") or "gw0")
+
+
+class Worker:
+    """One worker's VM: its ids, its pyinfra host, and ways to work inside it."""
+
+    def __init__(
+        self,
+        host: inventory.InventoryHost,
+        inventory_path: Path | None = None,
+        *,
+        resetter: Callable[[], None] | None = None,
+        ensure_running: Callable[[], None] | None = None,
+    ) -> None:
+        self.worker_id: str = host.worker
+        self.vm: str = host.vm
+        self.host: str = host.name
+        self.host_data: dict[str, Any] = dict(host.data)
+        self.inventory_path = inventory_path
+        self.provider: str = host.data.get("orch_provider", "")
+        self._session: PyinfraSession | None = None
+        self._resetter = resetter
+        self._ensure_running = ensure_running
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.worker_id} vm={self.vm} host={self.host}>"
+
+    def ensure_running(self) -> None:
+        """Start the VM if it is stopped (after a host or engine restart, or `docker stop`)."""
+        if self._ensure_running is not None:
+            self._ensure_running()
+
+    @property
+    def session(self) -> PyinfraSession:
+        if self._session is None:
+            self.ensure_running()
+            session = PyinfraSession([(self.host, self.host_data)])
+            session.__enter__()
+            self._session = session
+        return self._session
+
+    def refresh(self) -> None:
+        """Read the worker's host again from its inventory (a VM made again, or started
+        again, may have another address)."""
+        if self.inventory_path is None:
+            return
+        host = inventory.read_worker(self.inventory_path.parent, self.worker_id)
+        if host is not None:
+            self.close()
+            self.host, self.host_data = host.name, dict(host.data)
+
+    def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.__exit__(None, None, None)
+
+    def run(self, command: str, *, check: bool = True) -> ShellResult:
+        """Run a shell command in the VM (through pyinfra's connector); the result has
+        ``rc``, ``stdout`` and ``stderr``. With ``check`` (the default) a non-zero exit
+        raises ``CommandFailed``, which carries all three."""
+        result = self.session.shell(command)
+        if check and not result.ok:
+            raise CommandFailed(self.vm, command, result)
+        return result
+
+    def fact(self, fact_cls: type, *args: Any, **kwargs: Any) -> Any:
+        """Read a pyinfra fact, e.g. ``fact(pyinfra.facts.server.Hostname)``."""
+        return self.session.fact(fact_cls, *args, **kwargs)
+
+    def operation(self, op: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run one pyinfra operation, e.g. ``operation(files.directory, path="/x")``;
+        raises ``DeployError`` if it fails (naming the command and its exit code)."""
+        self._raise(self.session.operation(op, *args, **kwargs))
+
+    def deploy(self, func: Callable[..., Any], **kwargs: Any) -> None:
+        """Run a ``@deploy`` function (several operations); raises ``DeployError`` if it fails."""
+        self._raise(self.session.deploy(func, **kwargs))
+
+    def reset(self) -> None:
+        """Put this worker's VM back to its baseline now (same name, same inventory)."""
+        if self._resetter is None:
+            raise OrchError(f"{self.vm} cannot be reset (a one-off VM: make a new one instead)")
+        self.close()
+        self._resetter()
+
+    def _raise(self, failed: dict[str, str]) -> None:
+        if failed:
+            raise DeployError(f"on {self.vm}: {failed.get(self.host, '; '.join(failed.values()))}")
+
+
+def find_worker(
+    inventory_dir: Path,
+    worker_id: str,
+    *,
+    workers_hint: int | None = None,
+    resetter: Callable[[], None] | None = None,
+    ensure_running: Callable[[], None] | None = None,
+) -> Worker:
+    """The worker ``worker_id`` as the generated inventory describes it, or
+    ``WorkerMissing`` naming the command that makes it (or the log that says why not)."""
+    host = inventory.read_worker(inventory_dir, worker_id)
+    if host is None:
+        count = max(workers_hint or 0, int(worker_id[2:]) + 1)
+        raise WorkerMissing(
+            f"orch: worker {worker_id} has no VM (no {inventory.worker_path(inventory_dir, worker_id)}): "
+            f"run `orch up --workers {count}` before pytest, or `pytest --orch-up`"
+        )
+    if host.data.get("orch_failed"):
+        raise WorkerMissing(
+            f"orch: worker {worker_id}'s provisioning failed ({host.data['orch_failed']}); "
+            f"look into it with `orch logs {worker_id}` or `orch shell {worker_id}`, then run `orch up`"
+        )
+    return Worker(host, inventory.worker_path(inventory_dir, worker_id), resetter=resetter, ensure_running=ensure_running)
+
+
+_CURRENT: list[Callable[[], Worker]] = []
+
+
+def current_worker() -> Worker:
+    """This pytest process's worker, for helpers that are plain functions, not fixtures
+    (the same object the ``orch_worker`` fixture gives)."""
+    if not _CURRENT:
+        raise OrchError("no orch worker here: call current_worker() from a test run with orch's pytest plugin")
+    return _CURRENT[-1]()

@@ -1,0 +1,193 @@
+"""The typed settings: every setting of ``[tool.orch]`` declared once, validated by
+pydantic (a wrong type, an unknown key or a typo is one line naming the key). Providers
+declare their own tables on :class:`Model`; ``loader`` reads pyproject, the environment
+and flags into these models.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if sys.version_info >= (3, 11):
+    pass
+else:  # pragma: no cover
+    pass
+
+from orchestrator.primitives import naming
+from orchestrator.primitives.errors import UsageError
+
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Model(BaseModel):
+    """Base of orch's settings tables: unknown keys are errors, a bool is never taken
+    for a number (pydantic would read ``workers = true`` as 1), and a switch is true or
+    false, nothing else (pydantic would read ``standby = "off"``, ``"yes"`` or ``1``)."""
+
+    model_config = _STRICT
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: Any) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+            raise ValueError("must be a number, not true/false")
+        if field is not None and field.annotation is bool and not isinstance(value, bool):
+            raise ValueError(f"must be true or false (got {value!r})")
+        return value
+
+
+Seconds = float
+
+
+class Timeouts(Model):
+    """Per-operation time limits in seconds (``[tool.orch] timeouts = { create = 300 }``)."""
+
+    create: float = Field(180.0, gt=0, allow_inf_nan=False)
+    clone: float = Field(180.0, gt=0, allow_inf_nan=False)
+    image: float = Field(180.0, gt=0, allow_inf_nan=False, description="pull or inspect an image")
+    commit: float = Field(180.0, gt=0, allow_inf_nan=False)
+    delete: float = Field(60.0, gt=0, allow_inf_nan=False)
+    start: float = Field(60.0, gt=0, allow_inf_nan=False)
+    stop: float = Field(60.0, gt=0, allow_inf_nan=False)
+    rename: float = Field(60.0, gt=0, allow_inf_nan=False)
+    ready: float = Field(60.0, gt=0, allow_inf_nan=False)
+    default: float = Field(30.0, gt=0, allow_inf_nan=False, description="everything else (list, inspect, exec)")
+
+    def of(self, operation: str) -> float:
+        value = getattr(self, operation, None) if operation in type(self).model_fields else None
+        return float(value if value is not None else self.default)
+
+
+class SSHSettings(Model):
+    """``[tool.orch.ssh]``: the SSH connector (``connector = "ssh"``)."""
+
+    #: The non-root user orch makes in every VM, with passwordless sudo.
+    user: str = Field("orch", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+def _utf8_path(value: Path) -> Path:
+    try:
+        str(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"path {os.fsencode(value)!r} is not valid UTF-8: choose a folder with a UTF-8 name") from None
+    return value
+
+
+class Settings(Model):
+    root: Path
+    inventory_dir: Path
+    provider: str = ""
+    image: str = ""
+    workers: int = Field(2, ge=1, le=naming.MAX_WORKERS)
+    prefix: str = naming.DEFAULT_PREFIX
+    parallel: int = Field(8, ge=1, le=64)
+    provision: str = "orchestrator.deploys.provision:provision"
+    personalize: str = "orchestrator.deploys.provision:personalize"
+    reset: str = "orchestrator.deploys.reset:reset"
+    legacy_prefixes: list[str] = Field(default_factory=list)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retries: int = Field(4, ge=0, le=20)
+    #: How pyinfra reaches inside VMs: the provider's own connector, or "ssh".
+    connector: str = ""
+    ssh: SSHSettings = Field(default_factory=lambda: SSHSettings())
+    #: Docker engines to spread VMs over (``unix://…``, ``ssh://user@host``, ``tcp://…``).
+    engines: list[str] = Field(default_factory=list)
+    #: The most workers one engine takes (0: no cap).
+    engine_cap: int = Field(0, ge=0, le=naming.MAX_WORKERS)
+    auto_up: bool = False
+    pool: int = Field(0, ge=0, le=64)
+    standby: bool = False
+    #: ``[tool.orch.<provider>]`` tables, each validated by that provider's settings model.
+    provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    #: Where ``provider`` was named (``--provider``, ``ORCH_PROVIDER``, ``[tool.orch]``);
+    #: empty when it was not, and came from the checkout's state or the default.
+    provider_origin: str = ""
+
+    _check_paths = field_validator("root", "inventory_dir")(_utf8_path)
+
+    @field_validator("inventory_dir")
+    @classmethod
+    def _a_folder(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file, not a folder: name a folder (orch makes it if it is missing)")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        try:
+            return naming.validate_prefix(value)
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+
+    @field_validator("connector")
+    @classmethod
+    def _connector(cls, value: str) -> str:
+        if value not in ("", "native", "ssh"):
+            raise ValueError(f"unknown connector {value!r}: choose native or ssh")
+        return value
+
+    @field_validator("engines")
+    @classmethod
+    def _engines(cls, value: list[str]) -> list[str]:
+        for engine in value:
+            if not engine.startswith(("unix://", "ssh://", "tcp://", "npipe://")) or any(c.isspace() for c in engine):
+                raise ValueError(
+                    f"engine {engine!r} is not a Docker host: write unix:///path, ssh://user@host or tcp://host:port"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("an engine is named twice")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if value and (value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value)):
+            raise ValueError(f"invalid image name {value!r}: no spaces, newlines or leading '-'")
+        return value
+
+    @field_validator("provision", "personalize", "reset")
+    @classmethod
+    def _deploy(cls, value: str) -> str:
+        module, sep, attr = value.partition(":")
+        if not sep or not module or not attr.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
+            raise ValueError(f"invalid deploy {value!r}: write it as package.module:function")
+        return value
+
+    @model_validator(mode="after")
+    def _legacy(self) -> Settings:
+        for p in self.legacy_prefixes:
+            if len(p) < 3 or not p[0].isalnum() or p[-1] not in "-_" or not all(c.isalnum() or c in "-_." for c in p):
+                raise ValueError(
+                    f"legacy_prefixes: {p!r} is too broad: give a whole name prefix of 3+ characters "
+                    "ending in '-' or '_' (e.g. test-vm-), so that it cannot match names such as orchestra-db"
+                )
+            if p.startswith(f"{self.prefix}-") or f"{self.prefix}-".startswith(p):
+                raise ValueError(
+                    f"legacy_prefixes: {p!r} overlaps orch's own names ({self.prefix}-…), which sweep judges by their labels"
+                )
+        return self
+
+    @property
+    def checkout(self) -> str:
+        return naming.checkout_id(self.inventory_dir)
+
+    def timeout(self, operation: str) -> float:
+        return self.timeouts.of(operation)
+
+
+#: Settings that are not read from pyproject or the environment by name.
+_INTERNAL = {"root", "provider_options", "provider_origin"}
+SETTINGS = [name for name in Settings.model_fields if name not in _INTERNAL]
+
+
+def finite(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))

@@ -1,0 +1,178 @@
+"""The state file: the single source of truth of what orch has (or is about to have).
+
+Every VM is recorded here *before* the backend is asked to create it, so a crash at any
+point leaves either a record without a VM (the next ``orch up`` recreates it, ``orch
+down`` forgets it) or a VM with a record — never a VM that orch does not know about.
+
+The records of every kind of VM, their phases, and the file's codec (JSON, with the
+migration from orch 0.1's format); ``store`` reads and writes the file under its locks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+VERSION = 2
+
+#: Phases of a VM: recorded before create, then after create, then once provisioned
+#: (or failed: kept so it can be entered, retried by the next ``orch up``).
+CREATING = "creating"
+PROVISIONING = "provisioning"
+READY = "ready"
+FAILED = "failed"
+
+
+@dataclass
+class BaselineRecord:
+    """The VM provisioning made into this checkout's baseline, and the provider's handle."""
+
+    vm: str
+    fingerprint: str = ""
+    parts: dict[str, str] = field(default_factory=dict)
+    phase: str = CREATING
+    ref: str = ""  # the provider's reference once sealed (image id, machine name)
+    seal: dict[str, str] = field(default_factory=dict)  # what the provider saw when sealing
+    created: str = ""
+
+
+@dataclass
+class WorkerRecord:
+    worker: str
+    vm: str
+    phase: str = CREATING
+    created: str = ""
+    fingerprint: str = ""  # of the baseline it was made from
+    error: str = ""  # why it failed (phase failed)
+    engine: str = ""  # where it lives, with several engines
+    #: Why this worker owes a reset (the test that may have changed it): recorded before
+    #: that test's fixtures and body run, cleared only when the worker's VM is made again,
+    #: swapped for its standby or soft-reset. Whoever takes the worker next (a fixture,
+    #: ``orch up``) resets it first.
+    reset_pending: str = ""
+
+
+@dataclass
+class OneoffRecord:
+    vm: str
+    run: str
+    created: str = ""
+    pid: int = 0
+    phase: str = CREATING
+    fingerprint: str = ""
+    pool: bool = False  # an unclaimed VM of the warm pool (run is then "")
+    engine: str = ""
+
+
+@dataclass
+class StandbyRecord:
+    """A worker's standby: a VM made from the baseline, ready to be swapped in."""
+
+    worker: str
+    vm: str
+    phase: str = CREATING
+    created: str = ""
+    fingerprint: str = ""
+    engine: str = ""
+
+
+def _build(cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{cls.__name__} must be a table")
+    unknown = set(raw) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__} has unknown field(s) {', '.join(sorted(unknown))}")
+    return cls(**raw)
+
+
+@dataclass
+class StateData:
+    checkout: str
+    provider: str = ""
+    image: str = ""
+    prefix: str = ""
+    baseline: BaselineRecord | None = None
+    #: Baselines replaced by a newer one, deleted once nothing made from them is left.
+    retired: list[BaselineRecord] = field(default_factory=list)
+    workers: dict[str, WorkerRecord] = field(default_factory=dict)
+    oneoffs: dict[str, OneoffRecord] = field(default_factory=dict)
+    standbys: dict[str, StandbyRecord] = field(default_factory=dict)
+    #: VMs swapped out of a worker's name, deleted in the background.
+    trash: list[str] = field(default_factory=list)
+    version: int = VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> StateData:
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or not isinstance(raw.get("checkout"), str):
+            raise ValueError("not an orch state")
+        if raw.get("version") == 1:
+            raw = _from_v1(raw)
+        if raw.get("version") != VERSION:
+            raise ValueError(f"state version {raw.get('version')!r} is not {VERSION}")
+        for key in ("workers", "oneoffs", "standbys"):
+            if not isinstance(raw.get(key, {}), dict):
+                raise ValueError(f"{key} must be a table")
+        if not isinstance(raw.get("retired", []), list) or not isinstance(raw.get("trash", []), list):
+            raise ValueError("retired and trash must be lists")
+        return cls(
+            checkout=raw["checkout"],
+            provider=str(raw.get("provider", "")),
+            image=str(raw.get("image", "")),
+            prefix=str(raw.get("prefix", "")),
+            baseline=_build(BaselineRecord, raw["baseline"]) if raw.get("baseline") else None,
+            retired=[_build(BaselineRecord, r) for r in raw.get("retired", [])],
+            workers={k: _build(WorkerRecord, v) for k, v in raw.get("workers", {}).items()},
+            oneoffs={k: _build(OneoffRecord, v) for k, v in raw.get("oneoffs", {}).items()},
+            standbys={k: _build(StandbyRecord, v) for k, v in raw.get("standbys", {}).items()},
+            trash=[str(v) for v in raw.get("trash", [])],
+        )
+
+    def sorted_workers(self) -> list[WorkerRecord]:
+        return sorted(self.workers.values(), key=lambda r: int(r.worker[2:]))
+
+    def engines(self) -> dict[str, str]:
+        """{VM: engine} of every VM recorded with one."""
+        recs: list[WorkerRecord | OneoffRecord | StandbyRecord] = [
+            *self.workers.values(),
+            *self.oneoffs.values(),
+            *self.standbys.values(),
+        ]
+        return {r.vm: r.engine for r in recs if r.engine}
+
+    def all_vms(self) -> set[str]:
+        """Every VM name this state records."""
+        names = {r.vm for r in self.workers.values()} | set(self.oneoffs) | {s.vm for s in self.standbys.values()}
+        names |= {b.vm for b in self.retired if b.vm} | set(self.trash)
+        if self.baseline is not None:
+            names.add(self.baseline.vm)
+        return names
+
+
+def _from_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """orch 0.1's state: per-worker baselines and a golden machine. Both become retired
+    baselines (deleted once unused); the workers keep their VMs, and having no fingerprint
+    they are re-provisioned by the next ``orch up``, which says why."""
+    retired: list[dict[str, Any]] = []
+    workers = raw.get("workers", {})
+    if not isinstance(workers, dict):
+        return {**raw, "version": VERSION}  # let the checks name what is wrong
+    workers = dict(workers)
+    for key, rec in workers.items():
+        if isinstance(rec, dict):
+            rec = dict(rec)
+            if rec.get("baseline"):
+                retired.append({"vm": "", "ref": rec["baseline"], "phase": READY})
+            rec.pop("baseline", None)
+        workers[key] = rec
+    if raw.get("golden"):
+        retired.append({"vm": raw["golden"], "ref": raw["golden"], "phase": READY})
+    rest = {k: v for k, v in raw.items() if k not in ("golden", "golden_ready")}
+    return {**rest, "version": VERSION, "workers": workers, "retired": retired, "baseline": None}

@@ -1,0 +1,108 @@
+"""One-off VMs for lifecycle tests (the ``fresh_vm`` fixture): recorded in the state before
+they are made, labelled with the run that owns them (sweep deletes them once that run is
+gone), cloned from the baseline and personalized like a worker.
+
+A run killed while its background deletions ran leaves records of VMs that are gone;
+:func:`forget_gone` drops them (sweep and the next up, status, down or reset call it)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.core import baseline as B
+from orchestrator.core import spares
+from orchestrator.core.steps import WorkerResult
+from orchestrator.primitives import naming
+from orchestrator.primitives.clock import now_iso
+from orchestrator.primitives.errors import DeployError, OrchError
+from orchestrator.state import inventory, leases
+from orchestrator.state.records import CREATING, OneoffRecord
+from orchestrator.state.store import StateStore
+
+if TYPE_CHECKING:
+    from orchestrator.core.context import Orch
+    from orchestrator.providers.base import Provider
+
+log = logging.getLogger(__name__)
+
+
+def create_oneoff(orch: Orch, run: str) -> inventory.InventoryHost:
+    fp = orch.fingerprint()
+    claimed = spares.claim(orch, run, fp)
+    if claimed is not None or orch.settings.pool:
+        orch.maintain_later()  # refill the pool behind the test's back
+    if claimed is not None:
+        return claimed
+    name = naming.oneoff_vm_name(orch.settings.prefix, orch.checkout)
+    with orch.store.transaction() as state:
+        state.oneoffs[name] = OneoffRecord(name, run, now_iso(), os.getpid(), CREATING)
+
+    def record(**changes: object) -> None:
+        with orch.store.transaction() as state:
+            rec = state.oneoffs.get(name)
+            for key, value in changes.items():
+                if rec is not None and hasattr(rec, key):
+                    setattr(rec, key, value)
+
+    result = WorkerResult("oneoff", name, "created")
+    target = B.Target(result, orch.owner(naming.ONEOFF, run=run, fingerprint=fp.value), "oneoff", record)
+    try:
+        baseline, _ = B.ensure(orch, fp)
+        B.clone(orch, fp, baseline, [target])
+        if not result.ok:
+            raise DeployError(f"fresh VM {name}: {result.error}")
+    except BaseException:
+        with contextlib.suppress(OrchError):
+            delete_oneoff(orch, name)
+        raise
+    return orch.host("oneoff", name)
+
+
+def delete_oneoff(orch: Orch, name: str) -> None:
+    orch.provider.call(f"delete {name}", lambda: orch.provider.delete(name))
+    with orch.store.transaction() as state:
+        state.oneoffs.pop(name, None)
+
+
+def forget_gone(store: StateStore, inventory_dir: Path, provider: Provider, *, dry_run: bool = False) -> list[OneoffRecord]:
+    """Drop (unless ``dry_run``) and return the records of one-offs whose run is dead and
+    whose VM is gone: what a run killed during its background deletions leaves.
+
+    Only what is known to be gone goes: a live run's record stays (its VM may be being
+    made, or deleted, right now; a dead run never comes back), so does a pool VM's (the
+    maintainer's), one on an engine that does not answer, and every record of a state
+    written by another provider than this one (it cannot see their VMs). Costs no
+    backend call when no dead run's one-off is recorded."""
+    try:
+        data = store.read()
+    except OrchError:
+        return []  # the command itself says what is wrong with the state
+    if data.provider and data.provider != provider.name:
+        return []
+    dead = [o for o in data.oneoffs.values() if not o.pool and not leases.run_alive(inventory_dir, o.run)]
+    if not dead:
+        return []
+    try:
+        provider.check()
+        unreachable = provider.unreachable_engines()
+        gone = [
+            o for o in dead if not (unreachable and (not o.engine or o.engine in unreachable)) and provider.inspect(o.vm) is None
+        ]
+    except OrchError as err:
+        log.debug("could not look for gone one-offs of %s: %s", inventory_dir, err)  # the command says why
+        return []
+    if gone and not dry_run:
+        with store.transaction() as state:
+            for rec in gone:
+                if state.oneoffs.get(rec.vm) == rec:  # unchanged since it was looked at
+                    state.oneoffs.pop(rec.vm)
+    return gone
+
+
+def forget_gone_oneoffs(orch: Orch) -> list[OneoffRecord]:
+    """:func:`forget_gone` for this checkout (the first step of up, status, down, reset)."""
+    return forget_gone(orch.store, orch.settings.inventory_dir, orch.provider)

@@ -1,0 +1,101 @@
+"""``orch status``: every VM this checkout has — workers, one-offs, standbys and the
+baseline — with its state on the backend, its phase in the state, its age and drift."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from orchestrator.primitives import labels as L
+from orchestrator.primitives import naming
+from orchestrator.primitives.clock import age
+from orchestrator.primitives.errors import EngineUnavailable, OrchError
+from orchestrator.state import inventory
+from orchestrator.verbs.down import baseline_state
+
+if TYPE_CHECKING:
+    from orchestrator.core.context import Orch
+
+
+@dataclass
+class StatusRow:
+    kind: str  # worker, oneoff, standby, baseline
+    worker: str  # the worker id; "oneoff", "pool" or "baseline" for the others
+    vm: str
+    state: str  # running, stopped, missing, unreachable (its engine does not answer), or the backend's word
+    phase: str
+    age_seconds: float | None
+    drift: str  # what changed since it was made ("" when current)
+    inventory: str
+
+
+def status(orch: Orch) -> list[StatusRow]:
+    data = orch.store.read()
+    if not (data.workers or data.oneoffs or data.baseline or data.standbys):
+        return []
+    orch.provider.check()
+    infos = {i.name: i for i in orch.provider.list_vms(all_vms=not orch.provider.has_labels)}
+    try:
+        current = orch.fingerprint()
+    except OrchError:
+        current = None
+
+    def state_of(vm: str, worker: str | None = None) -> tuple[str, float | None]:
+        info = infos.get(vm)
+        if info is None and orch.provider.unreachable_engines():
+            try:  # it may be on an engine that does not answer: not missing, unknown
+                orch.provider.engine_of(vm)
+            except EngineUnavailable as err:
+                return f"unreachable ({str(err)[:160]})", None
+        if info is None or not orch.owns(info, worker):
+            return "missing", None
+        return info.state, age(info.labels.get(L.CREATED) or info.created)
+
+    def drift(fp: str) -> str:
+        if current is None or fp == current.value:
+            return ""
+        parts = data.baseline.parts if data.baseline is not None and data.baseline.fingerprint == fp else {}
+        return current.drift(parts) + " changed"
+
+    rows = []
+    for rec in data.sorted_workers():
+        state, seconds = state_of(rec.vm, rec.worker)
+        path = inventory.worker_path(orch.settings.inventory_dir, rec.worker)
+        phase = rec.phase if not rec.error else f"{rec.phase}: {rec.error[:80]}"
+        if rec.reset_pending:
+            phase += f", reset pending ({rec.reset_pending[:80]})"
+        rows.append(
+            StatusRow(
+                naming.WORKER,
+                rec.worker,
+                rec.vm,
+                state,
+                phase,
+                seconds,
+                drift(rec.fingerprint),
+                str(path) if path.exists() else "",
+            )
+        )
+    for s in sorted(data.standbys.values(), key=lambda s: naming.worker_index(s.worker)):
+        state, seconds = state_of(s.vm, s.worker)
+        rows.append(StatusRow(naming.STANDBY, s.worker, s.vm, state, s.phase, seconds, drift(s.fingerprint), ""))
+    for o in sorted(data.oneoffs.values(), key=lambda o: o.vm):
+        state, seconds = state_of(o.vm)
+        rows.append(
+            StatusRow(naming.ONEOFF, "pool" if o.pool else "oneoff", o.vm, state, o.phase, seconds, drift(o.fingerprint), "")
+        )
+    if data.baseline is not None:
+        b = data.baseline
+        rows.append(
+            StatusRow(
+                naming.BASELINE,
+                "baseline",
+                b.seal.get("tag") or b.vm or b.ref,
+                baseline_state(orch, b),
+                b.phase,
+                age(b.created),
+                drift(b.fingerprint),
+                "",
+            )
+        )
+    return rows
