@@ -5,23 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.core.context import Orch
+from orchestrator.core.context import Context
 from orchestrator.providers.fake import FAKE_IMAGE, FakeDeployer, FakeProvider
 from orchestrator.settings import loader as config
 
 
-def fake_orch(folder: Path, *, provider: FakeProvider | None = None, **overrides: object) -> Orch:
+def fake_orch(folder: Path, *, provider: FakeProvider | None = None, **overrides: object) -> Context:
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "pyproject.toml").exists():
         (folder / "pyproject.toml").write_text(f'[tool.orch]\nprovider = "docker"\nimage = "{FAKE_IMAGE}"\nretries = 2\n')
     settings = config.load(cwd=folder, env={}, overrides=overrides)
     fake = provider or FakeProvider(settings)
-    orch = Orch(settings, provider=fake, deployer=FakeDeployer(fake))
+    orch = Context(settings, provider=fake, deployer=FakeDeployer(fake))
     orch.maintain_later = lambda: None  # tests call maintain_now() when they want it
     return orch
 
 
-def maintain_now(orch: Orch) -> None:
+def maintain_now(orch: Context) -> None:
     """What the background ``orch maintain`` does, inline (the fake lives in this process)."""
     from orchestrator.core.spares import maintain, wanted
 

@@ -18,14 +18,14 @@ from typing import Any
 import click
 
 from orchestrator import __version__
-from orchestrator.core.context import Orch
+from orchestrator.core.context import Context
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError, UsageError
 from orchestrator.settings import loader as config
 from orchestrator.state.store import StateStore
 
 
-class Context:
+class Invocation:
     """Shared by all commands: the global options, and the core built from them lazily."""
 
     def __init__(self, inventory_dir: Path | None, provider: str | None, prefix: str | None) -> None:
@@ -37,8 +37,8 @@ class Context:
     def settings(self, **more: object) -> config.Settings:
         return config.load(overrides={**self.overrides, **more})
 
-    def orch(self, **more: object) -> Orch:
-        return Orch(self.settings(**more), report=self.progress)
+    def context(self, **more: object) -> Context:
+        return Context(self.settings(**more), report=self.progress)
 
     def progress(self, worker: str, message: str) -> None:
         if self.quiet:
@@ -50,7 +50,7 @@ class Context:
         click.echo("orch: another orch command is running in this checkout; waiting for it to finish…", err=True)
 
 
-pass_ctx = click.make_pass_decorator(Context)
+pass_invocation = click.make_pass_decorator(Invocation)
 
 
 class OneLineUsageError(click.ClickException):
@@ -171,7 +171,7 @@ def cli(
         # pyinfra's own messages stay out of orch's output (orch reads them to say why a
         # deploy failed, and writes them to the per-VM logs)
         logging.getLogger("pyinfra").propagate = False
-    ctx.obj = Context(inventory_dir, provider, prefix)
+    ctx.obj = Invocation(inventory_dir, provider, prefix)
     ctx.obj.overrides["connector"] = connector
     ctx.obj.quiet = quiet
 

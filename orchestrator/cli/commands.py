@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from orchestrator.cli import Context, cli, complete_workers, pass_ctx
+from orchestrator.cli import Invocation, cli, complete_workers, pass_invocation
 from orchestrator.core.steps import WorkerResult
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import human, parse_duration
@@ -103,9 +103,9 @@ def _count(value: str | None, default: int) -> int:
 @FORCE
 @NO_WAIT
 @JSON
-@pass_ctx
+@pass_invocation
 def up(
-    obj: Context,
+    obj: Invocation,
     workers: str | None,
     image: str | None,
     parallel: int | None,
@@ -124,11 +124,11 @@ def up(
     image, orch or provider settings changed) re-provisioned, each saying why. Asking for
     more workers adds them; fewer leaves the extra ones alone unless --prune.
     """
-    orch = obj.orch(image=image, parallel=parallel, pool=pool, standby=standby)
-    count = _count(workers, orch.settings.workers)
+    context = obj.context(image=image, parallel=parallel, pool=pool, standby=standby)
+    count = _count(workers, context.settings.workers)
     t = time.monotonic()
-    results = orch.up(count, prune=prune, wait=not no_wait, on_wait=obj.waiting, reprovision=reprovision, force=force)
-    click.echo(f"inventories: {orch.settings.inventory_dir}", err=True)
+    results = context.up(count, prune=prune, wait=not no_wait, on_wait=obj.waiting, reprovision=reprovision, force=force)
+    click.echo(f"inventories: {context.settings.inventory_dir}", err=True)
     failed = [r for r in results if not r.ok]
     hint = (
         f"; see `orch logs {failed[0].worker}` or enter it with `orch shell {failed[0].worker}`"
@@ -138,7 +138,7 @@ def up(
     _finish(
         results,
         t,
-        f"orch up: {count} worker(s) on {orch.provider.name}",
+        f"orch up: {count} worker(s) on {context.provider.name}",
         as_json,
         f"{len(failed)} worker(s) failed (see above){hint}; run `orch up` again to retry them",
     )
@@ -147,14 +147,14 @@ def up(
 @cli.command()
 @JSON
 @click.option("-q", "--quiet", "names_only", is_flag=True, help="Print only the VM names, one per line.")
-@pass_ctx
-def status(obj: Context, as_json: bool, names_only: bool) -> None:
+@pass_invocation
+def status(obj: Invocation, as_json: bool, names_only: bool) -> None:
     """List this checkout's VMs: workers, one-offs, standbys and the baseline, with their
     state (running, stopped, missing, or unreachable when its engine does not answer),
     phase (with "reset pending" for a worker a marked test left to reset), age and drift
     (what changed since made)."""
-    orch = obj.orch()
-    rows = orch.status()
+    context = obj.context()
+    rows = context.status()
     if as_json:
         _json([asdict(r) for r in rows])
         return
@@ -170,7 +170,7 @@ def status(obj: Context, as_json: bool, names_only: bool) -> None:
         for r in rows
     ]
     _table(
-        f"orch ({orch.settings.inventory_dir}, {orch.provider.name})",
+        f"orch ({context.settings.inventory_dir}, {context.provider.name})",
         ["kind", "worker", "vm", "state", "phase", "age", "drift", "inventory"],
         table,
         stderr=False,
@@ -182,17 +182,17 @@ def status(obj: Context, as_json: bool, names_only: bool) -> None:
 @FORCE
 @NO_WAIT
 @JSON
-@pass_ctx
-def down(obj: Context, workers: tuple[str, ...], force: bool, no_wait: bool, as_json: bool) -> None:
+@pass_invocation
+def down(obj: Invocation, workers: tuple[str, ...], force: bool, no_wait: bool, as_json: bool) -> None:
     """Delete WORKERS (default: all of this checkout's) and their inventories.
 
     Only VMs that orch recorded and labelled for this checkout are deleted. When no worker
     is left, one-offs of finished runs, the pool and the baseline go too. Refused while a
     pytest run uses the workers, unless --force.
     """
-    orch = obj.orch()
+    context = obj.context()
     t = time.monotonic()
-    results = orch.down(workers, wait=not no_wait, on_wait=obj.waiting, force=force)
+    results = context.down(workers, wait=not no_wait, on_wait=obj.waiting, force=force)
     if not results:
         click.echo("no workers to delete", err=True)
     _finish(results, t, "orch down", as_json, "some VMs could not be deleted (see above); run `orch down` again")
@@ -200,15 +200,15 @@ def down(obj: Context, workers: tuple[str, ...], force: bool, no_wait: bool, as_
 
 @cli.command()
 @NO_WAIT
-@pass_ctx
-def repair(obj: Context, no_wait: bool) -> None:
+@pass_invocation
+def repair(obj: Invocation, no_wait: bool) -> None:
     """Rebuild a lost, corrupt or truncated state file from the backend.
 
     Every VM that is this checkout's by name and labels is recorded again (the damaged
     file is kept as state.json.damaged); workers whose baseline is unknown are marked
     unfinished so the next `orch up` makes them again. Inventories are rewritten.
     """
-    data = obj.orch().repair(wait=not no_wait, on_wait=obj.waiting)
+    data = obj.context().repair(wait=not no_wait, on_wait=obj.waiting)
     click.echo(f"state rebuilt: {len(data.workers)} worker(s); run `orch up` to finish any unfinished one", err=True)
 
 
@@ -219,9 +219,9 @@ def repair(obj: Context, no_wait: bool) -> None:
 @FORCE
 @NO_WAIT
 @JSON
-@pass_ctx
+@pass_invocation
 def reset(
-    obj: Context, workers: tuple[str, ...], all_workers: bool, soft: bool, force: bool, no_wait: bool, as_json: bool
+    obj: Invocation, workers: tuple[str, ...], all_workers: bool, soft: bool, force: bool, no_wait: bool, as_json: bool
 ) -> None:
     """Put WORKERS (e.g. gw1 gw3, or --all) back to their baseline.
 
@@ -236,9 +236,9 @@ def reset(
         raise UsageError("name the workers to reset (e.g. `orch reset gw1`), or pass --all")
     if workers and all_workers:
         raise UsageError("give worker ids or --all, not both")
-    orch = obj.orch()
+    context = obj.context()
     t = time.monotonic()
-    results = orch.reset(workers, soft=soft, wait=not no_wait, on_wait=obj.waiting, force=force)
+    results = context.reset(workers, soft=soft, wait=not no_wait, on_wait=obj.waiting, force=force)
     _finish(
         results,
         t,
@@ -261,8 +261,8 @@ def reset(
     is_flag=True,
     help="Also delete VMs named with legacy test prefixes (test-vm-, pytest-worker-, …) and [tool.orch] legacy_prefixes.",
 )
-@pass_ctx
-def sweep(obj: Context, dry_run: bool, as_json: bool, older_than: str | None, legacy: bool) -> None:
+@pass_invocation
+def sweep(obj: Invocation, dry_run: bool, as_json: bool, older_than: str | None, legacy: bool) -> None:
     """Delete orphaned test VMs: only orch's, never a live run's.
 
     \b
@@ -303,12 +303,12 @@ def sweep(obj: Context, dry_run: bool, as_json: bool, older_than: str | None, le
 
 
 @cli.command(hidden=True)
-@pass_ctx
-def maintain(obj: Context) -> None:
+@pass_invocation
+def maintain(obj: Invocation) -> None:
     """Make missing spares (pool VMs, standbys) and delete swapped-out VMs: what orch
     starts in the background after a claim or a swap."""
     from orchestrator.core.spares import maintain as run
 
-    failed = run(obj.orch())
+    failed = run(obj.context())
     if failed:
         raise OrchError(f"{len(failed)} spare(s) could not be made: {failed[0].error}")

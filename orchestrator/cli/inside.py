@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from orchestrator.cli import Context, cli, complete_workers, pass_ctx
+from orchestrator.cli import Invocation, cli, complete_workers, pass_invocation
 from orchestrator.primitives.errors import UsageError
 from orchestrator.state import inventory
 
@@ -17,8 +17,8 @@ from orchestrator.state import inventory
 @cli.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("worker", shell_complete=complete_workers)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@pass_ctx
-def exec_(obj: Context, worker: str, command: tuple[str, ...]) -> None:
+@pass_invocation
+def exec_(obj: Invocation, worker: str, command: tuple[str, ...]) -> None:
     """Run COMMAND in WORKER's VM: `orch exec gw1 -- ls -l /etc`.
 
     Its stdout, stderr and exit code are passed through. A stopped VM is started first.
@@ -26,22 +26,22 @@ def exec_(obj: Context, worker: str, command: tuple[str, ...]) -> None:
     argv = list(command[1:] if command[:1] == ("--",) else command)
     if not argv:  # checked here, not by click, to name the fix in one line
         raise UsageError(f"name a command to run: orch exec {worker} -- CMD ARGS…")
-    orch = obj.orch()
-    [rec] = orch.records([worker], orch.store.read())
-    orch.ensure_running(rec.vm, rec.worker)
-    proc = subprocess.run(orch.connector.exec_argv(rec.vm, argv, interactive=False), stdin=None)
+    context = obj.context()
+    [rec] = context.records([worker], context.store.read())
+    context.ensure_running(rec.vm, rec.worker)
+    proc = subprocess.run(context.connector.exec_argv(rec.vm, argv, interactive=False), stdin=None)
     sys.exit(proc.returncode)
 
 
 @cli.command()
 @click.argument("worker", shell_complete=complete_workers)
-@pass_ctx
-def shell(obj: Context, worker: str) -> None:
+@pass_invocation
+def shell(obj: Invocation, worker: str) -> None:
     """Open an interactive shell (bash if the VM has it, else sh) in WORKER's VM."""
-    orch = obj.orch()
-    [rec] = orch.records([worker], orch.store.read())
-    orch.ensure_running(rec.vm, rec.worker)
-    argv = orch.connector.exec_argv(
+    context = obj.context()
+    [rec] = context.records([worker], context.store.read())
+    context.ensure_running(rec.vm, rec.worker)
+    argv = context.connector.exec_argv(
         rec.vm, ["sh", "-c", "command -v bash >/dev/null && exec bash -l || exec sh -l"], interactive=sys.stdin.isatty()
     )
     sys.stdout.flush()
@@ -50,15 +50,15 @@ def shell(obj: Context, worker: str) -> None:
 
 @cli.command()
 @click.argument("worker", shell_complete=complete_workers)
-@pass_ctx
-def logs(obj: Context, worker: str) -> None:
+@pass_invocation
+def logs(obj: Invocation, worker: str) -> None:
     """Print pyinfra's output of the deploys run in WORKER (provision, personalize, reset).
 
     The file is <inventory dir>/.orch/logs/WORKER.log; the newest run is at its end.
     """
-    orch = obj.orch()
-    inventory.worker_path(orch.settings.inventory_dir, worker)  # validates the id
-    path = orch.logs_dir / f"{worker}.log"
+    context = obj.context()
+    inventory.worker_path(context.settings.inventory_dir, worker)  # validates the id
+    path = context.logs_dir / f"{worker}.log"
     if not path.is_file():
         raise UsageError(f"no log for {worker} yet ({path}): logs are written when a deploy runs in it (orch up, reset)")
     click.echo(path.read_text(encoding="utf-8", errors="replace"), nl=False)

@@ -32,7 +32,7 @@ from orchestrator.pyinfra.loading import source_hash
 from orchestrator.state.records import CREATING, FAILED, PROVISIONING, READY, BaselineRecord
 
 if TYPE_CHECKING:
-    from orchestrator.core.context import Orch
+    from orchestrator.core.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,17 @@ class Fingerprint:
         return " and ".join(changed)
 
 
-def fingerprint(orch: Orch) -> Fingerprint:
-    settings, provider = orch.settings, orch.provider
-    provision, personalize = orch.load(settings.provision), orch.load(settings.personalize)
-    image_id = orch.image_id()
+def fingerprint(ctx: Context) -> Fingerprint:
+    settings, provider = ctx.settings, ctx.provider
+    provision, personalize = ctx.load(settings.provision), ctx.load(settings.personalize)
+    image_id = ctx.image_id()
     vm_settings = json.dumps([provider.name, provider.vm_settings()], sort_keys=True)
     parts = {
         "deploy": _short(f"{settings.provision}={source_hash(provision)};{settings.personalize}={source_hash(personalize)}"),
-        "image": _short(f"{orch.image}={image_id}"),
-        "orch": orch.version,
+        "image": _short(f"{ctx.image}={image_id}"),
+        "orch": ctx.version,
         "provider": _short(
-            f"{vm_settings};connector={orch.connector.name};{settings.ssh.user if orch.connector.name == 'ssh' else ''}"
+            f"{vm_settings};connector={ctx.connector.name};{settings.ssh.user if ctx.connector.name == 'ssh' else ''}"
         ),
     }
     return Fingerprint(_short(json.dumps(parts, sort_keys=True)), parts)
@@ -95,41 +95,41 @@ class Target:
         return self.result.vm
 
 
-def _create(orch: Orch, target: Target, make: Callable[[], None]) -> None:
+def _create(ctx: Context, target: Target, make: Callable[[], None]) -> None:
     """Create, tolerating that an earlier attempt that timed out already did: a VM of
     that name that is ours is deleted and made again; anyone else's is an error."""
-    provider = orch.provider
-    attempts = orch.settings.retries + 2
+    provider = ctx.provider
+    attempts = ctx.settings.retries + 2
     for attempt in range(attempts):
         try:
             provider.call(f"create {target.vm}", make)
             return
         except VMExists as err:
             info = provider.inspect(target.vm)
-            if info is not None and not orch.owns(info, target.owner.worker or None):
-                raise PermanentProviderError(orch.not_ours(target.vm)) from err
+            if info is not None and not ctx.owns(info, target.owner.worker or None):
+                raise PermanentProviderError(ctx.not_ours(target.vm)) from err
             if attempt == attempts - 1:
                 raise
             provider.call(f"delete {target.vm}", lambda: provider.delete(target.vm))
 
 
-def _ready(orch: Orch, target: Target) -> None:
-    target.record(phase=PROVISIONING, engine=orch.provider.engine_of(target.vm))
+def _ready(ctx: Context, target: Target) -> None:
+    target.record(phase=PROVISIONING, engine=ctx.provider.engine_of(target.vm))
     with timed(target.result, "ready"):
-        orch.wait_ready(target.vm)
+        ctx.wait_ready(target.vm)
 
 
-def _finish(orch: Orch, targets: list[Target], funcs: list[Callable[..., object]], title: str, fp: str) -> None:
+def _finish(ctx: Context, targets: list[Target], funcs: list[Callable[..., object]], title: str, fp: str) -> None:
     """Run the deploys on the targets that got this far; record each as ready or failed."""
     live = [t for t in targets if t.result.ok]
     if not live:
         return
     for t in live:
-        orch.report(t.result.worker, f"{title} in {t.vm}")
+        ctx.report(t.result.worker, f"{title} in {t.vm}")
     from orchestrator.deploys.provision import mark
 
     with timed(live[0].result, "provision"):
-        results = orch.deploy([(t.ident, t.vm) for t in live], [*funcs, mark], title, orch_fingerprint=fp)
+        results = ctx.deploy([(t.ident, t.vm) for t in live], [*funcs, mark], title, orch_fingerprint=fp)
     took = live[0].result.seconds.get("provision", 0.0)
     for t in live:
         if t is not live[0]:
@@ -142,68 +142,68 @@ def _finish(orch: Orch, targets: list[Target], funcs: list[Callable[..., object]
             error = outcome.error + (f" (log: {outcome.log})" if outcome.log else "")
             t.result.fail(error)
             t.record(phase=FAILED, error=error)
-            orch.report(t.result.worker, f"failed: {error}")
+            ctx.report(t.result.worker, f"failed: {error}")
 
 
-def ensure(orch: Orch, fp: Fingerprint, *, first: list[Target] | None = None) -> tuple[Baseline, bool]:
+def ensure(ctx: Context, fp: Fingerprint, *, first: list[Target] | None = None) -> tuple[Baseline, bool]:
     """A baseline that is current and intact, rebuilt if it is not (say why). With
     ``first``, VMs that need making anyway are made from the image beside a rebuilt
     baseline; returns (baseline, whether they were)."""
-    with orch.baseline_lock():
-        rec = orch.store.read().baseline
-        why = _unusable(orch, fp, rec)
+    with ctx.baseline_lock():
+        rec = ctx.store.read().baseline
+        why = _unusable(ctx, fp, rec)
         if why is None and rec is not None:
             return Baseline(rec.ref, rec.seal), False
-        orch.report("baseline", f"building the baseline: {why}")
-        return build(orch, fp, first or []), True
+        ctx.report("baseline", f"building the baseline: {why}")
+        return build(ctx, fp, first or []), True
 
 
-def _unusable(orch: Orch, fp: Fingerprint, rec: BaselineRecord | None) -> str | None:
+def _unusable(ctx: Context, fp: Fingerprint, rec: BaselineRecord | None) -> str | None:
     if rec is None:
         return "there is none yet"
     if rec.phase != READY or not rec.ref:
         return "the last one was not finished"
     if rec.fingerprint != fp.value:
         return f"{fp.drift(rec.parts)} changed since it was made"
-    return orch.provider.call("verify the baseline", lambda: orch.provider.verify(Baseline(rec.ref, rec.seal)))
+    return ctx.provider.call("verify the baseline", lambda: ctx.provider.verify(Baseline(rec.ref, rec.seal)))
 
 
-def build(orch: Orch, fp: Fingerprint, first: list[Target]) -> Baseline:
+def build(ctx: Context, fp: Fingerprint, first: list[Target]) -> Baseline:
     """Make the baseline (and ``first``) from the image, provision, seal; caller holds
     the baseline lock. Raises when the baseline could not be made."""
-    provider, settings = orch.provider, orch.settings
-    name = naming.baseline_vm_name(settings.prefix, orch.checkout, fp.value)
-    with orch.store.transaction() as data:
+    provider, settings = ctx.provider, ctx.settings
+    name = naming.baseline_vm_name(settings.prefix, ctx.checkout, fp.value)
+    with ctx.store.transaction() as data:
         if data.baseline is not None:
             data.retired.append(data.baseline)
         data.baseline = BaselineRecord(name, fp.value, dict(fp.parts), CREATING, created=now_iso())
 
     def record(**changes: object) -> None:
-        with orch.store.transaction() as data:
+        with ctx.store.transaction() as data:
             if data.baseline is not None and data.baseline.vm == name:
                 for key, value in changes.items():
                     if hasattr(data.baseline, key):
                         setattr(data.baseline, key, value)
 
-    owner = orch.owner(naming.BASELINE, fingerprint=fp.value)
+    owner = ctx.owner(naming.BASELINE, fingerprint=fp.value)
     base = Target(WorkerResult("baseline", name, "created"), owner, "baseline", record)
     everyone = [base, *first]
     for t in first:
-        t.owner = orch.owner(t.owner.kind, worker=t.owner.worker, run=t.owner.run, fingerprint=fp.value)
+        t.owner = ctx.owner(t.owner.kind, worker=t.owner.worker, run=t.owner.run, fingerprint=fp.value)
 
     def make(t: Target) -> None:
         with timed(t.result, "create"):
-            _create(orch, t, lambda: provider.create(t.vm, orch.image, t.owner))
+            _create(ctx, t, lambda: provider.create(t.vm, ctx.image, t.owner))
             provider.wait_ready(t.vm)
-            orch.connector.prepare(t.vm)
-        _ready(orch, t)
+            ctx.connector.prepare(t.vm)
+        _ready(ctx, t)
 
-    orch.report("baseline", f"creating {name} and {len(first)} more from {orch.image}")
-    provider.map(lambda t: guard(t.result, orch.report, lambda: make(t)), everyone)
+    ctx.report("baseline", f"creating {name} and {len(first)} more from {ctx.image}")
+    provider.map(lambda t: guard(t.result, ctx.report, lambda: make(t)), everyone)
     _finish(
-        orch,
+        ctx,
         everyone,
-        [orch.load(settings.provision), orch.load(settings.personalize)],
+        [ctx.load(settings.provision), ctx.load(settings.personalize)],
         f"provisioning with {settings.provision}",
         fp.value,
     )
@@ -214,15 +214,15 @@ def build(orch: Orch, fp: Fingerprint, first: list[Target]) -> Baseline:
             record(seal={"tag": tag})
         sealed = provider.call(f"seal {name}", lambda: provider.seal(name, owner))
     record(phase=READY, ref=sealed.ref, seal=sealed.seal)
-    orch.report("baseline", f"{name} sealed ({base.result.seconds.get('total', 0):.1f}s)")
-    drop_retired(orch)
+    ctx.report("baseline", f"{name} sealed ({base.result.seconds.get('total', 0):.1f}s)")
+    drop_retired(ctx)
     return sealed
 
 
-def clone(orch: Orch, fp: Fingerprint, baseline: Baseline, targets: list[Target], *, replace: bool = False) -> None:
+def clone(ctx: Context, fp: Fingerprint, baseline: Baseline, targets: list[Target], *, replace: bool = False) -> None:
     """Make ``targets`` from the baseline (``replace``: in place of VMs of the same name)
     and personalize them. A baseline found changed after its seal is rebuilt once."""
-    provider = orch.provider
+    provider = ctx.provider
 
     why: list[str] = []
 
@@ -231,31 +231,31 @@ def clone(orch: Orch, fp: Fingerprint, baseline: Baseline, targets: list[Target]
             if replace:
                 provider.call(f"delete {t.vm}", lambda: provider.delete(t.vm))
             try:
-                _create(orch, t, lambda: provider.clone(baseline, t.vm, t.owner))
+                _create(ctx, t, lambda: provider.clone(baseline, t.vm, t.owner))
             except BaselineTainted as err:
                 t.tainted = True
                 why.append(str(err))
                 return
-        _ready(orch, t)
+        _ready(ctx, t)
 
-    provider.map(lambda t: guard(t.result, orch.report, lambda: make(t)), targets)
+    provider.map(lambda t: guard(t.result, ctx.report, lambda: make(t)), targets)
     tainted = [t for t in targets if t.tainted]
     if tainted:
-        with orch.baseline_lock():
-            orch.report("baseline", f"rebuilding the baseline: {why[0]}")
-            baseline = build(orch, fp, [])
+        with ctx.baseline_lock():
+            ctx.report("baseline", f"rebuilding the baseline: {why[0]}")
+            baseline = build(ctx, fp, [])
         for t in tainted:
             t.tainted = False
-        provider.map(lambda t: guard(t.result, orch.report, lambda: make(t)), tainted)
+        provider.map(lambda t: guard(t.result, ctx.report, lambda: make(t)), tainted)
         for t in tainted:
             if t.tainted:
                 t.result.fail(f"the rebuilt baseline is still changed after its seal: {why[-1]}")
-    _finish(orch, targets, [orch.load(orch.settings.personalize)], "personalizing", fp.value)
+    _finish(ctx, targets, [ctx.load(ctx.settings.personalize)], "personalizing", fp.value)
 
 
-def drop_retired(orch: Orch) -> None:
+def drop_retired(ctx: Context) -> None:
     """Delete replaced baselines (and unfinished baseline VMs) that nothing needs."""
-    data = orch.store.read()
+    data = ctx.store.read()
     current = {data.baseline.vm, data.baseline.ref} - {""} if data.baseline is not None else set()
     kept = []
     for rec in data.retired:
@@ -263,11 +263,11 @@ def drop_retired(orch: Orch) -> None:
             continue  # rebuilt under the same name: that is the current one now
         try:
             if rec.vm and rec.vm != rec.ref:
-                orch.provider.call(f"delete {rec.vm}", functools.partial(orch.provider.delete, rec.vm))
-            if rec.ref and not orch.provider.drop(Baseline(rec.ref, rec.seal)):
+                ctx.provider.call(f"delete {rec.vm}", functools.partial(ctx.provider.delete, rec.vm))
+            if rec.ref and not ctx.provider.drop(Baseline(rec.ref, rec.seal)):
                 kept.append(rec)
         except OrchError as err:
             log.warning("cannot delete the old baseline %s yet: %s", rec.ref or rec.vm, err)
             kept.append(rec)
-    with orch.store.transaction() as state:
+    with ctx.store.transaction() as state:
         state.retired = [r for r in state.retired if r in kept or r not in data.retired]

@@ -37,7 +37,7 @@ from orchestrator.providers.base import WaitStrategy
 from orchestrator.state.store import _not_a_file, _regular_or_missing
 
 if TYPE_CHECKING:
-    from orchestrator.core.context import Orch
+    from orchestrator.core.context import Context
 
 log = logging.getLogger(__name__)
 KINDS = ("", "native", "ssh")
@@ -48,9 +48,9 @@ class Connector:
 
     name = "native"
 
-    def __init__(self, orch: Orch) -> None:
-        self.orch = orch
-        self.provider = orch.provider
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.provider = ctx.provider
 
     def setup(self, *, repair: bool = False) -> None:
         """Before a command reaches inside VMs: what the connector keeps in the checkout is
@@ -126,11 +126,11 @@ class SSHConnector(Connector):
 
     name = "ssh"
 
-    def __init__(self, orch: Orch) -> None:
-        super().__init__(orch)
-        self.user = orch.settings.ssh.user
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.user = ctx.settings.ssh.user
         self.port = 22
-        self.dir = orch.store.dir / "ssh"
+        self.dir = ctx.store.dir / "ssh"
         self.key = self.dir / "id_ed25519"
         self.host_key = self.dir / "host_ed25519"
         self.known_hosts = self.dir / "known_hosts.d"
@@ -152,8 +152,8 @@ class SSHConnector(Connector):
     def reauthorize(self) -> None:
         """The checkout's keys made again: every recorded VM authorizes them now (a VM that
         cannot be reached now takes them when it is next made ready)."""
-        self.orch.report("ssh", f"{self.dir} had lost a key: made a new one; authorizing it in the VMs")
-        data = self.orch.store.read()
+        self.ctx.report("ssh", f"{self.dir} had lost a key: made a new one; authorizing it in the VMs")
+        data = self.ctx.store.read()
         vms = [r.vm for r in data.sorted_workers()] + [s.vm for s in data.standbys.values()] + list(data.oneoffs)
 
         def sync(vm: str) -> None:
@@ -189,7 +189,7 @@ class SSHConnector(Connector):
 
     def _first_use(self) -> bool:
         """No key was ever handed to a VM of this checkout: making them is no repair."""
-        return not os.path.lexists(self.dir) and not self.orch.store.read().workers
+        return not os.path.lexists(self.dir) and not self.ctx.store.read().workers
 
     def keys(self) -> tuple[str, str, str]:
         """(user public key, host private key, host public key) of this checkout. Made on
@@ -208,13 +208,13 @@ class SSHConnector(Connector):
             os.chmod(self.dir, 0o700)  # orch's own folder: checked above, not a symlink
             _write(self.dir / ".gitignore", "*\n", 0o644)
             if any(p in missing for p in host):
-                host_private, host_public = _ed25519(f"orch-host@{self.orch.checkout}")
+                host_private, host_public = _ed25519(f"orch-host@{self.ctx.checkout}")
                 _write(self.host_key, host_private, 0o600)
                 _write(self.host_key.with_suffix(".pub"), host_public, 0o644)
                 for old in self.known_hosts.glob("*") if self.known_hosts.is_dir() else []:
                     old.unlink()  # they name the old host key
             if any(p in missing for p in user):
-                private, public = _ed25519(f"orch@{self.orch.checkout}")
+                private, public = _ed25519(f"orch@{self.ctx.checkout}")
                 _write(self.key.with_suffix(".pub"), public, 0o644)
                 _write(self.key, private, 0o600)
         return (
@@ -230,7 +230,7 @@ class SSHConnector(Connector):
         return " ".join(f"{k}={shlex.quote(v)}" for k, v in values) + "; export U K HK HP"
 
     def prepare(self, vm: str) -> None:
-        result = self.provider.exec(vm, ["sh", "-c", f"{self._env()}; {PREPARE}"], timeout=self.orch.settings.timeout("create"))
+        result = self.provider.exec(vm, ["sh", "-c", f"{self._env()}; {PREPARE}"], timeout=self.ctx.settings.timeout("create"))
         if not result.ok:
             raise PermanentProviderError(f"cannot set up SSH in {vm}: {result.stderr.strip() or result.stdout.strip()}", vm=vm)
 
@@ -246,7 +246,7 @@ class SSHConnector(Connector):
                 data = sock.recv(64)
             return None if data.startswith(b"SSH-") else f"no SSH banner yet ({data[:20]!r})"
 
-        WaitStrategy(timeout=self.orch.settings.timeout("ready"), interval=0.1, tolerate=(OSError,)).wait(f"sshd in {vm}", banner)
+        WaitStrategy(timeout=self.ctx.settings.timeout("ready"), interval=0.1, tolerate=(OSError,)).wait(f"sshd in {vm}", banner)
         return time.monotonic() - started
 
     def known_hosts_file(self, address: str) -> Path:
@@ -312,14 +312,14 @@ def _write(path: Path, text: str, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def connector_for(orch: Orch) -> Connector:
-    kind = orch.settings.connector
+def connector_for(ctx: Context) -> Connector:
+    kind = ctx.settings.connector
     if kind in ("", "native"):
-        return Connector(orch)
+        return Connector(ctx)
     if kind == "ssh":
         from orchestrator.providers.base import Provider
 
-        if type(orch.provider).address is Provider.address:
-            raise ConfigError(f"connector ssh needs VMs with an address: the {orch.provider.name} provider has none")
-        return SSHConnector(orch)
+        if type(ctx.provider).address is Provider.address:
+            raise ConfigError(f"connector ssh needs VMs with an address: the {ctx.provider.name} provider has none")
+        return SSHConnector(ctx)
     raise ConfigError(f"unknown connector {kind!r}: choose native or ssh (--connector, ORCH_CONNECTOR, [tool.orch] connector)")

@@ -49,7 +49,7 @@ class Deployer(Protocol):
     def run(self, hosts: list[HostSpec], funcs: list[Callable[..., Any]], *, title: str = "") -> dict[str, DeployResult]: ...
 
 
-class Orch:
+class Context:
     """One checkout's VMs on one provider."""
 
     def __init__(

@@ -38,7 +38,7 @@ from orchestrator.primitives.errors import CheckoutGone, OrchError
 from orchestrator.state.records import CREATING, READY, OneoffRecord, StandbyRecord
 
 if TYPE_CHECKING:
-    from orchestrator.core.context import Orch
+    from orchestrator.core.context import Context
     from orchestrator.providers.base import Baseline, VMInfo
     from orchestrator.state.inventory import InventoryHost
 
@@ -46,10 +46,10 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def maintaining(orch: Orch, *, wait: bool = True) -> Iterator[bool]:
+def maintaining(ctx: Context, *, wait: bool = True) -> Iterator[bool]:
     """Held by the one process that makes spares and empties the trash."""
-    orch.store.ensure_dir()
-    lock = FileLock(str(orch.store.dir / "maintain.lock"))
+    ctx.store.ensure_dir()
+    lock = FileLock(str(ctx.store.dir / "maintain.lock"))
     try:
         lock.acquire(timeout=-1 if wait else 0)
     except Exception:  # filelock.Timeout: another maintainer is at it
@@ -61,12 +61,12 @@ def maintaining(orch: Orch, *, wait: bool = True) -> Iterator[bool]:
         lock.release()
 
 
-def wanted(orch: Orch) -> Path:
+def wanted(ctx: Context) -> Path:
     """A flag: someone claimed or swapped since the maintainer last looked."""
-    return orch.store.dir / "maintain.wanted"
+    return ctx.store.dir / "maintain.wanted"
 
 
-def maintain(orch: Orch) -> list[WorkerResult]:
+def maintain(ctx: Context) -> list[WorkerResult]:
     """Refill spares until nobody asked for more while it worked (what ``orch maintain``
     does); a refill asked for while it finished is never lost.
 
@@ -74,68 +74,68 @@ def maintain(orch: Orch) -> list[WorkerResult]:
     never makes a state, a folder or a lock again (``existing_only``), and stops at the
     first sign. What it made meanwhile carries the gone folder's location in its labels
     (or the registry), so sweep deletes it as an orphan of a gone checkout."""
-    if not orch.store.exists():
+    if not ctx.store.exists():
         return []  # no state: nothing to refill, and no folder to make for it
-    orch.store.existing_only = True
+    ctx.store.existing_only = True
     try:
-        return _refill(orch)
+        return _refill(ctx)
     except CheckoutGone as err:
         log.warning("stopping: %s", err)
         return []
 
 
-def _refill(orch: Orch) -> list[WorkerResult]:
+def _refill(ctx: Context) -> list[WorkerResult]:
     failed: list[WorkerResult] = []
     while True:
-        with maintaining(orch, wait=not failed) as mine:
+        with maintaining(ctx, wait=not failed) as mine:
             if not mine:
                 return failed
             while True:
-                wanted(orch).unlink(missing_ok=True)
-                if not orch.store.read().workers:
+                wanted(ctx).unlink(missing_ok=True)
+                if not ctx.store.read().workers:
                     return failed
-                fp = orch.fingerprint()
-                baseline, _ = B.ensure(orch, fp)
-                failed = [r for r in fill(orch, fp, baseline) if not r.ok]
-                if failed or not wanted(orch).exists():
+                fp = ctx.fingerprint()
+                baseline, _ = B.ensure(ctx, fp)
+                failed = [r for r in fill(ctx, fp, baseline) if not r.ok]
+                if failed or not wanted(ctx).exists():
                     break
-        if failed or not wanted(orch).exists():
+        if failed or not wanted(ctx).exists():
             return failed
 
 
-def fill(orch: Orch, fp: B.Fingerprint, baseline: Baseline) -> list[WorkerResult]:
+def fill(ctx: Context, fp: B.Fingerprint, baseline: Baseline) -> list[WorkerResult]:
     """Empty the trash, drop spares made from another baseline, and make the missing
     standbys and pool VMs (caller holds the maintain lock).
 
     Standbys first, in a batch of their own: a reset that finds no standby pays a whole
     hard reset, a claim that finds the pool empty only one VM, and a small batch is ready
     sooner than one that also makes the pool."""
-    empty_trash(orch)
-    _drop_stale(orch, fp)
-    data = orch.store.read()
+    empty_trash(ctx)
+    _drop_stale(ctx, fp)
+    data = ctx.store.read()
     standbys: list[B.Target] = []
-    if orch.settings.standby:
+    if ctx.settings.standby:
         for rec in data.sorted_workers():
             if rec.phase == READY and rec.worker not in data.standbys:
-                standbys.append(_standby(orch, rec.worker, rec.vm, fp))
+                standbys.append(_standby(ctx, rec.worker, rec.vm, fp))
     if standbys:
-        B.clone(orch, fp, baseline, standbys)
-    data = orch.store.read()
-    missing = orch.settings.pool - sum(1 for o in data.oneoffs.values() if o.pool)
-    pooled = [_pooled(orch, fp) for _ in range(max(0, missing))]
-    _shrink_pool(orch, -missing)
+        B.clone(ctx, fp, baseline, standbys)
+    data = ctx.store.read()
+    missing = ctx.settings.pool - sum(1 for o in data.oneoffs.values() if o.pool)
+    pooled = [_pooled(ctx, fp) for _ in range(max(0, missing))]
+    _shrink_pool(ctx, -missing)
     if pooled:
-        B.clone(orch, fp, baseline, pooled)
+        B.clone(ctx, fp, baseline, pooled)
     return [t.result for t in (*standbys, *pooled)]
 
 
-def _standby(orch: Orch, worker: str, worker_vm: str, fp: B.Fingerprint) -> B.Target:
-    name = naming.standby_vm_name(orch.settings.prefix, orch.checkout, worker)
-    with orch.store.transaction() as state:
+def _standby(ctx: Context, worker: str, worker_vm: str, fp: B.Fingerprint) -> B.Target:
+    name = naming.standby_vm_name(ctx.settings.prefix, ctx.checkout, worker)
+    with ctx.store.transaction() as state:
         state.standbys[worker] = StandbyRecord(worker, name, CREATING, now_iso(), fp.value)
 
     def record(**changes: object) -> None:
-        with orch.store.transaction() as state:
+        with ctx.store.transaction() as state:
             rec = state.standbys.get(worker)
             if rec is not None and rec.vm == name:
                 for key, value in changes.items():
@@ -144,51 +144,51 @@ def _standby(orch: Orch, worker: str, worker_vm: str, fp: B.Fingerprint) -> B.Ta
 
     # made_as: a swap renames it, so after a lost state a VM under a standby's form of
     # name is a standby only while it still has the name it was made under (repair)
-    owner = dataclasses.replace(orch.owner(naming.STANDBY, worker=worker, fingerprint=fp.value), hostname=worker_vm, made_as=name)
+    owner = dataclasses.replace(ctx.owner(naming.STANDBY, worker=worker, fingerprint=fp.value), hostname=worker_vm, made_as=name)
     return B.Target(WorkerResult(worker, name, "standby"), owner, worker, record)
 
 
-def _pooled(orch: Orch, fp: B.Fingerprint) -> B.Target:
-    name = naming.oneoff_vm_name(orch.settings.prefix, orch.checkout)
-    with orch.store.transaction() as state:
+def _pooled(ctx: Context, fp: B.Fingerprint) -> B.Target:
+    name = naming.oneoff_vm_name(ctx.settings.prefix, ctx.checkout)
+    with ctx.store.transaction() as state:
         state.oneoffs[name] = OneoffRecord(name, "", now_iso(), os.getpid(), CREATING, fp.value, pool=True)
 
     def record(**changes: object) -> None:
-        with orch.store.transaction() as state:
+        with ctx.store.transaction() as state:
             rec = state.oneoffs.get(name)
             for key, value in changes.items():
                 if rec is not None and hasattr(rec, key) and key != "error":
                     setattr(rec, key, value)
 
-    return B.Target(WorkerResult("pool", name, "pooled"), orch.owner(naming.ONEOFF, fingerprint=fp.value), "oneoff", record)
+    return B.Target(WorkerResult("pool", name, "pooled"), ctx.owner(naming.ONEOFF, fingerprint=fp.value), "oneoff", record)
 
 
-def _drop_stale(orch: Orch, fp: B.Fingerprint) -> None:
+def _drop_stale(ctx: Context, fp: B.Fingerprint) -> None:
     """Spares made from another baseline, or left unfinished, are deleted."""
-    data = orch.store.read()
+    data = ctx.store.read()
     stale = [s.vm for s in data.standbys.values() if s.fingerprint != fp.value or s.phase != READY]
     stale += [o.vm for o in data.oneoffs.values() if o.pool and (o.fingerprint != fp.value or o.phase != READY)]
-    delete_spares(orch, stale)
+    delete_spares(ctx, stale)
 
 
-def _shrink_pool(orch: Orch, extra: int) -> None:
+def _shrink_pool(ctx: Context, extra: int) -> None:
     if extra <= 0:
         return
-    data = orch.store.read()
-    delete_spares(orch, [o.vm for o in data.oneoffs.values() if o.pool][:extra])
+    data = ctx.store.read()
+    delete_spares(ctx, [o.vm for o in data.oneoffs.values() if o.pool][:extra])
 
 
-def delete_spares(orch: Orch, names: list[str]) -> None:
+def delete_spares(ctx: Context, names: list[str]) -> None:
     """Delete these spares (or trash) and forget each once it is gone; one that cannot be
     deleted now stays recorded, for the next time."""
 
     def one(name: str) -> None:
         try:
-            orch.provider.call(f"delete {name}", lambda: orch.provider.delete(name))
+            ctx.provider.call(f"delete {name}", lambda: ctx.provider.delete(name))
         except OrchError as err:
             log.warning("could not delete spare %s: %s", name, err)
             return
-        with orch.store.transaction() as state:
+        with ctx.store.transaction() as state:
             state.oneoffs.pop(name, None)
             for worker, rec in list(state.standbys.items()):
                 if rec.vm == name:
@@ -196,105 +196,105 @@ def delete_spares(orch: Orch, names: list[str]) -> None:
             if name in state.trash:
                 state.trash.remove(name)
 
-    orch.provider.map(one, names)
+    ctx.provider.map(one, names)
 
 
-def empty_trash(orch: Orch) -> None:
+def empty_trash(ctx: Context) -> None:
     """Delete the VMs swapped out of workers. A swap records the trash name before the
     old VM takes it (so a crash never leaks it) and drops the worker's standby record
     only after both renames: a trash name whose VM is missing while that worker still has
     a standby record may be a swap in flight, and is kept for the next time (``orch
     down`` deletes the standbys first, so it forgets such a name)."""
-    data = orch.store.read()
+    data = ctx.store.read()
     doomed = []
     for name in data.trash:
-        parsed = naming.parse_vm_name(orch.settings.prefix, name)
+        parsed = naming.parse_vm_name(ctx.settings.prefix, name)
         worker = naming.worker_of(parsed[1]) if parsed else ""
-        if worker in data.standbys and orch.provider.inspect(name) is None:
+        if worker in data.standbys and ctx.provider.inspect(name) is None:
             continue
         doomed.append(name)
-    delete_spares(orch, doomed)
+    delete_spares(ctx, doomed)
 
 
 # -- using spares ------------------------------------------------------------------------
 
 
-def claim(orch: Orch, run: str, fp: B.Fingerprint) -> InventoryHost | None:
+def claim(ctx: Context, run: str, fp: B.Fingerprint) -> InventoryHost | None:
     """Take a ready pool VM for ``run``, or None when the pool is empty."""
-    with orch.store.transaction() as state:
+    with ctx.store.transaction() as state:
         ready = [o for o in state.oneoffs.values() if o.pool and o.phase == READY and o.fingerprint == fp.value]
         if not ready:
             return None
         rec = min(ready, key=lambda o: o.created)
         rec.pool, rec.run, rec.pid = False, run, os.getpid()
-    info = orch.provider.inspect(rec.vm)
+    info = ctx.provider.inspect(rec.vm)
     if info is None or not info.running:
         with contextlib.suppress(OrchError):
-            orch.delete_oneoff(rec.vm)
+            ctx.delete_oneoff(rec.vm)
         return None
-    return orch.host("oneoff", rec.vm)
+    return ctx.host("oneoff", rec.vm)
 
 
-def swap(orch: Orch, result: WorkerResult, fp: B.Fingerprint, info: VMInfo | None) -> bool:
+def swap(ctx: Context, result: WorkerResult, fp: B.Fingerprint, info: VMInfo | None) -> bool:
     """Swap the worker's ready standby in under its name; False if it has none. ``info``:
     the worker's VM as the caller just saw it (checked to be orch's), or None.
 
     The standby answered when it was made and is seen running just before the swap; a
     rename keeps a VM running, so after it only the connector is waited for (the reset
     a test waits for is then two renames and two looks, not a new readiness probe)."""
-    provider = orch.provider
-    data = orch.store.read()
+    provider = ctx.provider
+    data = ctx.store.read()
     standby = data.standbys.get(result.worker)
     if not provider.can_rename or standby is None or standby.phase != READY or standby.fingerprint != fp.value:
         return False
     start = time.monotonic()
     seen = provider.inspect(standby.vm)
     if seen is None or not seen.running:
-        orch.report(result.worker, f"its standby is {seen.state if seen else 'missing'}; resetting from the baseline instead")
+        ctx.report(result.worker, f"its standby is {seen.state if seen else 'missing'}; resetting from the baseline instead")
         return False
-    trash = naming.standby_vm_name(orch.settings.prefix, orch.checkout, result.worker)
-    with orch.store.transaction() as state:
+    trash = naming.standby_vm_name(ctx.settings.prefix, ctx.checkout, result.worker)
+    with ctx.store.transaction() as state:
         state.trash.append(trash)  # recorded before the old VM takes that name
     try:
         if info is not None:
             provider.call(f"rename {result.vm}", lambda: provider.rename(result.vm, trash))
         provider.call(f"rename {standby.vm}", lambda: provider.rename(standby.vm, result.vm))
     except OrchError as err:
-        orch.report(result.worker, f"swap failed ({err}); resetting from the baseline instead")
+        ctx.report(result.worker, f"swap failed ({err}); resetting from the baseline instead")
         return False
-    with orch.store.transaction() as state:
+    with ctx.store.transaction() as state:
         state.standbys.pop(result.worker, None)
         rec = state.workers.get(result.worker)
         if rec is not None:  # the worker is its ready, clean standby now (even if it was left unfinished)
             rec.fingerprint, rec.created, rec.reset_pending = fp.value, standby.created, ""
             rec.phase, rec.error = READY, ""
     result.add("swap", time.monotonic() - start)
-    guard(result, orch.report, lambda: result.add("ready", orch.connector.ready(result.vm)))
+    guard(result, ctx.report, lambda: result.add("ready", ctx.connector.ready(result.vm)))
     result.action = "swapped"
     return True
 
 
-def spawn_maintainer(orch: Orch) -> None:
+def spawn_maintainer(ctx: Context) -> None:
     """Start ``orch maintain`` in the background for this checkout (its output goes to
     ``.orch/logs/maintain.log``)."""
-    if not (orch.settings.pool or orch.settings.standby or orch.store.read().trash):
+    if not (ctx.settings.pool or ctx.settings.standby or ctx.store.read().trash):
         return
-    wanted(orch).touch()  # first: a maintainer at work sees it before it stops
-    with maintaining(orch, wait=False) as free:
+    wanted(ctx).touch()  # first: a maintainer at work sees it before it stops
+    with maintaining(ctx, wait=False) as free:
         if not free:
             return
-    orch.logs_dir.mkdir(parents=True, exist_ok=True)
+    ctx.logs_dir.mkdir(parents=True, exist_ok=True)
     argv = [
-        *[sys.executable, "-m", "orchestrator.cli", "--inventory-dir", str(orch.settings.inventory_dir)],
-        *["--provider", orch.settings.provider, "--prefix", orch.settings.prefix],
-        *(["--connector", orch.settings.connector] if orch.settings.connector else []),
+        *[sys.executable, "-m", "orchestrator.cli", "--inventory-dir", str(ctx.settings.inventory_dir)],
+        *["--provider", ctx.settings.provider, "--prefix", ctx.settings.prefix],
+        *(["--connector", ctx.settings.connector] if ctx.settings.connector else []),
         "maintain",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    with (orch.logs_dir / "maintain.log").open("a") as out:
+    with (ctx.logs_dir / "maintain.log").open("a") as out:
         subprocess.Popen(
             argv,
-            cwd=orch.settings.root,
+            cwd=ctx.settings.root,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.core.context import Orch
+from orchestrator.core.context import Context
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError
 from orchestrator.pytest_plugin.worker import _CURRENT, WORKERINPUT_KEY, Worker, WorkerMissing, current_worker_id, find_worker
@@ -124,7 +124,7 @@ class OrchRun:
         except OrchError as err:
             raise pytest.UsageError(f"orch: {err}") from err
         self.workerinput: dict[str, Any] = getattr(config, "workerinput", None) or {}
-        self._orch: Orch | None = None
+        self._orch: Context | None = None
         self._lease: Lease | None = None
         self.worker: Worker | None = None  # this process's worker, once a test asked for it
         self.owes_reset = ""  # why this process's worker still needs a reset (its last one failed)
@@ -133,9 +133,9 @@ class OrchRun:
         self._deletions: list[Future[None]] = []
 
     @property
-    def orch(self) -> Orch:
+    def ctx(self) -> Context:
         if self._orch is None:
-            self._orch = Orch(self.settings)
+            self._orch = Context(self.settings)
             self._orch.remember_image = True
         return self._orch
 
@@ -175,7 +175,7 @@ class OrchRun:
 
     def _delete(self, vm: str) -> None:
         try:
-            self.orch.delete_oneoff(vm)
+            self.ctx.delete_oneoff(vm)
         except OrchError as err:
             log.warning("could not delete one-off %s (left to `orch sweep`): %s", vm, err)
 
@@ -226,7 +226,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
         assert run is not None
         try:
-            decisions = sweep(run.settings, run.orch.provider)
+            decisions = sweep(run.settings, run.ctx.provider)
         except OrchError as err:
             raise pytest.UsageError(f"orch sweep: {err}") from err
         deleted = [d.vm for d in decisions if d.result == "deleted"]
@@ -237,10 +237,10 @@ def _bring_up(config: pytest.Config, run: OrchRun) -> None:
     count = workers_needed(config)
     started = time.monotonic()
     _say(config, f"orch: bringing up {count} worker(s) on {run.settings.provider} (--orch-up)")
-    orch = Orch(run.settings, report=lambda who, msg: _say(config, f"orch: [{time.monotonic() - started:5.1f}s] {who}: {msg}"))
-    orch.own_run = run.run_id  # the run's own lease names these workers: not a run to protect from itself
+    ctx = Context(run.settings, report=lambda who, msg: _say(config, f"orch: [{time.monotonic() - started:5.1f}s] {who}: {msg}"))
+    ctx.own_run = run.run_id  # the run's own lease names these workers: not a run to protect from itself
     try:
-        results = orch.up(count)
+        results = ctx.up(count)
     except OrchError as err:
         raise pytest.UsageError(f"orch up: {err}") from err
     failed = [r for r in results if not r.ok]
@@ -262,7 +262,7 @@ def get_worker(config: pytest.Config) -> Worker:
     if run.worker is None:
         worker_id = current_worker_id(run.workerinput)
         run.lease.use(worker_id)  # a lease that says which worker this process uses
-        run.orch.connector.setup()  # a deleted SSH key: one line naming `orch up`
+        run.ctx.connector.setup()  # a deleted SSH key: one line naming `orch up`
         _take(run, worker_id)
         run.worker = find_worker(
             run.settings.inventory_dir,
@@ -289,25 +289,25 @@ def _unfit(data: StateData, worker_id: str) -> str | None:
 def _take(run: OrchRun, worker_id: str) -> None:
     """Before a test first gets its worker: one that is unfinished or owes a reset is made
     again from the baseline (or the run stops in one line naming `orch up`)."""
-    why = _unfit(run.orch.store.read(), worker_id)
+    why = _unfit(run.ctx.store.read(), worker_id)
     if why is None:
         return
-    with run.orch.store.command_lock():  # an `orch up` or `orch reset` at work finishes it: wait
-        why = _unfit(run.orch.store.read(), worker_id)
+    with run.ctx.store.command_lock():  # an `orch up` or `orch reset` at work finishes it: wait
+        why = _unfit(run.ctx.store.read(), worker_id)
     if why is None:
         return
     others = leases.scan(run.settings.inventory_dir).others(run.lease.session, worker_id)
     if others:  # another pytest run is at it (its marked test, its reset): never under its feet
         raise WorkerMissing(f"orch: {worker_id} {why}, and another pytest run uses it (run {others[0]}): wait for it to end")
     log.warning("orch: %s %s: making it again from its baseline", worker_id, why)
-    [result] = run.orch.reset([worker_id], lock=False, finish=True)
+    [result] = run.ctx.reset([worker_id], lock=False, finish=True)
     if not result.ok:
         raise WorkerMissing(f"orch: {worker_id} {why}, and making it again failed ({result.error}): run `orch up`")
 
 
 def _ensure(run: OrchRun, worker_id: str) -> None:
     assert run.worker is not None
-    if run.orch.ensure_running(run.worker.vm, worker_id):
+    if run.ctx.ensure_running(run.worker.vm, worker_id):
         log.warning("orch: %s's VM %s was stopped; started it", worker_id, run.worker.vm)
         run.worker.refresh()
 
@@ -329,7 +329,7 @@ def _reset(run: OrchRun, worker_id: str) -> None:
     if run.worker is not None:
         run.worker.close()  # its connection points at the VM being replaced
     # finish: its own worker, whatever a reset that failed before left of it
-    [result] = run.orch.reset([worker_id], lock=False, finish=True)
+    [result] = run.ctx.reset([worker_id], lock=False, finish=True)
     if not result.ok:
         raise OrchError(f"reset of {worker_id} failed: {result.error}")
     run.owes_reset = ""
@@ -372,7 +372,7 @@ def fresh_vm(request: pytest.FixtureRequest) -> Iterator[Callable[[], Worker]]:
 
     def make() -> Worker:
         try:
-            worker = Worker(run.orch.create_oneoff(run.run_id))
+            worker = Worker(run.ctx.create_oneoff(run.run_id))
         except OrchError as err:
             _fail(err)
         made.append(worker)
@@ -410,7 +410,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def _owe(run: OrchRun) -> None:
     """Record the reset this process's marked test will owe its worker."""
     worker_id = current_worker_id(run.workerinput)
-    with run.orch.store.transaction() as state:
+    with run.ctx.store.transaction() as state:
         if worker_id in state.workers:
             state.workers[worker_id].reset_pending = run.marking
 

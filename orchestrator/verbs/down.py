@@ -28,34 +28,39 @@ from orchestrator.state.records import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.core.context import Orch
+    from orchestrator.core.context import Context
 
 
 def down(
-    orch: Orch, workers: Iterable[str] = (), *, wait: bool = True, on_wait: Callable[[], None] | None = None, force: bool = False
+    ctx: Context,
+    workers: Iterable[str] = (),
+    *,
+    wait: bool = True,
+    on_wait: Callable[[], None] | None = None,
+    force: bool = False,
 ) -> list[WorkerResult]:
     from orchestrator.core.spares import empty_trash, maintaining
 
     asked = [naming.validate_worker_id(w) for w in workers]
-    with orch.store.command_lock(wait=wait, on_wait=on_wait), maintaining(orch):
-        data = orch.store.read()
-        targets = [r.worker for r in orch.records(asked, data)]
+    with ctx.store.command_lock(wait=wait, on_wait=on_wait), maintaining(ctx):
+        data = ctx.store.read()
+        targets = [r.worker for r in ctx.records(asked, data)]
         if targets:
-            orch.refuse_live("deleting them", targets, force)
+            ctx.refuse_live("deleting them", targets, force)
         if targets or data.oneoffs or data.baseline or data.retired:
-            orch.provider.check()
-        results = delete_workers(orch, targets)
-        empty_trash(orch)
-        results += _leftovers(orch)
-        orch.write_inventories()
+            ctx.provider.check()
+        results = delete_workers(ctx, targets)
+        empty_trash(ctx)
+        results += _leftovers(ctx)
+        ctx.write_inventories()
     return results
 
 
-def delete_workers(orch: Orch, workers: list[str]) -> list[WorkerResult]:
+def delete_workers(ctx: Context, workers: list[str]) -> list[WorkerResult]:
     """Delete these workers' VMs (and standbys) and forget them; a VM that is not orch's
     is left alone and only forgotten."""
-    provider = orch.provider
-    data = orch.store.read()
+    provider = ctx.provider
+    data = ctx.store.read()
     records = [data.workers[w] for w in workers if w in data.workers]
 
     def delete(rec: WorkerRecord) -> WorkerResult:
@@ -64,98 +69,98 @@ def delete_workers(orch: Orch, workers: list[str]) -> list[WorkerResult]:
         def step() -> None:
             with timed(result, "delete"):
                 info = provider.inspect(rec.vm)
-                if info is not None and not orch.owns(info, rec.worker):
-                    orch.report(rec.worker, f"{rec.vm} is not orch's: left alone")
+                if info is not None and not ctx.owns(info, rec.worker):
+                    ctx.report(rec.worker, f"{rec.vm} is not orch's: left alone")
                     result.action = "forgotten"
                 elif info is not None:
                     provider.call(f"delete {rec.vm}", lambda: provider.delete(rec.vm))
                 standby = data.standbys.get(rec.worker)
                 if standby is not None:
                     provider.call(f"delete {standby.vm}", lambda: provider.delete(standby.vm))
-                with orch.store.transaction() as state:
+                with ctx.store.transaction() as state:
                     state.workers.pop(rec.worker, None)
                     state.standbys.pop(rec.worker, None)
-            orch.report(rec.worker, f"{rec.vm} {result.action}")
+            ctx.report(rec.worker, f"{rec.vm} {result.action}")
 
-        return guard(result, orch.report, step, what="delete failed: ")
+        return guard(result, ctx.report, step, what="delete failed: ")
 
     return provider.map(delete, records)
 
 
-def _leftovers(orch: Orch) -> list[WorkerResult]:
+def _leftovers(ctx: Context) -> list[WorkerResult]:
     """Once no worker is left: one-offs of runs that are gone, the pool, then the baseline
     and the registry entry, when nothing else of this checkout remains."""
-    data = orch.store.read()
+    data = ctx.store.read()
     if data.workers:
         return []
     results = []
-    doomed = [o for o in data.oneoffs.values() if o.pool or not leases.run_alive(orch.settings.inventory_dir, o.run)]
+    doomed = [o for o in data.oneoffs.values() if o.pool or not leases.run_alive(ctx.settings.inventory_dir, o.run)]
     for rec in doomed:
         result = WorkerResult("oneoff", rec.vm, "deleted")
-        results.append(guard(result, orch.report, functools.partial(orch.delete_oneoff, rec.vm), what="delete failed: "))
-    data = orch.store.read()
+        results.append(guard(result, ctx.report, functools.partial(ctx.delete_oneoff, rec.vm), what="delete failed: "))
+    data = ctx.store.read()
     if data.oneoffs:
         return results
-    with orch.store.transaction() as state:
+    with ctx.store.transaction() as state:
         if state.baseline is not None:
             state.retired.append(state.baseline)
             state.baseline = None
-    drop_retired(orch)
-    data = orch.store.read()
+    drop_retired(ctx)
+    data = ctx.store.read()
     if not data.retired:
-        registry.unregister(orch.checkout)
+        registry.unregister(ctx.checkout)
         if data.baseline is None:
-            orch.report("baseline", "deleted")
+            ctx.report("baseline", "deleted")
     return results
 
 
-def repair(orch: Orch, *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> StateData:
+def repair(ctx: Context, *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> StateData:
     """Rebuild the state from the backend: every VM that is this checkout's by name (and
     labels). The damaged file is kept as ``state.json.damaged``. A worker whose
     fingerprint is unknown is recorded as unfinished, so the next ``orch up`` makes it again."""
-    provider, prefix = orch.provider, orch.settings.prefix
-    with orch.store.command_lock(wait=wait, on_wait=on_wait):
+    provider, prefix = ctx.provider, ctx.settings.prefix
+    with ctx.store.command_lock(wait=wait, on_wait=on_wait):
         provider.check()
         mine = []
         for info in provider.list_vms():
             found, _ = claim(info, prefix, provider.has_labels)
-            if found is not None and found.checkout == orch.checkout:
+            if found is not None and found.checkout == ctx.checkout:
                 mine.append((info, found))
-        stored = sorted((b for b in provider.stored_baselines() if b.checkout == orch.checkout), key=lambda b: b.created)
+        stored = sorted((b for b in provider.stored_baselines() if b.checkout == ctx.checkout), key=lambda b: b.created)
         owed: dict[str, str] = {}  # resets the old state says are owed: never lost by a rebuild
-        if orch.store.path.exists():
+        if ctx.store.path.exists():
             try:
-                owed = {r.vm: r.reset_pending for r in orch.store.read().workers.values() if r.reset_pending}
+                owed = {r.vm: r.reset_pending for r in ctx.store.read().workers.values() if r.reset_pending}
             except StateError:
-                orch.store.path.replace(orch.store.path.with_name("state.json.damaged"))
-        with orch.store.transaction(repair=True) as data:
+                ctx.store.path.replace(ctx.store.path.with_name("state.json.damaged"))
+        with ctx.store.transaction(repair=True) as data:
             data.workers.clear()
             data.oneoffs.clear()
             data.standbys.clear()
             data.provider, data.prefix = provider.name, prefix
-            data.image = data.image or orch.image
+            data.image = data.image or ctx.image
             data.baseline, data.retired = None, []
             fingerprints = set()
             doomed: list[str] = []
             for info, found in mine:
-                fp = info.labels.get(L.FINGERPRINT, "") or _marked(orch, info)
+                fp = info.labels.get(L.FINGERPRINT, "") or _marked(ctx, info)
                 phase = READY if fp else PROVISIONING
                 created = info.labels.get(L.CREATED, info.created)
                 if found.kind == naming.STANDBY:
-                    why = _not_a_standby(orch, info, fp)
+                    why = _not_a_standby(ctx, info, fp)
                     if not why and found.worker in data.standbys:
                         why = f"{found.worker} already has the standby {data.standbys[found.worker].vm}"
                     if why:  # in doubt, trash: deleted below, never handed out
                         doomed.append(info.name)
                         if info.name not in data.trash:
                             data.trash.append(info.name)  # recorded first: a crash never leaks it
-                        orch.report(found.worker, f"found {info.name} ({info.state}): not a standby ({why}); deleting it")
+                        ctx.report(found.worker, f"found {info.name} ({info.state}): not a standby ({why}); deleting it")
                         continue
                 if found.kind == naming.WORKER:
-                    half = _half_made(orch, info, found.worker)
+                    half = _half_made(ctx, info, found.worker)
                     if half:  # in doubt, unfinished: the next taker makes it again
                         phase = PROVISIONING
-                        orch.report(found.worker, f"{info.name} may be half made ({half})")
+                        ctx.report(found.worker, f"{info.name} may be half made ({half})")
                     data.workers[found.worker] = WorkerRecord(
                         found.worker, info.name, phase, created, fp, reset_pending=owed.get(info.name, "")
                     )
@@ -166,7 +171,7 @@ def repair(orch: Orch, *, wait: bool = True, on_wait: Callable[[], None] | None 
                     data.oneoffs[info.name] = OneoffRecord(info.name, info.labels.get(L.RUN, ""), created, 0, READY, fp)
                 else:  # a baseline machine whose seal orch no longer knows: rebuilt when needed
                     data.retired.append(BaselineRecord(info.name, phase=PROVISIONING))
-                orch.report(found.worker or found.kind, f"found {info.name} ({info.state}), recorded as {phase}")
+                ctx.report(found.worker or found.kind, f"found {info.name} ({info.state}), recorded as {phase}")
             for b in stored:
                 tag = b.name.rsplit(":", 1)[-1]
                 rec = BaselineRecord("", tag, {}, READY, b.ref, {"tag": b.name}, b.created)
@@ -174,28 +179,28 @@ def repair(orch: Orch, *, wait: bool = True, on_wait: Callable[[], None] | None 
                     data.baseline = rec
                 else:
                     data.retired.append(rec)
-        delete_spares(orch, doomed)
-        orch.write_inventories()
-        return orch.store.read()
+        delete_spares(ctx, doomed)
+        ctx.write_inventories()
+        return ctx.store.read()
 
 
-def _marked(orch: Orch, info: VMInfo) -> str:
+def _marked(ctx: Context, info: VMInfo) -> str:
     """The fingerprint orch wrote inside a running VM (backends without labels)."""
-    return "" if orch.provider.has_labels else _inside(orch, info, "/var/lib/orch/fingerprint")
+    return "" if ctx.provider.has_labels else _inside(ctx, info, "/var/lib/orch/fingerprint")
 
 
-def _inside(orch: Orch, info: VMInfo, path: str) -> str:
+def _inside(ctx: Context, info: VMInfo, path: str) -> str:
     """What orch's ``mark`` wrote at ``path`` inside a running VM ("" when it cannot tell)."""
     if not info.running:
         return ""
     try:
-        result = orch.provider.exec(info.name, ["cat", path])
+        result = ctx.provider.exec(info.name, ["cat", path])
     except OrchError:
         return ""
     return result.stdout.strip() if result.ok else ""
 
 
-def _half_made(orch: Orch, info: VMInfo, worker: str) -> str:
+def _half_made(ctx: Context, info: VMInfo, worker: str) -> str:
     """Why a running VM under a worker's name may be half made ("" when orch's last step
     ran in it). Its labels are set when it is created, and a clone inherits the baseline's
     marks: only the name orch's ``mark`` wrote at the end says it was finished, as this
@@ -203,41 +208,41 @@ def _half_made(orch: Orch, info: VMInfo, worker: str) -> str:
     looked into: its labels are all there is."""
     if not info.running:
         return ""
-    made_as = _inside(orch, info, "/var/lib/orch/made-as")
+    made_as = _inside(ctx, info, "/var/lib/orch/made-as")
     if made_as and made_as in (info.name, info.labels.get(L.MADE_AS)):
         return ""
-    parsed = naming.parse_vm_name(orch.settings.prefix, made_as)
+    parsed = naming.parse_vm_name(ctx.settings.prefix, made_as)
     swapped_in = parsed is not None and naming.kind_of(parsed[1]) == naming.STANDBY and naming.worker_of(parsed[1]) == worker
-    if not orch.provider.has_labels and swapped_in and parsed is not None and parsed[0] == orch.checkout:
+    if not ctx.provider.has_labels and swapped_in and parsed is not None and parsed[0] == ctx.checkout:
         return ""  # its standby, swapped in
     return "orch's last step never ran in it"
 
 
-def _not_a_standby(orch: Orch, info: VMInfo, fp: str) -> str:
+def _not_a_standby(ctx: Context, info: VMInfo, fp: str) -> str:
     """Why a VM under a standby's form of name is not to be trusted as one ("" if it is).
 
     A swap renames the worker's old, dirty VM to that same form of name, and only the VM
     itself can tell them apart once the state is lost: a standby still has the name it
     was made under (its ``orch.made-as`` label, and the name orch's ``mark`` wrote inside
     at its last step), and is running. Anything else is trash, or was never finished."""
-    if orch.provider.has_labels and info.labels.get(L.MADE_AS) != info.name:
+    if ctx.provider.has_labels and info.labels.get(L.MADE_AS) != info.name:
         return "its orch.made-as label does not name it: swapped out of its worker"
     if not info.running:
         return f"it is {info.state}"
-    made_as = _inside(orch, info, "/var/lib/orch/made-as")
+    made_as = _inside(ctx, info, "/var/lib/orch/made-as")
     if made_as != info.name:
         return "the name inside it is another: swapped out of its worker" if made_as else "it was never finished"
-    if not fp or _inside(orch, info, "/var/lib/orch/fingerprint") != fp:
+    if not fp or _inside(ctx, info, "/var/lib/orch/fingerprint") != fp:
         return "it was never finished"
     return ""
 
 
-def baseline_state(orch: Orch, rec: BaselineRecord) -> str:
+def baseline_state(ctx: Context, rec: BaselineRecord) -> str:
     """The baseline's state for ``orch status``: sealed, or what is wrong with it."""
     if rec.phase != READY:
         return rec.phase
     try:
-        why = orch.provider.verify(Baseline(rec.ref, rec.seal))
+        why = ctx.provider.verify(Baseline(rec.ref, rec.seal))
     except OrchError as err:
         return f"unknown ({err})"
     return "sealed" if why is None else f"changed: {why}"

@@ -24,47 +24,47 @@ from orchestrator.state.records import CREATING, OneoffRecord
 from orchestrator.state.store import StateStore
 
 if TYPE_CHECKING:
-    from orchestrator.core.context import Orch
+    from orchestrator.core.context import Context
     from orchestrator.providers.base import Provider
 
 log = logging.getLogger(__name__)
 
 
-def create_oneoff(orch: Orch, run: str) -> inventory.InventoryHost:
-    fp = orch.fingerprint()
-    claimed = spares.claim(orch, run, fp)
-    if claimed is not None or orch.settings.pool:
-        orch.maintain_later()  # refill the pool behind the test's back
+def create_oneoff(ctx: Context, run: str) -> inventory.InventoryHost:
+    fp = ctx.fingerprint()
+    claimed = spares.claim(ctx, run, fp)
+    if claimed is not None or ctx.settings.pool:
+        ctx.maintain_later()  # refill the pool behind the test's back
     if claimed is not None:
         return claimed
-    name = naming.oneoff_vm_name(orch.settings.prefix, orch.checkout)
-    with orch.store.transaction() as state:
+    name = naming.oneoff_vm_name(ctx.settings.prefix, ctx.checkout)
+    with ctx.store.transaction() as state:
         state.oneoffs[name] = OneoffRecord(name, run, now_iso(), os.getpid(), CREATING)
 
     def record(**changes: object) -> None:
-        with orch.store.transaction() as state:
+        with ctx.store.transaction() as state:
             rec = state.oneoffs.get(name)
             for key, value in changes.items():
                 if rec is not None and hasattr(rec, key):
                     setattr(rec, key, value)
 
     result = WorkerResult("oneoff", name, "created")
-    target = B.Target(result, orch.owner(naming.ONEOFF, run=run, fingerprint=fp.value), "oneoff", record)
+    target = B.Target(result, ctx.owner(naming.ONEOFF, run=run, fingerprint=fp.value), "oneoff", record)
     try:
-        baseline, _ = B.ensure(orch, fp)
-        B.clone(orch, fp, baseline, [target])
+        baseline, _ = B.ensure(ctx, fp)
+        B.clone(ctx, fp, baseline, [target])
         if not result.ok:
             raise DeployError(f"fresh VM {name}: {result.error}")
     except BaseException:
         with contextlib.suppress(OrchError):
-            delete_oneoff(orch, name)
+            delete_oneoff(ctx, name)
         raise
-    return orch.host("oneoff", name)
+    return ctx.host("oneoff", name)
 
 
-def delete_oneoff(orch: Orch, name: str) -> None:
-    orch.provider.call(f"delete {name}", lambda: orch.provider.delete(name))
-    with orch.store.transaction() as state:
+def delete_oneoff(ctx: Context, name: str) -> None:
+    ctx.provider.call(f"delete {name}", lambda: ctx.provider.delete(name))
+    with ctx.store.transaction() as state:
         state.oneoffs.pop(name, None)
 
 
@@ -103,6 +103,6 @@ def forget_gone(store: StateStore, inventory_dir: Path, provider: Provider, *, d
     return gone
 
 
-def forget_gone_oneoffs(orch: Orch) -> list[OneoffRecord]:
+def forget_gone_oneoffs(ctx: Context) -> list[OneoffRecord]:
     """:func:`forget_gone` for this checkout (the first step of up, status, down, reset)."""
-    return forget_gone(orch.store, orch.settings.inventory_dir, orch.provider)
+    return forget_gone(ctx.store, ctx.settings.inventory_dir, ctx.provider)

@@ -23,12 +23,12 @@ from orchestrator.primitives.errors import EngineUnavailable, OrchError, Permane
 from orchestrator.state.records import CREATING, READY, WorkerRecord
 
 if TYPE_CHECKING:
-    from orchestrator.core.context import Orch
+    from orchestrator.core.context import Context
     from orchestrator.providers.base import VMInfo
 
 
 def reset(
-    orch: Orch,
+    ctx: Context,
     workers: Iterable[str] = (),
     *,
     soft: bool = False,
@@ -45,25 +45,25 @@ def reset(
     uses the workers, unless ``force``. ``finish`` (the plugin, for its own worker) makes
     a worker that is not ready (left unfinished or failed by an earlier reset) again too.
     """
-    records = orch.records(workers, orch.store.read())
+    records = ctx.records(workers, ctx.store.read())
     unready = [r.worker for r in records if r.phase != READY and not finish]
     if unready:
         raise UsageError(f"{', '.join(unready)} not provisioned (see `orch status`): run `orch up` first")
-    orch.connector.setup()  # a deleted SSH key: one line naming `orch up`, before any VM is touched
-    guard_lock = orch.store.command_lock(wait=wait, on_wait=on_wait) if lock else contextlib.nullcontext()
+    ctx.connector.setup()  # a deleted SSH key: one line naming `orch up`, before any VM is touched
+    guard_lock = ctx.store.command_lock(wait=wait, on_wait=on_wait) if lock else contextlib.nullcontext()
     with guard_lock:
         if lock:  # the CLI: say at once when the engine does not answer
-            orch.refuse_live("resetting them", [r.worker for r in records], force)
-            orch.provider.check()
+            ctx.refuse_live("resetting them", [r.worker for r in records], force)
+            ctx.provider.check()
         if soft:
-            return _soft(orch, records)
-        results = _hard(orch, records)
-        orch.write_inventories()  # a VM made again may have another address
+            return _soft(ctx, records)
+        results = _hard(ctx, records)
+        ctx.write_inventories()  # a VM made again may have another address
         return results
 
 
-def _hard(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
-    provider = orch.provider
+def _hard(ctx: Context, records: list[WorkerRecord]) -> list[WorkerResult]:
+    provider = ctx.provider
     results = [WorkerResult(r.worker, r.vm, "reset") for r in records]
     infos: dict[str, VMInfo | None] = {}
     for result in results:
@@ -71,74 +71,74 @@ def _hard(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
             infos[result.worker] = info = provider.inspect(result.vm)
         except EngineUnavailable as err:  # its engine does not answer: the others go on
             result.fail(str(err))
-            orch.report(result.worker, f"failed: {result.error}")
+            ctx.report(result.worker, f"failed: {result.error}")
             continue
-        if info is not None and not orch.owns(info, result.worker):
-            result.fail(orch.not_ours(result.vm))
-            orch.report(result.worker, f"failed: {result.error}")
+        if info is not None and not ctx.owns(info, result.worker):
+            result.fail(ctx.not_ours(result.vm))
+            ctx.report(result.worker, f"failed: {result.error}")
     live = [r for r in results if r.ok]
     if not live:
         return results
     start = time.monotonic()
-    fp = orch.fingerprint()
-    swapped = [r for r in live if spares.swap(orch, r, fp, infos[r.worker])]
+    fp = ctx.fingerprint()
+    swapped = [r for r in live if spares.swap(ctx, r, fp, infos[r.worker])]
     for r in swapped:
-        orch.report(r.worker, f"{r.vm} swapped for its standby ({r.seconds.get('total', 0):.2f}s)")
-    if swapped or orch.settings.standby:
-        orch.maintain_later()  # a new standby, without making anyone wait
+        ctx.report(r.worker, f"{r.vm} swapped for its standby ({r.seconds.get('total', 0):.2f}s)")
+    if swapped or ctx.settings.standby:
+        ctx.maintain_later()  # a new standby, without making anyone wait
     live = [r for r in live if r not in swapped]
     if not live:
         return results
-    baseline, _ = B.ensure(orch, fp)
+    baseline, _ = B.ensure(ctx, fp)
     for r in live:
         r.add("baseline", time.monotonic() - start)
-        orch.report(r.worker, f"restoring {r.vm} from the baseline")
+        ctx.report(r.worker, f"restoring {r.vm} from the baseline")
         # before its VM is deleted: a reset killed from here on leaves a worker that is
         # not ready, which no fixture hands out and the next taker makes again
-        orch.store.update_worker(r.worker, phase=CREATING)
-    targets = [worker_target(orch, r, fp) for r in live]
-    B.clone(orch, fp, baseline, targets, replace=True)
+        ctx.store.update_worker(r.worker, phase=CREATING)
+    targets = [worker_target(ctx, r, fp) for r in live]
+    B.clone(ctx, fp, baseline, targets, replace=True)
     for r in live:
         if r.ok:
-            orch.report(r.worker, f"{r.vm} back at its baseline ({r.seconds.get('total', 0):.1f}s)")
-    if orch.settings.standby:
+            ctx.report(r.worker, f"{r.vm} back at its baseline ({r.seconds.get('total', 0):.1f}s)")
+    if ctx.settings.standby:
         # again: a maintainer that looked while these were being made skipped them (a
         # worker gets a standby only once it is ready), and may have stopped since
-        orch.maintain_later()
+        ctx.maintain_later()
     return results
 
 
-def worker_target(orch: Orch, result: WorkerResult, fp: B.Fingerprint) -> B.Target:
+def worker_target(ctx: Context, result: WorkerResult, fp: B.Fingerprint) -> B.Target:
     """A worker's VM about to be made (by ``orch up`` or a reset): a worker made again is
     clean, so its owed reset is cleared with the record that says it is ready."""
 
     def record(**changes: object) -> None:
         if changes.get("phase") == READY:
             changes["reset_pending"] = ""
-        orch.store.update_worker(result.worker, **changes)
+        ctx.store.update_worker(result.worker, **changes)
 
-    return B.Target(result, orch.owner(naming.WORKER, worker=result.worker, fingerprint=fp.value), result.worker, record)
+    return B.Target(result, ctx.owner(naming.WORKER, worker=result.worker, fingerprint=fp.value), result.worker, record)
 
 
-def _soft(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
-    provider = orch.provider
-    deploy = orch.load(orch.settings.reset)
+def _soft(ctx: Context, records: list[WorkerRecord]) -> list[WorkerResult]:
+    provider = ctx.provider
+    deploy = ctx.load(ctx.settings.reset)
     results = {r.worker: WorkerResult(r.worker, r.vm, "soft-reset") for r in records}
 
     def running(result: WorkerResult) -> None:
         info = provider.inspect(result.vm)
-        if info is None or not orch.owns(info, result.worker):
+        if info is None or not ctx.owns(info, result.worker):
             raise PermanentProviderError(f"{result.vm} is missing or not orch's: run `orch up` to make it again")
         if not info.running:  # never hand a stopped VM to a connector
             provider.call(f"start {result.vm}", lambda: provider.start(result.vm))
-        orch.wait_ready(result.vm)
+        ctx.wait_ready(result.vm)
 
-    provider.map(lambda r: guard(results[r.worker], orch.report, lambda: running(results[r.worker])), records)
+    provider.map(lambda r: guard(results[r.worker], ctx.report, lambda: running(results[r.worker])), records)
     live = [r for r in records if results[r.worker].ok]
     for r in live:
-        orch.report(r.worker, f"running {orch.settings.reset} in {r.vm}")
+        ctx.report(r.worker, f"running {ctx.settings.reset} in {r.vm}")
     start = time.monotonic()
-    outcomes = orch.deploy([(r.worker, r.vm) for r in live], [deploy], f"reset deploy {orch.settings.reset}")
+    outcomes = ctx.deploy([(r.worker, r.vm) for r in live], [deploy], f"reset deploy {ctx.settings.reset}")
     for r in live:
         result = results[r.worker]
         result.add("restore", time.monotonic() - start)
@@ -146,14 +146,14 @@ def _soft(orch: Orch, records: list[WorkerRecord]) -> list[WorkerResult]:
         result.log = outcome.log
         if not outcome.ok:
             result.fail(outcome.error + (f" (log: {outcome.log})" if outcome.log else ""))
-            orch.report(r.worker, f"failed: {result.error}")
+            ctx.report(r.worker, f"failed: {result.error}")
             continue
         try:
             with timed(result, "ready"):
-                orch.wait_ready(r.vm)
+                ctx.wait_ready(r.vm)
             if r.reset_pending:
-                orch.store.update_worker(r.worker, reset_pending="")  # what it owed is done
+                ctx.store.update_worker(r.worker, reset_pending="")  # what it owed is done
         except OrchError as err:
             result.fail(str(err))
-        orch.report(r.worker, result.error or f"{r.vm} soft-reset")
+        ctx.report(r.worker, result.error or f"{r.vm} soft-reset")
     return [results[r.worker] for r in records]

@@ -14,7 +14,7 @@ from orchestrator.state import inventory
 from orchestrator.verbs.down import baseline_state
 
 if TYPE_CHECKING:
-    from orchestrator.core.context import Orch
+    from orchestrator.core.context import Context
 
 
 @dataclass
@@ -29,25 +29,25 @@ class StatusRow:
     inventory: str
 
 
-def status(orch: Orch) -> list[StatusRow]:
-    data = orch.store.read()
+def status(ctx: Context) -> list[StatusRow]:
+    data = ctx.store.read()
     if not (data.workers or data.oneoffs or data.baseline or data.standbys):
         return []
-    orch.provider.check()
-    infos = {i.name: i for i in orch.provider.list_vms(all_vms=not orch.provider.has_labels)}
+    ctx.provider.check()
+    infos = {i.name: i for i in ctx.provider.list_vms(all_vms=not ctx.provider.has_labels)}
     try:
-        current = orch.fingerprint()
+        current = ctx.fingerprint()
     except OrchError:
         current = None
 
     def state_of(vm: str, worker: str | None = None) -> tuple[str, float | None]:
         info = infos.get(vm)
-        if info is None and orch.provider.unreachable_engines():
+        if info is None and ctx.provider.unreachable_engines():
             try:  # it may be on an engine that does not answer: not missing, unknown
-                orch.provider.engine_of(vm)
+                ctx.provider.engine_of(vm)
             except EngineUnavailable as err:
                 return f"unreachable ({str(err)[:160]})", None
-        if info is None or not orch.owns(info, worker):
+        if info is None or not ctx.owns(info, worker):
             return "missing", None
         return info.state, age(info.labels.get(L.CREATED) or info.created)
 
@@ -60,7 +60,7 @@ def status(orch: Orch) -> list[StatusRow]:
     rows = []
     for rec in data.sorted_workers():
         state, seconds = state_of(rec.vm, rec.worker)
-        path = inventory.worker_path(orch.settings.inventory_dir, rec.worker)
+        path = inventory.worker_path(ctx.settings.inventory_dir, rec.worker)
         phase = rec.phase if not rec.error else f"{rec.phase}: {rec.error[:80]}"
         if rec.reset_pending:
             phase += f", reset pending ({rec.reset_pending[:80]})"
@@ -91,7 +91,7 @@ def status(orch: Orch) -> list[StatusRow]:
                 naming.BASELINE,
                 "baseline",
                 b.seal.get("tag") or b.vm or b.ref,
-                baseline_state(orch, b),
+                baseline_state(ctx, b),
                 b.phase,
                 age(b.created),
                 drift(b.fingerprint),

@@ -179,11 +179,11 @@ def test_limit_a_worker_with_the_pyinfra_cli_on_workers_py(project: Path) -> Non
 
 
 def test_status_shows_oneoffs_and_the_baseline_and_quiet_lists_names(project: Path) -> None:
-    from orchestrator.core.context import Orch
+    from orchestrator.core.context import Context
     from orchestrator.settings import loader as config
 
     assert run_orch(project, "up", "--workers", "1").returncode == 0
-    orch = Orch(config.load(cwd=project, env={}))
+    orch = Context(config.load(cwd=project, env={}))
     oneoff = orch.create_oneoff("20260101000000-1-0123abcd").vm
     rows = json.loads(run_orch(project, "status", "--json").stdout)
     assert {r["kind"] for r in rows} == {"worker", "oneoff", "baseline"}

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from backends import both_providers
 
-from orchestrator.core.context import Orch
+from orchestrator.core.context import Context
 from orchestrator.primitives import labels as L
 from orchestrator.primitives.errors import UsageError
 from orchestrator.settings import loader as config
 from orchestrator.state import inventory
 
 
-def make(project: Path, **overrides) -> Orch:
-    return Orch(config.load(cwd=project, env={}, overrides=overrides))
+def make(project: Path, **overrides) -> Context:
+    return Context(config.load(cwd=project, env={}, overrides=overrides))
 
 
 def docker_labels(name: str) -> dict:

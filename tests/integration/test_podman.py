@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from backends import PodmanBackend, remove_podman, write_pyproject
 
-from orchestrator.core.context import Orch
+from orchestrator.core.context import Context
 from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import EngineUnavailable, PermanentProviderError, VMExists, VMNotFound
@@ -26,8 +26,8 @@ from orchestrator.verbs.sweep import sweep
 podman = PodmanBackend()
 
 
-def make(project: Path, **overrides) -> Orch:
-    return Orch(config.load(cwd=project, env={}, overrides=overrides))
+def make(project: Path, **overrides) -> Context:
+    return Context(config.load(cwd=project, env={}, overrides=overrides))
 
 
 def run_sweep(project: Path, **kwargs):

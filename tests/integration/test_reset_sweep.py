@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from backends import clean_env, write_pyproject
 
-from orchestrator.core.context import Orch
+from orchestrator.core.context import Context
 from orchestrator.primitives import naming
 from orchestrator.providers.registry import get_provider
 from orchestrator.settings import loader as config
@@ -34,8 +34,8 @@ nohup sleep 4242 >/dev/null 2>&1 &
 """
 
 
-def make(project: Path, **overrides) -> Orch:
-    return Orch(config.load(cwd=project, env={}, overrides=overrides))
+def make(project: Path, **overrides) -> Context:
+    return Context(config.load(cwd=project, env={}, overrides=overrides))
 
 
 def pollution(backend, vm: str) -> dict[str, bool]:

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from backends import both_providers, clean_env, gone_checkout, run_orch, run_pytest, write_pyproject
 
-from orchestrator.core.context import Orch
+from orchestrator.core.context import Context
 from orchestrator.settings import loader as config
 
 IMAGE = "orch-base:bookworm"
 
 
-def make(project: Path, **overrides) -> Orch:
-    return Orch(config.load(cwd=project, env={}, overrides=overrides))
+def make(project: Path, **overrides) -> Context:
+    return Context(config.load(cwd=project, env={}, overrides=overrides))
 
 
 def docker(*args: str) -> subprocess.CompletedProcess:

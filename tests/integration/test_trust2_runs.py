@@ -13,12 +13,12 @@ from pathlib import Path
 
 from backends import clean_env, run_orch, run_pytest
 
-from orchestrator.core.context import Orch
+from orchestrator.core.context import Context
 from orchestrator.settings import loader as config
 
 
-def make(project: Path) -> Orch:
-    return Orch(config.load(cwd=project))
+def make(project: Path) -> Context:
+    return Context(config.load(cwd=project))
 
 
 def docker(*args: str) -> subprocess.CompletedProcess:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from backends import both_providers, run_orch, write_pyproject
 
-from orchestrator.core.context import Orch
+from orchestrator.core.context import Context
 from orchestrator.settings import loader as config
 
 
-def make(project: Path, **overrides: object) -> Orch:
-    return Orch(config.load(cwd=project, env={}, overrides=overrides))
+def make(project: Path, **overrides: object) -> Context:
+    return Context(config.load(cwd=project, env={}, overrides=overrides))
 
 
 def docker(*args: str) -> subprocess.CompletedProcess:

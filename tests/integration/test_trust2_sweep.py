@@ -83,11 +83,11 @@ def test_a_standby_swapped_in_during_a_sweep_is_left_alone_and_not_reported_dele
     reset then swapped the standby in under gw0's name (two renames); Docker's delete of
     the standby's old name does nothing, and sweep said `deleted`. Now it says `gone`, and
     the name gw0 (now the former standby) is not deleted."""
-    from orchestrator.core.context import Orch
+    from orchestrator.core.context import Context
     from orchestrator.settings import loader as config
     from orchestrator.verbs.sweep import Sweeper
 
-    orch = Orch(config.load(cwd=project, env={}, overrides={"standby": True}))
+    orch = Context(config.load(cwd=project, env={}, overrides={"standby": True}))
     orch.maintain_later = lambda: None  # no background maintainer: this test looks at every VM
     assert all(r.ok for r in orch.up(1))
     worker, standby = orch.vm_name("gw0"), orch.store.read().standbys["gw0"].vm

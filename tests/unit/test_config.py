@@ -392,13 +392,13 @@ def test_a_named_provider_is_kept_with_where_it_was_named(tmp_path: Path) -> Non
     ],
 )
 def test_another_provider_than_the_checkouts_is_refused_in_one_line(tmp_path: Path, source: dict, fix: str) -> None:
-    from orchestrator.core.context import Orch
+    from orchestrator.core.context import Context
 
     root = project(tmp_path, source.get("toml", ""))
     record_vms(root, "podman")
     settings = config.load(cwd=root, env=source.get("env", {}), overrides=source.get("overrides"))
     with pytest.raises(ConfigError) as exc:
-        Orch(settings)
+        Context(settings)
     message = str(exc.value)
     assert "this checkout's VMs are on podman, not docker" in message and fix in message and "\n" not in message
     assert "--provider podman" in message
