@@ -22,6 +22,7 @@ from orchestrator.core.context import Context
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError, UsageError
 from orchestrator.settings import loader as config
+from orchestrator.settings.model import Settings
 from orchestrator.state.store import StateStore
 
 
@@ -34,7 +35,7 @@ class Invocation:
         self._lock = threading.Lock()
         self.quiet = False
 
-    def settings(self, **more: object) -> config.Settings:
+    def settings(self, **more: object) -> Settings:
         return config.load(overrides={**self.overrides, **more})
 
     def context(self, **more: object) -> Context:

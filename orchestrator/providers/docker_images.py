@@ -89,7 +89,8 @@ class DockerImages:
         if not ids:
             return []
         try:
-            return json.loads(self._docker("list", ["image", "inspect", *ids]) or "[]")
+            records: list[dict[str, Any]] = json.loads(self._docker("list", ["image", "inspect", *ids]) or "[]")
+            return records
         except (VMNotFound, PermanentProviderError) as err:
             if not self.image_gone(err):
                 raise

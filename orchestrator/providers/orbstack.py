@@ -273,7 +273,8 @@ class OrbStackProvider(Provider):
 
     def _raw_info(self, vm: str) -> dict[str, Any] | None:
         try:
-            return self._json("info", ["info", vm, "-f", "json"], vm)
+            info: dict[str, Any] = self._json("info", ["info", vm, "-f", "json"], vm)
+            return info
         except VMNotFound:
             return None
 

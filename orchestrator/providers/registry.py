@@ -38,7 +38,7 @@ def provider_class(name: str) -> type[Provider]:
         )
     module_name, _, attr = target.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
+        cls: type[Provider] = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
         raise UsageError(f"provider {name!r} ({target}) cannot be loaded: {err}") from err
     return cls

@@ -37,7 +37,8 @@ def load_callable(spec: str, root: Path | None = None) -> Callable[..., Any]:
     func = getattr(module, attr, None)
     if not callable(func):
         raise ConfigError(f"{module_name} has no deploy function {attr!r}")
-    return func
+    deploy: Callable[..., Any] = func
+    return deploy
 
 
 def source_hash(func: Callable[..., Any]) -> str:

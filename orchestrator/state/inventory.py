@@ -33,11 +33,13 @@ class InventoryHost:
 
     @property
     def worker(self) -> str:
-        return self.data["orch_worker_id"]
+        worker: str = self.data["orch_worker_id"]
+        return worker
 
     @property
     def vm(self) -> str:
-        return self.data["orch_vm"]
+        vm: str = self.data["orch_vm"]
+        return vm
 
 
 def worker_path(inventory_dir: Path, worker: str) -> Path:

@@ -33,12 +33,13 @@ from orchestrator.primitives.errors import PermanentProviderError, ProviderError
 from orchestrator.primitives.labels import Owner
 from orchestrator.providers.base import Baseline, Provider
 from orchestrator.settings import loader as config
+from orchestrator.settings.model import Settings
 from orchestrator.state.checkouts import CheckoutRef
 
 WRITE = "printf %s {text} > {path}"
 
 
-def contract_settings(folder: Path, provider: str, **ctx: Any) -> config.Settings:
+def contract_settings(folder: Path, provider: str, **ctx: Any) -> Settings:
     """Settings for a throwaway project in ``folder``, with a prefix no one else uses."""
     folder.mkdir(parents=True, exist_ok=True)
     table = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in ctx.items() if not isinstance(v, dict))
