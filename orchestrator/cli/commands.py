@@ -15,6 +15,10 @@ from orchestrator.core.steps import WorkerResult
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import human, parse_duration
 from orchestrator.primitives.errors import OrchError, UsageError
+from orchestrator.verbs import down as down_verb
+from orchestrator.verbs import reset as reset_verb
+from orchestrator.verbs import status as status_verb
+from orchestrator.verbs import up as up_verb
 
 NO_WAIT = click.option("--no-wait", is_flag=True, help="Fail at once if another orch command holds the lock.")
 JSON = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
@@ -127,7 +131,7 @@ def up(
     context = obj.context(image=image, parallel=parallel, pool=pool, standby=standby)
     count = _count(workers, context.settings.workers)
     t = time.monotonic()
-    results = context.up(count, prune=prune, wait=not no_wait, on_wait=obj.waiting, reprovision=reprovision, force=force)
+    results = up_verb.up(context, count, prune=prune, wait=not no_wait, on_wait=obj.waiting, reprovision=reprovision, force=force)
     click.echo(f"inventories: {context.settings.inventory_dir}", err=True)
     failed = [r for r in results if not r.ok]
     hint = (
@@ -154,7 +158,7 @@ def status(obj: Invocation, as_json: bool, names_only: bool) -> None:
     phase (with "reset pending" for a worker a marked test left to reset), age and drift
     (what changed since made)."""
     context = obj.context()
-    rows = context.status()
+    rows = status_verb.status(context)
     if as_json:
         _json([asdict(r) for r in rows])
         return
@@ -192,7 +196,7 @@ def down(obj: Invocation, workers: tuple[str, ...], force: bool, no_wait: bool, 
     """
     context = obj.context()
     t = time.monotonic()
-    results = context.down(workers, wait=not no_wait, on_wait=obj.waiting, force=force)
+    results = down_verb.down(context, workers, wait=not no_wait, on_wait=obj.waiting, force=force)
     if not results:
         click.echo("no workers to delete", err=True)
     _finish(results, t, "orch down", as_json, "some VMs could not be deleted (see above); run `orch down` again")
@@ -208,7 +212,7 @@ def repair(obj: Invocation, no_wait: bool) -> None:
     file is kept as state.json.damaged); workers whose baseline is unknown are marked
     unfinished so the next `orch up` makes them again. Inventories are rewritten.
     """
-    data = obj.context().repair(wait=not no_wait, on_wait=obj.waiting)
+    data = down_verb.repair(obj.context(), wait=not no_wait, on_wait=obj.waiting)
     click.echo(f"state rebuilt: {len(data.workers)} worker(s); run `orch up` to finish any unfinished one", err=True)
 
 
@@ -238,7 +242,7 @@ def reset(
         raise UsageError("give worker ids or --all, not both")
     context = obj.context()
     t = time.monotonic()
-    results = context.reset(workers, soft=soft, wait=not no_wait, on_wait=obj.waiting, force=force)
+    results = reset_verb.reset(context, workers, soft=soft, wait=not no_wait, on_wait=obj.waiting, force=force)
     _finish(
         results,
         t,

@@ -39,8 +39,6 @@ from orchestrator.state.store import StateStore
 
 if TYPE_CHECKING:
     from orchestrator.core.baseline import Fingerprint
-    from orchestrator.core.steps import WorkerResult
-    from orchestrator.verbs.status import StatusRow
 
 log = logging.getLogger(__name__)
 
@@ -229,49 +227,3 @@ class Context:
         from orchestrator.core.baseline import fingerprint
 
         return fingerprint(self)
-
-    def up(self, count: int, **kwargs: Any) -> list[WorkerResult]:
-        from orchestrator.verbs.up import up
-
-        self.forget_gone_oneoffs()
-        return up(self, count, **kwargs)
-
-    def reset(self, workers: Iterable[str] = (), **kwargs: Any) -> list[WorkerResult]:
-        from orchestrator.verbs.reset import reset
-
-        if kwargs.get("lock", True):  # the CLI's reset (the plugin's, inside a run, has no leftovers to look for)
-            self.forget_gone_oneoffs()
-        return reset(self, workers, **kwargs)
-
-    def status(self) -> list[StatusRow]:
-        from orchestrator.verbs.status import status
-
-        self.forget_gone_oneoffs()  # a dead run's one-off whose VM is gone is not "missing": it is nothing
-        return status(self)
-
-    def down(self, workers: Iterable[str] = (), **kwargs: Any) -> list[WorkerResult]:
-        from orchestrator.verbs.down import down
-
-        self.forget_gone_oneoffs()
-        return down(self, workers, **kwargs)
-
-    def repair(self, **kwargs: Any) -> StateData:
-        from orchestrator.verbs.down import repair
-
-        return repair(self, **kwargs)
-
-    def create_oneoff(self, run: str) -> inventory.InventoryHost:
-        from orchestrator.verbs.oneoffs import create_oneoff
-
-        return create_oneoff(self, run)
-
-    def delete_oneoff(self, name: str) -> None:
-        from orchestrator.verbs.oneoffs import delete_oneoff
-
-        delete_oneoff(self, name)
-
-    def forget_gone_oneoffs(self) -> None:
-        """Drop the records of dead runs' one-offs whose VM is gone (see ``oneoffs.forget_gone``)."""
-        from orchestrator.verbs.oneoffs import forget_gone_oneoffs
-
-        forget_gone_oneoffs(self)

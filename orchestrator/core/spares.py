@@ -229,8 +229,7 @@ def claim(ctx: Context, run: str, fp: B.Fingerprint) -> InventoryHost | None:
         rec.pool, rec.run, rec.pid = False, run, os.getpid()
     info = ctx.provider.inspect(rec.vm)
     if info is None or not info.running:
-        with contextlib.suppress(OrchError):
-            ctx.delete_oneoff(rec.vm)
+        delete_spares(ctx, [rec.vm])  # kept recorded if it cannot be deleted now
         return None
     return ctx.host("oneoff", rec.vm)
 

@@ -25,6 +25,9 @@ from orchestrator.settings import loader as orch_config
 from orchestrator.state import leases
 from orchestrator.state.leases import Lease
 from orchestrator.state.records import FAILED, READY, StateData
+from orchestrator.verbs.oneoffs import create_oneoff, delete_oneoff
+from orchestrator.verbs.reset import reset
+from orchestrator.verbs.up import up
 
 log = logging.getLogger(__name__)
 _RUN = pytest.StashKey["OrchRun"]()
@@ -175,7 +178,7 @@ class OrchRun:
 
     def _delete(self, vm: str) -> None:
         try:
-            self.ctx.delete_oneoff(vm)
+            delete_oneoff(self.ctx, vm)
         except OrchError as err:
             log.warning("could not delete one-off %s (left to `orch sweep`): %s", vm, err)
 
@@ -240,7 +243,7 @@ def _bring_up(config: pytest.Config, run: OrchRun) -> None:
     ctx = Context(run.settings, report=lambda who, msg: _say(config, f"orch: [{time.monotonic() - started:5.1f}s] {who}: {msg}"))
     ctx.own_run = run.run_id  # the run's own lease names these workers: not a run to protect from itself
     try:
-        results = ctx.up(count)
+        results = up(ctx, count)
     except OrchError as err:
         raise pytest.UsageError(f"orch up: {err}") from err
     failed = [r for r in results if not r.ok]
@@ -300,7 +303,7 @@ def _take(run: OrchRun, worker_id: str) -> None:
     if others:  # another pytest run is at it (its marked test, its reset): never under its feet
         raise WorkerMissing(f"orch: {worker_id} {why}, and another pytest run uses it (run {others[0]}): wait for it to end")
     log.warning("orch: %s %s: making it again from its baseline", worker_id, why)
-    [result] = run.ctx.reset([worker_id], lock=False, finish=True)
+    [result] = reset(run.ctx, [worker_id], lock=False, finish=True)
     if not result.ok:
         raise WorkerMissing(f"orch: {worker_id} {why}, and making it again failed ({result.error}): run `orch up`")
 
@@ -329,7 +332,7 @@ def _reset(run: OrchRun, worker_id: str) -> None:
     if run.worker is not None:
         run.worker.close()  # its connection points at the VM being replaced
     # finish: its own worker, whatever a reset that failed before left of it
-    [result] = run.ctx.reset([worker_id], lock=False, finish=True)
+    [result] = reset(run.ctx, [worker_id], lock=False, finish=True)
     if not result.ok:
         raise OrchError(f"reset of {worker_id} failed: {result.error}")
     run.owes_reset = ""
@@ -372,7 +375,7 @@ def fresh_vm(request: pytest.FixtureRequest) -> Iterator[Callable[[], Worker]]:
 
     def make() -> Worker:
         try:
-            worker = Worker(run.ctx.create_oneoff(run.run_id))
+            worker = Worker(create_oneoff(run.ctx, run.run_id))
         except OrchError as err:
             _fail(err)
         made.append(worker)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.core.baseline import drop_retired
 from orchestrator.core.ownership import claim
-from orchestrator.core.spares import delete_spares
+from orchestrator.core.spares import delete_spares, empty_trash, maintaining
 from orchestrator.core.steps import WorkerResult, guard, timed
 from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
@@ -26,6 +26,7 @@ from orchestrator.state.records import (
     StateData,
     WorkerRecord,
 )
+from orchestrator.verbs.oneoffs import delete_oneoff, forget_gone_oneoffs
 
 if TYPE_CHECKING:
     from orchestrator.core.context import Context
@@ -39,8 +40,7 @@ def down(
     on_wait: Callable[[], None] | None = None,
     force: bool = False,
 ) -> list[WorkerResult]:
-    from orchestrator.core.spares import empty_trash, maintaining
-
+    forget_gone_oneoffs(ctx)
     asked = [naming.validate_worker_id(w) for w in workers]
     with ctx.store.command_lock(wait=wait, on_wait=on_wait), maintaining(ctx):
         data = ctx.store.read()
@@ -97,7 +97,7 @@ def _leftovers(ctx: Context) -> list[WorkerResult]:
     doomed = [o for o in data.oneoffs.values() if o.pool or not leases.run_alive(ctx.settings.inventory_dir, o.run)]
     for rec in doomed:
         result = WorkerResult("oneoff", rec.vm, "deleted")
-        results.append(guard(result, ctx.report, functools.partial(ctx.delete_oneoff, rec.vm), what="delete failed: "))
+        results.append(guard(result, ctx.report, functools.partial(delete_oneoff, ctx, rec.vm), what="delete failed: "))
     data = ctx.store.read()
     if data.oneoffs:
         return results

@@ -21,6 +21,7 @@ from orchestrator.core.steps import WorkerResult, guard, timed
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import EngineUnavailable, OrchError, PermanentProviderError, UsageError
 from orchestrator.state.records import CREATING, READY, WorkerRecord
+from orchestrator.verbs.oneoffs import forget_gone_oneoffs
 
 if TYPE_CHECKING:
     from orchestrator.core.context import Context
@@ -45,6 +46,8 @@ def reset(
     uses the workers, unless ``force``. ``finish`` (the plugin, for its own worker) makes
     a worker that is not ready (left unfinished or failed by an earlier reset) again too.
     """
+    if lock:  # the CLI's reset (the plugin's, inside a run, has no leftovers to look for)
+        forget_gone_oneoffs(ctx)
     records = ctx.records(workers, ctx.store.read())
     unready = [r.worker for r in records if r.phase != READY and not finish]
     if unready:

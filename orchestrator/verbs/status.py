@@ -12,6 +12,7 @@ from orchestrator.primitives.clock import age
 from orchestrator.primitives.errors import EngineUnavailable, OrchError
 from orchestrator.state import inventory
 from orchestrator.verbs.down import baseline_state
+from orchestrator.verbs.oneoffs import forget_gone_oneoffs
 
 if TYPE_CHECKING:
     from orchestrator.core.context import Context
@@ -30,6 +31,7 @@ class StatusRow:
 
 
 def status(ctx: Context) -> list[StatusRow]:
+    forget_gone_oneoffs(ctx)  # a dead run's one-off whose VM is gone is not "missing": it is nothing
     data = ctx.store.read()
     if not (data.workers or data.oneoffs or data.baseline or data.standbys):
         return []

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.core import baseline as B
+from orchestrator.core import spares
 from orchestrator.core.steps import WorkerResult, guard, timed
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import now_iso
@@ -22,6 +23,8 @@ from orchestrator.primitives.errors import OrchError, ProviderError, UsageError
 from orchestrator.providers.base import VMInfo
 from orchestrator.state import leases
 from orchestrator.state.records import CREATING, FAILED, READY, WorkerRecord
+from orchestrator.verbs.down import delete_workers
+from orchestrator.verbs.oneoffs import forget_gone_oneoffs
 from orchestrator.verbs.reset import worker_target
 
 if TYPE_CHECKING:
@@ -78,6 +81,7 @@ def up(
     reprovision: bool = False,
     force: bool = False,
 ) -> list[WorkerResult]:
+    forget_gone_oneoffs(ctx)
     wanted = naming.worker_ids(count)
     ctx.load(ctx.settings.provision), ctx.load(ctx.settings.personalize)  # a bad name fails before any work
     ctx.store.ensure_dir()
@@ -109,8 +113,6 @@ def up(
         todo = [w for w in wanted if results[w].ok and plans[w].action in ("create", "recreate")]
         extra = _make(ctx, fp, [results[w] for w in todo], {w: existing.get(ctx.vm_name(w)) for w in todo})
         if prune:
-            from orchestrator.verbs.down import delete_workers
-
             extra += delete_workers(ctx, [w for w in ctx.store.read().workers if w not in wanted])
         extra += _spares(ctx, fp)
         ctx.write_inventories()
@@ -191,8 +193,6 @@ def _make(ctx: Context, fp: B.Fingerprint, results: list[WorkerResult], infos: d
 
 def _spares(ctx: Context, fp: B.Fingerprint) -> list[WorkerResult]:
     """The pool and the standbys, made now so the run that follows finds them ready."""
-    from orchestrator.core import spares
-
     data = ctx.store.read()
     if not (
         ctx.settings.pool or ctx.settings.standby or data.standbys or data.trash or any(o.pool for o in data.oneoffs.values())

@@ -181,16 +181,17 @@ def test_limit_a_worker_with_the_pyinfra_cli_on_workers_py(project: Path) -> Non
 def test_status_shows_oneoffs_and_the_baseline_and_quiet_lists_names(project: Path) -> None:
     from orchestrator.core.context import Context
     from orchestrator.settings import loader as config
+    from orchestrator.verbs.oneoffs import create_oneoff, delete_oneoff
 
     assert run_orch(project, "up", "--workers", "1").returncode == 0
     orch = Context(config.load(cwd=project, env={}))
-    oneoff = orch.create_oneoff("20260101000000-1-0123abcd").vm
+    oneoff = create_oneoff(orch, "20260101000000-1-0123abcd").vm
     rows = json.loads(run_orch(project, "status", "--json").stdout)
     assert {r["kind"] for r in rows} == {"worker", "oneoff", "baseline"}
     assert [r["state"] for r in rows if r["kind"] == "baseline"] == ["sealed"]
     quiet = run_orch(project, "status", "-q")
     assert quiet.stdout.split()[:2] == [orch.vm_name("gw0"), oneoff]
-    orch.delete_oneoff(oneoff)
+    delete_oneoff(orch, oneoff)
 
 
 def test_the_default_image_is_used_and_its_absence_names_the_fix(project: Path) -> None:

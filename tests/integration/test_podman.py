@@ -21,7 +21,10 @@ from orchestrator.primitives.labels import Owner
 from orchestrator.providers.podman import PodmanProvider
 from orchestrator.providers.registry import get_provider
 from orchestrator.settings import loader as config
+from orchestrator.verbs.down import down
+from orchestrator.verbs.reset import reset
 from orchestrator.verbs.sweep import sweep
+from orchestrator.verbs.up import up
 
 podman = PodmanBackend()
 
@@ -65,7 +68,7 @@ def test_up_reset_sweep_down_on_podman(podman_project: Path, prefix: str, tmp_pa
     assert orch.provider.name == "podman"
 
     # up: two workers, provisioned through @podman, recorded in inventories
-    results = orch.up(2)
+    results = up(orch, 2)
     assert [(r.worker, r.ok) for r in results] == [("gw0", True), ("gw1", True)], [r.error for r in results]
     gw0, gw1 = orch.vm_name("gw0"), orch.vm_name("gw1")
     for worker, vm in (("gw0", gw0), ("gw1", gw1)):
@@ -92,13 +95,13 @@ def test_up_reset_sweep_down_on_podman(podman_project: Path, prefix: str, tmp_pa
     assert podman.running(gw1) and image_ids() == images
 
     # up again reuses both
-    assert {r.worker: r.action for r in orch.up(2)} == {"gw0": "reused", "gw1": "reused"}
+    assert {r.worker: r.action for r in up(orch, 2)} == {"gw0": "reused", "gw1": "reused"}
 
     # reset gw1: the pollution is gone, gw1 is still provisioned, gw0 is untouched
     gw0_id = podman.identity(gw0)
     assert podman.sh(gw1, "echo dirty > /root/dirty-file && echo mine > /root/mine").returncode == 0
     assert podman.sh(gw0, "echo mine > /root/gw0-keeps-this").returncode == 0
-    [result] = orch.reset(["gw1"])
+    [result] = reset(orch, ["gw1"])
     assert result.ok, result.error
     assert podman.sh(gw1, "test -e /root/dirty-file").returncode != 0
     assert podman.sh(gw1, "cat /etc/orch-worker").stdout.strip() == "gw1"
@@ -110,7 +113,7 @@ def test_up_reset_sweep_down_on_podman(podman_project: Path, prefix: str, tmp_pa
     gone.mkdir()
     write_pyproject(gone, "podman", prefix, orch.settings.image)
     other = make(gone)
-    [made] = other.up(1)
+    [made] = up(other, 1)
     assert made.ok, made.error
     orphan = other.vm_name("gw0")
     [other_baseline] = [i for i in podman.images(prefix) if f"-{other.checkout}-" in i]
@@ -129,7 +132,7 @@ def test_up_reset_sweep_down_on_podman(podman_project: Path, prefix: str, tmp_pa
         assert report[vm].result == "kept" and podman.running(vm)
 
     # down: nothing of this checkout is left in podman
-    orch.down()
+    down(orch)
     assert podman.names(prefix) == []
     assert podman.images(prefix) == []
     assert podman.images_of(tmp_path) == []
@@ -139,7 +142,7 @@ def test_up_reset_sweep_down_on_podman(podman_project: Path, prefix: str, tmp_pa
 def test_a_missing_image_fails_at_once_naming_the_fix(podman_project: Path, prefix: str) -> None:
     orch = make(podman_project, image="nosuchdistro:never")
     with pytest.raises(Exception, match="--image") as err:
-        orch.up(1)
+        up(orch, 1)
     assert "nosuchdistro" in str(err.value)
     assert podman.names(prefix) == []
 
@@ -148,7 +151,7 @@ def test_stop_start_and_restart_policy(podman_project: Path) -> None:
     """A stopped worker is started again before it is used (podman restarts nothing after
     a reboot without podman-restart.service, which starts "always" containers)."""
     orch = make(podman_project)
-    [result] = orch.up(1)
+    [result] = up(orch, 1)
     assert result.ok, result.error
     vm = orch.vm_name("gw0")
     policy = subprocess.run(
@@ -160,8 +163,8 @@ def test_stop_start_and_restart_policy(podman_project: Path) -> None:
     podman.stop(vm)
     assert not podman.running(vm)
     assert orch.ensure_running(vm, "gw0") and podman.running(vm)
-    assert {r.worker: r.action for r in orch.up(1)} == {"gw0": "reused"}
-    orch.down()
+    assert {r.worker: r.action for r in up(orch, 1)} == {"gw0": "reused"}
+    down(orch)
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ from orchestrator.primitives import naming
 from orchestrator.providers.registry import get_provider
 from orchestrator.settings import loader as config
 from orchestrator.state.leases import Lease
+from orchestrator.verbs.reset import reset
 from orchestrator.verbs.sweep import sweep
+from orchestrator.verbs.up import up
 
 IMAGE = "orch-base:bookworm"
 
@@ -56,7 +58,7 @@ def pollution(backend, vm: str) -> dict[str, bool]:
 )
 def test_reset_removes_every_kind_of_pollution_and_touches_no_other_worker(project: Path, backend, soft: bool) -> None:
     orch = make(project)
-    orch.up(2)
+    up(orch, 2)
     gw0, gw1 = orch.vm_name("gw0"), orch.vm_name("gw1")
     sh = backend.sh
     assert sh(gw1, POLLUTE).returncode == 0
@@ -65,7 +67,7 @@ def test_reset_removes_every_kind_of_pollution_and_touches_no_other_worker(proje
     inventory_before = (project / "inventories" / "gw1.py").read_text()
     gw0_id = backend.identity(gw0)
 
-    [result] = orch.reset(["gw1"], soft=soft)
+    [result] = reset(orch, ["gw1"], soft=soft)
 
     assert result.ok, result.error
     assert result.seconds["total"] > 0 and "ready" in result.seconds
@@ -80,12 +82,12 @@ def test_reset_removes_every_kind_of_pollution_and_touches_no_other_worker(proje
 
 def test_reset_all_and_several_ids(project: Path, backend) -> None:
     orch = make(project)
-    orch.up(3)
+    up(orch, 3)
     for w in ("gw0", "gw1", "gw2"):
         backend.sh(orch.vm_name(w), "echo x > /root/dirty-file")
-    assert {r.worker for r in orch.reset(["gw0", "gw2"])} == {"gw0", "gw2"}
+    assert {r.worker for r in reset(orch, ["gw0", "gw2"])} == {"gw0", "gw2"}
     assert [pollution(backend, orch.vm_name(w))["file"] for w in ("gw0", "gw1", "gw2")] == [False, True, False]
-    assert {r.worker for r in orch.reset()} == {"gw0", "gw1", "gw2"}
+    assert {r.worker for r in reset(orch)} == {"gw0", "gw1", "gw2"}
     assert not pollution(backend, orch.vm_name("gw1"))["file"]
 
 
@@ -137,7 +139,7 @@ def test_sweep_never_deletes_what_is_not_orchs(project: Path, backend, foreign: 
 @pytest.mark.parametrize("provider_name", ["orbstack"])  # no labels: the name and the state
 def test_sweep_on_orbstack_keeps_what_is_not_orchs_by_name(project: Path, backend, foreign: list[str]) -> None:
     orch = make(project)
-    orch.up(1)
+    up(orch, 1)
     prefix = orch.settings.prefix
     legacy_name = f"{prefix}legacy-vm1"
     foreign += [f"{prefix}stra-db", f"gw0-{prefix}", f"{prefix}-notorch", f"{prefix}-{orch.checkout}-gw01", legacy_name]
@@ -157,11 +159,11 @@ def test_sweep_deletes_orphan_workers_and_keeps_recorded_ones(
     project: Path, backend, provider_name: str, tmp_path_factory, foreign: list[str]
 ) -> None:
     orch = make(project)
-    orch.up(2)
+    up(orch, 2)
     gone = tmp_path_factory.mktemp("gone-checkout")
     write_pyproject(gone, provider_name, orch.settings.prefix)
     other = make(gone)
-    other.up(1)
+    up(other, 1)
     orphan_vm = other.vm_name("gw0")
     subprocess.run(["rm", "-rf", str(gone / "inventories")], check=True)  # checkout deleted
     # A VM of this checkout (labelled so on docker) that its state does not record
@@ -183,7 +185,7 @@ def test_sweep_deletes_orphan_workers_and_keeps_recorded_ones(
 
 def test_sweep_older_than_respects_a_live_run(project: Path, backend) -> None:
     orch = make(project)
-    orch.up(1)
+    up(orch, 1)
     vm = orch.vm_name("gw0")
     lease = Lease(project / "inventories")
     try:

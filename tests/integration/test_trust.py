@@ -17,6 +17,8 @@ from backends import both_providers, clean_env, gone_checkout, run_orch, run_pyt
 
 from orchestrator.core.context import Context
 from orchestrator.settings import loader as config
+from orchestrator.verbs.oneoffs import create_oneoff
+from orchestrator.verbs.up import up
 
 IMAGE = "orch-base:bookworm"
 
@@ -63,14 +65,14 @@ def test_stopped_workers_survive_the_next_pytest_run(project: Path, backend) -> 
         assert {vm: backend.identity(vm) for vm in vms} == ids, f"run {attempt} lost a worker"
         assert all(backend.running(vm) for vm in vms)
     assert dangling_orch_images() <= images  # pyinfra committed nothing
-    orch.create_oneoff("20260101000000-1-0123abcd")  # a one-off of a run that is gone
+    create_oneoff(orch, "20260101000000-1-0123abcd")  # a one-off of a run that is gone
     assert run_orch(project, "down").returncode == 0
     assert backend.names(orch.settings.prefix) == []  # the baseline (machine or image) too
 
 
 def test_workers_restart_with_the_engine(project: Path) -> None:
     orch = make(project)
-    orch.up(1)
+    up(orch, 1)
     policy = docker("inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", orch.vm_name("gw0")).stdout.strip()
     assert policy == "unless-stopped"
 
@@ -143,7 +145,7 @@ def test_sweep_in_a_mount_namespace_that_hides_the_checkout_deletes_nothing_of_i
 
 def test_a_container_with_another_workers_labels_is_kept_by_sweep_and_refused_by_reset(project: Path) -> None:
     orch = make(project)
-    orch.up(3)
+    up(orch, 3)
     gw2 = orch.vm_name("gw2")
     labels = json.loads(docker("inspect", "-f", "{{json .Config.Labels}}", orch.vm_name("gw0")).stdout)
     baseline = orch.store.read().baseline.ref
@@ -161,7 +163,7 @@ def test_a_container_with_another_workers_labels_is_kept_by_sweep_and_refused_by
 
 def test_a_container_run_by_hand_from_a_baseline_is_not_orchs(project: Path) -> None:
     orch = make(project)
-    orch.up(1)
+    up(orch, 1)
     name = f"{orch.settings.prefix}-{orch.checkout}-gw5"
     assert docker("run", "-d", "--name", name, orch.store.read().baseline.ref, "sleep", "infinity").returncode == 0
     rows = {r["vm"]: r for r in json.loads(run_orch(project, "sweep", "--json").stdout)}
@@ -174,7 +176,7 @@ def test_a_container_run_by_hand_from_a_baseline_is_not_orchs(project: Path) -> 
 
 def test_a_bad_lease_file_keeps_that_checkout_and_the_sweep_goes_on(project: Path, tmp_path_factory, prefix: str) -> None:
     orch = make(project)
-    orch.up(1)
+    up(orch, 1)
     runs = project / "inventories" / ".orch" / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     (runs / "20260101000000-1-0123abcd.lock").symlink_to("/etc/hostname")
@@ -216,7 +218,7 @@ def test_a_users_own_inventory_file_is_never_overwritten(project: Path, mine: st
 @pytest.mark.parametrize("provider_name", ["orbstack"])
 def test_a_baseline_started_and_changed_outside_orch_is_rebuilt_before_cloning(project: Path, backend) -> None:
     orch = make(project)
-    orch.up(1)
+    up(orch, 1)
     golden = orch.store.read().baseline.vm
     listed = json.loads(subprocess.run(["orbctl", "list", "-f", "json"], capture_output=True, text=True).stdout)
     mine = sorted(m["name"] for m in listed if m["name"].startswith(orch.settings.prefix))
@@ -232,8 +234,8 @@ def test_a_baseline_started_and_changed_outside_orch_is_rebuilt_before_cloning(p
     assert backend.sh(orch.vm_name("gw0"), "test -e /root/pushed-file").returncode != 0
     # started and left running: orch up sees it and rebuilds it, stopped
     subprocess.run(["orbctl", "start", golden], capture_output=True)
-    up = run_orch(project, "up", "--workers", "1")
-    assert up.returncode == 0 and "started outside orch" in up.stderr
+    again = run_orch(project, "up", "--workers", "1")
+    assert again.returncode == 0 and "started outside orch" in again.stderr
     assert not backend.running(orch.store.read().baseline.vm)
 
 
@@ -341,12 +343,12 @@ def test_sweep_deletes_baselines_of_gone_checkouts_and_committed_leftovers(
     gone = tmp_path_factory.mktemp("gone")
     write_pyproject(gone, provider_name, prefix)
     other = make(gone)
-    other.up(1)
+    up(other, 1)
     baseline = other.store.read().baseline.ref
     docker("rm", "-f", other.vm_name("gw0"))  # containers removed by hand...
     shutil.rmtree(gone / "inventories")  # ...and the checkout deleted
     orch = make(project)
-    orch.up(1)
+    up(orch, 1)
     committed = docker("commit", orch.vm_name("gw0")).stdout.strip()  # as pyinfra's @docker does
     sweep = run_orch(project, "sweep", "--json")
     assert sweep.returncode == 0, sweep.stderr
@@ -362,8 +364,8 @@ def test_down_leaves_nothing_and_forgets_the_checkout(project: Path, backend, pr
     from orchestrator.state import checkouts as registry
 
     orch = make(project)
-    orch.up(2)
-    orch.create_oneoff("20260101000000-1-0123abcd")  # a one-off of a run that is gone
+    up(orch, 2)
+    create_oneoff(orch, "20260101000000-1-0123abcd")  # a one-off of a run that is gone
     assert registry.lookup(orch.checkout) is not None
     assert run_orch(project, "down").returncode == 0
     assert backend.names(prefix) == []
@@ -439,7 +441,7 @@ def test_bad_settings_are_one_line(project: Path, table: str, needle: str) -> No
 
 def test_files_orch_did_not_make_are_refused_in_one_line(project: Path) -> None:
     orch = make(project)
-    orch.up(1)
+    up(orch, 1)
     lock = project / "inventories" / ".orch" / "command.lock"
     lock.unlink(missing_ok=True)
     lock.symlink_to("/etc/hostname")
@@ -490,7 +492,7 @@ def test_reset_without_baseline_or_image_leaves_the_vm(project: Path, prefix: st
     text = (project / "pyproject.toml").read_text().replace(f'image = "{IMAGE}"', f'image = "{image}"')
     (project / "pyproject.toml").write_text(text)
     orch = make(project)
-    orch.up(1)
+    up(orch, 1)
     vm = orch.vm_name("gw0")
     before = docker("inspect", "-f", "{{.Id}}", vm).stdout
     with orch.store.transaction() as state:  # the baseline is gone behind orch's back...

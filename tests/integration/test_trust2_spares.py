@@ -14,6 +14,9 @@ from backends import both_providers, run_orch, write_pyproject
 
 from orchestrator.core.context import Context
 from orchestrator.settings import loader as config
+from orchestrator.verbs.down import down
+from orchestrator.verbs.reset import reset
+from orchestrator.verbs.up import up
 
 
 def make(project: Path, **overrides: object) -> Context:
@@ -39,10 +42,10 @@ def test_repair_deletes_a_swapped_out_dirty_vm_instead_of_making_it_a_standby(pr
     Docker tells them apart by a label, OrbStack (no labels) by what orch wrote inside."""
     orch = make(project, standby=True)
     orch.maintain_later = lambda: None  # the maintainer that would empty the trash was killed
-    assert all(r.ok for r in orch.up(2))
+    assert all(r.ok for r in up(orch, 2))
     gw0 = orch.vm_name("gw0")
     assert backend.sh(gw0, "touch /etc/dirty").returncode == 0
-    [swapped] = orch.reset(["gw0"])
+    [swapped] = reset(orch, ["gw0"])
     assert swapped.action == "swapped", swapped
     data = orch.store.read()
     [trash], standby = data.trash, data.standbys["gw1"].vm
@@ -54,8 +57,8 @@ def test_repair_deletes_a_swapped_out_dirty_vm_instead_of_making_it_a_standby(pr
     assert not backend.exists(trash), repaired.stderr  # deleted, not recorded as gw0's standby
     assert {w: s.vm for w, s in make(project).store.read().standbys.items()} == {"gw1": standby}
 
-    reset = run_orch(project, "reset", "gw0")
-    assert reset.returncode == 0, reset.stdout + reset.stderr
+    again = run_orch(project, "reset", "gw0")
+    assert again.returncode == 0, again.stdout + again.stderr
     assert backend.sh(gw0, "test -e /etc/dirty").returncode == 1  # a clean gw0
     assert run_orch(project, "down").returncode == 0  # waits for the maintainer the reset started
 
@@ -149,15 +152,15 @@ def test_a_sweep_while_up_seals_the_baseline_keeps_the_image(project: Path) -> N
 
     orch.provider.delete = delete  # type: ignore[method-assign]
     try:
-        assert all(r.ok for r in orch.up(1))
+        assert all(r.ok for r in up(orch, 1))
         data = orch.store.read()
         assert data.baseline is not None
         baseline_vm = data.baseline.seal["tag"]
         images = [d for d in decisions if d.kind == "baseline" and d.ref]  # the image, not the container
         assert [(d.vm, d.result) for d in images] == [(baseline_vm, "kept")], [(d.vm, d.result, d.reason) for d in decisions]
         assert docker("image", "inspect", data.baseline.ref).returncode == 0
-        [reset] = orch.reset(["gw0"])  # cloned from that image
-        assert reset.ok and reset.action == "reset", reset.error
+        [result] = reset(orch, ["gw0"])  # cloned from that image
+        assert result.ok and result.action == "reset", result.error
     finally:
         orch.provider.delete = real_delete  # type: ignore[method-assign]
-        orch.down()
+        down(orch)

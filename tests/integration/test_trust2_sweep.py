@@ -85,18 +85,20 @@ def test_a_standby_swapped_in_during_a_sweep_is_left_alone_and_not_reported_dele
     the name gw0 (now the former standby) is not deleted."""
     from orchestrator.core.context import Context
     from orchestrator.settings import loader as config
+    from orchestrator.verbs.reset import reset
     from orchestrator.verbs.sweep import Sweeper
+    from orchestrator.verbs.up import up
 
     orch = Context(config.load(cwd=project, env={}, overrides={"standby": True}))
     orch.maintain_later = lambda: None  # no background maintainer: this test looks at every VM
-    assert all(r.ok for r in orch.up(1))
+    assert all(r.ok for r in up(orch, 1))
     worker, standby = orch.vm_name("gw0"), orch.store.read().standbys["gw0"].vm
     standby_id = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", standby], capture_output=True, text=True).stdout
     time.sleep(1.1)  # older than --older-than 1s
     sweeper = Sweeper(orch.settings, orch.provider)
     decisions = {d.vm: d for d in sweeper.plan(older_than=1)}
     assert decisions[worker].delete and decisions[standby].delete
-    assert orch.reset(["gw0"])[0].action == "swapped"
+    assert reset(orch, ["gw0"])[0].action == "swapped"
     sweeper.execute(list(decisions.values()))
     now = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", worker], capture_output=True, text=True).stdout
     assert now == standby_id  # gw0 is the former standby, still there

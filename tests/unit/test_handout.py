@@ -12,6 +12,9 @@ from fakes_core import fake_orch
 from orchestrator.providers.fake import Crash
 from orchestrator.pytest_plugin.plugin import _unfit
 from orchestrator.state.records import CREATING, READY
+from orchestrator.verbs.down import repair
+from orchestrator.verbs.reset import reset
+from orchestrator.verbs.up import up
 
 #: (operation, after) where a hard reset is killed; "personalize" is the deploy on the new VM.
 HARD = [("delete", False), ("delete", True), ("clone", False), ("clone", True), ("ready", False), ("personalize", False)]
@@ -61,14 +64,14 @@ def clean_worker(orch, worker: str = "gw0") -> None:
 @pytest.mark.parametrize("operation, after", HARD)
 def test_a_hard_reset_killed_anywhere_is_never_handed_out_and_is_made_again(tmp_path: Path, operation: str, after: bool) -> None:
     orch = fake_orch(tmp_path)
-    orch.up(1)
+    up(orch, 1)
     orch.provider.vms[orch.vm_name("gw0")].files["/etc/dirty"] = "a test was here"
     crash_at(orch, operation, after)
     with pytest.raises(Crash):
-        orch.reset(["gw0"], lock=False)
+        reset(orch, ["gw0"], lock=False)
     orch.deployer.hook = None
     assert _unfit(orch.store.read(), "gw0") is not None  # the fixture will not hand it out as it is
-    [result] = orch.reset(["gw0"], lock=False, finish=True)  # what the fixture does instead
+    [result] = reset(orch, ["gw0"], lock=False, finish=True)  # what the fixture does instead
     assert result.ok, result.error
     clean_worker(orch)
 
@@ -80,27 +83,27 @@ def test_a_reset_owed_by_a_test_is_kept_until_the_worker_is_made_again(
     """A marked test's reset (a hard one, or a swap for the standby) killed anywhere
     leaves the debt recorded."""
     orch = fake_orch(tmp_path, standby=standby)
-    orch.up(1)
+    up(orch, 1)
     owe(orch)  # what the plugin records before a marked test's fixtures and body
     orch.provider.vms[orch.vm_name("gw0")].files["/etc/dirty"] = "a test was here"
     crash_at(orch, operation, after)
     with pytest.raises(Crash):
-        orch.reset(["gw0"], lock=False)
+        reset(orch, ["gw0"], lock=False)
     orch.deployer.hook = None
     assert _unfit(orch.store.read(), "gw0") is not None
-    [result] = orch.reset(["gw0"], lock=False, finish=True)
+    [result] = reset(orch, ["gw0"], lock=False, finish=True)
     assert result.ok, result.error
     clean_worker(orch)
 
 
 def test_up_makes_a_worker_that_owes_a_reset_again_and_says_why(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path)
-    orch.up(1)
+    up(orch, 1)
     owe(orch)
     orch.provider.vms[orch.vm_name("gw0")].files["/etc/dirty"] = "a test was here"
     said: list[str] = []
     orch.report = lambda who, message: said.append(message)
-    [result] = orch.up(1)
+    [result] = up(orch, 1)
     assert result.action == "recreated"
     assert any("owes a reset (after test_x.py::test_dirty)" in m for m in said), said
     clean_worker(orch)
@@ -108,9 +111,9 @@ def test_up_makes_a_worker_that_owes_a_reset_again_and_says_why(tmp_path: Path) 
 
 def test_a_swap_clears_the_debt(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path, standby=True)
-    orch.up(1)
+    up(orch, 1)
     owe(orch)
-    [result] = orch.reset(["gw0"], lock=False)
+    [result] = reset(orch, ["gw0"], lock=False)
     assert result.action == "swapped"
     assert orch.store.read().workers["gw0"].reset_pending == ""
 
@@ -123,19 +126,19 @@ def test_repair_never_records_a_half_made_worker_as_ready(tmp_path: Path, labels
     before, and gw2, untouched, are finished and recorded ready."""
     orch = fake_orch(tmp_path, standby=True)
     orch.provider.has_labels = labels  # type: ignore[misc]
-    orch.up(3)
-    assert orch.reset(["gw1"])[0].action == "swapped"
+    up(orch, 3)
+    assert reset(orch, ["gw1"])[0].action == "swapped"
     with orch.store.transaction() as state:
         state.standbys.pop("gw0")  # no standby for gw0: a hard reset
     crash_at(orch, "personalize", False)
     with pytest.raises(Crash):
-        orch.reset(["gw0"], lock=False)
+        reset(orch, ["gw0"], lock=False)
     orch.deployer.hook = None
     orch.store.path.unlink()  # the state file is lost
-    data = orch.repair()
+    data = repair(orch)
     assert data.workers["gw0"].phase != READY and _unfit(data, "gw0") is not None
     assert [w for w in ("gw1", "gw2") if _unfit(data, w) is not None] == []
-    [result] = orch.reset(["gw0"], lock=False, finish=True)
+    [result] = reset(orch, ["gw0"], lock=False, finish=True)
     assert result.ok
     clean_worker(orch)
 
@@ -144,29 +147,29 @@ def test_a_reset_that_failed_is_done_again_by_its_own_process(tmp_path: Path) ->
     """The teardown's reset failed halfway (the worker is left unfinished); the process's
     retry before its next test must make it again, not refuse it as "not provisioned"."""
     orch = fake_orch(tmp_path)
-    orch.up(1)
+    up(orch, 1)
     orch.provider.faults.fail("clone", permanent=True)
-    [failed] = orch.reset(["gw0"], lock=False)
+    [failed] = reset(orch, ["gw0"], lock=False)
     assert not failed.ok and _unfit(orch.store.read(), "gw0") is not None
-    [result] = orch.reset(["gw0"], lock=False, finish=True)  # what the plugin's retry does
+    [result] = reset(orch, ["gw0"], lock=False, finish=True)  # what the plugin's retry does
     assert result.ok, result.error
     clean_worker(orch)
 
 
 def test_an_unfinished_worker_with_a_ready_standby_is_finished_by_the_swap(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path, standby=True)
-    orch.up(1)
+    up(orch, 1)
     orch.store.update_worker("gw0", phase=CREATING)  # a reset killed before its delete
-    [result] = orch.reset(["gw0"], lock=False, finish=True)
+    [result] = reset(orch, ["gw0"], lock=False, finish=True)
     assert result.action == "swapped"
     clean_worker(orch)
 
 
 def test_repair_keeps_the_resets_a_readable_state_says_are_owed(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path)
-    orch.up(2)
+    up(orch, 2)
     owe(orch, "gw1")
-    data = orch.repair()
+    data = repair(orch)
     assert data.workers["gw1"].reset_pending == "after test_x.py::test_dirty"
     assert _unfit(data, "gw1") is not None and _unfit(data, "gw0") is None
 
@@ -178,22 +181,22 @@ def test_up_never_makes_again_a_worker_a_live_run_has_in_hand(tmp_path: Path) ->
     from orchestrator.state.leases import Lease
 
     orch = fake_orch(tmp_path)
-    orch.up(1)
+    up(orch, 1)
     orch.store.update_worker("gw0", phase=CREATING)
     live = Lease(orch.settings.inventory_dir, workers=["gw0"])
     try:
         with pytest.raises(LiveRunError, match="--force"):
-            orch.up(1)
+            up(orch, 1)
     finally:
         live.release()
-    [result] = orch.up(1)
+    [result] = up(orch, 1)
     assert result.ok and result.action == "recreated"
 
 
 def test_a_soft_reset_pays_the_debt(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path)
-    orch.up(1)
+    up(orch, 1)
     owe(orch)
-    [result] = orch.reset(["gw0"], soft=True)
+    [result] = reset(orch, ["gw0"], soft=True)
     assert result.ok, result.error
     assert orch.store.read().workers["gw0"].reset_pending == ""

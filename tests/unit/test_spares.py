@@ -12,7 +12,11 @@ from fakes_core import fake_orch, maintain_now
 
 from orchestrator.providers.fake import Crash
 from orchestrator.state.records import READY
+from orchestrator.verbs.down import down, repair
+from orchestrator.verbs.oneoffs import create_oneoff
+from orchestrator.verbs.reset import reset
 from orchestrator.verbs.sweep import Sweeper
+from orchestrator.verbs.up import up
 
 DEAD_RUN = "20260101000000-1-0123abcd"
 
@@ -27,10 +31,10 @@ def unrecorded(orch) -> set[str]:
 
 def test_up_fills_the_pool_and_fresh_vm_claims_without_making(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path, pool=2)
-    orch.up(1)
+    up(orch, 1)
     assert len(pool_vms(orch)) == 2
     clones = orch.provider.counts()["clone"]
-    host = orch.create_oneoff("20260101000000-2-0123abcd")
+    host = create_oneoff(orch, "20260101000000-2-0123abcd")
     assert orch.provider.counts()["clone"] == clones  # claimed, not made
     rec = orch.store.read().oneoffs[host.vm]
     assert (rec.pool, rec.run) == (False, "20260101000000-2-0123abcd")
@@ -41,21 +45,21 @@ def test_up_fills_the_pool_and_fresh_vm_claims_without_making(tmp_path: Path) ->
 
 def test_an_empty_pool_falls_back_to_making_a_vm(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path, pool=1)
-    orch.up(1)
-    first = orch.create_oneoff(DEAD_RUN).vm
-    second = orch.create_oneoff(DEAD_RUN).vm  # nothing refilled it yet: made
+    up(orch, 1)
+    first = create_oneoff(orch, DEAD_RUN).vm
+    second = create_oneoff(orch, DEAD_RUN).vm  # nothing refilled it yet: made
     assert first != second and orch.vm_name("gw0") not in (first, second)
 
 
 def test_claims_from_many_threads_never_hand_out_a_vm_twice(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path, pool=6)
-    orch.up(1)
+    up(orch, 1)
     pooled = set(pool_vms(orch))
     got: list[str] = []
     lock = threading.Lock()
 
     def claim() -> None:
-        vm = orch.create_oneoff(DEAD_RUN).vm
+        vm = create_oneoff(orch, DEAD_RUN).vm
         with lock:
             got.append(vm)
 
@@ -70,11 +74,11 @@ def test_claims_from_many_threads_never_hand_out_a_vm_twice(tmp_path: Path) -> N
 
 def test_a_crash_during_a_claim_leaks_nothing(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path, pool=1)
-    orch.up(1)
+    up(orch, 1)
     [vm] = pool_vms(orch)
     orch.provider.faults.crash("inspect")  # dies right after the claim was recorded
     with pytest.raises(Crash):
-        orch.create_oneoff(DEAD_RUN)
+        create_oneoff(orch, DEAD_RUN)
     assert unrecorded(orch) == set()
     rec = orch.store.read().oneoffs[vm]
     assert not rec.pool and rec.run == DEAD_RUN  # never handed out again: it is that run's
@@ -85,13 +89,13 @@ def test_a_crash_during_a_claim_leaks_nothing(tmp_path: Path) -> None:
 
 def test_reset_swaps_the_standby_in_and_a_new_one_is_made(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path, standby=True)
-    orch.up(2)
+    up(orch, 2)
     data = orch.store.read()
     standby = data.standbys["gw1"].vm
     assert orch.provider.vms[standby].files["/etc/orch-worker"] == "gw1\n"
     orch.provider.vms[orch.vm_name("gw1")].files["/dirty"] = "test left this"
     before = orch.provider.counts()
-    [result] = orch.reset(["gw1"])
+    [result] = reset(orch, ["gw1"])
     assert result.ok and result.action == "swapped"
     after = orch.provider.counts()
     assert after["clone"] == before["clone"] and after["rename"] - before["rename"] == 2  # nothing made while waiting
@@ -107,7 +111,7 @@ def test_reset_swaps_the_standby_in_and_a_new_one_is_made(tmp_path: Path) -> Non
 @pytest.mark.parametrize("when", ["first-rename", "second-rename"])
 def test_a_crash_during_a_swap_leaks_nothing_and_up_repairs(tmp_path: Path, when: str) -> None:
     orch = fake_orch(tmp_path, standby=True)
-    orch.up(2)
+    up(orch, 2)
     if when == "second-rename":
         orch.provider.faults.fail("unused")  # keeps the plan explicit below
         real = orch.provider.rename
@@ -123,33 +127,33 @@ def test_a_crash_during_a_swap_leaks_nothing_and_up_repairs(tmp_path: Path, when
     else:
         orch.provider.faults.crash("rename")
     with pytest.raises(Crash):
-        orch.reset(["gw1"])
+        reset(orch, ["gw1"])
     assert unrecorded(orch) == set()
     orch.provider.rename = type(orch.provider).rename.__get__(orch.provider)  # type: ignore[method-assign]
-    results = orch.up(2)
+    results = up(orch, 2)
     assert all(r.ok for r in results)
     assert orch.vm_name("gw1") in orch.provider.vms and unrecorded(orch) == set()
     # a trash name whose VM never took it may stay while gw1 has a standby (it cannot be
     # told from a swap in flight); no VM is behind it, and `orch down` forgets it
     assert all(name not in orch.provider.vms for name in orch.store.read().trash)
-    orch.down()
+    down(orch)
     assert orch.store.read().trash == [] and orch.provider.vms == {}
 
 
 def test_a_stale_standby_is_not_swapped_in(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path, standby=True)
-    orch.up(1)
+    up(orch, 1)
     with orch.store.transaction() as state:
         state.standbys["gw0"].fingerprint = "000000000000"
-    [result] = orch.reset(["gw0"])
+    [result] = reset(orch, ["gw0"])
     assert result.ok and result.action == "reset"  # from the baseline instead
 
 
 def test_down_deletes_pool_standbys_and_trash(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path, pool=2, standby=True)
-    orch.up(2)
-    orch.reset(["gw0"])  # leaves a swapped-out VM in the trash
-    orch.down()
+    up(orch, 2)
+    reset(orch, ["gw0"])  # leaves a swapped-out VM in the trash
+    down(orch)
     assert orch.provider.vms == {} and orch.provider.baselines == {}
     data = orch.store.read()
     assert data.oneoffs == {} and data.standbys == {} and data.trash == []
@@ -157,9 +161,9 @@ def test_down_deletes_pool_standbys_and_trash(tmp_path: Path) -> None:
 
 def test_pool_shrinks_when_asked_for_fewer(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path, pool=3)
-    orch.up(1)
+    up(orch, 1)
     smaller = fake_orch(tmp_path, provider=orch.provider, pool=1)
-    smaller.up(1)
+    up(smaller, 1)
     assert len(pool_vms(smaller)) == 1 and unrecorded(smaller) == set()
 
 
@@ -171,7 +175,7 @@ def test_a_maintainer_emptying_the_trash_during_a_swap_loses_nothing(tmp_path: P
     from orchestrator.primitives import naming
 
     orch = fake_orch(tmp_path, standby=True)
-    orch.up(1)
+    up(orch, 1)
     trash = naming.standby_vm_name(orch.settings.prefix, orch.checkout, "gw0")
     with orch.store.transaction() as state:
         state.trash.append(trash)  # the swap's first step
@@ -187,12 +191,12 @@ def test_a_hard_reset_asks_for_a_standby_once_the_worker_is_ready(tmp_path: Path
     a maintainer looked while the worker was being made again (so skipped it) and
     stopped; the worker never got a standby. It must also ask once the worker is ready."""
     orch = fake_orch(tmp_path, standby=True)
-    orch.up(1)
-    assert orch.reset(["gw0"])[0].action == "swapped"  # the standby is used up
+    up(orch, 1)
+    assert reset(orch, ["gw0"])[0].action == "swapped"  # the standby is used up
     vm = orch.vm_name("gw0")
     seen: list[tuple[str, object]] = []  # what a maintainer starting then would see
     orch.maintain_later = lambda: seen.append((orch.store.read().workers["gw0"].phase, orch.provider.vms.get(vm)))
-    [result] = orch.reset(["gw0"])
+    [result] = reset(orch, ["gw0"])
     assert result.action == "reset" and seen
     assert seen[-1] == (READY, orch.provider.vms[vm])  # asked after the new VM was ready
     maintain_now(orch)
@@ -207,17 +211,17 @@ def test_repair_never_promotes_a_swapped_out_vm_to_a_standby(tmp_path: Path, lab
     VM back in): it deletes it, and keeps only genuine standbys."""
     orch = fake_orch(tmp_path, standby=True)
     orch.provider.has_labels = labels  # type: ignore[misc]  # labels, or only what is inside the VM
-    orch.up(2)
+    up(orch, 2)
     orch.provider.vms[orch.vm_name("gw0")].files["/etc/dirty"] = "a marked test left this"
-    assert orch.reset(["gw0"])[0].action == "swapped"
+    assert reset(orch, ["gw0"])[0].action == "swapped"
     [trash] = orch.store.read().trash
     assert "/etc/dirty" in orch.provider.vms[trash].files  # the maintainer never came
     standby = orch.store.read().standbys["gw1"].vm
     orch.store.path.unlink()  # the state file is lost
-    data = orch.repair()
+    data = repair(orch)
     assert {w: s.vm for w, s in data.standbys.items()} == {"gw1": standby}  # the genuine one only
     assert trash not in orch.provider.vms and trash not in data.all_vms()  # deleted, not handed out
-    [result] = orch.reset(["gw0"])
+    [result] = reset(orch, ["gw0"])
     assert result.ok and result.action == "reset"  # from the baseline: no standby to swap in
     assert "/etc/dirty" not in orch.provider.vms[orch.vm_name("gw0")].files
     assert unrecorded(orch) == set()
@@ -235,9 +239,9 @@ def test_a_maintainer_whose_checkout_is_deleted_stops_and_sweep_finds_its_vms(tm
 
     project = tmp_path / "checkout"
     orch = fake_orch(project, pool=1, standby=True)
-    orch.up(2)
-    orch.create_oneoff(DEAD_RUN)  # the pool is used up
-    assert orch.reset(["gw0"])[0].action == "swapped"  # so is gw0's standby
+    up(orch, 2)
+    create_oneoff(orch, DEAD_RUN)  # the pool is used up
+    assert reset(orch, ["gw0"])[0].action == "swapped"  # so is gw0's standby
     spares.wanted(orch).touch()
     clones = orch.provider.counts()["clone"]
     if when == "before":

@@ -17,7 +17,10 @@ from orchestrator.primitives.labels import Owner
 from orchestrator.providers.base import VMInfo
 from orchestrator.state import location
 from orchestrator.state.leases import Lease
+from orchestrator.verbs.oneoffs import create_oneoff
+from orchestrator.verbs.reset import reset
 from orchestrator.verbs.sweep import LEGACY_PREFIXES, Sweeper
+from orchestrator.verbs.up import up
 
 
 def plan(orch, **kwargs):
@@ -57,23 +60,23 @@ def test_labels_without_orch_name_are_kept(tmp_path: Path) -> None:
 def test_labels_of_another_worker_under_a_workers_name_are_not_orchs(tmp_path: Path) -> None:
     """Defect 3: gw0's labels on a container named like gw2 is nobody's worker."""
     orch = fake_orch(tmp_path)
-    orch.up(3)
+    up(orch, 3)
     gw2 = orch.vm_name("gw2")
     orch.provider.vms[gw2].labels = orch.owner(naming.WORKER, worker="gw0").labels()
     d = plan(orch)[gw2]
     assert not d.delete and "labels say worker gw0, the name says gw2" in d.reason
-    [result] = orch.reset(["gw2"])
+    [result] = reset(orch, ["gw2"])
     assert not result.ok and "is not orch's" in result.error
     assert gw2 in orch.provider.vms  # left alone
 
 
 def test_oneoff_of_a_dead_run_is_deleted_and_a_live_runs_kept(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path)
-    orch.up(1)
+    up(orch, 1)
     live = Lease(orch.settings.inventory_dir)
     try:
-        mine = orch.create_oneoff(live.run).vm
-        dead = orch.create_oneoff("20260101000000-1-0123abcd").vm
+        mine = create_oneoff(orch, live.run).vm
+        dead = create_oneoff(orch, "20260101000000-1-0123abcd").vm
         decisions = plan(orch)
         assert not decisions[mine].delete and "alive" in decisions[mine].reason
         assert decisions[dead].delete and "run that is gone" in decisions[dead].reason
@@ -100,7 +103,7 @@ def test_a_hidden_checkout_folder_is_not_taken_for_a_gone_one(tmp_path: Path, mo
     """Defect 2, the mount-namespace case: the folder's path resolves to another folder
     (a tmpfs over it): sweep cannot tell, and keeps everything."""
     orch = fake_orch(tmp_path)
-    orch.up(2)
+    up(orch, 2)
     real = location._ident
     inv = os.path.realpath(orch.settings.inventory_dir)
     monkeypatch.setattr(location, "_ident", lambda p: "99:1" if str(p) == inv else real(p))
@@ -112,7 +115,7 @@ def test_a_hidden_checkout_folder_is_not_taken_for_a_gone_one(tmp_path: Path, mo
 
 def test_a_deleted_checkout_folder_is_gone_when_its_parents_are_seen(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path)
-    orch.up(1)
+    up(orch, 1)
     import shutil
 
     shutil.rmtree(orch.settings.inventory_dir)
@@ -125,8 +128,8 @@ def test_a_damaged_runs_folder_keeps_that_checkouts_vms_and_sweep_goes_on(tmp_pa
     """Defect 4: one checkout's bad lease file never stops the sweep of the others."""
     a = fake_orch(tmp_path / "a")
     b = fake_orch(tmp_path / "b", provider=a.provider)
-    a.up(1)
-    b.up(1)
+    up(a, 1)
+    up(b, 1)
     runs = a.settings.inventory_dir / ".orch" / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     target = runs / "20260101000000-1-0123abcd.lock"
@@ -146,7 +149,7 @@ def test_a_damaged_runs_folder_keeps_that_checkouts_vms_and_sweep_goes_on(tmp_pa
 
 def test_unrecorded_vm_of_a_visible_checkout_is_deleted(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path)
-    orch.up(1)
+    up(orch, 1)
     stray = orch.vm_name("gw9")
     add_vm(orch, stray, orch.owner(naming.WORKER, worker="gw9").labels())
     d = plan(orch)[stray]
@@ -157,8 +160,8 @@ def test_unrecorded_vm_of_a_visible_checkout_is_deleted(tmp_path: Path) -> None:
 def test_sweep_forgets_the_oneoffs_it_deletes(tmp_path: Path) -> None:
     """Defect 9: records of deleted one-offs must not stay in the state."""
     orch = fake_orch(tmp_path)
-    orch.up(1)
-    dead = orch.create_oneoff("20260101000000-1-0123abcd").vm
+    up(orch, 1)
+    dead = create_oneoff(orch, "20260101000000-1-0123abcd").vm
     sweeper = Sweeper(orch.settings, orch.provider)
     sweeper.execute(sweeper.plan())
     assert dead not in orch.provider.vms
@@ -202,14 +205,14 @@ def test_a_standby_swapped_in_while_sweep_runs_is_neither_deleted_nor_reported_d
     name would hit the VM that was the standby: it now belongs to something else, and is
     left alone."""
     orch = fake_orch(tmp_path, standby=True)
-    orch.up(1)
+    up(orch, 1)
     worker, standby = orch.vm_name("gw0"), orch.store.read().standbys["gw0"].vm
     _age(orch, worker, standby)
     sweeper = Sweeper(orch.settings, orch.provider)
     decisions = {d.vm: d for d in sweeper.plan(older_than=3600)}
     assert decisions[worker].delete and decisions[standby].delete
     swapped_in = dict(orch.provider.vms[standby].labels)
-    assert orch.reset(["gw0"])[0].action == "swapped"  # between sweep's plan and its deletions
+    assert reset(orch, ["gw0"])[0].action == "swapped"  # between sweep's plan and its deletions
     sweeper.execute(list(decisions.values()))
     assert worker in orch.provider.vms and orch.provider.vms[worker].labels == swapped_in  # not deleted
     assert decisions[standby].result not in ("deleted", "failed") and "gone" in decisions[standby].result
@@ -224,8 +227,8 @@ def test_a_checkout_deleted_while_sweep_runs_is_never_made_again(tmp_path: Path)
     import shutil
 
     orch = fake_orch(tmp_path / "checkout")
-    orch.up(1)
-    oneoff = orch.create_oneoff("20260101000000-1-0123abcd").vm  # of a run that is gone
+    up(orch, 1)
+    oneoff = create_oneoff(orch, "20260101000000-1-0123abcd").vm  # of a run that is gone
     sweeper = Sweeper(orch.settings, orch.provider)
     decisions = sweeper.plan()
     assert next(d for d in decisions if d.vm == oneoff).delete
@@ -250,11 +253,11 @@ def test_a_sweep_keeps_the_registry_entry_of_a_gone_checkout_it_saw_nothing_of(
     monkeypatch.setenv("ORCH_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # as the CLI runs it
     mine = fake_orch(tmp_path / "mine")
-    mine.up(1)
+    up(mine, 1)
     theirs = fake_orch(tmp_path / "theirs", prefix="other")  # VMs this sweep does not judge
-    theirs.up(1)
+    up(theirs, 1)
     gone = fake_orch(tmp_path / "gone")
-    gone.up(1)
+    up(gone, 1)
     for orch in (theirs, gone):
         shutil.rmtree(orch.settings.inventory_dir)
     gone.provider.vms.update(mine.provider.vms)  # the backend this sweep looks at: mine and gone's
