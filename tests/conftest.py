@@ -1,58 +1,81 @@
 """Shared fixtures. Tests that need Docker use the ``docker_engine`` fixture: where no
 engine answers it skips on a developer's machine and FAILS in CI (CI=true), so CI can
-never pass by skipping."""
+never pass by skipping. ``podman_engine`` and ``second_engine`` do the same (one
+factory, :func:`engine_fixture`, makes all three)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 BASE_IMAGE = os.environ.get("ORCH_BASE_IMAGE", "orch-base:bookworm")
 ROOT = Path(__file__).resolve().parent.parent
 
+T = TypeVar("T")
 
-def _engine_problem() -> str | None:
+
+class Unavailable(Exception):
+    """An engine fixture's probe cannot give its engine; the message says why."""
+
+
+def engine_fixture(name: str, probe: Callable[[], T], *, what: str, hint: str, needs: tuple[str, ...] = ()) -> Any:
+    """A session fixture ``name`` giving ``probe()``, after the fixtures in ``needs``. Where
+    the probe raises :class:`Unavailable` the test skips on a developer's machine (the
+    message ends with ``hint``) and FAILS in CI (CI=true): CI never passes by skipping."""
+
+    def fixture(request: pytest.FixtureRequest) -> T:
+        for other in needs:
+            request.getfixturevalue(other)
+        try:
+            return probe()
+        except Unavailable as err:
+            if os.environ.get("CI"):
+                pytest.fail(f"CI=true and {err}: {what} tests must not be skipped", pytrace=False)
+            pytest.skip(f"{err} (not CI: skipped; {hint})")
+
+    fixture.__name__ = name
+    fixture.__doc__ = f"{probe.__doc__} Skipped where unavailable, FAILS in CI."
+    return pytest.fixture(scope="session", name=name)(fixture)
+
+
+def _docker_image() -> str:
+    """The base image name, once the engine answers and the image exists."""
     try:
         proc = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as err:
-        return f"docker not usable: {err}"
+        raise Unavailable(f"docker not usable: {err}") from err
     if proc.returncode != 0:
-        return f"Docker engine not reachable: {proc.stderr.strip()}"
+        raise Unavailable(f"Docker engine not reachable: {proc.stderr.strip()}")
     proc = subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True, text=True)
     if proc.returncode != 0:
-        return f"base image {BASE_IMAGE} missing (scripts/setup.sh builds it)"
-    return None
-
-
-@pytest.fixture(scope="session")
-def docker_engine() -> str:
-    """The base image name, once the engine answers and the image exists."""
-    problem = _engine_problem()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI=true and {problem}: Docker tests must not be skipped", pytrace=False)
-        pytest.skip(f"{problem} (not CI: skipped; run scripts/test.sh to set it up)")
+        raise Unavailable(f"base image {BASE_IMAGE} missing (scripts/setup.sh builds it)")
     return BASE_IMAGE
+
+
+docker_engine = engine_fixture("docker_engine", _docker_image, what="Docker", hint="run scripts/test.sh to set it up")
 
 
 #: The base image as podman names it (scripts/setup.sh copies it from Docker: no registry).
 PODMAN_IMAGE = f"localhost/{BASE_IMAGE.removeprefix('localhost/')}"
 
 
-def _podman_problem() -> str | None:
+def _podman_image() -> str:
+    """The base image's podman name, once podman runs a container from it."""
     try:
         proc = subprocess.run(["podman", "info", "--format", "{{.Version.Version}}"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as err:
-        return f"podman not usable: {err}"
+        raise Unavailable(f"podman not usable: {err}") from err
     if proc.returncode != 0:
-        return f"podman not usable: {proc.stderr.strip()}"
+        raise Unavailable(f"podman not usable: {proc.stderr.strip()}")
     proc = subprocess.run(["podman", "image", "exists", PODMAN_IMAGE], capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
-        return f"base image {PODMAN_IMAGE} missing in podman (scripts/setup.sh copies it from Docker)"
+        raise Unavailable(f"base image {PODMAN_IMAGE} missing in podman (scripts/setup.sh copies it from Docker)")
     try:
         proc = subprocess.run(
             ["podman", "run", "--rm", "--pull", "never", "--init", PODMAN_IMAGE, "true"],
@@ -60,23 +83,14 @@ def _podman_problem() -> str | None:
             text=True,
             timeout=60,
         )
-    except subprocess.TimeoutExpired:
-        return "podman cannot run a container (no answer in 60s)"
+    except subprocess.TimeoutExpired as err:
+        raise Unavailable("podman cannot run a container (no answer in 60s)") from err
     if proc.returncode != 0:
-        return f"podman cannot run a container ({proc.stderr.strip()}; scripts/setup.sh configures it)"
-    return None
-
-
-@pytest.fixture(scope="session")
-def podman_engine() -> str:
-    """The base image's podman name, once podman runs a container from it. Like
-    ``docker_engine``: skipped on a developer's machine without podman, FAILS in CI."""
-    problem = _podman_problem()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI=true and {problem}: podman tests must not be skipped", pytrace=False)
-        pytest.skip(f"{problem} (not CI: skipped; run scripts/setup.sh to set it up)")
+        raise Unavailable(f"podman cannot run a container ({proc.stderr.strip()}; scripts/setup.sh configures it)")
     return PODMAN_IMAGE
+
+
+podman_engine = engine_fixture("podman_engine", _podman_image, what="podman", hint="run scripts/setup.sh to set it up")
 
 
 FAKES = ROOT / "tests" / "fakes"
@@ -86,17 +100,19 @@ from backends import BACKENDS, remove_prefix, write_pyproject  # noqa: E402
 from engines import SecondEngine, SecondEngineUnavailable, ensure_second_engine  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def second_engine(docker_engine: str) -> SecondEngine:
+def _second_engine() -> SecondEngine:
     """The second Docker engine (scripts/engine2.sh; tests/engines.py), started on first use
     and shared by all xdist workers; scripts/test.sh stops it at the end of the run that
-    started it. Where it cannot be started it skips on a developer's machine and FAILS in CI."""
+    started it."""
     try:
         return ensure_second_engine()
     except SecondEngineUnavailable as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI=true and the second engine could not be started: {err}", pytrace=False)
-        pytest.skip(f"second engine unavailable (not CI: skipped): {err}")
+        raise Unavailable(f"the second engine could not be started: {err}") from err
+
+
+second_engine = engine_fixture(
+    "second_engine", _second_engine, what="second-engine", hint="scripts/engine2.sh starts it", needs=("docker_engine",)
+)
 
 
 @pytest.fixture
