@@ -26,6 +26,7 @@ from orchestrator.core.steps import WorkerResult, guard, timed
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import now_iso
 from orchestrator.primitives.errors import DeployError, OrchError, PermanentProviderError, VMExists
+from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.labels import Owner
 from orchestrator.providers.base import Baseline, BaselineTainted
 from orchestrator.pyinfra.loading import source_hash
@@ -154,7 +155,7 @@ def ensure(ctx: Context, fp: Fingerprint, *, first: list[Target] | None = None) 
         why = _unusable(ctx, fp, rec)
         if why is None and rec is not None:
             return Baseline(rec.ref, rec.seal), False
-        ctx.report("baseline", f"building the baseline: {why}")
+        ctx.report(Kind.BASELINE.value, f"building the baseline: {why}")
         return build(ctx, fp, first or []), True
 
 
@@ -179,14 +180,10 @@ def build(ctx: Context, fp: Fingerprint, first: list[Target]) -> Baseline:
         data.baseline = BaselineRecord(name, fp.value, dict(fp.parts), CREATING, created=now_iso())
 
     def record(**changes: object) -> None:
-        with ctx.store.transaction() as data:
-            if data.baseline is not None and data.baseline.vm == name:
-                for key, value in changes.items():
-                    if hasattr(data.baseline, key):
-                        setattr(data.baseline, key, value)
+        ctx.store.update(Kind.BASELINE, name, vm=name, **changes)
 
-    owner = ctx.owner(naming.BASELINE, fingerprint=fp.value)
-    base = Target(WorkerResult("baseline", name, "created"), owner, "baseline", record)
+    owner = ctx.owner(Kind.BASELINE, fingerprint=fp.value)
+    base = Target(WorkerResult(Kind.BASELINE.value, name, "created"), owner, Kind.BASELINE.value, record)
     everyone = [base, *first]
     for t in first:
         t.owner = ctx.owner(t.owner.kind, worker=t.owner.worker, run=t.owner.run, fingerprint=fp.value)
@@ -198,7 +195,7 @@ def build(ctx: Context, fp: Fingerprint, first: list[Target]) -> Baseline:
             ctx.connector.prepare(t.vm)
         _ready(ctx, t)
 
-    ctx.report("baseline", f"creating {name} and {len(first)} more from {ctx.image}")
+    ctx.report(Kind.BASELINE.value, f"creating {name} and {len(first)} more from {ctx.image}")
     provider.map(lambda t: guard(t.result, ctx.report, lambda: make(t)), everyone)
     _finish(
         ctx,
@@ -214,7 +211,7 @@ def build(ctx: Context, fp: Fingerprint, first: list[Target]) -> Baseline:
             record(seal={"tag": tag})
         sealed = provider.call(f"seal {name}", lambda: provider.seal(name, owner))
     record(phase=READY, ref=sealed.ref, seal=sealed.seal)
-    ctx.report("baseline", f"{name} sealed ({base.result.seconds.get('total', 0):.1f}s)")
+    ctx.report(Kind.BASELINE.value, f"{name} sealed ({base.result.seconds.get('total', 0):.1f}s)")
     drop_retired(ctx)
     return sealed
 
@@ -242,7 +239,7 @@ def clone(ctx: Context, fp: Fingerprint, baseline: Baseline, targets: list[Targe
     tainted = [t for t in targets if t.tainted]
     if tainted:
         with ctx.baseline_lock():
-            ctx.report("baseline", f"rebuilding the baseline: {why[0]}")
+            ctx.report(Kind.BASELINE.value, f"rebuilding the baseline: {why[0]}")
             baseline = build(ctx, fp, [])
         for t in tainted:
             t.tainted = False

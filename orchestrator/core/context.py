@@ -25,6 +25,7 @@ from orchestrator.core.ownership import owned
 from orchestrator.core.steps import Reporter
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import LiveRunError, OrchError, UsageError
+from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.labels import Owner
 from orchestrator.providers.base import Provider, VMInfo
 from orchestrator.providers.registry import get_provider
@@ -112,7 +113,7 @@ class Context:
             self.where = registry.CheckoutRef.here(self.settings.inventory_dir)
         return self.where
 
-    def owner(self, kind: str, *, worker: str = "", run: str = "", fingerprint: str = "") -> Owner:
+    def owner(self, kind: Kind, *, worker: str = "", run: str = "", fingerprint: str = "") -> Owner:
         where = self.location()
         return Owner(kind, self.checkout, where.inventory, where.host, where.fs, worker, run, fingerprint)
 

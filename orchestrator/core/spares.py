@@ -35,6 +35,7 @@ from orchestrator.core.steps import WorkerResult, guard
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import now_iso
 from orchestrator.primitives.errors import CheckoutGone, OrchError
+from orchestrator.primitives.kinds import POOL, Kind
 from orchestrator.state.records import CREATING, READY, OneoffRecord, StandbyRecord
 
 if TYPE_CHECKING:
@@ -135,16 +136,11 @@ def _standby(ctx: Context, worker: str, worker_vm: str, fp: B.Fingerprint) -> B.
         state.standbys[worker] = StandbyRecord(worker, name, CREATING, now_iso(), fp.value)
 
     def record(**changes: object) -> None:
-        with ctx.store.transaction() as state:
-            rec = state.standbys.get(worker)
-            if rec is not None and rec.vm == name:
-                for key, value in changes.items():
-                    if hasattr(rec, key) and key != "error":
-                        setattr(rec, key, value)
+        ctx.store.update(Kind.STANDBY, worker, vm=name, **changes)
 
     # made_as: a swap renames it, so after a lost state a VM under a standby's form of
     # name is a standby only while it still has the name it was made under (repair)
-    owner = dataclasses.replace(ctx.owner(naming.STANDBY, worker=worker, fingerprint=fp.value), hostname=worker_vm, made_as=name)
+    owner = dataclasses.replace(ctx.owner(Kind.STANDBY, worker=worker, fingerprint=fp.value), hostname=worker_vm, made_as=name)
     return B.Target(WorkerResult(worker, name, "standby"), owner, worker, record)
 
 
@@ -154,13 +150,10 @@ def _pooled(ctx: Context, fp: B.Fingerprint) -> B.Target:
         state.oneoffs[name] = OneoffRecord(name, "", now_iso(), os.getpid(), CREATING, fp.value, pool=True)
 
     def record(**changes: object) -> None:
-        with ctx.store.transaction() as state:
-            rec = state.oneoffs.get(name)
-            for key, value in changes.items():
-                if rec is not None and hasattr(rec, key) and key != "error":
-                    setattr(rec, key, value)
+        ctx.store.update(Kind.ONEOFF, name, vm=name, **changes)
 
-    return B.Target(WorkerResult("pool", name, "pooled"), ctx.owner(naming.ONEOFF, fingerprint=fp.value), "oneoff", record)
+    owner = ctx.owner(Kind.ONEOFF, fingerprint=fp.value)
+    return B.Target(WorkerResult(POOL, name, "pooled"), owner, Kind.ONEOFF.value, record)
 
 
 def _drop_stale(ctx: Context, fp: B.Fingerprint) -> None:
@@ -231,7 +224,7 @@ def claim(ctx: Context, run: str, fp: B.Fingerprint) -> InventoryHost | None:
     if info is None or not info.running:
         delete_spares(ctx, [rec.vm])  # kept recorded if it cannot be deleted now
         return None
-    return ctx.host("oneoff", rec.vm)
+    return ctx.host(Kind.ONEOFF.value, rec.vm)
 
 
 def swap(ctx: Context, result: WorkerResult, fp: B.Fingerprint, info: VMInfo | None) -> bool:

@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from orchestrator.primitives.clock import now_iso
+from orchestrator.primitives.kinds import Kind
 
 MANAGED_BY = "orch.managed-by"
 MANAGED_BY_VALUE = "orch"
 CHECKOUT = "orch.checkout"
 WORKER = "orch.worker"
 CREATED = "orch.created"
-KIND = "orch.kind"  # worker, oneoff, baseline, standby
+KIND = "orch.kind"  # the Kind a VM was made as (its value)
 RUN = "orch.run"  # the run (lease) a one-off VM belongs to
 INVENTORY = "orch.inventory"  # the inventory folder that owns the VM
 HOST = "orch.host"  # the host that folder is on (location.host_id)
@@ -39,7 +40,7 @@ ALL = (MANAGED_BY, CHECKOUT, WORKER, CREATED, KIND, RUN, INVENTORY, HOST, FS, FI
 class Owner:
     """What a VM is and whose: the core's description, written by each provider its own way."""
 
-    kind: str  # naming.WORKER, ONEOFF, BASELINE, STANDBY
+    kind: Kind
     checkout: str
     inventory: str
     host: str = ""
@@ -58,7 +59,7 @@ class Owner:
         out = {
             MANAGED_BY: MANAGED_BY_VALUE,
             CHECKOUT: self.checkout,
-            KIND: self.kind,
+            KIND: self.kind.value,
             CREATED: self.created,
             INVENTORY: self.inventory,
             HOST: self.host,
@@ -69,6 +70,14 @@ class Owner:
             MADE_AS: self.made_as,
         }
         return {k: v for k, v in out.items() if v}
+
+
+def kind(labels: dict[str, str]) -> Kind | None:
+    """The kind a VM's labels say it was made as (None: no kind, or one this orch does not know)."""
+    try:
+        return Kind(labels.get(KIND, ""))
+    except ValueError:
+        return None
 
 
 def is_orchs(labels: dict[str, str] | None) -> bool:

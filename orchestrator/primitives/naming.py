@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 from orchestrator.primitives.errors import UsageError
+from orchestrator.primitives.kinds import WORKER_ID, Kind
 
 #: The most workers one checkout may have; ``--workers`` above it is refused.
 MAX_WORKERS = 256
 DEFAULT_PREFIX = "orch"
 
-_WORKER_RE = re.compile(r"^gw(0|[1-9][0-9]{0,2})$")
+_WORKER_RE = re.compile(WORKER_ID)
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 _CHECKOUT_RE = re.compile(r"^[0-9a-f]{8}$")
 
@@ -83,12 +84,6 @@ def oneoff_vm_name(prefix: str, checkout: str) -> str:
     return f"{validate_prefix(prefix)}-{validate_checkout_id(checkout)}-x{stamp}-{os.getpid()}-{secrets.token_hex(6)}"
 
 
-BASELINE = "baseline"
-WORKER = "worker"
-ONEOFF = "oneoff"
-STANDBY = "standby"
-
-
 def baseline_vm_name(prefix: str, checkout: str, fingerprint: str) -> str:
     """The per-checkout VM that provisioning makes into the baseline (kept as a machine to
     clone on OrbStack, committed to an image on Docker). ``z`` makes it sort after the
@@ -103,25 +98,22 @@ def standby_vm_name(prefix: str, checkout: str, worker: str) -> str:
     return f"{worker_vm_name(prefix, checkout, worker)}-s{secrets.token_hex(4)}"
 
 
-_SUFFIX = r"gw(?:0|[1-9][0-9]{0,2})(?:-s[0-9a-f]{8})?|zbaseline-[0-9a-f]{8}|x[0-9]{14}-[0-9]+-[0-9a-f]{12}"
-
-
 def parse_vm_name(prefix: str, name: str) -> tuple[str, str] | None:
-    """Split an orch VM name into (checkout id, suffix): a worker id, a standby
-    (``gw1-s…``), a baseline (``zbaseline-…``) or a one-off (``x…``); None if not orch's form."""
-    m = re.fullmatch(rf"{re.escape(prefix)}-([0-9a-f]{{8}})-({_SUFFIX})", name)
+    """Split an orch VM name into (checkout id, suffix): the suffix has one kind's form (a
+    worker id, a standby ``gw1-s…``, a baseline ``zbaseline-…``, a one-off ``x…``); None
+    if the name has none."""
+    m = re.fullmatch(rf"{re.escape(prefix)}-([0-9a-f]{{8}})-({Kind.suffixes()})", name)
     return (m.group(1), m.group(2)) if m else None
 
 
-def kind_of(suffix: str) -> str:
+def kind_of(suffix: str) -> Kind:
     """What a parsed name's suffix says the VM is."""
-    if suffix.startswith("zbaseline-"):
-        return BASELINE
-    if suffix.startswith("x"):
-        return ONEOFF
-    return STANDBY if "-s" in suffix else WORKER
+    kind = Kind.of_suffix(suffix)
+    if kind is None:
+        raise UsageError(f"{suffix!r} is not the end of an orch VM name")
+    return kind
 
 
 def worker_of(suffix: str) -> str:
-    """The worker id a worker or standby name carries ("" for other kinds)."""
-    return suffix.split("-", 1)[0] if kind_of(suffix) in (WORKER, STANDBY) else ""
+    """The worker id a name of a per-worker kind carries ("" for other kinds)."""
+    return suffix.split("-", 1)[0] if kind_of(suffix).per_worker else ""

@@ -21,8 +21,10 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import EngineUnavailable, OrchError, PermanentProviderError
+from orchestrator.primitives.kinds import Kind
 from orchestrator.providers.base import Baseline, ExecResult, Provider, StoredBaseline, VMInfo
 
 if TYPE_CHECKING:
@@ -97,7 +99,7 @@ class Engines(Provider):
         if self._load is None:
             self._load = Counter({e: 0 for e in self.members})
             for info in self.list_vms():
-                if info.labels.get("orch.kind") in (naming.WORKER, naming.STANDBY):
+                if L.kind(info.labels) in (Kind.WORKER, Kind.STANDBY):
                     self._load[self.where.get(info.name, "")] += 1
         return self._load
 
@@ -105,10 +107,10 @@ class Engines(Provider):
         """Which engine a new VM goes to (see the module's docstring)."""
         engines = list(self.members)
         cap = self.settings.engine_cap
-        if owner.kind == naming.STANDBY and owner.worker:
+        if owner.kind == Kind.STANDBY and owner.worker:
             worker_vm = naming.worker_vm_name(self.settings.prefix, owner.checkout, owner.worker)
             chosen = self._member(worker_vm)
-        elif owner.kind == naming.WORKER and owner.worker:
+        elif owner.kind == Kind.WORKER and owner.worker:
             load = self.load()
             wanted = engines[naming.worker_index(owner.worker) % len(engines)]
             if cap and load[wanted] >= cap:
@@ -128,7 +130,7 @@ class Engines(Provider):
             members = self.reachable()
             if not members:
                 raise EngineUnavailable("no engine answers")
-            chosen = members[0] if owner.kind == naming.BASELINE else min(members, key=lambda m: self.load()[m.engine])
+            chosen = members[0] if owner.kind == Kind.BASELINE else min(members, key=lambda m: self.load()[m.engine])
         self.where[vm] = chosen.engine
         return chosen
 

@@ -15,6 +15,8 @@ import logging
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from orchestrator.primitives.kinds import Kind
+
 log = logging.getLogger(__name__)
 
 VERSION = 2
@@ -80,6 +82,10 @@ class StandbyRecord:
     engine: str = ""
 
 
+#: The record of one VM, of any kind that has records (trash is a list of names).
+Record = BaselineRecord | WorkerRecord | OneoffRecord | StandbyRecord
+
+
 def _build(cls: type, raw: Any) -> Any:
     if not isinstance(raw, dict):
         raise ValueError(f"{cls.__name__} must be a table")
@@ -134,6 +140,19 @@ class StateData:
             standbys={k: _build(StandbyRecord, v) for k, v in raw.get("standbys", {}).items()},
             trash=[str(v) for v in raw.get("trash", [])],
         )
+
+    def record(self, kind: Kind, key: str) -> Record | None:
+        """The record of a VM of this kind: by worker id for per-worker kinds, else by
+        the VM's name (the baseline's: the current baseline, while it is that VM)."""
+        held = getattr(self, kind.records)
+        if isinstance(held, dict):
+            found: Record | None = held.get(key)
+            return found
+        if isinstance(held, BaselineRecord):
+            return held if held.vm == key else None
+        if held is None:
+            return None
+        raise TypeError(f"a {kind} VM has no record, only its name in {kind.records}")
 
     def sorted_workers(self) -> list[WorkerRecord]:
         return sorted(self.workers.values(), key=lambda r: int(r.worker[2:]))

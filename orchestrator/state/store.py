@@ -23,7 +23,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from orchestrator.primitives.errors import CheckoutGone, LockBusy, StateError
-from orchestrator.state.records import StateData, WorkerRecord
+from orchestrator.primitives.kinds import Kind
+from orchestrator.state.records import Record, StateData
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +181,24 @@ class StateStore:
             finally:
                 self._lock.release()
 
-    def update_worker(self, worker: str, **changes: object) -> WorkerRecord:
-        """Change fields of one worker's record (it must exist)."""
+    def update(self, kind: Kind, key: str, *, vm: str | None = None, **changes: object) -> Record | None:
+        """Change fields of the record of one VM of ``kind`` (``key``: a worker id for
+        per-worker kinds, else the VM's name), in one transaction. Fields the record does
+        not have are ignored: the steps that make a VM record the same progress for every
+        kind (a baseline has no engine, a spare no error).
+
+        Without ``vm`` the record must exist (KeyError). With ``vm``, the record is changed
+        only while it is still that VM's: one forgotten meanwhile (a spare deleted, a
+        baseline replaced) is left alone, and None is returned."""
         with self.transaction() as data:
-            rec = data.workers[worker]
-            for key, value in changes.items():
-                setattr(rec, key, value)
+            rec = data.record(kind, key)
+            if rec is None or (vm is not None and rec.vm != vm):
+                if vm is None:
+                    raise KeyError(key)
+                return None
+            for name, value in changes.items():
+                if hasattr(rec, name):
+                    setattr(rec, name, value)
             return rec
 
     def _readable(self) -> bool:

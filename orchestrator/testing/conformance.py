@@ -30,6 +30,7 @@ import pytest
 from orchestrator.core.ownership import owned
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import PermanentProviderError, ProviderError, VMExists, VMNotFound
+from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.labels import Owner
 from orchestrator.providers.base import Baseline, Provider
 from orchestrator.settings import loader as config
@@ -72,7 +73,7 @@ class ProviderContract:
             name = naming.worker_vm_name(settings.prefix, settings.checkout, worker)
             made.append(name)
             return name, Owner(
-                naming.WORKER, settings.checkout, where.inventory, where.host, where.fs, worker, fingerprint="0123456789ab"
+                Kind.WORKER, settings.checkout, where.inventory, where.host, where.fs, worker, fingerprint="0123456789ab"
             )
 
         yield make

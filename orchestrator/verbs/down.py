@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from orchestrator.core.baseline import drop_retired
-from orchestrator.core.ownership import claim
+from orchestrator.core.ownership import identify
 from orchestrator.core.spares import delete_spares, empty_trash, maintaining
 from orchestrator.core.steps import WorkerResult, guard, timed
 from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError, StateError
+from orchestrator.primitives.kinds import Kind
 from orchestrator.providers.base import Baseline, VMInfo
 from orchestrator.state import checkouts as registry
 from orchestrator.state import leases
@@ -96,7 +97,7 @@ def _leftovers(ctx: Context) -> list[WorkerResult]:
     results = []
     doomed = [o for o in data.oneoffs.values() if o.pool or not leases.run_alive(ctx.settings.inventory_dir, o.run)]
     for rec in doomed:
-        result = WorkerResult("oneoff", rec.vm, "deleted")
+        result = WorkerResult(Kind.ONEOFF.value, rec.vm, "deleted")
         results.append(guard(result, ctx.report, functools.partial(delete_oneoff, ctx, rec.vm), what="delete failed: "))
     data = ctx.store.read()
     if data.oneoffs:
@@ -110,7 +111,7 @@ def _leftovers(ctx: Context) -> list[WorkerResult]:
     if not data.retired:
         registry.unregister(ctx.checkout)
         if data.baseline is None:
-            ctx.report("baseline", "deleted")
+            ctx.report(Kind.BASELINE.value, "deleted")
     return results
 
 
@@ -123,7 +124,7 @@ def repair(ctx: Context, *, wait: bool = True, on_wait: Callable[[], None] | Non
         provider.check()
         mine = []
         for info in provider.list_vms():
-            found, _ = claim(info, prefix, provider.has_labels)
+            found, _ = identify(info, prefix, provider.has_labels)
             if found is not None and found.checkout == ctx.checkout:
                 mine.append((info, found))
         stored = sorted((b for b in provider.stored_baselines() if b.checkout == ctx.checkout), key=lambda b: b.created)
@@ -146,7 +147,7 @@ def repair(ctx: Context, *, wait: bool = True, on_wait: Callable[[], None] | Non
                 fp = info.labels.get(L.FINGERPRINT, "") or _marked(ctx, info)
                 phase = READY if fp else PROVISIONING
                 created = info.labels.get(L.CREATED, info.created)
-                if found.kind == naming.STANDBY:
+                if found.kind is Kind.STANDBY:
                     why = _not_a_standby(ctx, info, fp)
                     if not why and found.worker in data.standbys:
                         why = f"{found.worker} already has the standby {data.standbys[found.worker].vm}"
@@ -156,7 +157,7 @@ def repair(ctx: Context, *, wait: bool = True, on_wait: Callable[[], None] | Non
                             data.trash.append(info.name)  # recorded first: a crash never leaks it
                         ctx.report(found.worker, f"found {info.name} ({info.state}): not a standby ({why}); deleting it")
                         continue
-                if found.kind == naming.WORKER:
+                if found.kind is Kind.WORKER:
                     half = _half_made(ctx, info, found.worker)
                     if half:  # in doubt, unfinished: the next taker makes it again
                         phase = PROVISIONING
@@ -165,9 +166,9 @@ def repair(ctx: Context, *, wait: bool = True, on_wait: Callable[[], None] | Non
                         found.worker, info.name, phase, created, fp, reset_pending=owed.get(info.name, "")
                     )
                     fingerprints.add(fp)
-                elif found.kind == naming.STANDBY:
+                elif found.kind is Kind.STANDBY:
                     data.standbys[found.worker] = StandbyRecord(found.worker, info.name, phase, created, fp)
-                elif found.kind == naming.ONEOFF:
+                elif found.kind is Kind.ONEOFF:
                     data.oneoffs[info.name] = OneoffRecord(info.name, info.labels.get(L.RUN, ""), created, 0, READY, fp)
                 else:  # a baseline machine whose seal orch no longer knows: rebuilt when needed
                     data.retired.append(BaselineRecord(info.name, phase=PROVISIONING))
@@ -212,7 +213,7 @@ def _half_made(ctx: Context, info: VMInfo, worker: str) -> str:
     if made_as and made_as in (info.name, info.labels.get(L.MADE_AS)):
         return ""
     parsed = naming.parse_vm_name(ctx.settings.prefix, made_as)
-    swapped_in = parsed is not None and naming.kind_of(parsed[1]) == naming.STANDBY and naming.worker_of(parsed[1]) == worker
+    swapped_in = parsed is not None and naming.kind_of(parsed[1]) is Kind.STANDBY and naming.worker_of(parsed[1]) == worker
     if not ctx.provider.has_labels and swapped_in and parsed is not None and parsed[0] == ctx.checkout:
         return ""  # its standby, swapped in
     return "orch's last step never ran in it"

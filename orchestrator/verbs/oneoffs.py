@@ -19,6 +19,7 @@ from orchestrator.core.steps import WorkerResult
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import now_iso
 from orchestrator.primitives.errors import DeployError, OrchError
+from orchestrator.primitives.kinds import Kind
 from orchestrator.state import inventory, leases
 from orchestrator.state.records import CREATING, OneoffRecord
 from orchestrator.state.store import StateStore
@@ -42,14 +43,10 @@ def create_oneoff(ctx: Context, run: str) -> inventory.InventoryHost:
         state.oneoffs[name] = OneoffRecord(name, run, now_iso(), os.getpid(), CREATING)
 
     def record(**changes: object) -> None:
-        with ctx.store.transaction() as state:
-            rec = state.oneoffs.get(name)
-            for key, value in changes.items():
-                if rec is not None and hasattr(rec, key):
-                    setattr(rec, key, value)
+        ctx.store.update(Kind.ONEOFF, name, vm=name, **changes)
 
-    result = WorkerResult("oneoff", name, "created")
-    target = B.Target(result, ctx.owner(naming.ONEOFF, run=run, fingerprint=fp.value), "oneoff", record)
+    result = WorkerResult(Kind.ONEOFF.value, name, "created")
+    target = B.Target(result, ctx.owner(Kind.ONEOFF, run=run, fingerprint=fp.value), Kind.ONEOFF.value, record)
     try:
         baseline, _ = B.ensure(ctx, fp)
         B.clone(ctx, fp, baseline, [target])
@@ -59,7 +56,7 @@ def create_oneoff(ctx: Context, run: str) -> inventory.InventoryHost:
         with contextlib.suppress(OrchError):
             delete_oneoff(ctx, name)
         raise
-    return ctx.host("oneoff", name)
+    return ctx.host(Kind.ONEOFF.value, name)
 
 
 def delete_oneoff(ctx: Context, name: str) -> None:

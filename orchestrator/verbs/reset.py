@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.core import baseline as B
 from orchestrator.core import spares
 from orchestrator.core.steps import WorkerResult, guard, timed
-from orchestrator.primitives import naming
 from orchestrator.primitives.errors import EngineUnavailable, OrchError, PermanentProviderError, UsageError
+from orchestrator.primitives.kinds import Kind
 from orchestrator.state.records import CREATING, READY, WorkerRecord
 from orchestrator.verbs.oneoffs import forget_gone_oneoffs
 
@@ -98,7 +98,7 @@ def _hard(ctx: Context, records: list[WorkerRecord]) -> list[WorkerResult]:
         ctx.report(r.worker, f"restoring {r.vm} from the baseline")
         # before its VM is deleted: a reset killed from here on leaves a worker that is
         # not ready, which no fixture hands out and the next taker makes again
-        ctx.store.update_worker(r.worker, phase=CREATING)
+        ctx.store.update(Kind.WORKER, r.worker, phase=CREATING)
     targets = [worker_target(ctx, r, fp) for r in live]
     B.clone(ctx, fp, baseline, targets, replace=True)
     for r in live:
@@ -115,12 +115,12 @@ def worker_target(ctx: Context, result: WorkerResult, fp: B.Fingerprint) -> B.Ta
     """A worker's VM about to be made (by ``orch up`` or a reset): a worker made again is
     clean, so its owed reset is cleared with the record that says it is ready."""
 
-    def record(**changes: object) -> None:
+    def record(**changes: Any) -> None:
         if changes.get("phase") == READY:
             changes["reset_pending"] = ""
-        ctx.store.update_worker(result.worker, **changes)
+        ctx.store.update(Kind.WORKER, result.worker, **changes)
 
-    return B.Target(result, ctx.owner(naming.WORKER, worker=result.worker, fingerprint=fp.value), result.worker, record)
+    return B.Target(result, ctx.owner(Kind.WORKER, worker=result.worker, fingerprint=fp.value), result.worker, record)
 
 
 def _soft(ctx: Context, records: list[WorkerRecord]) -> list[WorkerResult]:
@@ -155,7 +155,7 @@ def _soft(ctx: Context, records: list[WorkerRecord]) -> list[WorkerResult]:
             with timed(result, "ready"):
                 ctx.wait_ready(r.vm)
             if r.reset_pending:
-                ctx.store.update_worker(r.worker, reset_pending="")  # what it owed is done
+                ctx.store.update(Kind.WORKER, r.worker, reset_pending="")  # what it owed is done
         except OrchError as err:
             result.fail(str(err))
         ctx.report(r.worker, result.error or f"{r.vm} soft-reset")

@@ -10,6 +10,7 @@ from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import age
 from orchestrator.primitives.errors import EngineUnavailable, OrchError
+from orchestrator.primitives.kinds import POOL, Kind
 from orchestrator.state import inventory
 from orchestrator.verbs.down import baseline_state
 from orchestrator.verbs.oneoffs import forget_gone_oneoffs
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class StatusRow:
-    kind: str  # worker, oneoff, standby, baseline
-    worker: str  # the worker id; "oneoff", "pool" or "baseline" for the others
+    kind: Kind
+    worker: str  # the worker id; for the others their kind, or POOL (a one-off of the pool)
     vm: str
     state: str  # running, stopped, missing, unreachable (its engine does not answer), or the backend's word
     phase: str
@@ -68,7 +69,7 @@ def status(ctx: Context) -> list[StatusRow]:
             phase += f", reset pending ({rec.reset_pending[:80]})"
         rows.append(
             StatusRow(
-                naming.WORKER,
+                Kind.WORKER,
                 rec.worker,
                 rec.vm,
                 state,
@@ -80,18 +81,18 @@ def status(ctx: Context) -> list[StatusRow]:
         )
     for s in sorted(data.standbys.values(), key=lambda s: naming.worker_index(s.worker)):
         state, seconds = state_of(s.vm, s.worker)
-        rows.append(StatusRow(naming.STANDBY, s.worker, s.vm, state, s.phase, seconds, drift(s.fingerprint), ""))
+        rows.append(StatusRow(Kind.STANDBY, s.worker, s.vm, state, s.phase, seconds, drift(s.fingerprint), ""))
     for o in sorted(data.oneoffs.values(), key=lambda o: o.vm):
         state, seconds = state_of(o.vm)
         rows.append(
-            StatusRow(naming.ONEOFF, "pool" if o.pool else "oneoff", o.vm, state, o.phase, seconds, drift(o.fingerprint), "")
+            StatusRow(Kind.ONEOFF, POOL if o.pool else Kind.ONEOFF.value, o.vm, state, o.phase, seconds, drift(o.fingerprint), "")
         )
     if data.baseline is not None:
         b = data.baseline
         rows.append(
             StatusRow(
-                naming.BASELINE,
-                "baseline",
+                Kind.BASELINE,
+                Kind.BASELINE.value,
                 b.seal.get("tag") or b.vm or b.ref,
                 baseline_state(ctx, b),
                 b.phase,

@@ -35,10 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.core.ownership import Claim, claim
+from orchestrator.core.ownership import Identity, identify
 from orchestrator.primitives import labels as L
 from orchestrator.primitives.clock import age as age_of
 from orchestrator.primitives.errors import OrchError, StateError, UsageError
+from orchestrator.primitives.kinds import Kind
 from orchestrator.providers.base import Provider, StoredBaseline, VMInfo
 from orchestrator.settings.model import Settings
 from orchestrator.state import checkouts as registry
@@ -59,7 +60,7 @@ class Decision:
     vm: str
     delete: bool
     reason: str
-    kind: str = ""  # worker, oneoff, standby, baseline, image, legacy, foreign, record
+    kind: str = ""  # a Kind; or image, legacy, foreign, record, engine (not VMs of orch's)
     checkout: str = ""
     age_seconds: float | None = None
     #: deleted, would delete, kept, failed; gone (already, when sweep came to delete it);
@@ -121,7 +122,7 @@ class Sweeper:
         prefixes = LEGACY_PREFIXES + tuple(self.settings.legacy_prefixes)
         decisions = []
         for info in self.provider.list_vms(all_vms=True):
-            found, why = claim(info, self.settings.prefix, self.provider.has_labels)
+            found, why = identify(info, self.settings.prefix, self.provider.has_labels)
             self._seen[info.name] = info
             if found is not None:
                 decisions.append(self._decide(info, found, older_than))
@@ -155,7 +156,7 @@ class Sweeper:
             d.reason = f"kept: its checkout cannot be seen from here ({view.verdict.reason}); only --older-than can delete it"
         return d
 
-    def _decide(self, info: VMInfo, found: Claim, older_than: float | None) -> Decision:
+    def _decide(self, info: VMInfo, found: Identity, older_than: float | None) -> Decision:
         d = Decision(info.name, False, "", found.kind, found.checkout, age_of(info.labels.get(L.CREATED) or info.created))
         view = self.view(found.checkout, info.labels)
         if view.verdict.seen is not Seen.SAME:
@@ -164,7 +165,7 @@ class Sweeper:
             d.reason = f"kept: its checkout is damaged ({view.damage}); fix it there"
             return d
         state, inv = view.state, view.inventory
-        if found.kind == "oneoff":
+        if found.kind is Kind.ONEOFF:
             rec = state.oneoffs.get(info.name) if state else None
             run = info.labels.get(L.RUN) or (rec.run if rec else "")
             if rec is not None and rec.pool:
@@ -192,7 +193,7 @@ class Sweeper:
         return d
 
     def _decide_baseline(self, stored: StoredBaseline, older_than: float | None) -> Decision:
-        d = Decision(stored.name, False, "", "baseline", stored.checkout, age_of(stored.created), ref=stored.ref)
+        d = Decision(stored.name, False, "", Kind.BASELINE, stored.checkout, age_of(stored.created), ref=stored.ref)
         view = self.view(stored.checkout, stored.labels)
         if view.verdict.seen is not Seen.SAME:
             return self._judge_unseen(d, view, older_than)
@@ -239,10 +240,10 @@ class Sweeper:
                     d.result = "forgotten"
         if dry_run or not doomed:
             return decisions
-        vms = [d for d in doomed if d.kind not in ("baseline", "image")]
+        vms = [d for d in doomed if d.kind not in (Kind.BASELINE, "image")]
         self.provider.map(lambda d: self._delete(d, lambda: self._delete_vm(d)), vms)
         for d in doomed:
-            if d.kind == "baseline":
+            if d.kind == Kind.BASELINE:
                 self._delete(d, functools.partial(self._drop_image, d))
             elif d.kind == "image":
                 self._delete(d, functools.partial(self.provider.drop_dangling, d.ref))
@@ -319,17 +320,12 @@ def _identity(info: VMInfo) -> tuple[object, ...]:
     return (sorted(info.labels.items()), info.created, info.image, info.engine)
 
 
-def _records(state: StateData, name: str, found: Claim) -> bool:
+def _records(state: StateData, name: str, found: Identity) -> bool:
     """Does the state record this VM under this name, as what its name and labels say?"""
-    if found.kind == "worker":
-        rec = state.workers.get(found.worker)
-        return rec is not None and rec.vm == name
-    if found.kind == "standby":
-        rec2 = state.standbys.get(found.worker)
-        return rec2 is not None and rec2.vm == name
-    if found.kind == "baseline":
+    if found.kind is Kind.BASELINE:  # the current baseline or a retired one
         return name in {b.vm for b in [*state.retired, *([state.baseline] if state.baseline else [])]}
-    return name in state.oneoffs
+    rec = state.record(found.kind, found.worker if found.kind.per_worker else name)
+    return rec is not None and rec.vm == name
 
 
 def sweep(

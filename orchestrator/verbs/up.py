@@ -20,6 +20,7 @@ from orchestrator.core.steps import WorkerResult, guard, timed
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import now_iso
 from orchestrator.primitives.errors import OrchError, ProviderError, UsageError
+from orchestrator.primitives.kinds import Kind
 from orchestrator.providers.base import VMInfo
 from orchestrator.state import leases
 from orchestrator.state.records import CREATING, FAILED, READY, WorkerRecord
@@ -156,7 +157,7 @@ def _keep(ctx: Context, result: WorkerResult, plan: Plan, info: VMInfo | None) -
     except ProviderError as err:
         result.action = "recreated"
         ctx.report(result.worker, f"{vm} does not answer ({err}); making it again")
-        ctx.store.update_worker(result.worker, phase=CREATING)
+        ctx.store.update(Kind.WORKER, result.worker, phase=CREATING)
     except OrchError as err:
         result.fail(str(err))
 
@@ -171,7 +172,7 @@ def _make(ctx: Context, fp: B.Fingerprint, results: list[WorkerResult], infos: d
     def clear(result: WorkerResult) -> None:
         if infos.get(result.worker) is not None:
             provider.call(f"delete {result.vm}", lambda: provider.delete(result.vm))
-        ctx.store.update_worker(result.worker, phase=CREATING, error="")
+        ctx.store.update(Kind.WORKER, result.worker, phase=CREATING, error="")
         ctx.report(result.worker, f"making {result.vm}")
 
     provider.map(lambda r: guard(r, ctx.report, lambda: clear(r)), results)
@@ -215,8 +216,8 @@ def _baseline_only(ctx: Context, fp: B.Fingerprint) -> list[WorkerResult]:
     try:
         B.ensure(ctx, fp)
     except OrchError as err:
-        ctx.report("baseline", f"failed: {err}")
-        row = WorkerResult("baseline", "", "failed")
+        ctx.report(Kind.BASELINE.value, f"failed: {err}")
+        row = WorkerResult(Kind.BASELINE.value, "", "failed")
         row.fail(str(err))
         return [row]
     return []

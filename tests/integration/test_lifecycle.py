@@ -14,6 +14,7 @@ from backends import both_providers
 from orchestrator.core.context import Context
 from orchestrator.primitives import labels as L
 from orchestrator.primitives.errors import UsageError
+from orchestrator.primitives.kinds import Kind
 from orchestrator.settings import loader as config
 from orchestrator.state import inventory
 from orchestrator.verbs.down import down
@@ -90,7 +91,7 @@ def test_unfinished_worker_from_a_crash_is_recreated(project: Path, backend) -> 
     orch = make(project)
     up(orch, 1)
     before = backend.identity(orch.vm_name("gw0"))
-    orch.store.update_worker("gw0", phase="provisioning")  # as if up died before the baseline
+    orch.store.update(Kind.WORKER, "gw0", phase="provisioning")  # as if up died before the baseline
     assert [r.action for r in up(orch, 1)] == ["recreated"]
     assert backend.identity(orch.vm_name("gw0")) != before
 

@@ -15,8 +15,8 @@ from backends import PodmanBackend, remove_podman, write_pyproject
 
 from orchestrator.core.context import Context
 from orchestrator.primitives import labels as L
-from orchestrator.primitives import naming
 from orchestrator.primitives.errors import EngineUnavailable, PermanentProviderError, VMExists, VMNotFound
+from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.labels import Owner
 from orchestrator.providers.podman import PodmanProvider
 from orchestrator.providers.registry import get_provider
@@ -177,7 +177,7 @@ def test_podman_errors_are_classified_from_its_own_texts(
 ) -> None:
     """Each failure as the real podman words it, and what orch makes of it."""
     image = provider.settings.image
-    owner = Owner(naming.WORKER, "0badc0de", "/nowhere/inventories", worker="gw0")
+    owner = Owner(Kind.WORKER, "0badc0de", "/nowhere/inventories", worker="gw0")
     a, b, missing = f"{prefix}-a", f"{prefix}-b", f"{prefix}-missing"
     for verb in (provider.start, provider.stop, lambda vm: provider.exec(vm, ["true"])):
         with pytest.raises(VMNotFound, match="no such container"):

@@ -9,6 +9,7 @@ import pytest
 from fakes_core import fake_orch
 
 from orchestrator.primitives.errors import LiveRunError, UsageError
+from orchestrator.primitives.kinds import Kind
 from orchestrator.providers.fake import Crash
 from orchestrator.state import inventory
 from orchestrator.state.leases import Lease
@@ -67,7 +68,7 @@ def test_later_workers_are_cloned_from_the_baseline(tmp_path: Path) -> None:
 def test_an_unfinished_or_failed_worker_is_made_again(tmp_path: Path, phase: str) -> None:
     orch = fake_orch(tmp_path)
     up(orch, 1)
-    orch.store.update_worker("gw0", phase=phase, error="boom" if phase == FAILED else "")
+    orch.store.update(Kind.WORKER, "gw0", phase=phase, error="boom" if phase == FAILED else "")
     reported: list[str] = []
     orch.report = lambda who, msg: reported.append(msg)
     assert [r.action for r in up(orch, 1)] == ["recreated"]

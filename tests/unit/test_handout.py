@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fakes_core import fake_orch
 
+from orchestrator.primitives.kinds import Kind
 from orchestrator.providers.fake import Crash
 from orchestrator.pytest_plugin.plugin import _unfit
 from orchestrator.state.records import CREATING, READY
@@ -159,7 +160,7 @@ def test_a_reset_that_failed_is_done_again_by_its_own_process(tmp_path: Path) ->
 def test_an_unfinished_worker_with_a_ready_standby_is_finished_by_the_swap(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path, standby=True)
     up(orch, 1)
-    orch.store.update_worker("gw0", phase=CREATING)  # a reset killed before its delete
+    orch.store.update(Kind.WORKER, "gw0", phase=CREATING)  # a reset killed before its delete
     [result] = reset(orch, ["gw0"], lock=False, finish=True)
     assert result.action == "swapped"
     clean_worker(orch)
@@ -182,7 +183,7 @@ def test_up_never_makes_again_a_worker_a_live_run_has_in_hand(tmp_path: Path) ->
 
     orch = fake_orch(tmp_path)
     up(orch, 1)
-    orch.store.update_worker("gw0", phase=CREATING)
+    orch.store.update(Kind.WORKER, "gw0", phase=CREATING)
     live = Lease(orch.settings.inventory_dir, workers=["gw0"])
     try:
         with pytest.raises(LiveRunError, match="--force"):

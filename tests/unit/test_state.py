@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.primitives.errors import LockBusy, StateError
+from orchestrator.primitives.kinds import Kind
 from orchestrator.state import records as st
 from orchestrator.state import store as store_mod
-from orchestrator.state.records import OneoffRecord, StateData, WorkerRecord
+from orchestrator.state.records import BaselineRecord, OneoffRecord, StandbyRecord, StateData, WorkerRecord
 from orchestrator.state.store import StateStore
 
 CHECKOUT = "1a2b3c4d"
@@ -81,12 +82,50 @@ def test_transaction_round_trip(store: StateStore) -> None:
     assert set(back.oneoffs) == {"vm1"}
 
 
-def test_update_worker_changes_one_record(store: StateStore) -> None:
+def test_update_of_a_worker_changes_one_record(store: StateStore) -> None:
     store.write(sample())
-    store.update_worker("gw1", phase=st.READY, fingerprint="new")
+    store.update(Kind.WORKER, "gw1", phase=st.READY, fingerprint="new")
     back = store.read()
     assert (back.workers["gw1"].phase, back.workers["gw1"].fingerprint) == (st.READY, "new")
     assert back.workers["gw0"] == sample().workers["gw0"]
+
+
+def test_update_without_vm_of_a_missing_record_raises_and_writes_nothing(store: StateStore) -> None:
+    store.write(sample())
+    before = store.path.read_text()
+    with pytest.raises(KeyError):
+        store.update(Kind.WORKER, "gw5", phase=st.READY)
+    assert store.path.read_text() == before
+
+
+def test_update_with_vm_leaves_a_record_of_another_vm_alone(store: StateStore) -> None:
+    data = sample()
+    data.standbys["gw0"] = StandbyRecord("gw0", "orch-0123abcd-gw0-s00000001")
+    data.baseline = BaselineRecord("orch-0123abcd-zbaseline-00000001")
+    store.write(data)
+    assert store.update(Kind.STANDBY, "gw0", vm="orch-0123abcd-gw0-s00000002", phase=st.READY) is None
+    assert store.update(Kind.BASELINE, "orch-0123abcd-zbaseline-00000002", vm="x", phase=st.READY) is None
+    assert store.update(Kind.ONEOFF, "gone", vm="gone", phase=st.READY) is None
+    assert store.read() == data
+    store.update(Kind.STANDBY, "gw0", vm="orch-0123abcd-gw0-s00000001", phase=st.READY, error="ignored")
+    assert store.read().standbys["gw0"].phase == st.READY
+
+
+def test_update_ignores_fields_the_record_does_not_have(store: StateStore) -> None:
+    data = sample()
+    data.baseline = BaselineRecord("orch-0123abcd-zbaseline-00000001")
+    store.write(data)
+    name = data.baseline.vm
+    store.update(Kind.BASELINE, name, vm=name, phase=st.PROVISIONING, engine="e1", error="")
+    back = store.read()
+    assert back.baseline is not None and back.baseline.phase == st.PROVISIONING
+    assert not hasattr(back.baseline, "engine")
+
+
+def test_trash_has_no_record_to_update(store: StateStore) -> None:
+    store.write(sample())
+    with pytest.raises(TypeError):
+        store.update(Kind.TRASH, "orch-0123abcd-gw0-s00000001", phase=st.READY)
 
 
 def test_read_of_missing_file_is_an_empty_state(store: StateStore) -> None:

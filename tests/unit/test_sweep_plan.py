@@ -11,8 +11,8 @@ import pytest
 from fakes_core import fake_orch
 
 from orchestrator.primitives import labels as L
-from orchestrator.primitives import naming
 from orchestrator.primitives.clock import parse_duration
+from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.labels import Owner
 from orchestrator.providers.base import VMInfo
 from orchestrator.state import location
@@ -53,7 +53,7 @@ def test_orch_name_without_labels_is_reported_and_kept(tmp_path: Path) -> None:
 
 def test_labels_without_orch_name_are_kept(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path)
-    add_vm(orch, "my-own-vm", orch.owner(naming.WORKER, worker="gw0").labels())
+    add_vm(orch, "my-own-vm", orch.owner(Kind.WORKER, worker="gw0").labels())
     assert not plan(orch)["my-own-vm"].delete
 
 
@@ -62,7 +62,7 @@ def test_labels_of_another_worker_under_a_workers_name_are_not_orchs(tmp_path: P
     orch = fake_orch(tmp_path)
     up(orch, 3)
     gw2 = orch.vm_name("gw2")
-    orch.provider.vms[gw2].labels = orch.owner(naming.WORKER, worker="gw0").labels()
+    orch.provider.vms[gw2].labels = orch.owner(Kind.WORKER, worker="gw0").labels()
     d = plan(orch)[gw2]
     assert not d.delete and "labels say worker gw0, the name says gw2" in d.reason
     [result] = reset(orch, ["gw2"])
@@ -89,7 +89,7 @@ def test_a_checkout_on_another_host_is_judged_by_age_only(tmp_path: Path) -> Non
     elsewhere: only --older-than may delete it."""
     orch = fake_orch(tmp_path)
     elsewhere = Owner(
-        naming.WORKER, "0badc0de", "/home/ci/proj/inventories", "otherhost123", "1:2,1:1", "gw0", created="2020-01-01T00:00:00Z"
+        Kind.WORKER, "0badc0de", "/home/ci/proj/inventories", "otherhost123", "1:2,1:1", "gw0", created="2020-01-01T00:00:00Z"
     )
     name = "orch-0badc0de-gw0"
     add_vm(orch, name, elsewhere.labels())
@@ -151,7 +151,7 @@ def test_unrecorded_vm_of_a_visible_checkout_is_deleted(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path)
     up(orch, 1)
     stray = orch.vm_name("gw9")
-    add_vm(orch, stray, orch.owner(naming.WORKER, worker="gw9").labels())
+    add_vm(orch, stray, orch.owner(Kind.WORKER, worker="gw9").labels())
     d = plan(orch)[stray]
     assert d.delete and "does not record it" in d.reason
     assert not plan(orch)[orch.vm_name("gw0")].delete
@@ -170,7 +170,7 @@ def test_sweep_forgets_the_oneoffs_it_deletes(tmp_path: Path) -> None:
 
 def test_label_checkout_must_match_the_name(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path)
-    labels = orch.owner(naming.WORKER, worker="gw0").labels()
+    labels = orch.owner(Kind.WORKER, worker="gw0").labels()
     labels[L.CHECKOUT] = "0badc0de"
     add_vm(orch, orch.vm_name("gw0"), labels)
     d = plan(orch)[orch.vm_name("gw0")]
