@@ -5,7 +5,14 @@ described by generated pyinfra inventories, reset to a baseline on demand and sw
 orphaned.
 """
 
-__version__ = "0.2.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    #: The installed distribution's version (pyproject.toml's ``[project] version``);
+    #: the baseline's fingerprint and ``orch --version`` use it.
+    __version__ = version("orch")
+except PackageNotFoundError:  # pragma: no cover (run from a source tree never installed)
+    __version__ = "0+unknown"
 
 __all__ = ["__version__", "current_worker"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.core import settings as config
 from orchestrator.core.context import Context
 from orchestrator.providers.fake import FAKE_IMAGE, FakeDeployer, FakeProvider
-from orchestrator.settings import loader as config
 
 
 def fake_orch(folder: Path, *, provider: FakeProvider | None = None, **overrides: object) -> Context:

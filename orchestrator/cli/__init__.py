@@ -18,10 +18,11 @@ from typing import Any
 import click
 
 from orchestrator import __version__
+from orchestrator.core import settings as config
 from orchestrator.core.context import Context
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError, UsageError
-from orchestrator.settings import loader as config
+from orchestrator.providers import registry
 from orchestrator.settings.model import Settings
 from orchestrator.state.store import StateStore
 
@@ -117,6 +118,14 @@ def complete_workers(ctx: click.Context, param: click.Parameter, incomplete: str
     return [w for w in sorted(data.workers, key=naming.worker_index) if w.startswith(incomplete)]
 
 
+def _provider_names() -> str:
+    """The registry's provider names, for --help."""
+    try:
+        return ", ".join(registry.names())
+    except UsageError as err:
+        return str(err)
+
+
 @click.group(cls=OrchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--inventory-dir",
@@ -126,8 +135,8 @@ def complete_workers(ctx: click.Context, param: click.Parameter, incomplete: str
 )
 @click.option(
     "--provider",
-    help="VM backend: docker, podman or orbstack [default: the one this checkout's VMs are on; "
-    "for a new checkout orbstack if orbctl is on PATH, else docker].",
+    help=f"VM backend, one of the installed providers: {_provider_names()} [default: the one this checkout's VMs "
+    f"are on; for a new checkout {registry.DEFAULT_RULE}].",
 )
 @click.option("--prefix", help="Prefix of orch's VM names [default: orch].")
 @click.option(

@@ -69,9 +69,7 @@ def fingerprint(ctx: Context) -> Fingerprint:
         "deploy": _short(f"{settings.provision}={source_hash(provision)};{settings.personalize}={source_hash(personalize)}"),
         "image": _short(f"{ctx.image}={image_id}"),
         "orch": ctx.version,
-        "provider": _short(
-            f"{vm_settings};connector={ctx.connector.name};{settings.ssh.user if ctx.connector.name == 'ssh' else ''}"
-        ),
+        "provider": _short(f"{vm_settings};connector={ctx.connector.name};{ctx.connector.vm_settings()}"),
     }
     return Fingerprint(_short(json.dumps(parts, sort_keys=True)), parts)
 

@@ -32,8 +32,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from orchestrator.primitives.errors import ConfigError, OrchError, PermanentProviderError, StateError, TransientProviderError
 from orchestrator.providers.base import WaitStrategy
+from orchestrator.settings.model import Model
 from orchestrator.state.store import _not_a_file, _regular_or_missing
 
 if TYPE_CHECKING:
@@ -69,6 +72,10 @@ class Connector:
     def deploy_data(self) -> dict[str, Any]:
         """Host data orch's own deploys need (root inside the VM)."""
         return {}
+
+    def vm_settings(self) -> str:
+        """The connector's settings that change what a VM is (part of the baseline's fingerprint)."""
+        return ""
 
     def exec_argv(self, vm: str, argv: list[str], *, interactive: bool = False) -> list[str]:
         return self.provider.exec_argv(vm, argv, interactive=interactive)
@@ -121,6 +128,17 @@ fi
 """
 
 
+class SSHSettings(Model):
+    """``[tool.orch.ssh]``: the SSH connector (``connector = "ssh"``)."""
+
+    #: The non-root user orch makes in every VM, with passwordless sudo.
+    user: str = Field("orch", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+#: The tables the connectors declare (``[tool.orch.<name>]``), for the settings loader.
+TABLES: dict[str, type[Model]] = {"ssh": SSHSettings}
+
+
 class SSHConnector(Connector):
     """pyinfra's ``@ssh``: a key per checkout, a sudo user, strict host keys."""
 
@@ -128,7 +146,7 @@ class SSHConnector(Connector):
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.user = ctx.settings.ssh.user
+        self.user = SSHSettings(**ctx.settings.tables.get("ssh", {})).user
         self.port = 22
         self.dir = ctx.store.dir / "ssh"
         self.key = self.dir / "id_ed25519"
@@ -276,6 +294,9 @@ class SSHConnector(Connector):
     def deploy_data(self) -> dict[str, Any]:
         return {"_sudo": True} if self.user != "root" else {}
 
+    def vm_settings(self) -> str:
+        return self.user
+
     def exec_argv(self, vm: str, argv: list[str], *, interactive: bool = False) -> list[str]:
         self.keys()  # the key is there, or one line names `orch up`
         address = self.provider.address(vm)
@@ -291,6 +312,18 @@ class SSHConnector(Connector):
             *[arg for option in options for arg in ("-o", option)],
             *["-i", str(self.key), "-p", str(self.port), f"{self.user}@{address}", "--", shlex.join(argv)],
         ]
+
+
+def testinfra_host(host: str, data: dict[str, Any]) -> Any:
+    """A testinfra ``Host`` on a VM that pyinfra reaches over SSH (host data ``ssh_*``),
+    as root (through sudo for another user); None for a VM reached otherwise."""
+    if not data.get("ssh_hostname") and (host == "@local" or host.startswith("@")):
+        return None
+    import testinfra  # pytest-testinfra is optional: only the orch_host fixture needs it
+
+    user = data.get("ssh_user", "root")
+    spec = f"paramiko://{user}@{data.get('ssh_hostname', host)}:{data.get('ssh_port', 22)}"
+    return testinfra.get_host(spec, ssh_identity_file=data.get("ssh_key"), sudo=user != "root")
 
 
 def _ed25519(comment: str) -> tuple[str, str]:

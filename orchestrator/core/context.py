@@ -68,7 +68,9 @@ class Context:
         self.where = registry.CheckoutRef.here(settings.inventory_dir) if settings.inventory_dir.exists() else None
         self.store = StateStore(settings.inventory_dir, self.checkout, on_write=self._register)
         self.report: Reporter = report or (lambda worker, message: log.info("%s: %s", worker, message))
-        self.deployer: Deployer = deployer or self.provider.deployer() or PyinfraDeployer()
+        self.deployer: Deployer = (
+            deployer or self.provider.deployer() or PyinfraDeployer(exit_codes=self.provider.watch_exit_codes)
+        )
         from orchestrator.core.connectors import connector_for
 
         self.connector = connector_for(self)

@@ -7,8 +7,10 @@ keeps a baseline. The core asks it to *seal* a provisioned VM as the baseline, t
 provisioning made; committed images (Docker), a stopped golden machine (OrbStack) or a
 backend's snapshots are each a provider's own business, and the core never branches on
 which. A provider also owns how its calls are retried and run in parallel (``call``,
-``map``). Settings are declared once, typed, in ``settings_model``; orch validates the
-project's ``[tool.orch.<name>]`` table with it.
+``map``), and everything else about its backend: how it is made from the settings
+(``from_settings``), a connector's quirks (``watch_exit_codes``) and the testinfra host
+of its VMs (``testinfra_host``). Settings are declared once, typed, in
+``settings_model``; orch validates the project's ``[tool.orch.<name>]`` table with it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from orchestrator.primitives.errors import PermanentProviderError, ProviderTimeout
+from orchestrator.primitives.errors import PermanentProviderError, ProviderTimeout, UsageError
+from orchestrator.primitives.results import ExecResult
 from orchestrator.providers import retry
 from orchestrator.settings.model import Model
 
@@ -49,17 +52,6 @@ class VMInfo:
     @property
     def running(self) -> bool:
         return self.state == RUNNING
-
-
-@dataclass
-class ExecResult:
-    rc: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0
 
 
 @dataclass
@@ -138,7 +130,27 @@ class Provider(abc.ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.opts = self.settings_model(**settings.provider_options.get(self.name, {}))
+        self.opts = self.settings_model(**settings.tables.get(self.name, {}))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Provider:
+        """The provider a checkout with these settings uses: by default one of this class."""
+        return cls(settings)
+
+    # -- what pyinfra and testinfra need of the backend ----------------------------------
+
+    @classmethod  # noqa: B027 (most connectors log their exit codes: nothing to watch)
+    def watch_exit_codes(cls, host: Any, record: Callable[[int], None]) -> None:
+        """For a connected pyinfra ``host``: have ``record`` called with the exit code of
+        each command it runs, where its connector keeps them to itself (pyinfra's local and
+        SSH connectors log theirs, and orch reads the log)."""
+
+    @classmethod
+    def testinfra_host(cls, host: str, data: dict[str, Any]) -> Any:
+        """A testinfra ``Host`` that reaches, as root, the VM this provider's connector
+        reaches as pyinfra host ``host`` with host data ``data`` (pytest-testinfra is
+        installed: the caller checked)."""
+        raise UsageError(f"orch_host: testinfra cannot reach {host} (the {cls.name} provider gives no testinfra host)")
 
     # -- how calls run: retries with backoff, bounded parallelism ---------------------
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, field_validator
 
 from orchestrator.primitives import labels as L
+from orchestrator.primitives import naming
 from orchestrator.primitives.errors import (
     EngineUnavailable,
     PermanentProviderError,
@@ -31,10 +32,12 @@ from orchestrator.primitives.errors import (
     TransientProviderError,
     VMNotFound,
 )
+from orchestrator.primitives.results import ExecResult
 from orchestrator.providers import command
-from orchestrator.providers.base import RUNNING, STOPPED, Baseline, ExecResult, Provider, ProviderSettings, VMInfo, WaitStrategy
+from orchestrator.providers.base import RUNNING, STOPPED, Baseline, Provider, ProviderSettings, VMInfo, WaitStrategy
 from orchestrator.providers.docker_errors import classify
 from orchestrator.providers.docker_images import DockerImages
+from orchestrator.providers.engines import Engines
 
 if TYPE_CHECKING:
     from orchestrator.primitives.labels import Owner
@@ -68,10 +71,27 @@ class ContainerSettings(ProviderSettings):
 class DockerSettings(ContainerSettings):
     """``[tool.orch.docker]``."""
 
-    client_fields: ClassVar[tuple[str, ...]] = ("docker",)
+    client_fields: ClassVar[tuple[str, ...]] = ("docker", "engines", "engine_cap")
+    moved_keys: ClassVar[tuple[str, ...]] = ("engines", "engine_cap")
 
     #: The docker client.
     docker: str = "docker"
+    #: Docker engines to spread VMs over (``unix://…``, ``ssh://user@host``, ``tcp://…``).
+    engines: list[str] = Field(default_factory=list)
+    #: The most workers one engine takes (0: no cap).
+    engine_cap: int = Field(0, ge=0, le=naming.MAX_WORKERS)
+
+    @field_validator("engines")
+    @classmethod
+    def _engines(cls, value: list[str]) -> list[str]:
+        for engine in value:
+            if not engine.startswith(("unix://", "ssh://", "tcp://", "npipe://")) or any(c.isspace() for c in engine):
+                raise ValueError(
+                    f"engine {engine!r} is not a Docker host: write unix:///path, ssh://user@host or tcp://host:port"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("an engine is named twice")
+        return value
 
     @property
     def client(self) -> str:
@@ -104,6 +124,24 @@ class DockerProvider(DockerImages, Provider):
         #: The Docker engine (``--host``: unix://…, ssh://…, tcp://…); "" for the one the
         #: docker command uses by default. Several engines: see providers/engines.py.
         self.engine = engine
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Provider:
+        """One engine, or with ``[tool.orch.docker] engines = [...]`` one provider over
+        several (:class:`~orchestrator.providers.engines.Engines`)."""
+        opts = cls.settings_model(**settings.tables.get(cls.name, {}))
+        if not isinstance(opts, DockerSettings) or not opts.engines:
+            return cls(settings)
+        return Engines(settings, [cls(settings, engine=engine) for engine in opts.engines])
+
+    @classmethod
+    def testinfra_host(cls, host: str, data: dict[str, Any]) -> Any:
+        connector, _, target = host.partition("/")
+        if connector != f"@{cls.name}":  # @orchdocker (another engine): testinfra reaches the default one only
+            return super().testinfra_host(host, data)
+        import testinfra  # pytest-testinfra is optional: only the orch_host fixture needs it
+
+        return testinfra.get_host(f"{cls.name}://{target}")
 
     @property
     def default_engine(self) -> bool:

@@ -1,4 +1,4 @@
-"""Several Docker engines behind one provider (``[tool.orch] engines = [...]``).
+"""Several Docker engines behind one provider (``[tool.orch.docker] engines = [...]``).
 
 Each engine is a provider of its own (``DockerProvider(settings, engine=...)``); this one
 routes every call to the engine that holds the VM, places new VMs, and keeps the baseline
@@ -25,11 +25,12 @@ from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import EngineUnavailable, OrchError, PermanentProviderError
 from orchestrator.primitives.kinds import Kind
-from orchestrator.providers.base import Baseline, ExecResult, Provider, StoredBaseline, VMInfo
+from orchestrator.primitives.results import ExecResult
+from orchestrator.providers.base import Baseline, Provider, StoredBaseline, VMInfo
 
 if TYPE_CHECKING:
     from orchestrator.primitives.labels import Owner
-    from orchestrator.providers.docker import DockerProvider
+    from orchestrator.providers.docker import DockerProvider, DockerSettings
     from orchestrator.settings.model import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 class Engines(Provider):
     """One provider over several engines of the same kind."""
+
+    opts: DockerSettings
 
     def __init__(self, settings: Settings, members: list[DockerProvider]) -> None:
         first = members[0]
@@ -106,7 +109,7 @@ class Engines(Provider):
     def place(self, vm: str, owner: Owner) -> DockerProvider:
         """Which engine a new VM goes to (see the module's docstring)."""
         engines = list(self.members)
-        cap = self.settings.engine_cap
+        cap = self.opts.engine_cap
         if owner.kind == Kind.STANDBY and owner.worker:
             worker_vm = naming.worker_vm_name(self.settings.prefix, owner.checkout, owner.worker)
             chosen = self._member(worker_vm)

@@ -31,12 +31,12 @@ from pydantic import Field
 
 from orchestrator.primitives.clock import now_iso
 from orchestrator.primitives.errors import PermanentProviderError, ProviderTimeout, TransientProviderError, VMExists, VMNotFound
+from orchestrator.primitives.results import ExecResult
 from orchestrator.providers.base import (
     RUNNING,
     STOPPED,
     Baseline,
     BaselineTainted,
-    ExecResult,
     Provider,
     ProviderSettings,
     VMInfo,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -36,13 +37,13 @@ from orchestrator.primitives.errors import (
     VMExists,
     VMNotFound,
 )
+from orchestrator.primitives.results import ExecResult
 from orchestrator.providers import command
 from orchestrator.providers.base import (
     RUNNING,
     STOPPED,
     Baseline,
     BaselineTainted,
-    ExecResult,
     Provider,
     ProviderSettings,
     VMInfo,
@@ -313,6 +314,48 @@ class OrbStackProvider(Provider):
 
     def host(self, vm: str) -> tuple[str, dict[str, Any]]:
         return f"@orbstack/{vm}", {"vm_name": vm}
+
+    @classmethod
+    def watch_exit_codes(cls, host: Any, record: Callable[[int], None]) -> None:
+        """pyinfra-orbstack's connector keeps the exit code to itself: wrap its one place
+        that runs ``orbctl run``, so failures can say what the command exited with."""
+        connector: Any = getattr(host, "connector", None)
+        execute = getattr(connector, "_execute_with_retry", None)
+        if execute is None or getattr(execute, "_orch", False):
+            return
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            result = execute(*args, **kwargs)
+            returncode = getattr(result, "returncode", None)
+            if isinstance(returncode, int):
+                record(returncode)
+            return result
+
+        wrapped._orch = True  # type: ignore[attr-defined]
+        connector._execute_with_retry = wrapped
+
+    @classmethod
+    def testinfra_host(cls, host: str, data: dict[str, Any]) -> Any:
+        """``orbctl run -m NAME -u root`` (testinfra has no OrbStack backend)."""
+        # pytest-testinfra is optional: only the orch_host fixture needs it
+        from testinfra.backend import base
+        from testinfra.host import Host
+
+        connector, _, target = host.partition("/")
+        if connector != "@orbstack":
+            return super().testinfra_host(host, data)
+        machine = data.get("vm_name", target)
+
+        class OrbctlBackend(base.BaseBackend):
+            NAME = "orbctl"
+
+            def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
+                cmd = self.get_command(command, *args)
+                out = self.run_local("orbctl run -m %s -u root /bin/sh -c %s", machine, cmd)
+                out.command = self.encode(cmd)
+                return out
+
+        return Host(OrbctlBackend(target))
 
     # -- baseline: a stopped, sealed machine to clone -------------------------------------
 

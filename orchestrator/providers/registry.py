@@ -1,11 +1,14 @@
-"""Providers are found through the ``orch.providers`` entry-point group, so a connector
-package can ship its own; the built-in ones are also known without installation metadata."""
+"""The one registry of providers: the ``orch.providers`` entry-point group. orch's own
+providers are registered there by its pyproject.toml, as a third party's package
+registers its own; the registry itself names none of them."""
 
 from __future__ import annotations
 
 import importlib
+import shutil
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.primitives.errors import UsageError
 from orchestrator.providers.base import Provider, ProviderSettings
@@ -13,19 +16,22 @@ from orchestrator.providers.base import Provider, ProviderSettings
 if TYPE_CHECKING:
     from orchestrator.settings.model import Settings
 
-BUILTIN = {
-    "docker": "orchestrator.providers.docker:DockerProvider",
-    "podman": "orchestrator.providers.podman:PodmanProvider",
-    "orbstack": "orchestrator.providers.orbstack:OrbStackProvider",
-    "fake": "orchestrator.providers.fake:FakeProvider",
-}
+GROUP = "orch.providers"
 
 
 def available() -> dict[str, str]:
-    found = dict(BUILTIN)
-    for ep in entry_points(group="orch.providers"):
-        found[ep.name] = ep.value
+    """{provider name: ``module:Class``} of every installed provider."""
+    found = {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    if not found:
+        raise UsageError(
+            f"no provider is registered (the {GROUP} entry points are missing): "
+            "install orch with `pip install -e .` (or `pip install orch`)"
+        )
     return found
+
+
+def names() -> list[str]:
+    return sorted(available())
 
 
 def provider_class(name: str) -> type[Provider]:
@@ -48,13 +54,25 @@ def settings_model(name: str) -> type[ProviderSettings]:
     return provider_class(name).settings_model
 
 
-def get_provider(settings: Settings) -> Provider:
-    cls = provider_class(settings.provider)
-    if not settings.engines:
-        return cls(settings)
-    from orchestrator.providers.docker import DockerProvider
-    from orchestrator.providers.engines import Engines
+#: How ``default_provider`` chooses, for ``--help``.
+DEFAULT_RULE = "orbstack if orbctl is on PATH, else docker"
 
-    if not issubclass(cls, DockerProvider):
-        raise UsageError(f"engines = [...] needs the docker provider, not {settings.provider}")
-    return Engines(settings, [cls(settings, engine=engine) for engine in settings.engines])
+
+def default_provider() -> str:
+    """OrbStack where ``orbctl`` is on PATH (a Mac with OrbStack), Docker elsewhere."""
+    return "orbstack" if shutil.which("orbctl") else "docker"
+
+
+def get_provider(settings: Settings) -> Provider:
+    """The checkout's provider, made by its class from the settings (a provider may make
+    something else than one of itself: Docker over several engines)."""
+    return provider_class(settings.provider).from_settings(settings)
+
+
+def exit_codes(name: str) -> Callable[[Any, Callable[[int], None]], None] | None:
+    """The ``watch_exit_codes`` hook of provider ``name``, for a pyinfra session that has
+    only the provider's name (a pytest worker); None for a provider not installed."""
+    try:
+        return provider_class(name).watch_exit_codes if name else None
+    except UsageError:
+        return None

@@ -7,6 +7,11 @@ deploy, the operation, the command, its exit code and the last lines of its outp
 Shell commands, facts and operations of the fixtures go through :class:`PyinfraSession`.
 
 Deploys named in ``[tool.orch]`` are found by :mod:`orchestrator.pyinfra.loading`.
+
+A connector that keeps its hosts' exit codes to itself (pyinfra's local and SSH
+connectors log them) is handled by whoever knows it: the caller passes ``exit_codes``,
+called for each connected host with a function that records an exit code (the
+provider's ``watch_exit_codes``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pyinfra.api.operations import run_ops
 from pyinfra.context import ctx_host
 
 from orchestrator.primitives.errors import DeployError
+from orchestrator.primitives.results import ExecResult
 from orchestrator.pyinfra.loading import deploy_name
 
 log = logging.getLogger(__name__)
@@ -42,18 +48,8 @@ class DeployResult:
     log: str = ""  # the log file of this VM, when one was written
 
 
-@dataclass
-class ShellResult:
-    rc: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0
-
-    def __bool__(self) -> bool:
-        return self.ok
+#: ``exit_codes(host, record)``: make ``record(rc)`` be called for each command ``host`` runs.
+ExitCodes = Callable[[Any, Callable[[int], None]], None]
 
 
 class _Capture(logging.Handler):
@@ -67,6 +63,14 @@ class _Capture(logging.Handler):
         self.lines: dict[str, list[str]] = {}
         self.rcs: dict[str, int] = {}
         self.last = ""
+
+    def recorder(self, name: str) -> Callable[[int], None]:
+        """What records the exit codes of host ``name`` (for ``exit_codes`` hooks)."""
+
+        def record(rc: int) -> None:
+            self.rcs[name] = rc
+
+        return record
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -83,25 +87,6 @@ class _Capture(logging.Handler):
             self.lines.setdefault(name, []).append(message)
         if record.levelno >= logging.WARNING:
             self.last = message
-
-
-def _track_orbstack_rc(host: Any, capture: _Capture) -> None:
-    """pyinfra-orbstack's connector keeps the exit code to itself: wrap its one place
-    that runs ``orbctl run``, so failures can say what the command exited with."""
-    connector: Any = getattr(host, "connector", None)
-    execute = getattr(connector, "_execute_with_retry", None)
-    if execute is None or getattr(execute, "_orch", False):
-        return
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        result = execute(*args, **kwargs)
-        returncode = getattr(result, "returncode", None)
-        if isinstance(returncode, int):
-            capture.rcs[host.name] = returncode
-        return result
-
-    wrapped._orch = True  # type: ignore[attr-defined]
-    connector._execute_with_retry = wrapped
 
 
 class _Attached:
@@ -122,7 +107,9 @@ class _Attached:
         self._logger.setLevel(self._level)
 
 
-def _connect(hosts: list[HostSpec], capture: _Capture, timeout: int) -> tuple[State, dict[str, str]]:
+def _connect(
+    hosts: list[HostSpec], capture: _Capture, timeout: int, exit_codes: ExitCodes | None
+) -> tuple[State, dict[str, str]]:
     """A connected state; {host name: why it could not connect} for the hosts that failed."""
     inventory = Inventory((hosts, {}))
     state = State(inventory, Config(CONNECT_TIMEOUT=timeout))
@@ -137,8 +124,8 @@ def _connect(hosts: list[HostSpec], capture: _Capture, timeout: int) -> tuple[St
             failed[h.name] = (
                 f"cannot connect to {h.name}: {(capture.lines.get(h.name) or [capture.last or 'no message from pyinfra'])[-1]}"
             )
-        else:
-            _track_orbstack_rc(h, capture)
+        elif exit_codes is not None:
+            exit_codes(h, capture.recorder(h.name))
     return state, failed
 
 
@@ -195,15 +182,16 @@ class PyinfraDeployer:
     """Runs a deploy on many VMs at once; writes each VM's log where the core says
     (host data ``orch_log``)."""
 
-    def __init__(self, connect_timeout: int = 30) -> None:
+    def __init__(self, connect_timeout: int = 30, *, exit_codes: ExitCodes | None = None) -> None:
         self.connect_timeout = connect_timeout
+        self.exit_codes = exit_codes
 
     def run(self, hosts: list[HostSpec], funcs: list[Callable[..., Any]], *, title: str = "") -> dict[str, DeployResult]:
         """Run ``funcs`` in order on every host at once; {host name: result}."""
         title = title or " + ".join(f"deploy {deploy_name(f)!r}" for f in funcs)
         results: dict[str, DeployResult] = {}
         with _Attached() as capture:
-            state, failed = _connect(hosts, capture, self.connect_timeout)
+            state, failed = _connect(hosts, capture, self.connect_timeout, self.exit_codes)
             try:
                 live = [h for h in state.inventory if h.name not in failed]
                 if live:
@@ -258,16 +246,17 @@ class PyinfraSession:
     Use as a context manager.
     """
 
-    def __init__(self, hosts: Iterable[HostSpec], *, connect_timeout: int = 30) -> None:
+    def __init__(self, hosts: Iterable[HostSpec], *, connect_timeout: int = 30, exit_codes: ExitCodes | None = None) -> None:
         self.hosts_spec = list(hosts)
         self.connect_timeout = connect_timeout
+        self.exit_codes = exit_codes
         self._attached = _Attached()
         self.state: State | None = None
 
     def __enter__(self) -> PyinfraSession:
         capture = self._attached.__enter__()
         try:
-            state, failed = _connect(self.hosts_spec, capture, self.connect_timeout)
+            state, failed = _connect(self.hosts_spec, capture, self.connect_timeout, self.exit_codes)
             if failed:
                 disconnect_all(state)
                 raise DeployError("; ".join(failed.values()))
@@ -300,7 +289,7 @@ class PyinfraSession:
         """Queue operations with ``add`` on a fresh state, run them, and return
         ``{host name: what failed}`` for the hosts that failed."""
         capture = self._attached.capture
-        state, failed = _connect(self.hosts_spec, capture, self.connect_timeout)
+        state, failed = _connect(self.hosts_spec, capture, self.connect_timeout, self.exit_codes)
         try:
             if failed:
                 names = _spec_names(self.hosts_spec, state)
@@ -324,7 +313,7 @@ class PyinfraSession:
         name = getattr(op, "__name__", str(op))
         return self._batch(f"operation {name!r}", lambda state: add_op(state, op, *args, **kwargs))
 
-    def shell(self, command: str, host: str | None = None) -> ShellResult:
+    def shell(self, command: str, host: str | None = None) -> ExecResult:
         """Run a shell command; its exit code is reported by the shell itself (the
         connectors keep theirs to themselves)."""
         wrapped = f'( {command}\n); echo "__orch_rc=$?" >&2'
@@ -334,7 +323,7 @@ class PyinfraSession:
         if stderr and (m := re.fullmatch(r"__orch_rc=([0-9]+)", stderr[-1].strip())):
             rc = int(m.group(1))
             stderr.pop()
-        return ShellResult(rc, output.stdout, "\n".join(stderr))
+        return ExecResult(rc, output.stdout, "\n".join(stderr))
 
     def fact(self, fact_cls: type, *args: Any, host: str | None = None, **kwargs: Any) -> Any:
         return self.host(host).get_fact(fact_cls, *args, **kwargs)

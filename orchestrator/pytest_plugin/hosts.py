@@ -1,13 +1,16 @@
 """testinfra on orch's VMs: the ``orch_host`` fixture's ``Host``, reached the way the
-worker's own connector reaches it (``docker exec`` for ``@docker``, ``orbctl run`` for
-``@orbstack``, SSH with the worker's key for ``@ssh``). Needs pytest-testinfra
-(``pip install 'orch[testinfra]'``)."""
+worker's own connector reaches it: SSH with the worker's key for ``@ssh`` (the SSH
+connector's), else the provider's own (``Provider.testinfra_host``). Needs
+pytest-testinfra (``pip install 'orch[testinfra]'``)."""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.core import connectors
 from orchestrator.primitives.errors import UsageError
+from orchestrator.providers.registry import provider_class
 
 if TYPE_CHECKING:
     from orchestrator.pytest_plugin.worker import Worker
@@ -15,34 +18,11 @@ if TYPE_CHECKING:
 
 def testinfra_host(worker: Worker) -> Any:
     """A testinfra ``Host`` on ``worker``'s VM, as root."""
-    try:
-        import testinfra
-        from testinfra.backend import base
-        from testinfra.host import Host
-    except ImportError as err:
-        raise UsageError("orch_host needs pytest-testinfra: pip install 'orch[testinfra]'") from err
-    connector, _, target = worker.host.partition("/")
-    data = worker.host_data
-    if connector == "@docker":
-        return testinfra.get_host(f"docker://{target}")
-    if connector == "@podman":
-        return testinfra.get_host(f"podman://{target}")
-    if connector == "@orbstack":
-
-        class OrbctlBackend(base.BaseBackend):
-            """``orbctl run -m NAME -u root`` (testinfra has no OrbStack backend)."""
-
-            NAME = "orbctl"
-
-            def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
-                cmd = self.get_command(command, *args)
-                out = self.run_local("orbctl run -m %s -u root /bin/sh -c %s", data.get("vm_name", target), cmd)
-                out.command = self.encode(cmd)
-                return out
-
-        return Host(OrbctlBackend(target))
-    if data.get("ssh_hostname") or (connector not in ("@local",) and not connector.startswith("@")):
-        host = data.get("ssh_hostname", worker.host)
-        spec = f"paramiko://{data.get('ssh_user', 'root')}@{host}:{data.get('ssh_port', 22)}"
-        return testinfra.get_host(spec, ssh_identity_file=data.get("ssh_key"), sudo=data.get("ssh_user", "root") != "root")
-    raise UsageError(f"orch_host: testinfra cannot reach {worker.host} (connectors: @docker, @podman, @orbstack, @ssh)")
+    if importlib.util.find_spec("testinfra") is None:
+        raise UsageError("orch_host needs pytest-testinfra: pip install 'orch[testinfra]'")
+    host = connectors.testinfra_host(worker.host, worker.host_data)
+    if host is not None:
+        return host
+    if not worker.provider:
+        raise UsageError(f"orch_host: testinfra cannot reach {worker.host}: its inventory names no provider (run `orch up`)")
+    return provider_class(worker.provider).testinfra_host(worker.host, worker.host_data)

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
+from orchestrator.core import settings as orch_config
 from orchestrator.core.context import Context
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError
 from orchestrator.pytest_plugin.worker import _CURRENT, WORKERINPUT_KEY, Worker, WorkerMissing, current_worker_id, find_worker
-from orchestrator.settings import loader as orch_config
 from orchestrator.state import leases
 from orchestrator.state.leases import Lease
 from orchestrator.state.records import FAILED, READY, StateData

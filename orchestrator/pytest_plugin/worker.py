@@ -16,7 +16,9 @@ from typing import Any
 
 from orchestrator.primitives.errors import DeployError, OrchError
 from orchestrator.primitives.naming import validate_worker_id
-from orchestrator.pyinfra.runner import PyinfraSession, ShellResult
+from orchestrator.primitives.results import ExecResult
+from orchestrator.providers.registry import exit_codes
+from orchestrator.pyinfra.runner import PyinfraSession
 from orchestrator.state import inventory
 
 #: The key under which the pytest controller hands a worker the orch worker id to use
@@ -32,7 +34,7 @@ class WorkerMissing(OrchError):
 class CommandFailed(DeployError):
     """A command run with ``check=True`` exited non-zero; carries its exit code and output."""
 
-    def __init__(self, vm: str, command: str, result: ShellResult) -> None:
+    def __init__(self, vm: str, command: str, result: ExecResult) -> None:
         detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         super().__init__(f"command failed on {vm} (exit code {result.rc}): {command!r}: {' | '.join(detail) or 'no output'}")
         self.rc, self.stdout, self.stderr = result.rc, result.stdout, result.stderr
@@ -82,7 +84,7 @@ class Worker:
     def session(self) -> PyinfraSession:
         if self._session is None:
             self.ensure_running()
-            session = PyinfraSession([(self.host, self.host_data)])
+            session = PyinfraSession([(self.host, self.host_data)], exit_codes=exit_codes(self.provider))
             session.__enter__()
             self._session = session
         return self._session
@@ -102,7 +104,7 @@ class Worker:
             session, self._session = self._session, None
             session.__exit__(None, None, None)
 
-    def run(self, command: str, *, check: bool = True) -> ShellResult:
+    def run(self, command: str, *, check: bool = True) -> ExecResult:
         """Run a shell command in the VM (through pyinfra's connector); the result has
         ``rc``, ``stdout`` and ``stderr``. With ``check`` (the default) a non-zero exit
         raises ``CommandFailed``, which carries all three."""

@@ -1,23 +1,17 @@
 """The typed settings: every setting of ``[tool.orch]`` declared once, validated by
-pydantic (a wrong type, an unknown key or a typo is one line naming the key). Providers
-declare their own tables on :class:`Model`; ``loader`` reads pyproject, the environment
-and flags into these models.
+pydantic (a wrong type, an unknown key or a typo is one line naming the key). A table
+``[tool.orch.<name>]`` is declared by what it configures (a provider, the SSH connector)
+as a :class:`Model` of its own; ``loader`` reads pyproject, the environment and flags into
+these models.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover
-    pass
 
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import UsageError
@@ -32,6 +26,10 @@ class Model(BaseModel):
 
     model_config = _STRICT
 
+    #: Keys of ``[tool.orch]`` (and their ``ORCH_<KEY>`` variables) that this table took
+    #: over: still read there, with a one-line deprecation note naming the table's key.
+    moved_keys: ClassVar[tuple[str, ...]] = ()
+
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_numbers(cls, value: Any, info: Any) -> Any:
@@ -41,9 +39,6 @@ class Model(BaseModel):
         if field is not None and field.annotation is bool and not isinstance(value, bool):
             raise ValueError(f"must be true or false (got {value!r})")
         return value
-
-
-Seconds = float
 
 
 class Timeouts(Model):
@@ -63,13 +58,6 @@ class Timeouts(Model):
     def of(self, operation: str) -> float:
         value = getattr(self, operation, None) if operation in type(self).model_fields else None
         return float(value if value is not None else self.default)
-
-
-class SSHSettings(Model):
-    """``[tool.orch.ssh]``: the SSH connector (``connector = "ssh"``)."""
-
-    #: The non-root user orch makes in every VM, with passwordless sudo.
-    user: str = Field("orch", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 def _utf8_path(value: Path) -> Path:
@@ -96,16 +84,12 @@ class Settings(Model):
     retries: int = Field(4, ge=0, le=20)
     #: How pyinfra reaches inside VMs: the provider's own connector, or "ssh".
     connector: str = ""
-    ssh: SSHSettings = Field(default_factory=lambda: SSHSettings())
-    #: Docker engines to spread VMs over (``unix://…``, ``ssh://user@host``, ``tcp://…``).
-    engines: list[str] = Field(default_factory=list)
-    #: The most workers one engine takes (0: no cap).
-    engine_cap: int = Field(0, ge=0, le=naming.MAX_WORKERS)
     auto_up: bool = False
     pool: int = Field(0, ge=0, le=64)
     standby: bool = False
-    #: ``[tool.orch.<provider>]`` tables, each validated by that provider's settings model.
-    provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: ``[tool.orch.<name>]`` tables (a provider's, the SSH connector's), each validated
+    #: by the model its owner declares; the owner reads its own with that model.
+    tables: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     #: Where ``provider`` was named (``--provider``, ``ORCH_PROVIDER``, ``[tool.orch]``);
     #: empty when it was not, and came from the checkout's state or the default.
@@ -133,18 +117,6 @@ class Settings(Model):
     def _connector(cls, value: str) -> str:
         if value not in ("", "native", "ssh"):
             raise ValueError(f"unknown connector {value!r}: choose native or ssh")
-        return value
-
-    @field_validator("engines")
-    @classmethod
-    def _engines(cls, value: list[str]) -> list[str]:
-        for engine in value:
-            if not engine.startswith(("unix://", "ssh://", "tcp://", "npipe://")) or any(c.isspace() for c in engine):
-                raise ValueError(
-                    f"engine {engine!r} is not a Docker host: write unix:///path, ssh://user@host or tcp://host:port"
-                )
-        if len(set(value)) != len(value):
-            raise ValueError("an engine is named twice")
         return value
 
     @field_validator("image")
@@ -185,9 +157,5 @@ class Settings(Model):
 
 
 #: Settings that are not read from pyproject or the environment by name.
-_INTERNAL = {"root", "provider_options", "provider_origin"}
-SETTINGS = [name for name in Settings.model_fields if name not in _INTERNAL]
-
-
-def finite(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))
+INTERNAL = frozenset({"root", "tables", "provider_origin"})
+SETTINGS = [name for name in Settings.model_fields if name not in INTERNAL]

@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 
+from orchestrator.core import settings as config
 from orchestrator.core.ownership import owned
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import PermanentProviderError, ProviderError, VMExists, VMNotFound
 from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.labels import Owner
 from orchestrator.providers.base import Baseline, Provider
-from orchestrator.settings import loader as config
 from orchestrator.settings.model import Settings
 from orchestrator.state.checkouts import CheckoutRef
 

@@ -179,8 +179,8 @@ def test_limit_a_worker_with_the_pyinfra_cli_on_workers_py(project: Path) -> Non
 
 
 def test_status_shows_oneoffs_and_the_baseline_and_quiet_lists_names(project: Path) -> None:
+    from orchestrator.core import settings as config
     from orchestrator.core.context import Context
-    from orchestrator.settings import loader as config
     from orchestrator.verbs.oneoffs import create_oneoff, delete_oneoff
 
     assert run_orch(project, "up", "--workers", "1").returncode == 0

@@ -32,7 +32,7 @@ def two_engines(second_engine: SecondEngine, tmp_path: Path, prefix: str):
     write_pyproject(project, "docker", prefix)
     remote = second_engine.ssh_url
     with (project / "pyproject.toml").open("a") as fh:
-        fh.write(f'engines = ["unix:///var/run/docker.sock", "{remote}"]\n')
+        fh.write(f'\n[tool.orch.docker]\nengines = ["unix:///var/run/docker.sock", "{remote}"]\n')
     env = {"PATH": f"{second_engine.ssh_bin}{os.pathsep}{os.environ['PATH']}"}  # the docker CLI's ssh, with the engine's key
     with shared_use():
         ensure_second_engine()  # another test may have stopped it since the session fixture ran

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from backends import both_providers
 
+from orchestrator.core import settings as config
 from orchestrator.core.context import Context
 from orchestrator.primitives import labels as L
 from orchestrator.primitives.errors import UsageError
 from orchestrator.primitives.kinds import Kind
-from orchestrator.settings import loader as config
 from orchestrator.state import inventory
 from orchestrator.verbs.down import down
 from orchestrator.verbs.status import status

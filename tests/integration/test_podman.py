@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from backends import PodmanBackend, remove_podman, write_pyproject
 
+from orchestrator.core import settings as config
 from orchestrator.core.context import Context
 from orchestrator.primitives import labels as L
 from orchestrator.primitives.errors import EngineUnavailable, PermanentProviderError, VMExists, VMNotFound
@@ -20,7 +21,6 @@ from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.labels import Owner
 from orchestrator.providers.podman import PodmanProvider
 from orchestrator.providers.registry import get_provider
-from orchestrator.settings import loader as config
 from orchestrator.verbs.down import down
 from orchestrator.verbs.reset import reset
 from orchestrator.verbs.sweep import sweep

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from backends import clean_env, write_pyproject
 
+from orchestrator.core import settings as config
 from orchestrator.core.context import Context
 from orchestrator.primitives import naming
 from orchestrator.providers.registry import get_provider
-from orchestrator.settings import loader as config
 from orchestrator.state.leases import Lease
 from orchestrator.verbs.reset import reset
 from orchestrator.verbs.sweep import sweep

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from backends import both_providers, clean_env, gone_checkout, run_orch, run_pytest, write_pyproject
 
+from orchestrator.core import settings as config
 from orchestrator.core.context import Context
-from orchestrator.settings import loader as config
 from orchestrator.verbs.oneoffs import create_oneoff
 from orchestrator.verbs.up import up
 
@@ -280,7 +280,7 @@ def test_a_changed_provision_deploy_re_provisions_and_status_shows_drift(project
 KILL_WITHOUT_PROC = r"""
 import os, sys, time
 from pathlib import Path
-from orchestrator import config
+from orchestrator.core import settings as config
 from orchestrator.primitives.errors import ProviderTimeout
 from orchestrator.providers.orbstack import OrbStackProvider
 assert not os.path.exists("/proc/self"), "/proc must be hidden for this test"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from backends import clean_env, run_orch, run_pytest
 
+from orchestrator.core import settings as config
 from orchestrator.core.context import Context
-from orchestrator.settings import loader as config
 
 
 def make(project: Path) -> Context:

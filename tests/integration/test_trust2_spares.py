@@ -12,8 +12,8 @@ from pathlib import Path
 
 from backends import both_providers, run_orch, write_pyproject
 
+from orchestrator.core import settings as config
 from orchestrator.core.context import Context
-from orchestrator.settings import loader as config
 from orchestrator.verbs.down import down
 from orchestrator.verbs.reset import reset
 from orchestrator.verbs.up import up

@@ -83,8 +83,8 @@ def test_a_standby_swapped_in_during_a_sweep_is_left_alone_and_not_reported_dele
     reset then swapped the standby in under gw0's name (two renames); Docker's delete of
     the standby's old name does nothing, and sweep said `deleted`. Now it says `gone`, and
     the name gw0 (now the former standby) is not deleted."""
+    from orchestrator.core import settings as config
     from orchestrator.core.context import Context
-    from orchestrator.settings import loader as config
     from orchestrator.verbs.reset import reset
     from orchestrator.verbs.sweep import Sweeper
     from orchestrator.verbs.up import up

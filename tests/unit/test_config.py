@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core import settings as config
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import ConfigError, UsageError
-from orchestrator.settings import loader as config
-from orchestrator.settings import model
+from orchestrator.providers import registry
+from orchestrator.settings import loader, model
 
 
 def project(tmp_path: Path, orch_table: str = "", *, extra: str = "") -> Path:
@@ -70,7 +71,7 @@ def test_none_overrides_and_empty_env_values_are_ignored(tmp_path: Path) -> None
 
 
 def test_env_argument_replaces_the_process_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in config.SETTINGS:
+    for name in model.SETTINGS:
         monkeypatch.delenv(f"ORCH_{name.upper()}", raising=False)
     monkeypatch.setenv("ORCH_WORKERS", "9")
     assert config.load(cwd=project(tmp_path), env={}).workers == 2
@@ -101,7 +102,7 @@ def test_legacy_prefixes_and_provider_tables(tmp_path: Path) -> None:
     root = project(tmp_path, 'legacy_prefixes = ["pyinfra-test-"]', extra='[tool.orch.docker]\nrun_args = ["--privileged"]\n')
     s = config.load(cwd=root, env={})
     assert s.legacy_prefixes == ["pyinfra-test-"]
-    assert s.provider_options == {"docker": {"run_args": ["--privileged"]}}
+    assert s.tables == {"docker": {"run_args": ["--privileged"]}}
 
 
 # -- where the project and its inventories are --------------------------------------
@@ -239,7 +240,7 @@ def test_invalid_prefix_is_refused(tmp_path: Path, source: dict) -> None:
 
 
 def test_default_provider_is_docker_without_orbctl(tmp_path: Path) -> None:
-    assert config.default_provider() == "docker"
+    assert registry.default_provider() == "docker"
     assert config.load(cwd=project(tmp_path), env={}).provider == "docker"
 
 
@@ -247,7 +248,7 @@ def test_default_provider_is_orbstack_with_orbctl(tmp_path: Path, no_orbctl: Pat
     orbctl = no_orbctl / "orbctl"
     orbctl.write_text("#!/bin/sh\nexit 0\n")
     orbctl.chmod(orbctl.stat().st_mode | stat.S_IXUSR)
-    assert config.default_provider() == "orbstack"
+    assert registry.default_provider() == "orbstack"
     assert config.load(cwd=project(tmp_path), env={}).provider == "orbstack"
     # an explicit choice wins over the guess
     assert config.load(cwd=project(tmp_path, 'provider = "docker"'), env={}).provider == "docker"
@@ -263,7 +264,7 @@ def test_default_provider_is_orbstack_with_orbctl(tmp_path: Path, no_orbctl: Pat
         ("[tool.orch.docker]\nrun_argz = []\n", "unknown setting 'run_argz'"),
         ("[tool.orch.orbstack]\narch = 'x86 64'\n", "arch"),
         ("[tool.orch.fake]\npth = 'x'\n", "unknown setting 'pth'"),
-        ("[tool.orch.ssh]\nuser = 'Root User'\n", "ssh.user"),
+        ("[tool.orch.ssh]\nuser = 'Root User'\n", "[tool.orch.ssh] in"),
         ("[tool.orch.vmware]\nx = 1\n", "unknown setting 'vmware'"),
     ],
 )
@@ -286,20 +287,25 @@ def test_every_setting_and_every_provider_table_has_its_variable(tmp_path: Path)
         "ORCH_AUTO_UP": "1",
         "ORCH_CONNECTOR": "ssh",
         "ORCH_LEGACY_PREFIXES": "test-vm- old-ci-",
-        "ORCH_ENGINES": '["unix:///a.sock", "ssh://ci@build-2"]',
+        "ORCH_DOCKER_ENGINES": '["unix:///a.sock", "ssh://ci@build-2"]',
+        "ORCH_SSH_USER": "ci",
         "ORCH_TIMEOUTS": "create=300,ready=20",
         "ORCH_DOCKER_RUN_ARGS": "--cap-add NET_ADMIN",
         "ORCH_ORBSTACK_ARCH": "arm64",
     }
     s = config.load(cwd=project(tmp_path), env=env)
     assert (s.pool, s.standby, s.auto_up, s.connector) == (3, True, True, "ssh")
-    assert s.legacy_prefixes == ["test-vm-", "old-ci-"] and s.engines == ["unix:///a.sock", "ssh://ci@build-2"]
+    assert s.legacy_prefixes == ["test-vm-", "old-ci-"] and s.tables["docker"]["engines"] == [
+        "unix:///a.sock",
+        "ssh://ci@build-2",
+    ]
+    assert s.tables["ssh"] == {"user": "ci"}
     assert (s.timeout("create"), s.timeout("ready")) == (300.0, 20.0)
-    assert s.provider_options["docker"]["run_args"] == ["--cap-add", "NET_ADMIN"]
-    assert s.provider_options["orbstack"]["arch"] == "arm64"
+    assert s.tables["docker"]["run_args"] == ["--cap-add", "NET_ADMIN"]
+    assert s.tables["orbstack"]["arch"] == "arm64"
     with pytest.raises(ConfigError, match="ORCH_DOCKER_INIT"):
         config.load(cwd=project(tmp_path), env={"ORCH_DOCKER_INIT": "maybe"})
-    assert set(config.SETTINGS) >= {"pool", "standby", "auto_up", "connector", "engines", "engine_cap", "personalize"}
+    assert set(model.SETTINGS) >= {"pool", "standby", "auto_up", "connector", "personalize"}
 
 
 @pytest.mark.parametrize("prefixes", [["orch"], ["or"], ["orch-"], ["test"]])
@@ -343,7 +349,7 @@ def test_bad_booleans_and_an_inventory_file_are_refused_in_one_line(tmp_path: Pa
 @pytest.mark.parametrize("text, value", [("true", True), ("1", True), ("TRUE", True), ("false", False), ("0", False)])
 def test_boolean_variables_are_true_false_1_or_0(tmp_path: Path, text: str, value: bool) -> None:
     s = config.load(cwd=project(tmp_path), env={"ORCH_STANDBY": text, "ORCH_AUTO_UP": text, "ORCH_DOCKER_INIT": text})
-    assert (s.standby, s.auto_up, s.provider_options["docker"]["init"]) == (value, value, value)
+    assert (s.standby, s.auto_up, s.tables["docker"]["init"]) == (value, value, value)
 
 
 # -- trust 2, item 5: the checkout's recorded provider decides -------------------------------
@@ -402,3 +408,105 @@ def test_another_provider_than_the_checkouts_is_refused_in_one_line(tmp_path: Pa
     message = str(exc.value)
     assert "this checkout's VMs are on podman, not docker" in message and fix in message and "\n" not in message
     assert "--provider podman" in message
+
+
+# -- tables declared where they belong: Docker's engines, the SSH connector's user ------------
+
+
+@pytest.fixture
+def notes(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """The deprecation notes given from now on (each is given once per process)."""
+    monkeypatch.setattr(loader, "_NOTED", set())
+    caplog.set_level("WARNING", logger=loader.__name__)
+    return caplog
+
+
+def _deprecations(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+
+
+def test_docker_engines_are_docker_settings(tmp_path: Path, notes: pytest.LogCaptureFixture) -> None:
+    root = project(tmp_path, extra='[tool.orch.docker]\nengines = ["unix:///a.sock", "ssh://ci@b"]\nengine_cap = 3\n')
+    s = config.load(cwd=root, env={})
+    assert s.tables["docker"] == {"engines": ["unix:///a.sock", "ssh://ci@b"], "engine_cap": 3}
+    assert "engines" not in model.Settings.model_fields and "ssh" not in model.Settings.model_fields
+    assert _deprecations(notes) == []
+    with pytest.raises(ConfigError, match=r"\[tool.orch.docker\].*is not a Docker host"):
+        config.load(cwd=project(tmp_path, extra='[tool.orch.docker]\nengines = ["/a.sock"]\n'), env={})
+
+
+def test_the_old_engine_keys_still_work_with_one_note(tmp_path: Path, notes: pytest.LogCaptureFixture) -> None:
+    root = project(tmp_path, 'engines = ["unix:///a.sock", "ssh://ci@b"]\nengine_cap = 2')
+    for _ in range(2):
+        s = config.load(cwd=root, env={})
+        assert s.tables["docker"] == {"engines": ["unix:///a.sock", "ssh://ci@b"], "engine_cap": 2}
+    assert _deprecations(notes) == [
+        "[tool.orch] engines is deprecated: write [tool.orch.docker] engines instead",
+        "[tool.orch] engine_cap is deprecated: write [tool.orch.docker] engine_cap instead",
+    ]
+    with pytest.raises(ConfigError, match=r"\[tool.orch\] in .*engine_cap"):
+        config.load(cwd=project(tmp_path, "engine_cap = -1"), env={})
+
+
+def test_the_old_engine_variables_still_work_with_one_note(tmp_path: Path, notes: pytest.LogCaptureFixture) -> None:
+    env = {"ORCH_ENGINES": "unix:///a.sock ssh://ci@b", "ORCH_ENGINE_CAP": "4"}
+    for _ in range(2):
+        s = config.load(cwd=project(tmp_path), env=env)
+        assert s.tables["docker"] == {"engines": ["unix:///a.sock", "ssh://ci@b"], "engine_cap": "4"}
+    assert _deprecations(notes) == [
+        "ORCH_ENGINES is deprecated: write ORCH_DOCKER_ENGINES instead",
+        "ORCH_ENGINE_CAP is deprecated: write ORCH_DOCKER_ENGINE_CAP instead",
+    ]
+    # the new variable wins over the old one, and a bad value names the variable it came from
+    s = config.load(cwd=project(tmp_path), env={**env, "ORCH_DOCKER_ENGINES": "tcp://c:2375"})
+    assert s.tables["docker"]["engines"] == ["tcp://c:2375"]
+    with pytest.raises(ConfigError, match=r"ORCH_ENGINES: engines: .*not a Docker host"):
+        config.load(cwd=project(tmp_path), env={"ORCH_ENGINES": "/a.sock"})
+
+
+def test_several_engines_make_the_engines_provider(tmp_path: Path) -> None:
+    from orchestrator.providers.docker import DockerProvider
+    from orchestrator.providers.engines import Engines
+
+    root = project(tmp_path, 'provider = "docker"', extra='[tool.orch.docker]\nengines = ["unix:///a.sock", "tcp://b:2375"]\n')
+    provider = registry.get_provider(config.load(cwd=root, env={}))
+    assert isinstance(provider, Engines) and list(provider.members) == ["unix:///a.sock", "tcp://b:2375"]
+    assert type(registry.get_provider(config.load(cwd=project(tmp_path), env={}))) is DockerProvider
+
+
+def test_the_ssh_table_is_the_ssh_connectors(tmp_path: Path) -> None:
+    from orchestrator.core.connectors import SSHSettings
+
+    s = config.load(cwd=project(tmp_path, extra='[tool.orch.ssh]\nuser = "ci"\n'), env={})
+    assert SSHSettings(**s.tables["ssh"]).user == "ci"
+    assert config.load(cwd=project(tmp_path), env={"ORCH_SSH_USER": "bob"}).tables["ssh"] == {"user": "bob"}
+
+
+# -- the one registry: the orch.providers entry points -----------------------------------------
+
+
+def test_a_provider_registered_by_entry_point_only_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    (site / "orch_mine-1.0.dist-info").mkdir(parents=True)
+    (site / "orch_mine-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: orch-mine\nVersion: 1.0\n")
+    (site / "orch_mine-1.0.dist-info" / "entry_points.txt").write_text("[orch.providers]\nmine = orch_mine:MineProvider\n")
+    (site / "orch_mine.py").write_text(
+        "from orchestrator.providers.fake import FakeProvider, FakeSettings\n"
+        "class MineSettings(FakeSettings):\n    colour: str = 'blue'\n"
+        "class MineProvider(FakeProvider):\n    name = 'mine'\n    settings_model = MineSettings\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    assert "mine" in registry.available() and "docker" in registry.available()
+    assert registry.provider_class("mine").__name__ == "MineProvider"
+    root = project(tmp_path, 'provider = "mine"', extra='[tool.orch.mine]\ncolour = "red"\n')
+    s = config.load(cwd=root, env={})
+    assert (s.provider, s.tables["mine"]) == ("mine", {"colour": "red"})
+    assert registry.get_provider(s).opts.colour == "red"  # type: ignore[attr-defined]
+    assert not hasattr(registry, "BUILTIN")
+
+
+def test_without_the_entry_points_one_line_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "entry_points", lambda group: [])
+    with pytest.raises(UsageError, match=r"pip install -e \.") as exc:
+        registry.provider_class("docker")
+    assert "\n" not in str(exc.value)

@@ -23,5 +23,5 @@ class TestFileBackedFakeProvider(ProviderContract):
     @pytest.fixture
     def provider(self, tmp_path: Path) -> FakeProvider:
         settings = contract_settings(tmp_path, "fake")
-        settings.provider_options["fake"] = {"path": str(tmp_path / "fake.json")}
+        settings.tables["fake"] = {"path": str(tmp_path / "fake.json")}
         return FakeProvider(settings)
