@@ -20,6 +20,7 @@ import click
 from orchestrator import __version__
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
+from orchestrator.core.spares import spawn_maintainer
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError, UsageError
 from orchestrator.providers import registry
@@ -40,7 +41,7 @@ class Invocation:
         return config.load(overrides={**self.overrides, **more})
 
     def context(self, **more: object) -> Context:
-        return Context(self.settings(**more), report=self.progress)
+        return Context(self.settings(**more), report=self.progress, refill=spawn_maintainer)
 
     def progress(self, worker: str, message: str) -> None:
         if self.quiet:

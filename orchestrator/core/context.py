@@ -1,8 +1,9 @@
-"""The core that both front ends (the CLI and the pytest plugin) call.
+"""One checkout's context, at the bottom of the core.
 
-:class:`Orch` is one checkout's view: its settings, its provider, its state, and the
-helpers every verb uses. The verbs themselves live in small modules beside it
-(``up``, ``reset``, ``oneoffs``, ``down``), each a function of an ``Orch``.
+:class:`Context` is one checkout's view: its settings, its provider, its state, its
+connector and deployer, how progress is reported and spares are refilled, and the
+helpers every verb uses. It knows no verb: the verbs (:mod:`orchestrator.verbs`) are
+functions of a ``Context``, which the front ends (the CLI, the pytest plugin) call.
 
 Order of every change: record in the state, then act on the backend, then record the
 outcome. A crash between any two steps leaves a state the next command repairs: a
@@ -16,11 +17,12 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from filelock import FileLock
 
 from orchestrator import __version__
+from orchestrator.core.connectors import connector_for
 from orchestrator.core.ownership import owned
 from orchestrator.core.steps import Reporter
 from orchestrator.primitives import naming
@@ -38,14 +40,14 @@ from orchestrator.state import inventory, leases
 from orchestrator.state.records import READY, StateData, WorkerRecord
 from orchestrator.state.store import StateStore
 
-if TYPE_CHECKING:
-    from orchestrator.core.baseline import Fingerprint
-
 log = logging.getLogger(__name__)
 
 
 class Deployer(Protocol):
     def run(self, hosts: list[HostSpec], funcs: list[Callable[..., Any]], *, title: str = "") -> dict[str, DeployResult]: ...
+
+
+Refill = Callable[["Context"], None]
 
 
 class Context:
@@ -55,9 +57,20 @@ class Context:
         self,
         settings: Settings,
         provider: Provider | None = None,
+        *,
         report: Reporter | None = None,
         deployer: Deployer | None = None,
+        refill: Refill | None = None,
+        remember_image: bool = False,
+        own_run: str = "",
     ) -> None:
+        """``refill``: how spares are refilled after a claim or a swap (the front ends pass
+        the background maintainer; tests of the core run it inline, or not at all).
+        ``remember_image``: a long-lived context (the pytest plugin's, one per test
+        session) remembers the image's id after the first look, so a reset inside a run
+        costs one backend call less (the next ``orch up`` still sees an image rebuilt
+        meanwhile). ``own_run``: the lease of the pytest run this context serves
+        (``--orch-up``): the run's own bring-up may re-make the workers its lease names."""
         self.settings = settings
         self.checkout = settings.checkout
         if provider is None:  # an injected provider (tests, a conformance kit) is the caller's choice
@@ -71,28 +84,19 @@ class Context:
         self.deployer: Deployer = (
             deployer or self.provider.deployer() or PyinfraDeployer(exit_codes=self.provider.watch_exit_codes)
         )
-        from orchestrator.core.connectors import connector_for
-
         self.connector = connector_for(self)
         with contextlib.suppress(OrchError):  # where the state says its VMs are (several engines)
             self.provider.locate(self.store.read().engines())
         self.version = __version__
-        #: How spares are refilled after a claim or a swap: by default a background
-        #: ``orch maintain`` process (tests of the core may run it inline, or not at all).
-        self.maintain_later: Callable[[], None] = self._spawn_maintainer
-        #: A long-lived Orch (the pytest plugin's, one per test session) remembers the
-        #: image's id after the first look: a reset inside a run then costs one backend
-        #: call less. The next ``orch up`` still sees an image rebuilt meanwhile.
-        self.remember_image = False
+        self._refill = refill
+        self.remember_image = remember_image
         self._image_id: str | None = None
-        #: The lease of the pytest run this Orch serves (``--orch-up``): the run's own
-        #: bring-up may re-make the workers its lease names.
-        self.own_run = ""
+        self.own_run = own_run
 
-    def _spawn_maintainer(self) -> None:
-        from orchestrator.core.spares import spawn_maintainer
-
-        spawn_maintainer(self)
+    def refill(self) -> None:
+        """Have the spares refilled (after a claim or a swap), as the front end chose."""
+        if self._refill is not None:
+            self._refill(self)
 
     # -- names, owners, hosts ---------------------------------------------------------
 
@@ -216,8 +220,6 @@ class Context:
         with FileLock(str(self.store.dir / "baseline.lock")):
             yield
 
-    # -- the verbs ----------------------------------------------------------------------
-
     def image_id(self) -> str:
         if self._image_id is not None:
             return self._image_id
@@ -225,8 +227,3 @@ class Context:
         if self.remember_image:
             self._image_id = image_id
         return image_id
-
-    def fingerprint(self) -> Fingerprint:
-        from orchestrator.core.baseline import fingerprint
-
-        return fingerprint(self)

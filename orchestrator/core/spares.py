@@ -95,7 +95,7 @@ def _refill(ctx: Context) -> list[WorkerResult]:
                 wanted(ctx).unlink(missing_ok=True)
                 if not ctx.store.read().workers:
                     return failed
-                fp = ctx.fingerprint()
+                fp = B.fingerprint(ctx)
                 baseline, _ = B.ensure(ctx, fp)
                 failed = [r for r in fill(ctx, fp, baseline) if not r.ok]
                 if failed or not wanted(ctx).exists():

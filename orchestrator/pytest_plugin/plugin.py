@@ -19,6 +19,7 @@ import pytest
 
 from orchestrator.core import settings as orch_config
 from orchestrator.core.context import Context
+from orchestrator.core.spares import spawn_maintainer
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError
 from orchestrator.pytest_plugin.worker import _CURRENT, WORKERINPUT_KEY, Worker, WorkerMissing, current_worker_id, find_worker
@@ -138,8 +139,7 @@ class OrchRun:
     @property
     def ctx(self) -> Context:
         if self._orch is None:
-            self._orch = Context(self.settings)
-            self._orch.remember_image = True
+            self._orch = Context(self.settings, refill=spawn_maintainer, remember_image=True)
         return self._orch
 
     @property
@@ -240,8 +240,12 @@ def _bring_up(config: pytest.Config, run: OrchRun) -> None:
     count = workers_needed(config)
     started = time.monotonic()
     _say(config, f"orch: bringing up {count} worker(s) on {run.settings.provider} (--orch-up)")
-    ctx = Context(run.settings, report=lambda who, msg: _say(config, f"orch: [{time.monotonic() - started:5.1f}s] {who}: {msg}"))
-    ctx.own_run = run.run_id  # the run's own lease names these workers: not a run to protect from itself
+    ctx = Context(
+        run.settings,
+        report=lambda who, msg: _say(config, f"orch: [{time.monotonic() - started:5.1f}s] {who}: {msg}"),
+        refill=spawn_maintainer,
+        own_run=run.run_id,  # the run's own lease names these workers: not a run to protect from itself
+    )
     try:
         results = up(ctx, count)
     except OrchError as err:

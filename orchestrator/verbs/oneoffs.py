@@ -32,10 +32,10 @@ log = logging.getLogger(__name__)
 
 
 def create_oneoff(ctx: Context, run: str) -> inventory.InventoryHost:
-    fp = ctx.fingerprint()
+    fp = B.fingerprint(ctx)
     claimed = spares.claim(ctx, run, fp)
     if claimed is not None or ctx.settings.pool:
-        ctx.maintain_later()  # refill the pool behind the test's back
+        ctx.refill()  # refill the pool behind the test's back
     if claimed is not None:
         return claimed
     name = naming.oneoff_vm_name(ctx.settings.prefix, ctx.checkout)

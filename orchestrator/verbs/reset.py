@@ -83,12 +83,12 @@ def _hard(ctx: Context, records: list[WorkerRecord]) -> list[WorkerResult]:
     if not live:
         return results
     start = time.monotonic()
-    fp = ctx.fingerprint()
+    fp = B.fingerprint(ctx)
     swapped = [r for r in live if spares.swap(ctx, r, fp, infos[r.worker])]
     for r in swapped:
         ctx.report(r.worker, f"{r.vm} swapped for its standby ({r.seconds.get('total', 0):.2f}s)")
     if swapped or ctx.settings.standby:
-        ctx.maintain_later()  # a new standby, without making anyone wait
+        ctx.refill()  # a new standby, without making anyone wait
     live = [r for r in live if r not in swapped]
     if not live:
         return results
@@ -107,7 +107,7 @@ def _hard(ctx: Context, records: list[WorkerRecord]) -> list[WorkerResult]:
     if ctx.settings.standby:
         # again: a maintainer that looked while these were being made skipped them (a
         # worker gets a standby only once it is ready), and may have stopped since
-        ctx.maintain_later()
+        ctx.refill()
     return results
 
 

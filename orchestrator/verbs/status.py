@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from orchestrator.core.baseline import fingerprint
 from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import age
@@ -39,7 +40,7 @@ def status(ctx: Context) -> list[StatusRow]:
     ctx.provider.check()
     infos = {i.name: i for i in ctx.provider.list_vms(all_vms=not ctx.provider.has_labels)}
     try:
-        current = ctx.fingerprint()
+        current = fingerprint(ctx)
     except OrchError:
         current = None
 

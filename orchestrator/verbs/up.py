@@ -89,7 +89,7 @@ def up(
     with ctx.store.command_lock(wait=wait, on_wait=on_wait):
         ctx.provider.check()
         ctx.connector.setup(repair=True)  # a missing SSH key made again (the VMs take it when made ready)
-        fp = ctx.fingerprint()
+        fp = B.fingerprint(ctx)
         existing = {info.name: info for info in ctx.provider.list_vms()}
         data = ctx.store.read()
         _consistent(ctx, data)

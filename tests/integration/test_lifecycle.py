@@ -13,6 +13,7 @@ from backends import both_providers
 
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
+from orchestrator.core.spares import spawn_maintainer
 from orchestrator.primitives import labels as L
 from orchestrator.primitives.errors import UsageError
 from orchestrator.primitives.kinds import Kind
@@ -23,7 +24,7 @@ from orchestrator.verbs.up import up
 
 
 def make(project: Path, **overrides) -> Context:
-    return Context(config.load(cwd=project, env={}, overrides=overrides))
+    return Context(config.load(cwd=project, env={}, overrides=overrides), refill=spawn_maintainer)
 
 
 def docker_labels(name: str) -> dict:

@@ -15,6 +15,7 @@ from backends import PodmanBackend, remove_podman, write_pyproject
 
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
+from orchestrator.core.spares import spawn_maintainer
 from orchestrator.primitives import labels as L
 from orchestrator.primitives.errors import EngineUnavailable, PermanentProviderError, VMExists, VMNotFound
 from orchestrator.primitives.kinds import Kind
@@ -30,7 +31,7 @@ podman = PodmanBackend()
 
 
 def make(project: Path, **overrides) -> Context:
-    return Context(config.load(cwd=project, env={}, overrides=overrides))
+    return Context(config.load(cwd=project, env={}, overrides=overrides), refill=spawn_maintainer)
 
 
 def run_sweep(project: Path, **kwargs):

@@ -14,6 +14,7 @@ from backends import clean_env, write_pyproject
 
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
+from orchestrator.core.spares import spawn_maintainer
 from orchestrator.primitives import naming
 from orchestrator.providers.registry import get_provider
 from orchestrator.state.leases import Lease
@@ -37,7 +38,7 @@ nohup sleep 4242 >/dev/null 2>&1 &
 
 
 def make(project: Path, **overrides) -> Context:
-    return Context(config.load(cwd=project, env={}, overrides=overrides))
+    return Context(config.load(cwd=project, env={}, overrides=overrides), refill=spawn_maintainer)
 
 
 def pollution(backend, vm: str) -> dict[str, bool]:

@@ -17,6 +17,7 @@ from backends import both_providers, clean_env, gone_checkout, run_orch, run_pyt
 
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
+from orchestrator.core.spares import spawn_maintainer
 from orchestrator.verbs.oneoffs import create_oneoff
 from orchestrator.verbs.up import up
 
@@ -24,7 +25,7 @@ IMAGE = "orch-base:bookworm"
 
 
 def make(project: Path, **overrides) -> Context:
-    return Context(config.load(cwd=project, env={}, overrides=overrides))
+    return Context(config.load(cwd=project, env={}, overrides=overrides), refill=spawn_maintainer)
 
 
 def docker(*args: str) -> subprocess.CompletedProcess:

@@ -15,10 +15,11 @@ from backends import clean_env, run_orch, run_pytest
 
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
+from orchestrator.core.spares import spawn_maintainer
 
 
 def make(project: Path) -> Context:
-    return Context(config.load(cwd=project))
+    return Context(config.load(cwd=project), refill=spawn_maintainer)
 
 
 def docker(*args: str) -> subprocess.CompletedProcess:

@@ -13,14 +13,15 @@ from pathlib import Path
 from backends import both_providers, run_orch, write_pyproject
 
 from orchestrator.core import settings as config
-from orchestrator.core.context import Context
+from orchestrator.core.context import Context, Refill
+from orchestrator.core.spares import spawn_maintainer
 from orchestrator.verbs.down import down
 from orchestrator.verbs.reset import reset
 from orchestrator.verbs.up import up
 
 
-def make(project: Path, **overrides: object) -> Context:
-    return Context(config.load(cwd=project, env={}, overrides=overrides))
+def make(project: Path, *, refill: Refill | None = spawn_maintainer, **overrides: object) -> Context:
+    return Context(config.load(cwd=project, env={}, overrides=overrides), refill=refill)
 
 
 def docker(*args: str) -> subprocess.CompletedProcess:
@@ -40,8 +41,7 @@ def test_repair_deletes_a_swapped_out_dirty_vm_instead_of_making_it_a_standby(pr
     never empties it (killed); the state file is lost. `orch repair` must keep gw1's real
     standby and delete the trash, and the next `orch reset gw0` must not bring /etc/dirty back.
     Docker tells them apart by a label, OrbStack (no labels) by what orch wrote inside."""
-    orch = make(project, standby=True)
-    orch.maintain_later = lambda: None  # the maintainer that would empty the trash was killed
+    orch = make(project, standby=True, refill=None)  # the maintainer that would empty the trash was killed
     assert all(r.ok for r in up(orch, 2))
     gw0 = orch.vm_name("gw0")
     assert backend.sh(gw0, "touch /etc/dirty").returncode == 0

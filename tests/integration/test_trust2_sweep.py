@@ -89,8 +89,7 @@ def test_a_standby_swapped_in_during_a_sweep_is_left_alone_and_not_reported_dele
     from orchestrator.verbs.sweep import Sweeper
     from orchestrator.verbs.up import up
 
-    orch = Context(config.load(cwd=project, env={}, overrides={"standby": True}))
-    orch.maintain_later = lambda: None  # no background maintainer: this test looks at every VM
+    orch = Context(config.load(cwd=project, env={}, overrides={"standby": True}))  # no refill: this test looks at every VM
     assert all(r.ok for r in up(orch, 1))
     worker, standby = orch.vm_name("gw0"), orch.store.read().standbys["gw0"].vm
     standby_id = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", standby], capture_output=True, text=True).stdout

@@ -195,8 +195,13 @@ def test_a_hard_reset_asks_for_a_standby_once_the_worker_is_ready(tmp_path: Path
     assert reset(orch, ["gw0"])[0].action == "swapped"  # the standby is used up
     vm = orch.vm_name("gw0")
     seen: list[tuple[str, object]] = []  # what a maintainer starting then would see
-    orch.maintain_later = lambda: seen.append((orch.store.read().workers["gw0"].phase, orch.provider.vms.get(vm)))
-    [result] = reset(orch, ["gw0"])
+    watched = fake_orch(
+        tmp_path,
+        provider=orch.provider,
+        refill=lambda ctx: seen.append((ctx.store.read().workers["gw0"].phase, orch.provider.vms.get(vm))),
+        standby=True,
+    )
+    [result] = reset(watched, ["gw0"])
     assert result.action == "reset" and seen
     assert seen[-1] == (READY, orch.provider.vms[vm])  # asked after the new VM was ready
     maintain_now(orch)
