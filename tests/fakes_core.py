@@ -7,6 +7,7 @@ from pathlib import Path
 
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context, Refill
+from orchestrator.core.maintainer import maintain, wanted
 from orchestrator.providers.fake import FAKE_IMAGE, FakeDeployer, FakeProvider
 
 
@@ -24,7 +25,5 @@ def fake_orch(
 
 def maintain_now(orch: Context) -> None:
     """What the background ``orch maintain`` does, inline (the fake lives in this process)."""
-    from orchestrator.core.spares import maintain, wanted
-
     wanted(orch).touch()
     maintain(orch)

@@ -20,7 +20,7 @@ import click
 from orchestrator import __version__
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
-from orchestrator.core.spares import spawn_maintainer
+from orchestrator.core.maintainer import spawn_maintainer
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError, UsageError
 from orchestrator.providers import registry

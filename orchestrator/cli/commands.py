@@ -16,6 +16,7 @@ from orchestrator.primitives import naming
 from orchestrator.primitives.clock import human, parse_duration
 from orchestrator.primitives.errors import OrchError, UsageError
 from orchestrator.verbs import down as down_verb
+from orchestrator.verbs import repair as repair_verb
 from orchestrator.verbs import reset as reset_verb
 from orchestrator.verbs import status as status_verb
 from orchestrator.verbs import up as up_verb
@@ -212,7 +213,7 @@ def repair(obj: Invocation, no_wait: bool) -> None:
     file is kept as state.json.damaged); workers whose baseline is unknown are marked
     unfinished so the next `orch up` makes them again. Inventories are rewritten.
     """
-    data = down_verb.repair(obj.context(), wait=not no_wait, on_wait=obj.waiting)
+    data = repair_verb.repair(obj.context(), wait=not no_wait, on_wait=obj.waiting)
     click.echo(f"state rebuilt: {len(data.workers)} worker(s); run `orch up` to finish any unfinished one", err=True)
 
 
@@ -311,7 +312,7 @@ def sweep(obj: Invocation, dry_run: bool, as_json: bool, older_than: str | None,
 def maintain(obj: Invocation) -> None:
     """Make missing spares (pool VMs, standbys) and delete swapped-out VMs: what orch
     starts in the background after a claim or a swap."""
-    from orchestrator.core.spares import maintain as run
+    from orchestrator.core.maintainer import maintain as run
 
     failed = run(obj.context())
     if failed:

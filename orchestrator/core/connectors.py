@@ -30,7 +30,7 @@ import socket
 import stat
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import Field
 
@@ -40,7 +40,22 @@ from orchestrator.settings.model import Model
 from orchestrator.state.store import _not_a_file, _regular_or_missing
 
 if TYPE_CHECKING:
-    from orchestrator.core.context import Context
+    from orchestrator.core.steps import Reporter
+    from orchestrator.providers.base import Provider
+    from orchestrator.settings.model import Settings
+    from orchestrator.state.store import StateStore
+
+
+class Checkout(Protocol):
+    """What a connector uses of the checkout's context (:class:`orchestrator.core.context.Context`,
+    which makes its connector: the connector does not import it)."""
+
+    checkout: str
+    settings: Settings
+    provider: Provider
+    store: StateStore
+    report: Reporter
+
 
 log = logging.getLogger(__name__)
 KINDS = ("", "native", "ssh")
@@ -51,7 +66,7 @@ class Connector:
 
     name = "native"
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Checkout) -> None:
         self.ctx = ctx
         self.provider = ctx.provider
 
@@ -144,7 +159,7 @@ class SSHConnector(Connector):
 
     name = "ssh"
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Checkout) -> None:
         super().__init__(ctx)
         self.user = SSHSettings(**ctx.settings.tables.get("ssh", {})).user
         self.port = 22
@@ -345,7 +360,7 @@ def _write(path: Path, text: str, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def connector_for(ctx: Context) -> Connector:
+def connector_for(ctx: Checkout) -> Connector:
     kind = ctx.settings.connector
     if kind in ("", "native"):
         return Connector(ctx)

@@ -1,40 +1,32 @@
-"""Spare VMs made ahead of need: the warm pool of one-off VMs and the workers' standbys.
+"""Spare VMs made ahead of need, the warm pool of one-off VMs and the workers' standbys:
+which to make, making them, taking a pooled one-off, swapping a standby in, deleting
+spares and emptying the trash.
 
 - **Pool** (``[tool.orch] pool = N``): N one-offs cloned from the baseline and
-  personalized, recorded as unclaimed. ``fresh_vm()`` claims one in a single state
+  personalized, recorded as unclaimed. ``fresh_vm()`` takes one in a single state
   transaction (atomic across xdist workers, recorded before the VM is handed out: a VM
   is never handed out twice); an empty pool falls back to making a VM.
 - **Standby** (``[tool.orch] standby = true``): per worker, a VM made from the baseline
   and personalized as that worker. A hard reset swaps it in under the worker's name
   (two renames) and throws the old VM away.
 
-Refilling never makes a test wait: after a claim or a swap, the process that did it
-starts ``orch maintain`` in the background (its own process, so pyinfra runs on its main
-thread and it outlives nothing it needs): it deletes swapped-out VMs and makes the
-missing spares, one maintainer at a time (``.orch/maintain.lock``). ``orch up`` fills the
-pool and the standbys itself; ``orch down`` waits for a running maintainer first.
+Refilling never makes a test wait: it is the maintainer's (:mod:`orchestrator.core.maintainer`).
+``orch up`` fills the pool and the standbys itself.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-from filelock import FileLock
 
 from orchestrator.core import baseline as B
 from orchestrator.core.steps import WorkerResult, guard
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import now_iso
-from orchestrator.primitives.errors import CheckoutGone, OrchError
+from orchestrator.primitives.errors import OrchError
 from orchestrator.primitives.kinds import POOL, Kind
 from orchestrator.state.records import CREATING, READY, OneoffRecord, StandbyRecord
 
@@ -44,64 +36,6 @@ if TYPE_CHECKING:
     from orchestrator.state.inventory import InventoryHost
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def maintaining(ctx: Context, *, wait: bool = True) -> Iterator[bool]:
-    """Held by the one process that makes spares and empties the trash."""
-    ctx.store.ensure_dir()
-    lock = FileLock(str(ctx.store.dir / "maintain.lock"))
-    try:
-        lock.acquire(timeout=-1 if wait else 0)
-    except Exception:  # filelock.Timeout: another maintainer is at it
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        lock.release()
-
-
-def wanted(ctx: Context) -> Path:
-    """A flag: someone claimed or swapped since the maintainer last looked."""
-    return ctx.store.dir / "maintain.wanted"
-
-
-def maintain(ctx: Context) -> list[WorkerResult]:
-    """Refill spares until nobody asked for more while it worked (what ``orch maintain``
-    does); a refill asked for while it finished is never lost.
-
-    It runs in the background, so its checkout may be deleted under it (``rm -rf``): it
-    never makes a state, a folder or a lock again (``existing_only``), and stops at the
-    first sign. What it made meanwhile carries the gone folder's location in its labels
-    (or the registry), so sweep deletes it as an orphan of a gone checkout."""
-    if not ctx.store.exists():
-        return []  # no state: nothing to refill, and no folder to make for it
-    ctx.store.existing_only = True
-    try:
-        return _refill(ctx)
-    except CheckoutGone as err:
-        log.warning("stopping: %s", err)
-        return []
-
-
-def _refill(ctx: Context) -> list[WorkerResult]:
-    failed: list[WorkerResult] = []
-    while True:
-        with maintaining(ctx, wait=not failed) as mine:
-            if not mine:
-                return failed
-            while True:
-                wanted(ctx).unlink(missing_ok=True)
-                if not ctx.store.read().workers:
-                    return failed
-                fp = B.fingerprint(ctx)
-                baseline, _ = B.ensure(ctx, fp)
-                failed = [r for r in fill(ctx, fp, baseline) if not r.ok]
-                if failed or not wanted(ctx).exists():
-                    break
-        if failed or not wanted(ctx).exists():
-            return failed
 
 
 def fill(ctx: Context, fp: B.Fingerprint, baseline: Baseline) -> list[WorkerResult]:
@@ -212,7 +146,7 @@ def empty_trash(ctx: Context) -> None:
 # -- using spares ------------------------------------------------------------------------
 
 
-def claim(ctx: Context, run: str, fp: B.Fingerprint) -> InventoryHost | None:
+def take_pooled(ctx: Context, run: str, fp: B.Fingerprint) -> InventoryHost | None:
     """Take a ready pool VM for ``run``, or None when the pool is empty."""
     with ctx.store.transaction() as state:
         ready = [o for o in state.oneoffs.values() if o.pool and o.phase == READY and o.fingerprint == fp.value]
@@ -264,32 +198,3 @@ def swap(ctx: Context, result: WorkerResult, fp: B.Fingerprint, info: VMInfo | N
     guard(result, ctx.report, lambda: result.add("ready", ctx.connector.ready(result.vm)))
     result.action = "swapped"
     return True
-
-
-def spawn_maintainer(ctx: Context) -> None:
-    """Start ``orch maintain`` in the background for this checkout (its output goes to
-    ``.orch/logs/maintain.log``)."""
-    if not (ctx.settings.pool or ctx.settings.standby or ctx.store.read().trash):
-        return
-    wanted(ctx).touch()  # first: a maintainer at work sees it before it stops
-    with maintaining(ctx, wait=False) as free:
-        if not free:
-            return
-    ctx.logs_dir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        *[sys.executable, "-m", "orchestrator.cli", "--inventory-dir", str(ctx.settings.inventory_dir)],
-        *["--provider", ctx.settings.provider, "--prefix", ctx.settings.prefix],
-        *(["--connector", ctx.settings.connector] if ctx.settings.connector else []),
-        "maintain",
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    with (ctx.logs_dir / "maintain.log").open("a") as out:
-        subprocess.Popen(
-            argv,
-            cwd=ctx.settings.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )

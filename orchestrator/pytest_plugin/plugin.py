@@ -19,7 +19,7 @@ import pytest
 
 from orchestrator.core import settings as orch_config
 from orchestrator.core.context import Context
-from orchestrator.core.spares import spawn_maintainer
+from orchestrator.core.maintainer import spawn_maintainer
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError
 from orchestrator.pytest_plugin.worker import _CURRENT, WORKERINPUT_KEY, Worker, WorkerMissing, current_worker_id, find_worker

@@ -1,5 +1,5 @@
-"""``orch down`` (delete workers, and what only they needed) and ``orch repair`` (rebuild
-a lost or damaged state from the backend)."""
+"""``orch down``: delete workers, and what only they needed (one-offs of gone runs, the
+pool, standbys and trash, the baseline, the registry entry)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,14 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from orchestrator.core.baseline import drop_retired
-from orchestrator.core.ownership import identify
-from orchestrator.core.spares import delete_spares, empty_trash, maintaining
+from orchestrator.core.maintainer import maintaining
+from orchestrator.core.spares import empty_trash
 from orchestrator.core.steps import WorkerResult, guard, timed
-from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
-from orchestrator.primitives.errors import OrchError, StateError
 from orchestrator.primitives.kinds import Kind
-from orchestrator.providers.base import Baseline, VMInfo
 from orchestrator.state import checkouts as registry
 from orchestrator.state import leases
 from orchestrator.state.records import (
-    PROVISIONING,
-    READY,
-    BaselineRecord,
-    OneoffRecord,
-    StandbyRecord,
-    StateData,
     WorkerRecord,
 )
 from orchestrator.verbs.oneoffs import delete_oneoff, forget_gone_oneoffs
@@ -113,137 +104,3 @@ def _leftovers(ctx: Context) -> list[WorkerResult]:
         if data.baseline is None:
             ctx.report(Kind.BASELINE.value, "deleted")
     return results
-
-
-def repair(ctx: Context, *, wait: bool = True, on_wait: Callable[[], None] | None = None) -> StateData:
-    """Rebuild the state from the backend: every VM that is this checkout's by name (and
-    labels). The damaged file is kept as ``state.json.damaged``. A worker whose
-    fingerprint is unknown is recorded as unfinished, so the next ``orch up`` makes it again."""
-    provider, prefix = ctx.provider, ctx.settings.prefix
-    with ctx.store.command_lock(wait=wait, on_wait=on_wait):
-        provider.check()
-        mine = []
-        for info in provider.list_vms():
-            found, _ = identify(info, prefix, provider.has_labels)
-            if found is not None and found.checkout == ctx.checkout:
-                mine.append((info, found))
-        stored = sorted((b for b in provider.stored_baselines() if b.checkout == ctx.checkout), key=lambda b: b.created)
-        owed: dict[str, str] = {}  # resets the old state says are owed: never lost by a rebuild
-        if ctx.store.path.exists():
-            try:
-                owed = {r.vm: r.reset_pending for r in ctx.store.read().workers.values() if r.reset_pending}
-            except StateError:
-                ctx.store.path.replace(ctx.store.path.with_name("state.json.damaged"))
-        with ctx.store.transaction(repair=True) as data:
-            data.workers.clear()
-            data.oneoffs.clear()
-            data.standbys.clear()
-            data.provider, data.prefix = provider.name, prefix
-            data.image = data.image or ctx.image
-            data.baseline, data.retired = None, []
-            fingerprints = set()
-            doomed: list[str] = []
-            for info, found in mine:
-                fp = info.labels.get(L.FINGERPRINT, "") or _marked(ctx, info)
-                phase = READY if fp else PROVISIONING
-                created = info.labels.get(L.CREATED, info.created)
-                if found.kind is Kind.STANDBY:
-                    why = _not_a_standby(ctx, info, fp)
-                    if not why and found.worker in data.standbys:
-                        why = f"{found.worker} already has the standby {data.standbys[found.worker].vm}"
-                    if why:  # in doubt, trash: deleted below, never handed out
-                        doomed.append(info.name)
-                        if info.name not in data.trash:
-                            data.trash.append(info.name)  # recorded first: a crash never leaks it
-                        ctx.report(found.worker, f"found {info.name} ({info.state}): not a standby ({why}); deleting it")
-                        continue
-                if found.kind is Kind.WORKER:
-                    half = _half_made(ctx, info, found.worker)
-                    if half:  # in doubt, unfinished: the next taker makes it again
-                        phase = PROVISIONING
-                        ctx.report(found.worker, f"{info.name} may be half made ({half})")
-                    data.workers[found.worker] = WorkerRecord(
-                        found.worker, info.name, phase, created, fp, reset_pending=owed.get(info.name, "")
-                    )
-                    fingerprints.add(fp)
-                elif found.kind is Kind.STANDBY:
-                    data.standbys[found.worker] = StandbyRecord(found.worker, info.name, phase, created, fp)
-                elif found.kind is Kind.ONEOFF:
-                    data.oneoffs[info.name] = OneoffRecord(info.name, info.labels.get(L.RUN, ""), created, 0, READY, fp)
-                else:  # a baseline machine whose seal orch no longer knows: rebuilt when needed
-                    data.retired.append(BaselineRecord(info.name, phase=PROVISIONING))
-                ctx.report(found.worker or found.kind, f"found {info.name} ({info.state}), recorded as {phase}")
-            for b in stored:
-                tag = b.name.rsplit(":", 1)[-1]
-                rec = BaselineRecord("", tag, {}, READY, b.ref, {"tag": b.name}, b.created)
-                if tag in fingerprints and data.baseline is None:
-                    data.baseline = rec
-                else:
-                    data.retired.append(rec)
-        delete_spares(ctx, doomed)
-        ctx.write_inventories()
-        return ctx.store.read()
-
-
-def _marked(ctx: Context, info: VMInfo) -> str:
-    """The fingerprint orch wrote inside a running VM (backends without labels)."""
-    return "" if ctx.provider.has_labels else _inside(ctx, info, "/var/lib/orch/fingerprint")
-
-
-def _inside(ctx: Context, info: VMInfo, path: str) -> str:
-    """What orch's ``mark`` wrote at ``path`` inside a running VM ("" when it cannot tell)."""
-    if not info.running:
-        return ""
-    try:
-        result = ctx.provider.exec(info.name, ["cat", path])
-    except OrchError:
-        return ""
-    return result.stdout.strip() if result.ok else ""
-
-
-def _half_made(ctx: Context, info: VMInfo, worker: str) -> str:
-    """Why a running VM under a worker's name may be half made ("" when orch's last step
-    ran in it). Its labels are set when it is created, and a clone inherits the baseline's
-    marks: only the name orch's ``mark`` wrote at the end says it was finished, as this
-    worker (its own name) or as the standby swapped in under it. A stopped VM cannot be
-    looked into: its labels are all there is."""
-    if not info.running:
-        return ""
-    made_as = _inside(ctx, info, "/var/lib/orch/made-as")
-    if made_as and made_as in (info.name, info.labels.get(L.MADE_AS)):
-        return ""
-    parsed = naming.parse_vm_name(ctx.settings.prefix, made_as)
-    swapped_in = parsed is not None and naming.kind_of(parsed[1]) is Kind.STANDBY and naming.worker_of(parsed[1]) == worker
-    if not ctx.provider.has_labels and swapped_in and parsed is not None and parsed[0] == ctx.checkout:
-        return ""  # its standby, swapped in
-    return "orch's last step never ran in it"
-
-
-def _not_a_standby(ctx: Context, info: VMInfo, fp: str) -> str:
-    """Why a VM under a standby's form of name is not to be trusted as one ("" if it is).
-
-    A swap renames the worker's old, dirty VM to that same form of name, and only the VM
-    itself can tell them apart once the state is lost: a standby still has the name it
-    was made under (its ``orch.made-as`` label, and the name orch's ``mark`` wrote inside
-    at its last step), and is running. Anything else is trash, or was never finished."""
-    if ctx.provider.has_labels and info.labels.get(L.MADE_AS) != info.name:
-        return "its orch.made-as label does not name it: swapped out of its worker"
-    if not info.running:
-        return f"it is {info.state}"
-    made_as = _inside(ctx, info, "/var/lib/orch/made-as")
-    if made_as != info.name:
-        return "the name inside it is another: swapped out of its worker" if made_as else "it was never finished"
-    if not fp or _inside(ctx, info, "/var/lib/orch/fingerprint") != fp:
-        return "it was never finished"
-    return ""
-
-
-def baseline_state(ctx: Context, rec: BaselineRecord) -> str:
-    """The baseline's state for ``orch status``: sealed, or what is wrong with it."""
-    if rec.phase != READY:
-        return rec.phase
-    try:
-        why = ctx.provider.verify(Baseline(rec.ref, rec.seal))
-    except OrchError as err:
-        return f"unknown ({err})"
-    return "sealed" if why is None else f"changed: {why}"

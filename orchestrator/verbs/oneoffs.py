@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def create_oneoff(ctx: Context, run: str) -> inventory.InventoryHost:
     fp = B.fingerprint(ctx)
-    claimed = spares.claim(ctx, run, fp)
+    claimed = spares.take_pooled(ctx, run, fp)
     if claimed is not None or ctx.settings.pool:
         ctx.refill()  # refill the pool behind the test's back
     if claimed is not None:

@@ -12,8 +12,9 @@ from orchestrator.primitives import naming
 from orchestrator.primitives.clock import age
 from orchestrator.primitives.errors import EngineUnavailable, OrchError
 from orchestrator.primitives.kinds import POOL, Kind
+from orchestrator.providers.base import Baseline
 from orchestrator.state import inventory
-from orchestrator.verbs.down import baseline_state
+from orchestrator.state.records import READY, BaselineRecord
 from orchestrator.verbs.oneoffs import forget_gone_oneoffs
 
 if TYPE_CHECKING:
@@ -103,3 +104,14 @@ def status(ctx: Context) -> list[StatusRow]:
             )
         )
     return rows
+
+
+def baseline_state(ctx: Context, rec: BaselineRecord) -> str:
+    """The baseline's state for ``orch status``: sealed, or what is wrong with it."""
+    if rec.phase != READY:
+        return rec.phase
+    try:
+        why = ctx.provider.verify(Baseline(rec.ref, rec.seal))
+    except OrchError as err:
+        return f"unknown ({err})"
+    return "sealed" if why is None else f"changed: {why}"

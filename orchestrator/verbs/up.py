@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.core import baseline as B
 from orchestrator.core import spares
+from orchestrator.core.maintainer import maintaining
 from orchestrator.core.steps import WorkerResult, guard, timed
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import now_iso
@@ -199,7 +200,7 @@ def _spares(ctx: Context, fp: B.Fingerprint) -> list[WorkerResult]:
         ctx.settings.pool or ctx.settings.standby or data.standbys or data.trash or any(o.pool for o in data.oneoffs.values())
     ):
         return []
-    with spares.maintaining(ctx):
+    with maintaining(ctx):
         try:
             baseline, _ = B.ensure(ctx, fp)
         except OrchError:

@@ -13,7 +13,7 @@ from backends import both_providers
 
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
-from orchestrator.core.spares import spawn_maintainer
+from orchestrator.core.maintainer import spawn_maintainer
 from orchestrator.primitives import labels as L
 from orchestrator.primitives.errors import UsageError
 from orchestrator.primitives.kinds import Kind

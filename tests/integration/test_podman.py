@@ -15,7 +15,7 @@ from backends import PodmanBackend, remove_podman, write_pyproject
 
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
-from orchestrator.core.spares import spawn_maintainer
+from orchestrator.core.maintainer import spawn_maintainer
 from orchestrator.primitives import labels as L
 from orchestrator.primitives.errors import EngineUnavailable, PermanentProviderError, VMExists, VMNotFound
 from orchestrator.primitives.kinds import Kind

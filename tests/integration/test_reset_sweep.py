@@ -14,7 +14,7 @@ from backends import clean_env, write_pyproject
 
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
-from orchestrator.core.spares import spawn_maintainer
+from orchestrator.core.maintainer import spawn_maintainer
 from orchestrator.primitives import naming
 from orchestrator.providers.registry import get_provider
 from orchestrator.state.leases import Lease

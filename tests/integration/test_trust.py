@@ -17,7 +17,7 @@ from backends import both_providers, clean_env, gone_checkout, run_orch, run_pyt
 
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
-from orchestrator.core.spares import spawn_maintainer
+from orchestrator.core.maintainer import spawn_maintainer
 from orchestrator.verbs.oneoffs import create_oneoff
 from orchestrator.verbs.up import up
 

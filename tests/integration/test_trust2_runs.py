@@ -15,7 +15,7 @@ from backends import clean_env, run_orch, run_pytest
 
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
-from orchestrator.core.spares import spawn_maintainer
+from orchestrator.core.maintainer import spawn_maintainer
 
 
 def make(project: Path) -> Context:

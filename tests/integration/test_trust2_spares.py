@@ -14,7 +14,7 @@ from backends import both_providers, run_orch, write_pyproject
 
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context, Refill
-from orchestrator.core.spares import spawn_maintainer
+from orchestrator.core.maintainer import spawn_maintainer
 from orchestrator.verbs.down import down
 from orchestrator.verbs.reset import reset
 from orchestrator.verbs.up import up

@@ -13,7 +13,7 @@ from orchestrator.primitives.kinds import Kind
 from orchestrator.providers.fake import Crash
 from orchestrator.pytest_plugin.plugin import _unfit
 from orchestrator.state.records import CREATING, READY
-from orchestrator.verbs.down import repair
+from orchestrator.verbs.repair import repair
 from orchestrator.verbs.reset import reset
 from orchestrator.verbs.up import up
 

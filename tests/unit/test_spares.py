@@ -12,8 +12,9 @@ from fakes_core import fake_orch, maintain_now
 
 from orchestrator.providers.fake import Crash
 from orchestrator.state.records import READY
-from orchestrator.verbs.down import down, repair
+from orchestrator.verbs.down import down
 from orchestrator.verbs.oneoffs import create_oneoff
+from orchestrator.verbs.repair import repair
 from orchestrator.verbs.reset import reset
 from orchestrator.verbs.sweep import Sweeper
 from orchestrator.verbs.up import up
@@ -240,20 +241,20 @@ def test_a_maintainer_whose_checkout_is_deleted_stops_and_sweep_finds_its_vms(tm
     make nothing more, recreate nothing, and leave its VMs to sweep as orphans of a gone checkout."""
     import shutil
 
-    from orchestrator.core import spares
+    from orchestrator.core import maintainer
 
     project = tmp_path / "checkout"
     orch = fake_orch(project, pool=1, standby=True)
     up(orch, 2)
     create_oneoff(orch, DEAD_RUN)  # the pool is used up
     assert reset(orch, ["gw0"])[0].action == "swapped"  # so is gw0's standby
-    spares.wanted(orch).touch()
+    maintainer.wanted(orch).touch()
     clones = orch.provider.counts()["clone"]
     if when == "before":
         shutil.rmtree(project)
     else:
         orch.deployer.hook = lambda name, vm: shutil.rmtree(project, ignore_errors=True)  # type: ignore[attr-defined]
-    spares.maintain(orch)
+    maintainer.maintain(orch)
     assert not project.exists()  # nothing recreated
     made = orch.provider.counts()["clone"] - clones
     assert made == (0 if when == "before" else 1)  # the standby being personalized, nothing after it
