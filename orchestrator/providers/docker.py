@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, field_validator
 
 from orchestrator.primitives import labels as L
-from orchestrator.primitives import naming
 from orchestrator.primitives.errors import (
     EngineUnavailable,
     PermanentProviderError,
@@ -37,7 +36,7 @@ from orchestrator.providers import command
 from orchestrator.providers.base import RUNNING, STOPPED, Baseline, Provider, ProviderSettings, VMInfo, WaitStrategy
 from orchestrator.providers.docker_errors import classify
 from orchestrator.providers.docker_images import DockerImages
-from orchestrator.providers.engines import Engines
+from orchestrator.providers.engines import Engines, EngineSettings
 
 if TYPE_CHECKING:
     from orchestrator.primitives.labels import Owner
@@ -68,30 +67,14 @@ class ContainerSettings(ProviderSettings):
         raise NotImplementedError
 
 
-class DockerSettings(ContainerSettings):
-    """``[tool.orch.docker]``."""
+class DockerSettings(ContainerSettings, EngineSettings):
+    """``[tool.orch.docker]``: a container's settings, the client, and the engines
+    (``engines``, ``engine_cap``: how to reach the backend, not what a VM is)."""
 
     client_fields: ClassVar[tuple[str, ...]] = ("docker", "engines", "engine_cap")
-    moved_keys: ClassVar[tuple[str, ...]] = ("engines", "engine_cap")
 
     #: The docker client.
     docker: str = "docker"
-    #: Docker engines to spread VMs over (``unix://…``, ``ssh://user@host``, ``tcp://…``).
-    engines: list[str] = Field(default_factory=list)
-    #: The most workers one engine takes (0: no cap).
-    engine_cap: int = Field(0, ge=0, le=naming.MAX_WORKERS)
-
-    @field_validator("engines")
-    @classmethod
-    def _engines(cls, value: list[str]) -> list[str]:
-        for engine in value:
-            if not engine.startswith(("unix://", "ssh://", "tcp://", "npipe://")) or any(c.isspace() for c in engine):
-                raise ValueError(
-                    f"engine {engine!r} is not a Docker host: write unix:///path, ssh://user@host or tcp://host:port"
-                )
-        if len(set(value)) != len(value):
-            raise ValueError("an engine is named twice")
-        return value
 
     @property
     def client(self) -> str:

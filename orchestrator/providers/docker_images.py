@@ -9,16 +9,19 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.primitives import labels as L
 from orchestrator.primitives.errors import PermanentProviderError, ProviderError, VMNotFound
-from orchestrator.providers.base import StoredBaseline
+from orchestrator.providers.base import Provider, StoredBaseline
 
 if TYPE_CHECKING:
     from orchestrator.settings.model import Settings
 
 
-class DockerImages:
-    """Mixed into ``DockerProvider``: needs its ``_docker``, ``_client``, ``_image_inspect``."""
+class DockerImages(Provider):
+    """The base of ``DockerProvider``: needs its ``_docker``, ``_client``, ``_image_inspect``.
+    Also what :class:`~orchestrator.providers.engines.Engines` routes to (one engine each)."""
 
     settings: Settings
+    #: The engine this provider reaches ("" for the docker command's default one).
+    engine: str
 
     def _docker(self, operation: str, args: list[str], *, vm: str = "", timeout: float | None = None) -> str:
         raise NotImplementedError

@@ -19,29 +19,54 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field, field_validator
 
 from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import EngineUnavailable, OrchError, PermanentProviderError
 from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.results import ExecResult
-from orchestrator.providers.base import Baseline, Provider, StoredBaseline, VMInfo
+from orchestrator.providers.base import Baseline, Provider, ProviderSettings, StoredBaseline, VMInfo
 
 if TYPE_CHECKING:
     from orchestrator.primitives.labels import Owner
-    from orchestrator.providers.docker import DockerProvider, DockerSettings
+    from orchestrator.providers.docker_images import DockerImages
     from orchestrator.settings.model import Settings
 
 log = logging.getLogger(__name__)
 
 
+class EngineSettings(ProviderSettings):
+    """The settings of a provider that spreads VMs over several engines (Docker's)."""
+
+    moved_keys: ClassVar[tuple[str, ...]] = ("engines", "engine_cap")
+
+    #: Docker engines to spread VMs over (``unix://…``, ``ssh://user@host``, ``tcp://…``).
+    engines: list[str] = Field(default_factory=list)
+    #: The most workers one engine takes (0: no cap).
+    engine_cap: int = Field(0, ge=0, le=naming.MAX_WORKERS)
+
+    @field_validator("engines")
+    @classmethod
+    def _engines(cls, value: list[str]) -> list[str]:
+        for engine in value:
+            if not engine.startswith(("unix://", "ssh://", "tcp://", "npipe://")) or any(c.isspace() for c in engine):
+                raise ValueError(
+                    f"engine {engine!r} is not a Docker host: write unix:///path, ssh://user@host or tcp://host:port"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("an engine is named twice")
+        return value
+
+
 class Engines(Provider):
     """One provider over several engines of the same kind."""
 
-    opts: DockerSettings
+    opts: EngineSettings
 
-    def __init__(self, settings: Settings, members: list[DockerProvider]) -> None:
+    def __init__(self, settings: Settings, members: list[DockerImages]) -> None:
         first = members[0]
         self.name = first.name  # type: ignore[misc]
         self.settings_model = first.settings_model  # type: ignore[misc]
@@ -72,7 +97,7 @@ class Engines(Provider):
     def unreachable_engines(self) -> dict[str, str]:
         return dict(self.unreachable)
 
-    def reachable(self) -> list[DockerProvider]:
+    def reachable(self) -> list[DockerImages]:
         return [m for e, m in self.members.items() if e not in self.unreachable]
 
     def locate(self, where: dict[str, str]) -> None:
@@ -81,7 +106,7 @@ class Engines(Provider):
     def engine_of(self, vm: str) -> str:
         return self._member(vm).engine
 
-    def _member(self, vm: str) -> DockerProvider:
+    def _member(self, vm: str) -> DockerImages:
         engine = self.where.get(vm)
         if engine is not None:
             member = self.members[engine]
@@ -106,7 +131,7 @@ class Engines(Provider):
                     self._load[self.where.get(info.name, "")] += 1
         return self._load
 
-    def place(self, vm: str, owner: Owner) -> DockerProvider:
+    def place(self, vm: str, owner: Owner) -> DockerImages:
         """Which engine a new VM goes to (see the module's docstring)."""
         engines = list(self.members)
         cap = self.opts.engine_cap
@@ -227,7 +252,7 @@ class Engines(Provider):
         member = self._member(vm)
         baseline = member.seal(vm, owner)
 
-        def copy(other: DockerProvider) -> None:
+        def copy(other: DockerImages) -> None:
             try:
                 member.send_image(baseline.ref, baseline.seal.get("tag", ""), other)
             except OrchError as err:
