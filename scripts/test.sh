@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run orch's whole test suite on a fresh Debian machine (as root): sets up the Docker
 # engine, the base image and the virtualenv (scripts/setup.sh), runs the checks (ruff
-# lint and format, mypy on orchestrator/), then pytest.
+# lint and format, mypy strict on orchestrator/, lint-imports for the layering contracts
+# in pyproject.toml; .pre-commit-config.yaml runs the same), then pytest.
 # In CI (CI=true) a test that needs Docker fails, never skips, when the engine is missing.
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/unit -k naming
 set -euo pipefail
@@ -10,10 +11,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 if [ $# -eq 0 ]; then
   set -- tests
-  echo "checks: ruff (lint, format) and mypy" >&2
+  echo "checks: ruff (lint, format), mypy and lint-imports" >&2
   .venv/bin/ruff check orchestrator tests
   .venv/bin/ruff format --check orchestrator tests
   .venv/bin/mypy
+  .venv/bin/lint-imports --no-logo --no-cache
 fi
 # Tests that need the second engine (scripts/engine2.sh) start it; if this run started it,
 # remove it at the end (engine2.sh stop also proves the first engine still creates containers).
