@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.steps import WorkerResult, guard, timed
 from orchestrator.primitives import naming
@@ -170,31 +170,13 @@ def _unusable(ctx: Context, fp: Fingerprint, rec: BaselineRecord | None) -> str 
 def build(ctx: Context, fp: Fingerprint, first: list[Target]) -> Baseline:
     """Make the baseline (and ``first``) from the image, provision, seal; caller holds
     the baseline lock. Raises when the baseline could not be made."""
-    provider, settings = ctx.provider, ctx.settings
-    name = naming.baseline_vm_name(settings.prefix, ctx.checkout, fp.value)
-    with ctx.store.transaction() as data:
-        if data.baseline is not None:
-            data.retired.append(data.baseline)
-        data.baseline = BaselineRecord(name, fp.value, dict(fp.parts), CREATING, created=now_iso())
-
-    def record(**changes: object) -> None:
-        ctx.store.update(Kind.BASELINE, name, vm=name, **changes)
-
-    owner = ctx.owner(Kind.BASELINE, fingerprint=fp.value)
-    base = Target(WorkerResult(Kind.BASELINE.value, name, "created"), owner, Kind.BASELINE.value, record)
+    settings = ctx.settings
+    base = _baseline_target(ctx, fp)
     everyone = [base, *first]
     for t in first:
         t.owner = ctx.owner(t.owner.kind, worker=t.owner.worker, run=t.owner.run, fingerprint=fp.value)
-
-    def make(t: Target) -> None:
-        with timed(t.result, "create"):
-            _create(ctx, t, lambda: provider.create(t.vm, ctx.image, t.owner))
-            provider.wait_ready(t.vm)
-            ctx.connector.prepare(t.vm)
-        _ready(ctx, t)
-
-    ctx.report(Kind.BASELINE.value, f"creating {name} and {len(first)} more from {ctx.image}")
-    provider.map(lambda t: guard(t.result, ctx.report, lambda: make(t)), everyone)
+    ctx.report(Kind.BASELINE.value, f"creating {base.vm} and {len(first)} more from {ctx.image}")
+    ctx.provider.map(lambda t: guard(t.result, ctx.report, lambda: _from_image(ctx, t)), everyone)
     _finish(
         ctx,
         everyone,
@@ -204,14 +186,56 @@ def build(ctx: Context, fp: Fingerprint, first: list[Target]) -> Baseline:
     )
     if not base.result.ok:
         raise DeployError(f"the baseline could not be made: {base.result.error}")
-    with timed(base.result, "seal"):
-        if tag := provider.seal_name(name, owner):  # recorded before it exists: a sweep meanwhile keeps it
-            record(seal={"tag": tag})
-        sealed = provider.call(f"seal {name}", lambda: provider.seal(name, owner))
-    record(phase=READY, ref=sealed.ref, seal=sealed.seal)
-    ctx.report(Kind.BASELINE.value, f"{name} sealed ({base.result.seconds.get('total', 0):.1f}s)")
+    sealed = _seal(ctx, base)
+    ctx.report(Kind.BASELINE.value, f"{base.vm} sealed ({base.result.seconds.get('total', 0):.1f}s)")
     drop_retired(ctx)
     return sealed
+
+
+def _baseline_target(ctx: Context, fp: Fingerprint) -> Target:
+    """The baseline about to be built, recorded as the current one (the one it replaces
+    retired)."""
+    name = naming.baseline_vm_name(ctx.settings.prefix, ctx.checkout, fp.value)
+    with ctx.store.transaction() as data:
+        if data.baseline is not None:
+            data.retired.append(data.baseline)
+        data.baseline = BaselineRecord(name, fp.value, dict(fp.parts), CREATING, created=now_iso())
+
+    def record(**changes: object) -> None:
+        ctx.store.update(Kind.BASELINE, name, vm=name, **changes)
+
+    owner = ctx.owner(Kind.BASELINE, fingerprint=fp.value)
+    return Target(WorkerResult(Kind.BASELINE.value, name, "created"), owner, Kind.BASELINE.value, record)
+
+
+def _from_image(ctx: Context, t: Target) -> None:
+    with timed(t.result, "create"):
+        _create(ctx, t, lambda: ctx.provider.create(t.vm, ctx.image, t.owner))
+        ctx.provider.wait_ready(t.vm)
+        ctx.connector.prepare(t.vm)
+    _ready(ctx, t)
+
+
+def _seal(ctx: Context, base: Target) -> Baseline:
+    provider, name, owner = ctx.provider, base.vm, base.owner
+    with timed(base.result, "seal"):
+        if tag := provider.seal_name(name, owner):  # recorded before it exists: a sweep meanwhile keeps it
+            base.record(seal={"tag": tag})
+        sealed = provider.call(f"seal {name}", lambda: provider.seal(name, owner))
+    base.record(phase=READY, ref=sealed.ref, seal=sealed.seal)
+    return sealed
+
+
+def worker_target(ctx: Context, result: WorkerResult, fp: Fingerprint) -> Target:
+    """A worker's VM about to be made (by ``orch up`` or a reset): a worker made again is
+    clean, so its owed reset is cleared with the record that says it is ready."""
+
+    def record(**changes: Any) -> None:
+        if changes.get("phase") == READY:
+            changes["reset_pending"] = ""
+        ctx.store.update(Kind.WORKER, result.worker, **changes)
+
+    return Target(result, ctx.owner(Kind.WORKER, worker=result.worker, fingerprint=fp.value), result.worker, record)
 
 
 def clone(ctx: Context, fp: Fingerprint, baseline: Baseline, targets: list[Target], *, replace: bool = False) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from orchestrator.core.ownership import identify
+from orchestrator.core.ownership import Identity, identify
 from orchestrator.core.spares import delete_spares
 from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError, StateError
 from orchestrator.primitives.kinds import Kind
-from orchestrator.providers.base import VMInfo
+from orchestrator.providers.base import StoredBaseline, VMInfo
 from orchestrator.state.records import (
     PROVISIONING,
     READY,
@@ -31,70 +31,103 @@ def repair(ctx: Context, *, wait: bool = True, on_wait: Callable[[], None] | Non
     """Rebuild the state from the backend: every VM that is this checkout's by name (and
     labels). The damaged file is kept as ``state.json.damaged``. A worker whose
     fingerprint is unknown is recorded as unfinished, so the next ``orch up`` makes it again."""
-    provider, prefix = ctx.provider, ctx.settings.prefix
     with ctx.store.command_lock(wait=wait, on_wait=on_wait):
-        provider.check()
-        mine = []
-        for info in provider.list_vms():
-            found, _ = identify(info, prefix, provider.has_labels)
-            if found is not None and found.checkout == ctx.checkout:
-                mine.append((info, found))
-        stored = sorted((b for b in provider.stored_baselines() if b.checkout == ctx.checkout), key=lambda b: b.created)
-        owed: dict[str, str] = {}  # resets the old state says are owed: never lost by a rebuild
-        if ctx.store.path.exists():
-            try:
-                owed = {r.vm: r.reset_pending for r in ctx.store.read().workers.values() if r.reset_pending}
-            except StateError:
-                ctx.store.path.replace(ctx.store.path.with_name("state.json.damaged"))
+        ctx.provider.check()
+        mine = _mine(ctx)
+        stored = sorted((b for b in ctx.provider.stored_baselines() if b.checkout == ctx.checkout), key=lambda b: b.created)
+        owed = _owed_resets(ctx)
         with ctx.store.transaction(repair=True) as data:
-            data.workers.clear()
-            data.oneoffs.clear()
-            data.standbys.clear()
-            data.provider, data.prefix = provider.name, prefix
-            data.image = data.image or ctx.image
-            data.baseline, data.retired = None, []
-            fingerprints = set()
+            _forget_all(ctx, data)
+            fingerprints: set[str] = set()
             doomed: list[str] = []
             for info, found in mine:
                 fp = info.labels.get(L.FINGERPRINT, "") or _marked(ctx, info)
-                phase = READY if fp else PROVISIONING
-                created = info.labels.get(L.CREATED, info.created)
-                if found.kind is Kind.STANDBY:
-                    why = _not_a_standby(ctx, info, fp)
-                    if not why and found.worker in data.standbys:
-                        why = f"{found.worker} already has the standby {data.standbys[found.worker].vm}"
-                    if why:  # in doubt, trash: deleted below, never handed out
-                        doomed.append(info.name)
-                        if info.name not in data.trash:
-                            data.trash.append(info.name)  # recorded first: a crash never leaks it
-                        ctx.report(found.worker, f"found {info.name} ({info.state}): not a standby ({why}); deleting it")
-                        continue
+                if found.kind is Kind.STANDBY and _trashed(ctx, data, info, found, fp):
+                    doomed.append(info.name)
+                    continue
+                _record(ctx, data, info, found, fp, owed)
                 if found.kind is Kind.WORKER:
-                    half = _half_made(ctx, info, found.worker)
-                    if half:  # in doubt, unfinished: the next taker makes it again
-                        phase = PROVISIONING
-                        ctx.report(found.worker, f"{info.name} may be half made ({half})")
-                    data.workers[found.worker] = WorkerRecord(
-                        found.worker, info.name, phase, created, fp, reset_pending=owed.get(info.name, "")
-                    )
                     fingerprints.add(fp)
-                elif found.kind is Kind.STANDBY:
-                    data.standbys[found.worker] = StandbyRecord(found.worker, info.name, phase, created, fp)
-                elif found.kind is Kind.ONEOFF:
-                    data.oneoffs[info.name] = OneoffRecord(info.name, info.labels.get(L.RUN, ""), created, 0, READY, fp)
-                else:  # a baseline machine whose seal orch no longer knows: rebuilt when needed
-                    data.retired.append(BaselineRecord(info.name, phase=PROVISIONING))
-                ctx.report(found.worker or found.kind, f"found {info.name} ({info.state}), recorded as {phase}")
-            for b in stored:
-                tag = b.name.rsplit(":", 1)[-1]
-                rec = BaselineRecord("", tag, {}, READY, b.ref, {"tag": b.name}, b.created)
-                if tag in fingerprints and data.baseline is None:
-                    data.baseline = rec
-                else:
-                    data.retired.append(rec)
+            _record_baselines(data, stored, fingerprints)
         delete_spares(ctx, doomed)
         ctx.write_inventories()
         return ctx.store.read()
+
+
+def _mine(ctx: Context) -> list[tuple[VMInfo, Identity]]:
+    """This checkout's VMs, as their names (and labels) say."""
+    mine = []
+    for info in ctx.provider.list_vms():
+        found, _ = identify(info, ctx.settings.prefix, ctx.provider.has_labels)
+        if found is not None and found.checkout == ctx.checkout:
+            mine.append((info, found))
+    return mine
+
+
+def _owed_resets(ctx: Context) -> dict[str, str]:
+    """{vm: why} of the resets the old state says are owed (never lost by a rebuild); a
+    damaged state file is moved aside."""
+    if not ctx.store.path.exists():
+        return {}
+    try:
+        return {r.vm: r.reset_pending for r in ctx.store.read().workers.values() if r.reset_pending}
+    except StateError:
+        ctx.store.path.replace(ctx.store.path.with_name("state.json.damaged"))
+        return {}
+
+
+def _forget_all(ctx: Context, data: StateData) -> None:
+    data.workers.clear()
+    data.oneoffs.clear()
+    data.standbys.clear()
+    data.provider, data.prefix = ctx.provider.name, ctx.settings.prefix
+    data.image = data.image or ctx.image
+    data.baseline, data.retired = None, []
+
+
+def _trashed(ctx: Context, data: StateData, info: VMInfo, found: Identity, fp: str) -> bool:
+    """A VM under a standby's form of name that is not to be trusted as one is recorded as
+    trash (deleted once the state is written, never handed out); True if it is."""
+    why = _not_a_standby(ctx, info, fp)
+    if not why and found.worker in data.standbys:
+        why = f"{found.worker} already has the standby {data.standbys[found.worker].vm}"
+    if not why:
+        return False
+    if info.name not in data.trash:
+        data.trash.append(info.name)  # recorded first: a crash never leaks it
+    ctx.report(found.worker, f"found {info.name} ({info.state}): not a standby ({why}); deleting it")
+    return True
+
+
+def _record(ctx: Context, data: StateData, info: VMInfo, found: Identity, fp: str, owed: dict[str, str]) -> None:
+    """Record one VM of this checkout as what its name says it is."""
+    phase = READY if fp else PROVISIONING
+    created = info.labels.get(L.CREATED, info.created)
+    if found.kind is Kind.WORKER:
+        half = _half_made(ctx, info, found.worker)
+        if half:  # in doubt, unfinished: the next taker makes it again
+            phase = PROVISIONING
+            ctx.report(found.worker, f"{info.name} may be half made ({half})")
+        reset_pending = owed.get(info.name, "")
+        data.workers[found.worker] = WorkerRecord(found.worker, info.name, phase, created, fp, reset_pending=reset_pending)
+    elif found.kind is Kind.STANDBY:
+        data.standbys[found.worker] = StandbyRecord(found.worker, info.name, phase, created, fp)
+    elif found.kind is Kind.ONEOFF:
+        data.oneoffs[info.name] = OneoffRecord(info.name, info.labels.get(L.RUN, ""), created, 0, READY, fp)
+    else:  # a baseline machine whose seal orch no longer knows: rebuilt when needed
+        data.retired.append(BaselineRecord(info.name, phase=PROVISIONING))
+    ctx.report(found.worker or found.kind, f"found {info.name} ({info.state}), recorded as {phase}")
+
+
+def _record_baselines(data: StateData, stored: list[StoredBaseline], fingerprints: set[str]) -> None:
+    """The stored baselines: the one the workers were made from is current, the rest retired."""
+    for b in stored:
+        tag = b.name.rsplit(":", 1)[-1]
+        rec = BaselineRecord("", tag, {}, READY, b.ref, {"tag": b.name}, b.created)
+        if tag in fingerprints and data.baseline is None:
+            data.baseline = rec
+        else:
+            data.retired.append(rec)
 
 
 def _marked(ctx: Context, info: VMInfo) -> str:

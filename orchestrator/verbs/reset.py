@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from orchestrator.core import baseline as B
 from orchestrator.core import spares
@@ -99,7 +99,7 @@ def _hard(ctx: Context, records: list[WorkerRecord]) -> list[WorkerResult]:
         # before its VM is deleted: a reset killed from here on leaves a worker that is
         # not ready, which no fixture hands out and the next taker makes again
         ctx.store.update(Kind.WORKER, r.worker, phase=CREATING)
-    targets = [worker_target(ctx, r, fp) for r in live]
+    targets = [B.worker_target(ctx, r, fp) for r in live]
     B.clone(ctx, fp, baseline, targets, replace=True)
     for r in live:
         if r.ok:
@@ -109,18 +109,6 @@ def _hard(ctx: Context, records: list[WorkerRecord]) -> list[WorkerResult]:
         # worker gets a standby only once it is ready), and may have stopped since
         ctx.refill()
     return results
-
-
-def worker_target(ctx: Context, result: WorkerResult, fp: B.Fingerprint) -> B.Target:
-    """A worker's VM about to be made (by ``orch up`` or a reset): a worker made again is
-    clean, so its owed reset is cleared with the record that says it is ready."""
-
-    def record(**changes: Any) -> None:
-        if changes.get("phase") == READY:
-            changes["reset_pending"] = ""
-        ctx.store.update(Kind.WORKER, result.worker, **changes)
-
-    return B.Target(result, ctx.owner(Kind.WORKER, worker=result.worker, fingerprint=fp.value), result.worker, record)
 
 
 def _soft(ctx: Context, records: list[WorkerRecord]) -> list[WorkerResult]:

@@ -6,15 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orchestrator.core.baseline import fingerprint
+from orchestrator.core.baseline import Fingerprint, fingerprint
 from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import age
 from orchestrator.primitives.errors import EngineUnavailable, OrchError
 from orchestrator.primitives.kinds import POOL, Kind
-from orchestrator.providers.base import Baseline
+from orchestrator.providers.base import Baseline, VMInfo
 from orchestrator.state import inventory
-from orchestrator.state.records import READY, BaselineRecord
+from orchestrator.state.records import READY, BaselineRecord, StateData, WorkerRecord
 from orchestrator.verbs.oneoffs import forget_gone_oneoffs
 
 if TYPE_CHECKING:
@@ -38,72 +38,88 @@ def status(ctx: Context) -> list[StatusRow]:
     data = ctx.store.read()
     if not (data.workers or data.oneoffs or data.baseline or data.standbys):
         return []
-    ctx.provider.check()
-    infos = {i.name: i for i in ctx.provider.list_vms(all_vms=not ctx.provider.has_labels)}
-    try:
-        current = fingerprint(ctx)
-    except OrchError:
-        current = None
+    look = _Look.take(ctx, data)
+    rows = [
+        look.row(Kind.WORKER, r.worker, r.vm, _phase(r), r.fingerprint, owner=r.worker, inventory=_inventory(ctx, r.worker))
+        for r in data.sorted_workers()
+    ]
+    for s in sorted(data.standbys.values(), key=lambda s: naming.worker_index(s.worker)):
+        rows.append(look.row(Kind.STANDBY, s.worker, s.vm, s.phase, s.fingerprint, owner=s.worker))
+    for o in sorted(data.oneoffs.values(), key=lambda o: o.vm):
+        rows.append(look.row(Kind.ONEOFF, POOL if o.pool else Kind.ONEOFF.value, o.vm, o.phase, o.fingerprint))
+    if (b := data.baseline) is not None:
+        seen = (baseline_state(ctx, b), age(b.created))
+        rows.append(
+            look.row(Kind.BASELINE, Kind.BASELINE.value, b.seal.get("tag") or b.vm or b.ref, b.phase, b.fingerprint, seen=seen)
+        )
+    return rows
 
-    def state_of(vm: str, worker: str | None = None) -> tuple[str, float | None]:
-        info = infos.get(vm)
-        if info is None and ctx.provider.unreachable_engines():
+
+@dataclass
+class _Look:
+    """One look at the backend (its VMs) and at what the baseline should be now."""
+
+    ctx: Context
+    data: StateData
+    infos: dict[str, VMInfo]
+    current: Fingerprint | None
+
+    @classmethod
+    def take(cls, ctx: Context, data: StateData) -> _Look:
+        ctx.provider.check()
+        infos = {i.name: i for i in ctx.provider.list_vms(all_vms=not ctx.provider.has_labels)}
+        try:
+            current: Fingerprint | None = fingerprint(ctx)
+        except OrchError:
+            current = None
+        return cls(ctx, data, infos, current)
+
+    def row(
+        self,
+        kind: Kind,
+        who: str,
+        vm: str,
+        phase: str,
+        fp: str,
+        *,
+        owner: str | None = None,
+        seen: tuple[str, float | None] | None = None,
+        inventory: str = "",
+    ) -> StatusRow:
+        """The row of one VM; ``owner``: the worker its labels must name; ``seen``: its
+        state and age, when the backend's list is not where they come from."""
+        state, seconds = seen or self.state_of(vm, owner)
+        return StatusRow(kind, who, vm, state, phase, seconds, self.drift(fp), inventory)
+
+    def state_of(self, vm: str, worker: str | None) -> tuple[str, float | None]:
+        info, provider = self.infos.get(vm), self.ctx.provider
+        if info is None and provider.unreachable_engines():
             try:  # it may be on an engine that does not answer: not missing, unknown
-                ctx.provider.engine_of(vm)
+                provider.engine_of(vm)
             except EngineUnavailable as err:
                 return f"unreachable ({str(err)[:160]})", None
-        if info is None or not ctx.owns(info, worker):
+        if info is None or not self.ctx.owns(info, worker):
             return "missing", None
         return info.state, age(info.labels.get(L.CREATED) or info.created)
 
-    def drift(fp: str) -> str:
-        if current is None or fp == current.value:
+    def drift(self, fp: str) -> str:
+        if self.current is None or fp == self.current.value:
             return ""
-        parts = data.baseline.parts if data.baseline is not None and data.baseline.fingerprint == fp else {}
-        return current.drift(parts) + " changed"
+        baseline = self.data.baseline
+        parts = baseline.parts if baseline is not None and baseline.fingerprint == fp else {}
+        return self.current.drift(parts) + " changed"
 
-    rows = []
-    for rec in data.sorted_workers():
-        state, seconds = state_of(rec.vm, rec.worker)
-        path = inventory.worker_path(ctx.settings.inventory_dir, rec.worker)
-        phase = rec.phase if not rec.error else f"{rec.phase}: {rec.error[:80]}"
-        if rec.reset_pending:
-            phase += f", reset pending ({rec.reset_pending[:80]})"
-        rows.append(
-            StatusRow(
-                Kind.WORKER,
-                rec.worker,
-                rec.vm,
-                state,
-                phase,
-                seconds,
-                drift(rec.fingerprint),
-                str(path) if path.exists() else "",
-            )
-        )
-    for s in sorted(data.standbys.values(), key=lambda s: naming.worker_index(s.worker)):
-        state, seconds = state_of(s.vm, s.worker)
-        rows.append(StatusRow(Kind.STANDBY, s.worker, s.vm, state, s.phase, seconds, drift(s.fingerprint), ""))
-    for o in sorted(data.oneoffs.values(), key=lambda o: o.vm):
-        state, seconds = state_of(o.vm)
-        rows.append(
-            StatusRow(Kind.ONEOFF, POOL if o.pool else Kind.ONEOFF.value, o.vm, state, o.phase, seconds, drift(o.fingerprint), "")
-        )
-    if data.baseline is not None:
-        b = data.baseline
-        rows.append(
-            StatusRow(
-                Kind.BASELINE,
-                Kind.BASELINE.value,
-                b.seal.get("tag") or b.vm or b.ref,
-                baseline_state(ctx, b),
-                b.phase,
-                age(b.created),
-                drift(b.fingerprint),
-                "",
-            )
-        )
-    return rows
+
+def _phase(rec: WorkerRecord) -> str:
+    phase = rec.phase if not rec.error else f"{rec.phase}: {rec.error[:80]}"
+    if rec.reset_pending:
+        phase += f", reset pending ({rec.reset_pending[:80]})"
+    return phase
+
+
+def _inventory(ctx: Context, worker: str) -> str:
+    path = inventory.worker_path(ctx.settings.inventory_dir, worker)
+    return str(path) if path.exists() else ""
 
 
 def baseline_state(ctx: Context, rec: BaselineRecord) -> str:

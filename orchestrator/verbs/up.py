@@ -27,7 +27,6 @@ from orchestrator.state import leases
 from orchestrator.state.records import CREATING, FAILED, READY, WorkerRecord
 from orchestrator.verbs.down import delete_workers
 from orchestrator.verbs.oneoffs import forget_gone_oneoffs
-from orchestrator.verbs.reset import worker_target
 
 if TYPE_CHECKING:
     from orchestrator.core.context import Context
@@ -92,24 +91,8 @@ def up(
         ctx.connector.setup(repair=True)  # a missing SSH key made again (the VMs take it when made ready)
         fp = B.fingerprint(ctx)
         existing = {info.name: info for info in ctx.provider.list_vms()}
-        data = ctx.store.read()
-        _consistent(ctx, data)
-        runs = leases.scan(ctx.settings.inventory_dir)
-        busy = runs.busy(exclude=ctx.own_run)
-        plans = {w: decide(ctx, data.workers.get(w), existing.get(ctx.vm_name(w)), fp, reprovision, busy) for w in wanted}
-        breaking = [  # a worker a live run uses may be in its hands (its test, its reset), whatever its phase
-            w
-            for w, p in plans.items()
-            if p.action == "recreate" and (w in busy or (data.workers[w].phase == READY and existing.get(data.workers[w].vm)))
-        ]
-        pruned = [w for w in data.workers if w not in wanted] if prune else []
-        if breaking or pruned:
-            ctx.refuse_live(f"re-making {', '.join(breaking)}" if breaking else "--prune", breaking + pruned, force)
-        with ctx.store.transaction() as state:
-            state.provider, state.image, state.prefix = ctx.provider.name, ctx.image, ctx.settings.prefix
-            for worker in wanted:
-                if worker not in state.workers:
-                    state.workers[worker] = WorkerRecord(worker, ctx.vm_name(worker), CREATING, now_iso())
+        plans = _plan(ctx, wanted, existing, fp, reprovision=reprovision, prune=prune, force=force)
+        _record_wanted(ctx, wanted)
         results = {w: WorkerResult(w, ctx.vm_name(w), "reused") for w in wanted}
         ctx.provider.map(lambda w: _keep(ctx, results[w], plans[w], existing.get(ctx.vm_name(w))), wanted)
         todo = [w for w in wanted if results[w].ok and plans[w].action in ("create", "recreate")]
@@ -119,6 +102,41 @@ def up(
         extra += _spares(ctx, fp)
         ctx.write_inventories()
     return [results[w] for w in wanted] + extra
+
+
+def _plan(
+    ctx: Context,
+    wanted: list[str],
+    existing: dict[str, VMInfo],
+    fp: B.Fingerprint,
+    *,
+    reprovision: bool,
+    prune: bool,
+    force: bool,
+) -> dict[str, Plan]:
+    """What to do with each wanted worker; refused when it would break a live pytest run."""
+    data = ctx.store.read()
+    _consistent(ctx, data)
+    busy = leases.scan(ctx.settings.inventory_dir).busy(exclude=ctx.own_run)
+    plans = {w: decide(ctx, data.workers.get(w), existing.get(ctx.vm_name(w)), fp, reprovision, busy) for w in wanted}
+    breaking = [  # a worker a live run uses may be in its hands (its test, its reset), whatever its phase
+        w
+        for w, p in plans.items()
+        if p.action == "recreate" and (w in busy or (data.workers[w].phase == READY and existing.get(data.workers[w].vm)))
+    ]
+    pruned = [w for w in data.workers if w not in wanted] if prune else []
+    if breaking or pruned:
+        ctx.refuse_live(f"re-making {', '.join(breaking)}" if breaking else "--prune", breaking + pruned, force)
+    return plans
+
+
+def _record_wanted(ctx: Context, wanted: list[str]) -> None:
+    """The checkout's provider, image and prefix, and a record for each new worker."""
+    with ctx.store.transaction() as state:
+        state.provider, state.image, state.prefix = ctx.provider.name, ctx.image, ctx.settings.prefix
+        for worker in wanted:
+            if worker not in state.workers:
+                state.workers[worker] = WorkerRecord(worker, ctx.vm_name(worker), CREATING, now_iso())
 
 
 def _consistent(ctx: Context, data: Any) -> None:
@@ -177,7 +195,7 @@ def _make(ctx: Context, fp: B.Fingerprint, results: list[WorkerResult], infos: d
         ctx.report(result.worker, f"making {result.vm}")
 
     provider.map(lambda r: guard(r, ctx.report, lambda: clear(r)), results)
-    targets = [worker_target(ctx, r, fp) for r in results if r.ok]
+    targets = [B.worker_target(ctx, r, fp) for r in results if r.ok]
     try:
         baseline, made = B.ensure(ctx, fp, first=targets)
     except OrchError as err:
