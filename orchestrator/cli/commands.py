@@ -11,14 +11,18 @@ from typing import Any
 import click
 
 from orchestrator.cli import Invocation, cli, complete_workers, pass_invocation
+from orchestrator.core import maintainer
 from orchestrator.core.steps import WorkerResult
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import human, parse_duration
 from orchestrator.primitives.errors import OrchError, UsageError
+from orchestrator.providers.registry import get_provider
+from orchestrator.state.checkouts import check_home
 from orchestrator.verbs import down as down_verb
 from orchestrator.verbs import repair as repair_verb
 from orchestrator.verbs import reset as reset_verb
 from orchestrator.verbs import status as status_verb
+from orchestrator.verbs import sweep as sweep_verb
 from orchestrator.verbs import up as up_verb
 
 NO_WAIT = click.option("--no-wait", is_flag=True, help="Fail at once if another orch command holds the lock.")
@@ -279,15 +283,11 @@ def sweep(obj: Invocation, dry_run: bool, as_json: bool, older_than: str | None,
     --older-than. Each decision is reported with its reason. Exit code 1 if a deletion
     failed.
     """
-    from orchestrator.providers.registry import get_provider
-    from orchestrator.state.checkouts import check_home
-    from orchestrator.verbs.sweep import sweep as do_sweep
-
     age = parse_duration(older_than) if older_than is not None else None
     settings = obj.settings()
     check_home()  # sweep finds checkouts through the registry
     t = time.monotonic()
-    decisions = do_sweep(settings, get_provider(settings), older_than=age, legacy=legacy, dry_run=dry_run)
+    decisions = sweep_verb.sweep(settings, get_provider(settings), older_than=age, legacy=legacy, dry_run=dry_run)
     rows = [[d.vm, d.kind, d.result, d.reason, d.error] for d in decisions]
     _table(
         f"orch sweep{' --dry-run' if dry_run else ''} in {time.monotonic() - t:.1f}s",
@@ -312,8 +312,6 @@ def sweep(obj: Invocation, dry_run: bool, as_json: bool, older_than: str | None,
 def maintain(obj: Invocation) -> None:
     """Make missing spares (pool VMs, standbys) and delete swapped-out VMs: what orch
     starts in the background after a claim or a swap."""
-    from orchestrator.core.maintainer import maintain as run
-
-    failed = run(obj.context())
+    failed = maintainer.maintain(obj.context())
     if failed:
         raise OrchError(f"{len(failed)} spare(s) could not be made: {failed[0].error}")
