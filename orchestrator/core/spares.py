@@ -168,16 +168,40 @@ def swap(ctx: Context, result: WorkerResult, fp: B.Fingerprint, info: VMInfo | N
     The standby answered when it was made and is seen running just before the swap; a
     rename keeps a VM running, so after it only the connector is waited for (the reset
     a test waits for is then two renames and two looks, not a new readiness probe)."""
-    provider = ctx.provider
-    data = ctx.store.read()
-    standby = data.standbys.get(result.worker)
-    if not provider.can_rename or standby is None or standby.phase != READY or standby.fingerprint != fp.value:
+    standby = _ready_standby(ctx, result.worker, fp)
+    if standby is None:
         return False
     start = time.monotonic()
-    seen = provider.inspect(standby.vm)
-    if seen is None or not seen.running:
-        ctx.report(result.worker, f"its standby is {seen.state if seen else 'missing'}; resetting from the baseline instead")
+    if not _running(ctx, result.worker, standby) or not _rename_in(ctx, result, standby, info):
         return False
+    _record_swapped(ctx, result.worker, standby, fp)
+    result.add("swap", time.monotonic() - start)
+    guard(result, ctx.report, lambda: result.add("ready", ctx.connector.ready(result.vm)))
+    result.action = "swapped"
+    return True
+
+
+def _ready_standby(ctx: Context, worker: str, fp: B.Fingerprint) -> StandbyRecord | None:
+    """The worker's standby, when it is ready and made from this baseline (and the
+    backend can rename)."""
+    standby = ctx.store.read().standbys.get(worker)
+    if not ctx.provider.can_rename or standby is None or standby.phase != READY or standby.fingerprint != fp.value:
+        return None
+    return standby
+
+
+def _running(ctx: Context, worker: str, standby: StandbyRecord) -> bool:
+    seen = ctx.provider.inspect(standby.vm)
+    if seen is None or not seen.running:
+        ctx.report(worker, f"its standby is {seen.state if seen else 'missing'}; resetting from the baseline instead")
+        return False
+    return True
+
+
+def _rename_in(ctx: Context, result: WorkerResult, standby: StandbyRecord, info: VMInfo | None) -> bool:
+    """The worker's VM (if any) renamed to a trash name, recorded first so that a crash
+    never leaks it, and the standby renamed to the worker's VM name."""
+    provider = ctx.provider
     trash = naming.standby_vm_name(ctx.settings.prefix, ctx.checkout, result.worker)
     with ctx.store.transaction() as state:
         state.trash.append(trash)  # recorded before the old VM takes that name
@@ -188,13 +212,15 @@ def swap(ctx: Context, result: WorkerResult, fp: B.Fingerprint, info: VMInfo | N
     except OrchError as err:
         ctx.report(result.worker, f"swap failed ({err}); resetting from the baseline instead")
         return False
+    return True
+
+
+def _record_swapped(ctx: Context, worker: str, standby: StandbyRecord, fp: B.Fingerprint) -> None:
+    """After both renames: the standby record goes, and the worker is its ready, clean
+    standby now (even if it was left unfinished)."""
     with ctx.store.transaction() as state:
-        state.standbys.pop(result.worker, None)
-        rec = state.workers.get(result.worker)
-        if rec is not None:  # the worker is its ready, clean standby now (even if it was left unfinished)
+        state.standbys.pop(worker, None)
+        rec = state.workers.get(worker)
+        if rec is not None:
             rec.fingerprint, rec.created, rec.reset_pending = fp.value, standby.created, ""
             rec.phase, rec.error = READY, ""
-    result.add("swap", time.monotonic() - start)
-    guard(result, ctx.report, lambda: result.add("ready", ctx.connector.ready(result.vm)))
-    result.action = "swapped"
-    return True

@@ -124,29 +124,31 @@ def scan(inventory_dir: Path) -> Runs:
         found.damaged.append(f"{folder}: {err.strerror}")
         return found
     for entry in entries:
-        path = Path(entry.path)
-        if not entry.name.endswith(".lock") or entry.name.startswith("."):
-            continue
-        run = entry.name[: -len(".lock")]
-        try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            continue  # released while we looked
-        except OSError as err:
-            found.damaged.append(f"{path}: {err.strerror}")
-            continue
-        if not valid_run_id(run) or not stat.S_ISREG(mode):
-            found.damaged.append(
-                f"{path}: not a lease (a {'symlink' if stat.S_ISLNK(mode) else 'folder' if stat.S_ISDIR(mode) else 'file'} orch did not make)"
-            )
-            continue
-        try:
-            if _probe(path):
-                found.live.append(run)
-                found.workers[run], found.sessions[run] = _read(path, run)
-        except OSError as err:
-            found.damaged.append(f"{path}: {err.strerror}")
+        if entry.name.endswith(".lock") and not entry.name.startswith("."):
+            _look(found, Path(entry.path), entry.name[: -len(".lock")])
     return found
+
+
+def _look(found: Runs, path: Path, run: str) -> None:
+    """Add the lease at ``path`` to ``found``: live, or damaged (anything orch did not
+    make is reported, never followed or locked); a dead run's lease adds nothing."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return  # released while we looked
+    except OSError as err:
+        found.damaged.append(f"{path}: {err.strerror}")
+        return
+    if not valid_run_id(run) or not stat.S_ISREG(mode):
+        what = "symlink" if stat.S_ISLNK(mode) else "folder" if stat.S_ISDIR(mode) else "file"
+        found.damaged.append(f"{path}: not a lease (a {what} orch did not make)")
+        return
+    try:
+        if _probe(path):
+            found.live.append(run)
+            found.workers[run], found.sessions[run] = _read(path, run)
+    except OSError as err:
+        found.damaged.append(f"{path}: {err.strerror}")
 
 
 def _read(path: Path, run: str) -> tuple[list[str], str]:

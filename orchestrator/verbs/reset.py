@@ -26,6 +26,7 @@ from orchestrator.verbs.oneoffs import forget_gone_oneoffs
 if TYPE_CHECKING:
     from orchestrator.core.context import Context
     from orchestrator.providers.base import VMInfo
+    from orchestrator.pyinfra.runner import DeployResult
 
 
 def reset(
@@ -66,32 +67,50 @@ def reset(
 
 
 def _hard(ctx: Context, records: list[WorkerRecord]) -> list[WorkerResult]:
-    provider = ctx.provider
     results = [WorkerResult(r.worker, r.vm, "reset") for r in records]
+    infos = _inspect_owned(ctx, results)
+    live = [r for r in results if r.ok]
+    if not live:
+        return results
+    start = time.monotonic()
+    fp = B.fingerprint(ctx)
+    live = _swap_standbys(ctx, live, fp, infos)
+    if live:
+        _restore(ctx, live, fp, start)
+    return results
+
+
+def _inspect_owned(ctx: Context, results: list[WorkerResult]) -> dict[str, VMInfo | None]:
+    """Each worker's VM as the backend sees it (None: missing); a VM that is not orch's,
+    or whose engine does not answer, fails that worker's row, and the others go on."""
     infos: dict[str, VMInfo | None] = {}
     for result in results:
         try:
-            infos[result.worker] = info = provider.inspect(result.vm)
-        except EngineUnavailable as err:  # its engine does not answer: the others go on
+            infos[result.worker] = info = ctx.provider.inspect(result.vm)
+        except EngineUnavailable as err:
             result.fail(str(err))
             ctx.report(result.worker, f"failed: {result.error}")
             continue
         if info is not None and not ctx.owns(info, result.worker):
             result.fail(ctx.not_ours(result.vm))
             ctx.report(result.worker, f"failed: {result.error}")
-    live = [r for r in results if r.ok]
-    if not live:
-        return results
-    start = time.monotonic()
-    fp = B.fingerprint(ctx)
+    return infos
+
+
+def _swap_standbys(
+    ctx: Context, live: list[WorkerResult], fp: B.Fingerprint, infos: dict[str, VMInfo | None]
+) -> list[WorkerResult]:
+    """Swap each worker's ready standby in; returns the workers that had none."""
     swapped = [r for r in live if spares.swap(ctx, r, fp, infos[r.worker])]
     for r in swapped:
         ctx.report(r.worker, f"{r.vm} swapped for its standby ({r.seconds.get('total', 0):.2f}s)")
     if swapped or ctx.settings.standby:
         ctx.refill()  # a new standby, without making anyone wait
-    live = [r for r in live if r not in swapped]
-    if not live:
-        return results
+    return [r for r in live if r not in swapped]
+
+
+def _restore(ctx: Context, live: list[WorkerResult], fp: B.Fingerprint, start: float) -> None:
+    """Make the workers' VMs again from the baseline (verified, or rebuilt, first)."""
     baseline, _ = B.ensure(ctx, fp)
     for r in live:
         r.add("baseline", time.monotonic() - start)
@@ -108,43 +127,46 @@ def _hard(ctx: Context, records: list[WorkerRecord]) -> list[WorkerResult]:
         # again: a maintainer that looked while these were being made skipped them (a
         # worker gets a standby only once it is ready), and may have stopped since
         ctx.refill()
-    return results
 
 
 def _soft(ctx: Context, records: list[WorkerRecord]) -> list[WorkerResult]:
-    provider = ctx.provider
     deploy = ctx.load(ctx.settings.reset)
     results = {r.worker: WorkerResult(r.worker, r.vm, "soft-reset") for r in records}
-
-    def running(result: WorkerResult) -> None:
-        info = provider.inspect(result.vm)
-        if info is None or not ctx.owns(info, result.worker):
-            raise PermanentProviderError(f"{result.vm} is missing or not orch's: run `orch up` to make it again")
-        if not info.running:  # never hand a stopped VM to a connector
-            provider.call(f"start {result.vm}", lambda: provider.start(result.vm))
-        ctx.wait_ready(result.vm)
-
-    provider.map(lambda r: guard(results[r.worker], ctx.report, lambda: running(results[r.worker])), records)
+    ctx.provider.map(lambda r: guard(results[r.worker], ctx.report, lambda: _start_owned(ctx, results[r.worker])), records)
     live = [r for r in records if results[r.worker].ok]
     for r in live:
         ctx.report(r.worker, f"running {ctx.settings.reset} in {r.vm}")
     start = time.monotonic()
     outcomes = ctx.deploy([(r.worker, r.vm) for r in live], [deploy], f"reset deploy {ctx.settings.reset}")
     for r in live:
-        result = results[r.worker]
-        result.add("restore", time.monotonic() - start)
-        outcome = outcomes[r.vm]
-        result.log = outcome.log
-        if not outcome.ok:
-            result.fail(outcome.error + (f" (log: {outcome.log})" if outcome.log else ""))
-            ctx.report(r.worker, f"failed: {result.error}")
-            continue
-        try:
-            with timed(result, "ready"):
-                ctx.wait_ready(r.vm)
-            if r.reset_pending:
-                ctx.store.update(Kind.WORKER, r.worker, reset_pending="")  # what it owed is done
-        except OrchError as err:
-            result.fail(str(err))
-        ctx.report(r.worker, result.error or f"{r.vm} soft-reset")
+        results[r.worker].add("restore", time.monotonic() - start)
+        _finish_soft(ctx, r, results[r.worker], outcomes[r.vm])
     return [results[r.worker] for r in records]
+
+
+def _start_owned(ctx: Context, result: WorkerResult) -> None:
+    """The worker's VM, orch's, running and answering (a soft reset never makes one)."""
+    provider = ctx.provider
+    info = provider.inspect(result.vm)
+    if info is None or not ctx.owns(info, result.worker):
+        raise PermanentProviderError(f"{result.vm} is missing or not orch's: run `orch up` to make it again")
+    if not info.running:  # never hand a stopped VM to a connector
+        provider.call(f"start {result.vm}", lambda: provider.start(result.vm))
+    ctx.wait_ready(result.vm)
+
+
+def _finish_soft(ctx: Context, rec: WorkerRecord, result: WorkerResult, outcome: DeployResult) -> None:
+    """After the reset deploy: the VM answers again, and a reset it owed is cleared."""
+    result.log = outcome.log
+    if not outcome.ok:
+        result.fail(outcome.error + (f" (log: {outcome.log})" if outcome.log else ""))
+        ctx.report(rec.worker, f"failed: {result.error}")
+        return
+    try:
+        with timed(result, "ready"):
+            ctx.wait_ready(rec.vm)
+        if rec.reset_pending:
+            ctx.store.update(Kind.WORKER, rec.worker, reset_pending="")  # what it owed is done
+    except OrchError as err:
+        result.fail(str(err))
+    ctx.report(rec.worker, result.error or f"{rec.vm} soft-reset")

@@ -156,50 +156,38 @@ class Sweeper:
             d.reason = f"kept: its checkout cannot be seen from here ({view.verdict.reason}); only --older-than can delete it"
         return d
 
-    def _decide(self, info: VMInfo, found: Identity, older_than: float | None) -> Decision:
-        d = Decision(info.name, False, "", found.kind, found.checkout, age_of(info.labels.get(L.CREATED) or info.created))
-        view = self.view(found.checkout, info.labels)
+    def _judge_view(self, d: Decision, view: View, older_than: float | None) -> Decision | None:
+        """The decision when the checkout cannot be judged by its folder (unseen, or
+        damaged); None when it can."""
         if view.verdict.seen is not Seen.SAME:
             return self._judge_unseen(d, view, older_than)
         if view.damage:
             d.reason = f"kept: its checkout is damaged ({view.damage}); fix it there"
             return d
-        state, inv = view.state, view.inventory
+        return None
+
+    def _decide(self, info: VMInfo, found: Identity, older_than: float | None) -> Decision:
+        d = Decision(info.name, False, "", found.kind, found.checkout, age_of(info.labels.get(L.CREATED) or info.created))
+        view = self.view(found.checkout, info.labels)
+        judged = self._judge_view(d, view, older_than)
+        if judged is not None:
+            return judged
         if found.kind is Kind.ONEOFF:
-            rec = state.oneoffs.get(info.name) if state else None
-            run = info.labels.get(L.RUN) or (rec.run if rec else "")
-            if rec is not None and rec.pool:
-                d.reason = f"pool VM of {inv}"
-            elif run and run in view.live:
-                d.reason = f"its run {run} is alive"
-            else:
-                d.delete, d.reason = True, f"one-off VM of a run that is gone ({run or 'no run recorded'})"
-            return d
-        if state is None:
+            return _decide_oneoff(d, info, view)
+        if view.state is None:
             if view.live:
                 d.reason = f"its checkout has no state, but a run of it is alive ({view.live[0]})"
             else:
-                d.delete, d.reason = True, f"its checkout has no state ({inv})"
+                d.delete, d.reason = True, f"its checkout has no state ({view.inventory})"
             return d
-        if not _records(state, info.name, found):
-            d.delete, d.reason = True, f"the state of {inv} does not record it"
-        elif older_than is not None and d.age_seconds is not None and d.age_seconds > older_than:
-            if view.live:
-                d.reason = f"older than --older-than, but a run of its checkout is alive ({view.live[0]})"
-            else:
-                d.delete, d.reason = True, f"older than --older-than ({d.age_seconds / 3600:.1f}h)"
-        else:
-            d.reason = f"{found.kind} {found.worker or ''} of {inv}".replace("  ", " ")
-        return d
+        return _decide_recorded(d, found, view.state, view, older_than)
 
     def _decide_baseline(self, stored: StoredBaseline, older_than: float | None) -> Decision:
         d = Decision(stored.name, False, "", Kind.BASELINE, stored.checkout, age_of(stored.created), ref=stored.ref)
         view = self.view(stored.checkout, stored.labels)
-        if view.verdict.seen is not Seen.SAME:
-            return self._judge_unseen(d, view, older_than)
-        if view.damage:
-            d.reason = f"kept: its checkout is damaged ({view.damage}); fix it there"
-            return d
+        judged = self._judge_view(d, view, older_than)
+        if judged is not None:
+            return judged
         state = view.state
         recorded = [] if state is None else [*state.retired, *([state.baseline] if state.baseline else [])]
         refs = {b.ref for b in recorded} | {b.seal.get("tag", "") for b in recorded} - {""}  # tag: named before its seal
@@ -318,6 +306,34 @@ def _identity(info: VMInfo) -> tuple[object, ...]:
     """What tells one VM from another under the same name: its labels (orch's creation
     time, kind, worker, run), the backend's creation time, image and engine."""
     return (sorted(info.labels.items()), info.created, info.image, info.engine)
+
+
+def _decide_oneoff(d: Decision, info: VMInfo, view: View) -> Decision:
+    """A one-off is kept while it is in the pool or its run holds its lease."""
+    rec = view.state.oneoffs.get(info.name) if view.state else None
+    run = info.labels.get(L.RUN) or (rec.run if rec else "")
+    if rec is not None and rec.pool:
+        d.reason = f"pool VM of {view.inventory}"
+    elif run and run in view.live:
+        d.reason = f"its run {run} is alive"
+    else:
+        d.delete, d.reason = True, f"one-off VM of a run that is gone ({run or 'no run recorded'})"
+    return d
+
+
+def _decide_recorded(d: Decision, found: Identity, state: StateData, view: View, older_than: float | None) -> Decision:
+    """A worker, standby or baseline VM is kept while its checkout's state records it,
+    and (with ``--older-than``) while it is young enough or a run of its checkout is alive."""
+    if not _records(state, d.vm, found):
+        d.delete, d.reason = True, f"the state of {view.inventory} does not record it"
+    elif older_than is not None and d.age_seconds is not None and d.age_seconds > older_than:
+        if view.live:
+            d.reason = f"older than --older-than, but a run of its checkout is alive ({view.live[0]})"
+        else:
+            d.delete, d.reason = True, f"older than --older-than ({d.age_seconds / 3600:.1f}h)"
+    else:
+        d.reason = f"{found.kind} {found.worker or ''} of {view.inventory}".replace("  ", " ")
+    return d
 
 
 def _records(state: StateData, name: str, found: Identity) -> bool:
