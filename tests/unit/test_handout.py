@@ -1,6 +1,6 @@
 """No test is handed a worker that is unfinished or owes a reset, on the FakeProvider:
 a reset killed at every step leaves a record the plugin refuses to hand out as it is,
-and the plugin's next taker makes it again (trust 2, items 2 and 3)."""
+and the plugin's next taker makes it again."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fakes_core import fake_orch
 
 from orchestrator.primitives.kinds import Kind
 from orchestrator.providers.fake import Crash
-from orchestrator.pytest_plugin.plugin import _unfit
+from orchestrator.pytest_plugin.handout import unfit
 from orchestrator.state.records import CREATING, READY
 from orchestrator.verbs.repair import repair
 from orchestrator.verbs.reset import reset
@@ -57,7 +57,7 @@ def owe(orch, worker: str = "gw0") -> None:
 def clean_worker(orch, worker: str = "gw0") -> None:
     data = orch.store.read()
     rec = data.workers[worker]
-    assert rec.phase == READY and rec.reset_pending == "" and _unfit(data, worker) is None
+    assert rec.phase == READY and rec.reset_pending == "" and unfit(data, worker) is None
     vm = orch.provider.vms[rec.vm]
     assert vm.files.get("/etc/orch-worker") == f"{worker}\n" and "/etc/dirty" not in vm.files
 
@@ -71,7 +71,7 @@ def test_a_hard_reset_killed_anywhere_is_never_handed_out_and_is_made_again(tmp_
     with pytest.raises(Crash):
         reset(orch, ["gw0"], lock=False)
     orch.deployer.hook = None
-    assert _unfit(orch.store.read(), "gw0") is not None  # the fixture will not hand it out as it is
+    assert unfit(orch.store.read(), "gw0") is not None  # the fixture will not hand it out as it is
     [result] = reset(orch, ["gw0"], lock=False, finish=True)  # what the fixture does instead
     assert result.ok, result.error
     clean_worker(orch)
@@ -91,7 +91,7 @@ def test_a_reset_owed_by_a_test_is_kept_until_the_worker_is_made_again(
     with pytest.raises(Crash):
         reset(orch, ["gw0"], lock=False)
     orch.deployer.hook = None
-    assert _unfit(orch.store.read(), "gw0") is not None
+    assert unfit(orch.store.read(), "gw0") is not None
     [result] = reset(orch, ["gw0"], lock=False, finish=True)
     assert result.ok, result.error
     clean_worker(orch)
@@ -137,8 +137,8 @@ def test_repair_never_records_a_half_made_worker_as_ready(tmp_path: Path, labels
     orch.deployer.hook = None
     orch.store.path.unlink()  # the state file is lost
     data = repair(orch)
-    assert data.workers["gw0"].phase != READY and _unfit(data, "gw0") is not None
-    assert [w for w in ("gw1", "gw2") if _unfit(data, w) is not None] == []
+    assert data.workers["gw0"].phase != READY and unfit(data, "gw0") is not None
+    assert [w for w in ("gw1", "gw2") if unfit(data, w) is not None] == []
     [result] = reset(orch, ["gw0"], lock=False, finish=True)
     assert result.ok
     clean_worker(orch)
@@ -151,7 +151,7 @@ def test_a_reset_that_failed_is_done_again_by_its_own_process(tmp_path: Path) ->
     up(orch, 1)
     orch.provider.faults.fail("clone", permanent=True)
     [failed] = reset(orch, ["gw0"], lock=False)
-    assert not failed.ok and _unfit(orch.store.read(), "gw0") is not None
+    assert not failed.ok and unfit(orch.store.read(), "gw0") is not None
     [result] = reset(orch, ["gw0"], lock=False, finish=True)  # what the plugin's retry does
     assert result.ok, result.error
     clean_worker(orch)
@@ -172,7 +172,7 @@ def test_repair_keeps_the_resets_a_readable_state_says_are_owed(tmp_path: Path) 
     owe(orch, "gw1")
     data = repair(orch)
     assert data.workers["gw1"].reset_pending == "after test_x.py::test_dirty"
-    assert _unfit(data, "gw1") is not None and _unfit(data, "gw0") is None
+    assert unfit(data, "gw1") is not None and unfit(data, "gw0") is None
 
 
 def test_up_never_makes_again_a_worker_a_live_run_has_in_hand(tmp_path: Path) -> None:

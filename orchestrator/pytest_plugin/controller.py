@@ -1,0 +1,104 @@
+"""The controller side of orch's pytest plugin: what the xdist controller (or the only
+process of a run without xdist) does before any worker starts, and what it hands each
+worker.
+
+- bring-up (``--orch-up``, or ``auto_up``): ``orch up`` for the workers this run starts,
+  its progress on the terminal, a failed worker stopping the run in one line;
+- sweep (``--orch-sweep``): ``orch sweep`` once, never from a worker;
+- handover (:class:`WorkerHandover`, registered only on an xdist controller): each xdist
+  worker gets its orch worker id and the run's session, and a worker that pytest-xdist
+  restarts after a crash gets the dead worker's VM.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytest
+
+from orchestrator.core.context import Context
+from orchestrator.core.maintainer import spawn_maintainer
+from orchestrator.primitives.errors import OrchError
+from orchestrator.pytest_plugin.run import RUN_KEY, SESSION_KEY, OrchRun, orch_run, wants_up, workers_needed
+from orchestrator.pytest_plugin.worker import WORKERINPUT_KEY
+from orchestrator.verbs.sweep import sweep
+from orchestrator.verbs.up import up
+
+log = logging.getLogger(__name__)
+
+
+def start(config: pytest.Config) -> None:
+    """Before the workers start: bring them up and sweep, as the options ask."""
+    wanted = config.getoption("orch_up")
+    run = orch_run(config) if (wanted is not False or config.getoption("orch_sweep")) else None
+    if run is not None and wants_up(config, run):
+        bring_up(config, run)
+    if run is not None and config.getoption("orch_sweep"):
+        sweep_once(config, run)
+
+
+def bring_up(config: pytest.Config, run: OrchRun) -> None:
+    count = workers_needed(config)
+    started = time.monotonic()
+    _say(config, f"orch: bringing up {count} worker(s) on {run.settings.provider} (--orch-up)")
+    ctx = Context(
+        run.settings,
+        report=lambda who, msg: _say(config, f"orch: [{time.monotonic() - started:5.1f}s] {who}: {msg}"),
+        refill=spawn_maintainer,
+        own_run=run.run_id,  # the run's own lease names these workers: not a run to protect from itself
+    )
+    try:
+        results = up(ctx, count)
+    except OrchError as err:
+        raise pytest.UsageError(f"orch up: {err}") from err
+    failed = [r for r in results if not r.ok]
+    if failed:
+        first = failed[0]
+        raise pytest.UsageError(f"orch up: {first.worker} failed: {first.error}")
+    actions = ", ".join(f"{r.worker} {r.action}" for r in results)
+    _say(config, f"orch: {count} worker(s) ready in {time.monotonic() - started:.1f}s ({actions})")
+
+
+def sweep_once(config: pytest.Config, run: OrchRun) -> None:
+    try:
+        decisions = sweep(run.settings, run.ctx.provider)
+    except OrchError as err:
+        raise pytest.UsageError(f"orch sweep: {err}") from err
+    deleted = [d.vm for d in decisions if d.result == "deleted"]
+    _say(config, f"orch sweep: deleted {len(deleted)} orphan(s) {' '.join(deleted)}".rstrip())
+
+
+def _say(config: pytest.Config, message: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(message)
+    else:
+        log.warning("%s", message)
+
+
+class WorkerHandover:
+    """pytest-xdist hooks on the controller: each worker's orch id and session; a crashed
+    worker's replacement (xdist restarts gw1 as gw4) gets the dead worker's VM instead of
+    none."""
+
+    def __init__(self) -> None:
+        self.assigned: dict[str, str] = {}  # xdist node id -> orch worker id
+        self.orphaned: list[str] = []  # orch worker ids whose node crashed
+
+    @pytest.hookimpl
+    def pytest_configure_node(self, node: Any) -> None:
+        orch_id = self.orphaned.pop(0) if self.orphaned else node.gateway.id
+        self.assigned[node.gateway.id] = orch_id
+        node.workerinput[WORKERINPUT_KEY] = orch_id
+        run = node.config.stash.get(RUN_KEY, None)
+        lease = run.held if run is not None else None
+        if lease is not None:
+            node.workerinput[SESSION_KEY] = lease.run  # the worker's lease names its session
+
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        orch_id = self.assigned.pop(node.gateway.id, None)
+        if error is not None and orch_id is not None:
+            self.orphaned.append(orch_id)

@@ -1,0 +1,74 @@
+"""The fixtures of orch's pytest plugin, thin on purpose: the work is in
+:mod:`orchestrator.pytest_plugin.handout`, :mod:`orchestrator.pytest_plugin.worker` and
+the core, shared with the CLI. The plugin registers this module in ``pytest_configure``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from orchestrator.primitives.errors import OrchError
+from orchestrator.pytest_plugin.handout import fail, get_worker
+from orchestrator.pytest_plugin.hosts import testinfra_host
+from orchestrator.pytest_plugin.run import orch_run
+from orchestrator.pytest_plugin.worker import _CURRENT, Worker
+from orchestrator.verbs.oneoffs import create_oneoff
+
+
+@pytest.fixture(scope="session")
+def orch_worker(request: pytest.FixtureRequest) -> Iterator[Worker]:
+    """This xdist worker's VM: ids, pyinfra host, inventory path, run/fact/operation/reset."""
+    try:
+        worker = get_worker(request.config)
+    except OrchError as err:
+        fail(err)
+    _CURRENT.append(lambda: worker)
+    yield worker
+    _CURRENT.remove(_CURRENT[-1])
+    worker.close()
+
+
+@pytest.fixture(scope="session")
+def orch_host(orch_worker: Worker) -> Any:
+    """A testinfra ``Host`` on this worker's VM (needs pytest-testinfra)."""
+    try:
+        return testinfra_host(orch_worker)
+    except OrchError as err:
+        fail(err)
+
+
+@pytest.fixture(scope="session")
+def worker_vm(orch_worker: Worker) -> str:
+    """The name of this xdist worker's VM, running (started if it was stopped), for tests
+    that drive the backend's own CLI with it."""
+    try:
+        orch_worker.ensure_running()
+    except OrchError as err:
+        fail(err)
+    return orch_worker.vm
+
+
+@pytest.fixture
+def fresh_vm(request: pytest.FixtureRequest) -> Iterator[Callable[[], Worker]]:
+    """A factory of one-off VMs for lifecycle tests: ``vm = fresh_vm()``. Each is recorded
+    in the state before it is created and deleted after its test, pass or fail, in the
+    background (the session waits for the deletions at its end); if the run dies,
+    ``orch sweep`` finds it (its run's lease is gone)."""
+    run = orch_run(request.config)
+    made: list[Worker] = []
+
+    def make() -> Worker:
+        try:
+            worker = Worker(create_oneoff(run.ctx, run.run_id))
+        except OrchError as err:
+            fail(err)
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        worker.close()
+        run.delete_later(worker.vm)

@@ -1,0 +1,141 @@
+"""The worker side of orch's pytest plugin: handing this process its worker's VM, and
+the resets the ``orch_reset`` marker owes it.
+
+A worker reaches a test only ready and clean: one left unfinished, or owing a reset a
+killed run never did, is made again from the baseline first. A marked test records the
+reset it owes before it runs, so a run killed before its teardown leaves a worker that
+the next taker resets first, whatever the test or its fixtures did to it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from orchestrator.primitives.errors import OrchError
+from orchestrator.pytest_plugin.run import RUN_KEY, OrchRun, orch_run
+from orchestrator.pytest_plugin.worker import Worker, WorkerMissing, current_worker_id, find_worker
+from orchestrator.state import leases
+from orchestrator.state.records import FAILED, READY, StateData
+from orchestrator.verbs.reset import reset
+
+log = logging.getLogger(__name__)
+
+
+def fail(err: OrchError) -> None:
+    """Fail the test in one line (no traceback): an orch error names its fix."""
+    pytest.fail(str(err), pytrace=False)
+
+
+def get_worker(config: pytest.Config) -> Worker:
+    """This process's worker (made once): what ``orch_worker`` and ``current_worker()`` give."""
+    run = orch_run(config)
+    if run.worker is None:
+        worker_id = current_worker_id(run.workerinput)
+        run.lease.use(worker_id)  # a lease that says which worker this process uses
+        run.ctx.connector.setup()  # a deleted SSH key: one line naming `orch up`
+        _take(run, worker_id)
+        run.worker = find_worker(
+            run.settings.inventory_dir,
+            worker_id,
+            workers_hint=run.workerinput.get("workercount"),
+            resetter=lambda: reset_worker(run, worker_id),
+            ensure_running=lambda: _ensure(run, worker_id),
+        )
+    return run.worker
+
+
+def unfit(data: StateData, worker_id: str) -> str | None:
+    """Why the worker's record must not reach a test as it is, or None."""
+    rec = data.workers.get(worker_id)
+    if rec is None or rec.phase == FAILED:
+        return None  # find_worker names the fix
+    if rec.phase != READY:
+        return f"was left unfinished ({rec.phase}) by a reset or `orch up` that stopped halfway"
+    if rec.reset_pending:
+        return f"owes a reset ({rec.reset_pending}) that its run never did"
+    return None
+
+
+def _take(run: OrchRun, worker_id: str) -> None:
+    """Before a test first gets its worker: one that is unfinished or owes a reset is made
+    again from the baseline (or the run stops in one line naming `orch up`)."""
+    why = unfit(run.ctx.store.read(), worker_id)
+    if why is None:
+        return
+    with run.ctx.store.command_lock():  # an `orch up` or `orch reset` at work finishes it: wait
+        why = unfit(run.ctx.store.read(), worker_id)
+    if why is None:
+        return
+    others = leases.scan(run.settings.inventory_dir).others(run.lease.session, worker_id)
+    if others:  # another pytest run is at it (its marked test, its reset): never under its feet
+        raise WorkerMissing(f"orch: {worker_id} {why}, and another pytest run uses it (run {others[0]}): wait for it to end")
+    log.warning("orch: %s %s: making it again from its baseline", worker_id, why)
+    [result] = reset(run.ctx, [worker_id], lock=False, finish=True)
+    if not result.ok:
+        raise WorkerMissing(f"orch: {worker_id} {why}, and making it again failed ({result.error}): run `orch up`")
+
+
+def _ensure(run: OrchRun, worker_id: str) -> None:
+    assert run.worker is not None
+    if run.ctx.ensure_running(run.worker.vm, worker_id):
+        log.warning("orch: %s's VM %s was stopped; started it", worker_id, run.worker.vm)
+        run.worker.refresh()
+
+
+def reset_worker(run: OrchRun, worker_id: str) -> None:
+    """Reset this process's worker (``orch_worker.reset()``, the marker's teardown)."""
+    if run.worker is not None:
+        run.worker.close()  # its connection points at the VM being replaced
+    # finish: its own worker, whatever a reset that failed before left of it
+    [result] = reset(run.ctx, [worker_id], lock=False, finish=True)
+    if not result.ok:
+        raise OrchError(f"reset of {worker_id} failed: {result.error}")
+    run.owes_reset = ""
+    if run.marking:  # `orch_worker.reset()` inside a marked test: the test goes on dirtying it
+        _owe(run)
+    if run.worker is not None:
+        run.worker.refresh()
+
+
+def _owe(run: OrchRun) -> None:
+    """Record the reset this process's marked test will owe its worker."""
+    worker_id = current_worker_id(run.workerinput)
+    with run.ctx.store.transaction() as state:
+        if worker_id in state.workers:
+            state.workers[worker_id].reset_pending = run.marking
+
+
+def before_test(item: pytest.Item) -> None:
+    """Before the test's fixtures: a worker whose last reset failed is reset now; a marked
+    test takes its worker (finishing one that is unfinished or owes a reset), then records
+    the reset it will owe."""
+    run = item.config.stash.get(RUN_KEY, None)
+    if run is not None and run.owes_reset:
+        try:
+            reset_worker(run, current_worker_id(run.workerinput))
+        except OrchError as err:
+            fail(OrchError(f"{err} (it still owes a reset {run.owes_reset})"))
+    if item.get_closest_marker("orch_reset") is None:
+        return
+    run = orch_run(item.config)
+    try:
+        get_worker(item.config)
+        run.marking = f"after {item.nodeid}"
+        _owe(run)
+    except OrchError as err:
+        fail(err)
+
+
+def after_test(item: pytest.Item) -> None:
+    """``@pytest.mark.orch_reset``: reset this worker's VM after the test."""
+    if item.get_closest_marker("orch_reset") is None:
+        return
+    run = orch_run(item.config)
+    run.marking = ""  # the reset it owes is being done
+    try:
+        reset_worker(run, current_worker_id(run.workerinput))
+    except OrchError as err:
+        run.owes_reset = f"after {item.nodeid}"
+        fail(err)

@@ -1,0 +1,148 @@
+"""One pytest process's view of orch: its settings, its context, the run lease that
+tells sweep and the CLI the process is alive, and the one-off VMs it deletes in the
+background. Made on first use and kept in the config's stash; the controller side and
+the worker side share it.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import pytest
+
+from orchestrator.core import settings as orch_config
+from orchestrator.core.context import Context
+from orchestrator.core.maintainer import spawn_maintainer
+from orchestrator.primitives import naming
+from orchestrator.primitives.errors import OrchError
+from orchestrator.pytest_plugin.worker import Worker, current_worker_id
+from orchestrator.state.leases import Lease
+from orchestrator.verbs.oneoffs import delete_oneoff
+
+log = logging.getLogger(__name__)
+RUN_KEY = pytest.StashKey["OrchRun"]()
+#: The key under which the controller hands each xdist worker its session (its lease's run id).
+SESSION_KEY = "orch_session"
+
+
+class OrchRun:
+    """This pytest process's view of orch, made on first use: settings, the core, and
+    the run lease that tells sweep and the CLI that this process is alive."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        option = config.getoption("orch_inventory_dir")
+        try:
+            self.settings = orch_config.load(cwd=config.invocation_params.dir, overrides={"inventory_dir": option})
+        except OrchError as err:
+            raise pytest.UsageError(f"orch: {err}") from err
+        self.workerinput: dict[str, Any] = getattr(config, "workerinput", None) or {}
+        self._orch: Context | None = None
+        self._lease: Lease | None = None
+        self.worker: Worker | None = None  # this process's worker, once a test asked for it
+        self.owes_reset = ""  # why this process's worker still needs a reset (its last one failed)
+        self.marking = ""  # the reset the marked test now running owes its worker
+        self._deleting: ThreadPoolExecutor | None = None
+        self._deletions: list[Future[None]] = []
+
+    @property
+    def ctx(self) -> Context:
+        if self._orch is None:
+            self._orch = Context(self.settings, refill=spawn_maintainer, remember_image=True)
+        return self._orch
+
+    @property
+    def lease(self) -> Lease:
+        if self._lease is None:
+            self.hold([])
+        assert self._lease is not None
+        return self._lease
+
+    @property
+    def held(self) -> Lease | None:
+        """The lease, if this process took one (``lease`` takes it)."""
+        return self._lease
+
+    def hold(self, workers: list[str]) -> None:
+        """Take this process's lease (once), naming ``workers`` as used by this run."""
+        if self._lease is not None:
+            self._lease.use(*workers)
+            return
+        try:
+            session = str(self.workerinput.get(SESSION_KEY, ""))
+            self._lease = Lease(self.settings.inventory_dir, workers=workers, session=session)
+        except OSError as err:
+            folder = self.settings.inventory_dir / ".orch" / "runs"
+            raise pytest.UsageError(
+                f"orch: cannot take this run's lease in {folder} ({err.strerror}): make the folder writable"
+            ) from err
+
+    @property
+    def run_id(self) -> str:
+        return self.lease.run
+
+    def delete_later(self, vm: str) -> None:
+        """Delete a one-off VM without making its test wait (a delete takes 10 s on
+        OrbStack). It stays recorded as this run's until it is gone: the session waits
+        for every deletion before it ends, and if the process dies first, ``orch sweep``
+        deletes it (its run's lease is gone). A failed deletion is logged and left to sweep."""
+        if self._deleting is None:
+            self._deleting = ThreadPoolExecutor(max_workers=2, thread_name_prefix="orch-delete")
+        self._deletions.append(self._deleting.submit(self._delete, vm))
+
+    def _delete(self, vm: str) -> None:
+        try:
+            delete_oneoff(self.ctx, vm)
+        except OrchError as err:
+            log.warning("could not delete one-off %s (left to `orch sweep`): %s", vm, err)
+
+    def close(self) -> None:
+        if self._deleting is not None:
+            wait(self._deletions)
+            self._deleting.shutdown()
+        if self._lease is not None:
+            self._lease.release()
+
+
+def orch_run(config: pytest.Config) -> OrchRun:
+    if RUN_KEY not in config.stash:
+        config.stash[RUN_KEY] = OrchRun(config)
+    return config.stash[RUN_KEY]
+
+
+def workers_needed(config: pytest.Config) -> int:
+    """How many workers this run starts: pytest-xdist has resolved ``-n auto`` to its
+    ``tx`` specs by now; without xdist (or ``-n 0``) one, gw0."""
+    if getattr(config.option, "dist", "no") == "no":
+        return 1
+    return max(1, len(getattr(config.option, "tx", None) or []))
+
+
+def wants_up(config: pytest.Config, run: OrchRun) -> bool:
+    """Whether this process brings the workers up (``--orch-up``, or ``auto_up``): only
+    the controller (or the only process) does."""
+    if hasattr(config, "workerinput"):
+        return False
+    wanted = config.getoption("orch_up")
+    return bool(wanted or (wanted is None and run.settings.auto_up))
+
+
+def hold_lease(config: pytest.Config) -> None:
+    """From its first line, a run is alive to sweep and the CLI: each process leases the
+    workers it will use (the controller all of them, an xdist worker its own) before
+    collection, xdist start-up or ``--orch-up``. A project orch has never run in gets no
+    lease (nothing of it to protect) unless this run brings workers up."""
+    try:
+        run = orch_run(config)
+    except pytest.UsageError:
+        return  # settings that do not load: said in one line when a fixture needs them
+    if getattr(config.option, "collectonly", False) or getattr(config.option, "help", False):
+        return  # IDE discovery and `--collect-only` use no worker: they must not block `orch down`
+    if not (run.settings.inventory_dir / ".orch").is_dir() and not wants_up(config, run):
+        return
+    if hasattr(config, "workerinput"):
+        workers = [current_worker_id(run.workerinput)]
+    else:
+        workers = naming.worker_ids(workers_needed(config))
+    run.hold(workers)
