@@ -179,6 +179,7 @@ def run_pytest(project: Path, *args: str, timeout: float = 600, env: dict[str, s
 
 def gone_checkout(tmp: Path, checkout: str, kind: str = "worker", worker: str = "gw0", run: str = "") -> dict[str, str]:
     """The labels orch gives a VM of a checkout whose folder has since been deleted."""
+    from orchestrator.primitives.kinds import Kind
     from orchestrator.primitives.labels import Owner
     from orchestrator.state.checkouts import CheckoutRef
 
@@ -186,7 +187,7 @@ def gone_checkout(tmp: Path, checkout: str, kind: str = "worker", worker: str = 
     folder.mkdir(parents=True, exist_ok=True)
     where = CheckoutRef.here(folder)
     folder.rmdir()
-    return Owner(kind, checkout, where.inventory, where.host, where.fs, worker if kind == "worker" else "", run).labels()
+    return Owner(Kind(kind), checkout, where.inventory, where.host, where.fs, worker if kind == "worker" else "", run).labels()
 
 
 def make_orphans(backend: DockerBackend, names: list[str], checkout: str, tmp: Path, *, start: bool = False) -> None:
