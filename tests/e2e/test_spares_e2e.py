@@ -40,7 +40,7 @@ def spares(project: Path) -> dict[str, list[dict]]:
     return {kind: [r for r in rows if r["kind"] == kind] for kind in ("worker", "oneoff", "standby")}
 
 
-#: docker: -n 4 as the issue asks; orbstack's emulator (a process per call) runs a smaller
+#: docker: -n 4; orbstack's emulator (a process per call) runs a smaller
 #: share of the same on 2 workers: what differs there is its clone and rename.
 SIZES = {"docker": {"n": 4, "fresh": 16, "resets": 4, "pool": 3}, "orbstack": {"n": 2, "fresh": 6, "resets": 2, "pool": 2}}
 

@@ -121,7 +121,7 @@ def test_sweep_never_deletes_what_is_not_orchs(project: Path, backend, foreign: 
     unlabelled = f"{prefix}-{checkout}-gw7"  # orch's name, no labels
     unlabelled_oneoff = f"{prefix}-0badc0de-x20260101000000-1-0123456789ab"
     legacy_name = f"{prefix}legacy-vm1"  # [tool.orch] legacy_prefixes
-    # the exact names of the issue (only this test uses them), and look-alikes of this prefix
+    # names a user's own VMs may have (only this test uses them), and look-alikes of this prefix
     foreign += ["orchestra-db", "gw0", unlabelled, unlabelled_oneoff, legacy_name]
     for name in foreign:
         make_vm(backend, name)

@@ -79,7 +79,7 @@ def _errors(proc: subprocess.CompletedProcess) -> list[str]:
 
 
 def test_a_symlinked_ssh_folder_is_refused_and_never_followed(project: Path, prefix: str, backend) -> None:
-    """Trust 2, item 10: orch never follows a symlink it did not make."""
+    """Orch never follows a symlink it did not make."""
     with_ssh(project)
     elsewhere = project / "elsewhere"
     elsewhere.mkdir(mode=0o755)
@@ -104,7 +104,7 @@ def test_reaches_it(orch_worker):
 
 
 def test_a_deleted_private_key_is_named_by_every_command_and_repaired_by_up(project: Path) -> None:
-    """Trust 2, item 10: the private key deleted between `orch up` and pytest."""
+    """The private key deleted between `orch up` and pytest."""
     with_ssh(project)
     (project / "test_key.py").write_text(MISSING_KEY_SUITE)
     assert run_orch(project, "up", "--workers", "1").returncode == 0

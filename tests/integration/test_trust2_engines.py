@@ -1,4 +1,4 @@
-"""Trust, round 2 (issue 16), item 8: several engines with one of them down.
+"""Several engines with one of them down.
 
 The second engine (scripts/engine2.sh) is reached through a socket path of the test's own, a
 symlink to the engine's socket: workers are made there while it answers, then the symlink

@@ -1,4 +1,4 @@
-"""Trust, round 2 (issue 16), item 5: a command run with another provider than the checkout's.
+"""A command run with another provider than the checkout's.
 
 The checkout is brought up with ``orch --provider podman up``; its pyproject names no
 provider, so the default is docker. Every later command that names none must use podman

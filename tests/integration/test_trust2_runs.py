@@ -1,4 +1,4 @@
-"""Trust, round 2: a pytest run is protected from its first line to its last, and no test
+"""A pytest run is protected from its first line to its last, and no test
 is handed a worker that is unfinished, owes a reset, or is stopped. Each test reproduces
 a defect found by using orch as a user would (docs/RELIABILITY.md), on the real engine."""
 

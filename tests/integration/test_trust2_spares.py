@@ -1,4 +1,4 @@
-"""Trust, round 2, on the real Docker engine: spares and baselines are never handed out or
+"""On the real Docker engine: spares and baselines are never handed out or
 lost by mistake. Each test reproduces a defect found by using orch as a user would
 (docs/RELIABILITY.md) and checks that it no longer happens."""
 

@@ -1,4 +1,4 @@
-"""Trust, round 2, on the real Docker engine: what a pytest run killed during its
+"""On the real Docker engine: what a pytest run killed during its
 background deletions of one-offs leaves, and what sweep and the next command make of it."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def state(project: Path) -> dict:
 
 @pytest.mark.parametrize("command", ["status", "sweep"])
 def test_a_run_killed_while_deleting_its_oneoffs_leaves_no_missing_records(project: Path, backend, command: str) -> None:
-    """Item 11: the deletions finished but the state kept the records, and `orch status`
+    """A run killed while its background deletions ran: the deletions finished but the state kept the records, and `orch status`
     listed them `missing` until `orch down`. Sweep, and the next command, forget them."""
     (project / "test_killed.py").write_text(KILLED_WHILE_DELETING)
     assert run_orch(project, "up", "--workers", "1").returncode == 0
@@ -79,9 +79,9 @@ def test_a_run_killed_while_deleting_its_oneoffs_leaves_no_missing_records(proje
 
 
 def test_a_standby_swapped_in_during_a_sweep_is_left_alone_and_not_reported_deleted(project: Path) -> None:
-    """Item 13: sweep planned to delete gw0 and its standby (older than --older-than), a
+    """Sweep planned to delete gw0 and its standby (older than --older-than), a
     reset then swapped the standby in under gw0's name (two renames); Docker's delete of
-    the standby's old name does nothing, and sweep said `deleted`. Now it says `gone`, and
+    the standby's old name does nothing, and sweep said `deleted`. It must say `gone`, and
     the name gw0 (now the former standby) is not deleted."""
     from orchestrator.core import settings as config
     from orchestrator.core.context import Context

@@ -84,7 +84,7 @@ def test_help_explains_every_command() -> None:
         assert option in up_help
 
 
-# -- trust 2, item 12: every bad input is one line naming the fix ---------------------------------
+# -- every bad input is one line naming the fix ---------------------------------
 
 
 def _file(project: Path) -> str:

@@ -314,7 +314,7 @@ def test_legacy_prefixes_that_could_match_what_is_not_legacy_are_refused(tmp_pat
         config.load(cwd=project(tmp_path, f"legacy_prefixes = {prefixes!r}".replace("'", '"')), env={})
 
 
-# -- trust 2, item 12: booleans are true or false, the inventory folder is a folder ----------
+# -- booleans are true or false, the inventory folder is a folder ----------
 
 
 @pytest.mark.parametrize(
@@ -352,7 +352,7 @@ def test_boolean_variables_are_true_false_1_or_0(tmp_path: Path, text: str, valu
     assert (s.standby, s.auto_up, s.tables["docker"]["init"]) == (value, value, value)
 
 
-# -- trust 2, item 5: the checkout's recorded provider decides -------------------------------
+# -- the checkout's recorded provider decides -------------------------------
 
 
 def record_vms(root: Path, provider: str, *, workers: int = 1) -> None:

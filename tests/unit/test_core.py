@@ -272,7 +272,7 @@ def test_up_refuses_to_switch_images_or_providers(tmp_path: Path) -> None:
 def test_a_dead_runs_oneoff_whose_vm_is_gone_is_forgotten_by_the_next_command(
     tmp_path: Path, command: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Trust 2, item 11: pytest killed while its background deletions ran; they finished,
+    """Pytest killed while its background deletions ran; they finished,
     the records stayed, and `orch status` listed them `missing` until `orch down`. The next
     command drops them; a live run's records stay, even one whose VM is not made yet."""
     import os

@@ -150,7 +150,7 @@ def test_nothing():
 
 
 def test_a_run_holds_its_lease_before_collection(project: pytest.Pytester) -> None:
-    """Trust 2, item 1: while test modules are still being imported, the controller's lease
+    """While test modules are still being imported, the controller's lease
     names every worker of the run and each xdist worker's names its own."""
     project.runpytest_subprocess("-n", "2", "--orch-up").assert_outcomes(passed=2)
     project.makepyfile(test_lease=LEASE_AT_IMPORT)

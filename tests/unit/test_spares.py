@@ -169,7 +169,7 @@ def test_pool_shrinks_when_asked_for_fewer(tmp_path: Path) -> None:
 
 
 def test_a_maintainer_emptying_the_trash_during_a_swap_loses_nothing(tmp_path: Path) -> None:
-    """The race CI found: a swap records the trash name, a maintainer at work empties the
+    """A swap records the trash name, a maintainer at work empties the
     trash before the old VM has taken that name, then the rename happens. The name must
     not be forgotten meanwhile, or the old VM leaks."""
     from orchestrator.core import spares
@@ -188,7 +188,7 @@ def test_a_maintainer_emptying_the_trash_during_a_swap_loses_nothing(tmp_path: P
 
 
 def test_a_hard_reset_asks_for_a_standby_once_the_worker_is_ready(tmp_path: Path) -> None:
-    """The race CI found: a reset without a standby asked for one before the hard reset,
+    """A reset without a standby asked for one before the hard reset,
     a maintainer looked while the worker was being made again (so skipped it) and
     stopped; the worker never got a standby. It must also ask once the worker is ready."""
     orch = fake_orch(tmp_path, standby=True)
@@ -211,7 +211,7 @@ def test_a_hard_reset_asks_for_a_standby_once_the_worker_is_ready(tmp_path: Path
 
 @pytest.mark.parametrize("labels", [True, False], ids=["labels", "no-labels"])
 def test_repair_never_promotes_a_swapped_out_vm_to_a_standby(tmp_path: Path, labels: bool) -> None:
-    """Trust 2, item 4: a swap leaves the dirty VM in the trash under a standby's form of
+    """A swap leaves the dirty VM in the trash under a standby's form of
     name; the maintainer dies before deleting it and the state file is lost. `orch repair`
     must not record it as the worker's ready standby (the next reset would swap the dirty
     VM back in): it deletes it, and keeps only genuine standbys."""
@@ -235,7 +235,7 @@ def test_repair_never_promotes_a_swapped_out_vm_to_a_standby(tmp_path: Path, lab
 
 @pytest.mark.parametrize("when", ["during", "before"])
 def test_a_maintainer_whose_checkout_is_deleted_stops_and_sweep_finds_its_vms(tmp_path: Path, when: str) -> None:
-    """Trust 2, item 7: `rm -rf` of the checkout while `orch maintain` refills its spares
+    """`rm -rf` of the checkout while `orch maintain` refills its spares
     (or just before it starts). The maintainer recreated `inventories/.orch` with only the
     pool in its state, and sweep kept everything as "cannot be seen from here". It must stop,
     make nothing more, recreate nothing, and leave its VMs to sweep as orphans of a gone checkout."""

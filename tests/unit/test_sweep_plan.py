@@ -199,7 +199,7 @@ def _age(orch, *names: str) -> None:
 
 
 def test_a_standby_swapped_in_while_sweep_runs_is_neither_deleted_nor_reported_deleted(tmp_path: Path) -> None:
-    """Trust 2, item 13: sweep planned to delete gw0 and its standby (older than
+    """Sweep planned to delete gw0 and its standby (older than
     --older-than), then a reset swapped the standby in under gw0's name. The delete by
     the standby's old name does nothing and must not say "deleted"; the delete by gw0's
     name would hit the VM that was the standby: it now belongs to something else, and is
