@@ -1,0 +1,1 @@
+"""The kit for provider authors: the conformance suite every provider passes."""
