@@ -122,7 +122,7 @@ class DockerProvider(DockerImages, Provider):
         connector, _, target = host.partition("/")
         if connector != f"@{cls.name}":  # @orchdocker (another engine): testinfra reaches the default one only
             return super().testinfra_host(host, data)
-        import testinfra  # pytest-testinfra is optional: only the orch_host fixture needs it
+        import testinfra  # noqa: PLC0415  optional (orch[testinfra]): only the orch_host fixture needs it
 
         return testinfra.get_host(f"{cls.name}://{target}")
 

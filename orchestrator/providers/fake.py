@@ -18,19 +18,30 @@ orch's own deploys write (``/etc/orch-worker``) into the fake VM's files.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import shlex
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from filelock import FileLock
 from pydantic import Field
 
 from orchestrator.primitives.clock import now_iso
-from orchestrator.primitives.errors import PermanentProviderError, ProviderTimeout, TransientProviderError, VMExists, VMNotFound
+from orchestrator.primitives.errors import (
+    EngineUnavailable,
+    PermanentProviderError,
+    ProviderTimeout,
+    TransientProviderError,
+    VMExists,
+    VMNotFound,
+)
 from orchestrator.primitives.results import ExecResult
 from orchestrator.providers.base import (
     RUNNING,
@@ -42,10 +53,12 @@ from orchestrator.providers.base import (
     VMInfo,
 )
 from orchestrator.providers.faults import Crash, Faults
+from orchestrator.pyinfra.loading import deploy_name
+from orchestrator.pyinfra.runner import DeployResult
 
 if TYPE_CHECKING:
     from orchestrator.primitives.labels import Owner
-    from orchestrator.pyinfra.runner import DeployResult, HostSpec
+    from orchestrator.pyinfra.runner import HostSpec
     from orchestrator.settings.model import Settings
 
 FAKE_IMAGE = "fake:bookworm"
@@ -82,8 +95,6 @@ class _Guard:
         self.depth = 0
         self.file: Any = None
         if fake.opts.path:
-            from filelock import FileLock
-
             self.file = FileLock(fake.opts.path + ".lock")
 
     def __enter__(self) -> _Guard:
@@ -135,9 +146,6 @@ class FakeProvider(Provider):
         """With a ``path``, the backend lives in that file: read it before each call."""
         if not self.opts.path:
             return
-        import json
-        from pathlib import Path
-
         try:
             raw = json.loads(Path(self.opts.path).read_text())
         except (OSError, ValueError):
@@ -148,11 +156,6 @@ class FakeProvider(Provider):
     def _save(self) -> None:
         if not self.opts.path:
             return
-        import json
-        import os
-        from dataclasses import asdict
-        from pathlib import Path
-
         path = Path(self.opts.path)
         tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps({"vms": {k: asdict(v) for k, v in self.vms.items()}, "baselines": self.baselines}))
@@ -192,8 +195,6 @@ class FakeProvider(Provider):
     def check(self) -> None:
         self._enter("check")
         if not self.up:
-            from orchestrator.primitives.errors import EngineUnavailable
-
             raise EngineUnavailable("the fake backend is down: set provider.up = True")
 
     def image_id(self, image: str) -> str:
@@ -352,9 +353,6 @@ class FakeDeployer:
         self.hook: Callable[[str, str], None] | None = None
 
     def run(self, hosts: list[HostSpec], funcs: list[Callable[..., Any]], *, title: str = "") -> dict[str, DeployResult]:
-        from orchestrator.pyinfra.loading import deploy_name
-        from orchestrator.pyinfra.runner import DeployResult
-
         name = " + ".join(deploy_name(f) for f in funcs)
         results = {}
         for host, data in hosts:

@@ -210,7 +210,7 @@ class OrbStackProvider(Provider):
         if shutil.which(self.opts.orbctl) is None:
             raise EngineUnavailable(self._missing())
         try:
-            import pyinfra_orbstack  # noqa: F401  (the @orbstack connector inside machines)
+            import pyinfra_orbstack  # noqa: F401, PLC0415  optional (orch[orbstack]): the @orbstack connector inside machines
         except ImportError as err:
             raise EngineUnavailable("the orbstack provider needs pyinfra-orbstack: pip install 'orch[orbstack]'") from err
         # `orbctl status` prints Running (exit 0) or Stopped (exit 1)
@@ -337,9 +337,8 @@ class OrbStackProvider(Provider):
     @classmethod
     def testinfra_host(cls, host: str, data: dict[str, Any]) -> Any:
         """``orbctl run -m NAME -u root`` (testinfra has no OrbStack backend)."""
-        # pytest-testinfra is optional: only the orch_host fixture needs it
-        from testinfra.backend import base
-        from testinfra.host import Host
+        from testinfra.backend import base  # noqa: PLC0415  optional (orch[testinfra]): only orch_host needs it
+        from testinfra.host import Host  # noqa: PLC0415  (the same)
 
         connector, _, target = host.partition("/")
         if connector != "@orbstack":
