@@ -5,21 +5,20 @@ described by generated pyinfra inventories, reset to a baseline on demand and sw
 orphaned.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
-try:
-    #: The installed distribution's version (pyproject.toml's ``[project] version``);
-    #: the baseline's fingerprint and ``orch --version`` use it.
-    __version__ = version("orch")
-except PackageNotFoundError:  # pragma: no cover (run from a source tree never installed)
-    __version__ = "0+unknown"
+from orchestrator.primitives.version import __version__
+
+if TYPE_CHECKING:
+    from orchestrator.pytest_plugin.worker import Worker
 
 __all__ = ["__version__", "current_worker"]
 
 
-def current_worker():  # type: ignore[no-untyped-def]
+def current_worker() -> "Worker":
     """This pytest process's worker (what the ``orch_worker`` fixture gives), for helpers
     that are plain functions."""
-    from orchestrator.pytest_plugin.worker import current_worker as _current
+
+    from orchestrator.pytest_plugin.worker import current_worker as _current  # noqa: PLC0415
 
     return _current()

@@ -17,12 +17,12 @@ from typing import Any
 
 import click
 
-from orchestrator import __version__
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
 from orchestrator.core.maintainer import spawn_maintainer
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError, UsageError
+from orchestrator.primitives.version import __version__
 from orchestrator.providers import registry
 from orchestrator.settings.model import Settings
 from orchestrator.state.store import StateStore

@@ -6,9 +6,12 @@ import json
 import sys
 import time
 from dataclasses import asdict
+from types import SimpleNamespace
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
 
 from orchestrator.cli import Invocation, cli, complete_workers, pass_invocation
 from orchestrator.core import maintainer
@@ -31,9 +34,6 @@ FORCE = click.option("--force", is_flag=True, help="Go on although a live pytest
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]], *, stderr: bool = True, right: tuple[str, ...] = ()) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title, title_justify="left")
     for col in columns:
         table.add_column(col, justify="right" if col in right else "left")
@@ -73,9 +73,8 @@ def _json(payload: Any) -> None:
 
 def auto_workers(kind: str = "auto") -> int:
     """The number of workers ``pytest -n auto`` (or ``-n logical``) would start here."""
-    from types import SimpleNamespace
-
-    from xdist.plugin import pytest_xdist_auto_num_workers
+    # lazy: xdist pulls in pytest, which only `-n auto` needs
+    from xdist.plugin import pytest_xdist_auto_num_workers  # noqa: PLC0415
 
     return int(pytest_xdist_auto_num_workers(SimpleNamespace(option=SimpleNamespace(numprocesses=kind))))
 

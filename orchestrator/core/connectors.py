@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import Field
 
 from orchestrator.primitives.errors import ConfigError, OrchError, PermanentProviderError, StateError, TransientProviderError
-from orchestrator.providers.base import WaitStrategy
+from orchestrator.providers.base import Provider, WaitStrategy
 from orchestrator.settings.model import Model
 from orchestrator.state.store import _not_a_file, _regular_or_missing
 
@@ -334,7 +334,7 @@ def testinfra_host(host: str, data: dict[str, Any]) -> Any:
     as root (through sudo for another user); None for a VM reached otherwise."""
     if not data.get("ssh_hostname") and (host == "@local" or host.startswith("@")):
         return None
-    import testinfra  # pytest-testinfra is optional: only the orch_host fixture needs it
+    import testinfra  # noqa: PLC0415  optional (orch[testinfra]): only the orch_host fixture needs it
 
     user = data.get("ssh_user", "root")
     spec = f"paramiko://{user}@{data.get('ssh_hostname', host)}:{data.get('ssh_port', 22)}"
@@ -343,8 +343,9 @@ def testinfra_host(host: str, data: dict[str, Any]) -> Any:
 
 def _ed25519(comment: str) -> tuple[str, str]:
     """A new Ed25519 key pair in OpenSSH's formats: (private, public)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    # lazy: only the SSH connector makes keys; every other command would pay for the import
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
 
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
@@ -365,8 +366,6 @@ def connector_for(ctx: Checkout) -> Connector:
     if kind in ("", "native"):
         return Connector(ctx)
     if kind == "ssh":
-        from orchestrator.providers.base import Provider
-
         if type(ctx.provider).address is Provider.address:
             raise ConfigError(f"connector ssh needs VMs with an address: the {ctx.provider.name} provider has none")
         return SSHConnector(ctx)

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 from filelock import FileLock
 
-from orchestrator import __version__
 from orchestrator.core.connectors import connector_for
 from orchestrator.core.ownership import owned
 from orchestrator.core.steps import Reporter
@@ -29,6 +28,7 @@ from orchestrator.primitives import naming
 from orchestrator.primitives.errors import LiveRunError, OrchError, UsageError
 from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.labels import Owner
+from orchestrator.primitives.version import __version__
 from orchestrator.providers.base import Provider, VMInfo
 from orchestrator.providers.registry import get_provider
 from orchestrator.pyinfra.loading import load_callable

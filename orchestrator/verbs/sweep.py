@@ -40,7 +40,7 @@ from orchestrator.primitives import labels as L
 from orchestrator.primitives.clock import age as age_of
 from orchestrator.primitives.errors import OrchError, StateError, UsageError
 from orchestrator.primitives.kinds import Kind
-from orchestrator.providers.base import Provider, StoredBaseline, VMInfo
+from orchestrator.providers.base import Baseline, Provider, StoredBaseline, VMInfo
 from orchestrator.settings.model import Settings
 from orchestrator.state import checkouts as registry
 from orchestrator.state import leases
@@ -240,8 +240,6 @@ class Sweeper:
         return decisions
 
     def _drop_image(self, d: Decision) -> None:
-        from orchestrator.providers.base import Baseline
-
         if not self.provider.drop(Baseline(d.ref, {"tag": d.vm})):
             raise OrchError(f"{d.vm} is still used by a container")
 

@@ -1,0 +1,13 @@
+"""orch's one version: the installed distribution's (pyproject.toml's ``[project] version``).
+
+The baseline's fingerprint and ``orch --version`` use it, so it is read in one place."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+#: The distribution orch is installed as.
+DISTRIBUTION = "orch"
+
+try:
+    __version__ = version(DISTRIBUTION)
+except PackageNotFoundError:  # pragma: no cover (a source tree that was never installed)
+    __version__ = "0+unknown"
