@@ -40,7 +40,7 @@ def flaky_engine(second_engine: SecondEngine, tmp_path: Path, prefix: str):
     target = second_engine.docker_host.removeprefix("unix://")
     url = f"unix://{link}"
     with (project / "pyproject.toml").open("a") as fh:
-        fh.write(f'engines = ["unix:///var/run/docker.sock", "{url}"]\n')
+        fh.write(f'\n[tool.orch.docker]\nengines = ["unix:///var/run/docker.sock", "{url}"]\n')
     with shared_use():
         ensure_second_engine()  # another test may have stopped it since the session fixture ran
         link.symlink_to(target)
