@@ -30,7 +30,7 @@ import socket
 import stat
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import Field
 
@@ -58,7 +58,6 @@ class Checkout(Protocol):
 
 
 log = logging.getLogger(__name__)
-KINDS = ("", "native", "ssh")
 
 
 class Connector:
@@ -145,6 +144,8 @@ fi
 
 class SSHSettings(Model):
     """``[tool.orch.ssh]``: the SSH connector (``connector = "ssh"``)."""
+
+    whole_table_variable: ClassVar[bool] = True  # ORCH_SSH=user=NAME is still read (deprecated)
 
     #: The non-root user orch makes in every VM, with passwordless sudo.
     user: str = Field("orch", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")

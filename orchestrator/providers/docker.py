@@ -29,6 +29,7 @@ from orchestrator.primitives.errors import (
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
+    UsageError,
     VMNotFound,
 )
 from orchestrator.primitives.results import ExecResult
@@ -121,7 +122,7 @@ class DockerProvider(DockerImages, Provider):
     def testinfra_host(cls, host: str, data: dict[str, Any]) -> Any:
         connector, _, target = host.partition("/")
         if connector != f"@{cls.name}":  # @orchdocker (another engine): testinfra reaches the default one only
-            return super().testinfra_host(host, data)
+            raise UsageError(f"orch_host: testinfra reaches only the default engine, not {host} (a worker on another engine)")
         import testinfra  # noqa: PLC0415  optional (orch[testinfra]): only the orch_host fixture needs it
 
         return testinfra.get_host(f"{cls.name}://{target}")

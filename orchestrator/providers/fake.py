@@ -12,7 +12,7 @@ orch's own deploys write (``/etc/orch-worker``) into the fake VM's files.
     fake.faults.fail("create", times=2)              # two transient failures
     fake.faults.fail("delete", permanent=True)       # a permanent one
     fake.faults.created_but_failed("create")         # made, then "failed"
-    orch = Orch(settings, provider=fake, deployer=FakeDeployer(fake))
+    ctx = Context(settings, provider=fake, deployer=FakeDeployer(fake))  # no refill unless one is passed
 """
 
 from __future__ import annotations

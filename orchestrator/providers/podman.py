@@ -21,7 +21,8 @@ docker's), the same labels, the same baseline (a committed image
 - delete kills at once (``podman rm --force --time 0``; podman would otherwise wait the
   container's stop timeout, as ``docker rm --force`` does not);
 - ``--init`` runs catatonit (Debian's ``catatonit`` package);
-- one engine only: ``engines = [...]`` (several Docker engines) is refused, as pyinfra's
+- one engine only: several engines are the Docker provider's (``[tool.orch.docker]
+  engines``; the older ``[tool.orch] engines`` is refused with podman), as pyinfra's
   ``@podman`` reaches only this machine's containers.
 
 Setup on Debian (``scripts/setup.sh``): the ``podman`` and ``catatonit`` packages, and

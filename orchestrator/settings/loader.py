@@ -99,15 +99,19 @@ def _from_env(model: type[BaseModel], name: str, text: str) -> Any:
                 raise ValueError(f"not a JSON list ({err.msg})") from None
         return shlex.split(text)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        pairs = [p for p in text.replace(";", ",").split(",") if p.strip()]
-        table: dict[str, str] = {}
-        for pair in pairs:
-            key, sep, value = pair.partition("=")
-            if not sep:
-                raise ValueError(f"write it as key=value,key=value (got {pair!r})")
-            table[key.strip()] = value.strip()
-        return table
+        return _pairs(text)
     return text
+
+
+def _pairs(text: str) -> dict[str, str]:
+    """A table in a variable: ``key=value,key=value`` (or ``;``)."""
+    table: dict[str, str] = {}
+    for pair in (p for p in text.replace(";", ",").split(",") if p.strip()):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"write it as key=value,key=value (got {pair!r})")
+        table[key.strip()] = value.strip()
+    return table
 
 
 def _explain(err: ValidationError, origins: Mapping[str, str], model: type[BaseModel] = Settings) -> ConfigError:
@@ -142,6 +146,9 @@ class _Table:
     model: type[Model]
     values: dict[str, Any] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
+    #: Keys read from where they were orch's own (``[tool.orch] engines``, ``ORCH_ENGINES``):
+    #: {key: where}. They were refused with another provider, and still are.
+    moved: dict[str, str] = field(default_factory=dict)
 
 
 #: Deprecated keys already named in this process (the note is given once).
@@ -167,6 +174,7 @@ def split_tables(section: Mapping[str, Any], tables: Mapping[str, _Table], sourc
         elif key in moved:
             table = moved[key]
             _deprecated(f"[tool.orch] {key}", f"[tool.orch.{table.name}] {key}")
+            table.moved[key] = source
             if key not in table.values:
                 table.values[key] = value
                 table.origins[key] = source
@@ -226,18 +234,49 @@ def _choose_provider(settings: Settings, origins: Mapping[str, str], source: str
 def _table_env(table: _Table, env: Mapping[str, str]) -> None:
     """``ORCH_<NAME>_<KEY>`` over the table's pyproject values; a key the table took over
     from ``[tool.orch]`` is also read from ``ORCH_<KEY>`` (deprecated)."""
+    _whole_table_env(table, env)
     for key in table.model.model_fields:
         var = f"ORCH_{table.name.upper()}_{key.upper()}"
         old = f"ORCH_{key.upper()}"
         if not env.get(var) and key in table.model.moved_keys and env.get(old):
             _deprecated(old, var)
             var = old
+            table.moved[key] = old
         if env.get(var):
             try:
                 table.values[key] = _from_env(table.model, key, env[var])
             except ValueError as err:
                 raise ConfigError(f"{var}: {err}") from None
             table.origins[key] = var
+
+
+def _whole_table_env(table: _Table, env: Mapping[str, str]) -> None:
+    """``ORCH_<NAME>=key=value,...`` for a table that was once a field of orch's own settings
+    (``ORCH_SSH=user=carol``): still read, under the per-key variables, with a note."""
+    var = f"ORCH_{table.name.upper()}"
+    if not table.model.whole_table_variable or not env.get(var):
+        return
+    try:
+        pairs = _pairs(env[var])
+    except ValueError as err:
+        raise ConfigError(f"{var}: {err}") from None
+    for key, value in pairs.items():
+        _deprecated(var, f"ORCH_{table.name.upper()}_{key.upper()}")
+        table.values[key] = value
+        table.origins[key] = var
+
+
+def _refuse_moved(tables: Mapping[str, _Table], provider: str) -> None:
+    """A key that was orch's own (``[tool.orch] engines``) was refused with a provider
+    that does not take it; read into its owner's table now, it must not be silently
+    ignored instead."""
+    for table in tables.values():
+        for key, where in table.moved.items():
+            if table.name != provider:
+                raise ConfigError(
+                    f"{where}: {key} needs the {table.name} provider, not {provider}: remove it "
+                    f"(or write it in [tool.orch.{table.name}], which only the {table.name} provider reads)"
+                )
 
 
 def _validate_tables(tables: Mapping[str, _Table]) -> dict[str, dict[str, Any]]:
@@ -280,6 +319,7 @@ def load(
     _choose_provider(settings, origins, source, providers)
     for table in declared.values():
         _table_env(table, env)
+    _refuse_moved(declared, settings.provider)
     settings.tables = _validate_tables(declared)
     return settings
 

@@ -29,6 +29,9 @@ class Model(BaseModel):
     #: Keys of ``[tool.orch]`` (and their ``ORCH_<KEY>`` variables) that this table took
     #: over: still read there, with a one-line deprecation note naming the table's key.
     moved_keys: ClassVar[tuple[str, ...]] = ()
+    #: A table that was once a field of orch's own settings also reads ``ORCH_<NAME>``
+    #: (``key=value,key=value``), deprecated in favour of ``ORCH_<NAME>_<KEY>``.
+    whole_table_variable: ClassVar[bool] = False
 
     @field_validator("*", mode="before")
     @classmethod

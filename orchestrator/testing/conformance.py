@@ -40,10 +40,10 @@ from orchestrator.state.checkouts import CheckoutRef
 WRITE = "printf %s {text} > {path}"
 
 
-def contract_settings(folder: Path, provider: str, **ctx: Any) -> Settings:
+def contract_settings(folder: Path, provider: str, **orch_settings: Any) -> Settings:
     """Settings for a throwaway project in ``folder``, with a prefix no one else uses."""
     folder.mkdir(parents=True, exist_ok=True)
-    table = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in ctx.items() if not isinstance(v, dict))
+    table = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in orch_settings.items() if not isinstance(v, dict))
     (folder / "pyproject.toml").write_text(
         f'[tool.orch]\nprovider = "{provider}"\nprefix = "c{secrets.token_hex(4)}"\nretries = 1\n{table}'
     )

@@ -142,3 +142,14 @@ def test_an_engine_that_hangs_is_one_error_line(project: Path, tmp_path: Path) -
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "timed out after 1s" in lines[0], proc.stderr
+
+
+def test_every_command_refills_spares_in_the_background(project: Path) -> None:
+    """A swap or a claimed pool VM is refilled by the background maintainer; the CLI's
+    context must be made with it, or `orch reset` on a standby leaves the next reset a
+    hard one."""
+    from orchestrator.cli import Invocation
+    from orchestrator.core.maintainer import spawn_maintainer
+
+    ctx = Invocation(None, "fake", None).context()
+    assert ctx._refill is spawn_maintainer

@@ -510,3 +510,37 @@ def test_without_the_entry_points_one_line_names_the_install(monkeypatch: pytest
     with pytest.raises(UsageError, match=r"pip install -e \.") as exc:
         registry.provider_class("docker")
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "orch_table, env",
+    [
+        ('provider = "podman"\nengines = ["unix:///a.sock", "ssh://ci@b"]', {}),
+        ('provider = "fake"', {"ORCH_ENGINES": "unix:///a.sock ssh://ci@b"}),
+        ("", {"ORCH_PROVIDER": "orbstack", "ORCH_ENGINE_CAP": "2"}),
+    ],
+)
+def test_the_old_engine_keys_with_another_provider_are_refused(tmp_path: Path, orch_table: str, env: dict[str, str]) -> None:
+    """`[tool.orch] engines` was orch's own setting, refused with any provider but docker;
+    read into Docker's table now, it must not be silently ignored for podman or orbstack."""
+    with pytest.raises(ConfigError, match=r"needs the docker provider, not (podman|fake|orbstack)"):
+        config.load(cwd=project(tmp_path, orch_table), env=env)
+
+
+def test_the_docker_table_is_ignored_by_another_provider(tmp_path: Path) -> None:
+    """A project that runs on Docker in CI and on podman here keeps Docker's table for Docker."""
+    root = project(tmp_path, 'provider = "podman"', extra='[tool.orch.docker]\nengines = ["unix:///a.sock"]\n')
+    assert config.load(cwd=root, env={}).provider == "podman"
+
+
+def test_the_old_ssh_variable_still_sets_the_user_with_one_note(tmp_path: Path, notes: pytest.LogCaptureFixture) -> None:
+    """`ORCH_SSH=user=carol` set the SSH connector's user when the table was orch's own
+    setting; the user is part of the baseline's fingerprint, so it must still be read."""
+    for _ in range(2):
+        s = config.load(cwd=project(tmp_path), env={"ORCH_SSH": "user=carol"})
+        assert s.tables["ssh"] == {"user": "carol"}
+    assert _deprecations(notes) == ["ORCH_SSH is deprecated: write ORCH_SSH_USER instead"]
+    s = config.load(cwd=project(tmp_path), env={"ORCH_SSH": "user=carol", "ORCH_SSH_USER": "dave"})
+    assert s.tables["ssh"] == {"user": "dave"}
+    with pytest.raises(ConfigError, match=r"ORCH_SSH"):
+        config.load(cwd=project(tmp_path), env={"ORCH_SSH": "nonsense"})
