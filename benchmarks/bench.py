@@ -55,9 +55,15 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from orchestrator.primitives import labels as L
+from orchestrator.primitives.kinds import Kind
+from orchestrator.state import checkouts as registry
+from orchestrator.state import location
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -258,11 +264,12 @@ class Project:
         outside the timing), as the seed made its VMs."""
         code = (
             "import sys, time\n"
-            "from orchestrator import config, naming\n"
-            "from orchestrator.labels import Owner\n"
-            "from orchestrator.providers import get_provider\n"
+            "from orchestrator.core import settings as config\n"
+            "from orchestrator.primitives.kinds import Kind\n"
+            "from orchestrator.primitives.labels import Owner\n"
+            "from orchestrator.providers.registry import get_provider\n"
             "s = config.load(); pr = get_provider(s); image = s.image or pr.default_image\n"
-            "owner = Owner(naming.ONEOFF, s.checkout, str(s.inventory_dir), run='bench')\n"
+            "owner = Owner(Kind.ONEOFF, s.checkout, str(s.inventory_dir), run='bench')\n"
             "name = f'{s.prefix}-one-create-{sys.argv[1]}'\n"
             "t = time.perf_counter(); pr.create(name, image, owner); pr.wait_ready(name)\n"
             "took = time.perf_counter() - t\n"
@@ -657,9 +664,6 @@ def up_at_scale_one(a: argparse.Namespace) -> dict[str, Any]:
 def sweep_times(provider: str, a: argparse.Namespace) -> dict[str, Any]:
     """Orphans of a checkout whose inventory folder is gone (docker: labelled as orch's
     workers; orbstack: named as orch's, the checkout in orch's registry), then `orch sweep`."""
-    from orchestrator import labels as L
-    from orchestrator import location, registry
-
     p = Project(provider, a.scale, "sweep")
     try:
         gone = p.dir / "deleted-checkout" / "inventories"
@@ -671,7 +675,7 @@ def sweep_times(provider: str, a: argparse.Namespace) -> dict[str, Any]:
             names = [f"{p.prefix}-0badf00d-gw{i}" for i in range(size)]
             if provider == "docker":
                 labels = {
-                    L.MANAGED_BY: L.MANAGED_BY_VALUE, L.CHECKOUT: "0badf00d", L.KIND: "worker",
+                    L.MANAGED_BY: L.MANAGED_BY_VALUE, L.CHECKOUT: "0badf00d", L.KIND: Kind.WORKER.value,
                     L.CREATED: "2026-01-01T00:00:00Z", L.INVENTORY: ref.inventory, L.HOST: ref.host, L.FS: ref.fs,
                 }  # fmt: skip
 
@@ -694,8 +698,6 @@ def sweep_times(provider: str, a: argparse.Namespace) -> dict[str, Any]:
 
                 def make(i_name: tuple[int, str]) -> None:
                     p.run("orbctl", "create", "debian:bookworm", i_name[1], extra={"ORBCTL_FAKE_SCALE": "0"})
-
-            from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(4) as pool:
                 list(pool.map(make, enumerate(names)))
@@ -749,7 +751,7 @@ def _commit() -> str:
     """The commit of the orch under test (and whether its code had uncommitted changes)."""
     git = ["git", "-C", str(ROOT)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain", "orchestrator", "deploys"], capture_output=True, text=True).stdout
+    dirty = subprocess.run([*git, "status", "--porcelain", "orchestrator"], capture_output=True, text=True).stdout
     return head + (" with uncommitted changes" if dirty.strip() else "")
 
 
@@ -768,7 +770,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="OrbStack latency scale for the emulator, and a test's work is 5 s x scale [0.05: create 3 s, delete 0.5 s, test 0.25 s]",
     )
     ap.add_argument("--workers", type=int, default=4, help="pytest -n for the workload [4]")
-    ap.add_argument("--tests", type=int, help="tests in the workload [100; 20 with --quick]")
+    ap.add_argument("--tests", type=int, help="tests in the workload [100; 8 with --quick]")
     ap.add_argument(
         "--pool", type=int, default=8, help="[tool.orch] pool of the orch_spares strategy [8: two per worker; 2 with --quick]"
     )
@@ -776,7 +778,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--warm-runs", type=int, help="repetitions of the measures that wait for spares to be made again [8; 2 with --quick]"
     )
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.json")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "docs" / "BENCHMARKS.json",
+        help="the JSON; the .md is written beside it [docs/BENCHMARKS.json]",
+    )
     ap.add_argument("--merge", action="store_true", help="keep the other providers' results already in --out")
     a = ap.parse_args(argv)
     a.tests = a.tests or (8 if a.quick else 100)

@@ -11,7 +11,7 @@ same two: the point is that nothing in orch serializes engines, not that two eng
 on one machine are faster). Simulated: the same core code (placement, state, baseline
 copies) on fake engines whose VM operations take a stated time and run at most
 `engine_slots` at once per engine, as a real engine's throughput is bounded.
-Writes docs/SCALING.json and prints the tables that docs/SCALING.md shows.
+Writes docs/SCALING.json (or --out) and prints the tables that docs/SCALING.md shows.
 """
 
 from __future__ import annotations
@@ -26,9 +26,20 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+from orchestrator.core import settings as config
+from orchestrator.core.context import Context
+from orchestrator.providers.engines import Engines, EngineSettings
+from orchestrator.providers.fake import FakeProvider, FakeSettings
+from orchestrator.pyinfra.runner import DeployResult, HostSpec
+from orchestrator.verbs.reset import reset as reset_all
+from orchestrator.verbs.up import up as bring_up
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+from backends import clean_env  # noqa: E402  (tests/ helpers, on the path just above)
+from engines import ensure_second_engine  # noqa: E402
 
 SUITE = """
 import pytest
@@ -52,9 +63,6 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 
 def real(workers: int) -> dict[str, dict[str, float]]:
-    from backends import clean_env
-    from engines import ensure_second_engine
-
     engine2 = ensure_second_engine()
     orch = str(Path(sys.executable).with_name("orch"))
     results = {}
@@ -63,7 +71,7 @@ def real(workers: int) -> dict[str, dict[str, float]]:
         prefix = f"s{secrets.token_hex(3)}"
         table = f'[tool.orch]\nprovider = "docker"\nimage = "orch-base:bookworm"\nprefix = "{prefix}"\nparallel = 8\n'
         if engines:
-            table += f"engines = {json.dumps(engines)}\n"
+            table += f"\n[tool.orch.docker]\nengines = {json.dumps(engines)}\n"
         (project / "pyproject.toml").write_text(table)
         (project / "test_work.py").write_text(SUITE)
         env = clean_env()
@@ -86,13 +94,14 @@ def real(workers: int) -> dict[str, dict[str, float]]:
 def simulate(workers: int, engines: int, *, create: float, clone: float, copy: float, slots: int) -> dict[str, float]:
     """`orch up --workers N` and `orch reset --all` on fake engines (VM operations only;
     provisioning through pyinfra is not modelled: it runs every host of a batch at once)."""
-    from orchestrator import config
-    from orchestrator.core import Orch
-    from orchestrator.providers.engines import Engines
-    from orchestrator.providers.fake import FakeDeployer, FakeProvider
+
+    class FakeEngineSettings(FakeSettings, EngineSettings):
+        """The fake's settings with the engines' (``engine_cap``: 0, no cap)."""
 
     class FakeEngine(FakeProvider):
         """One engine: VM operations take time, at most ``slots`` at once."""
+
+        settings_model = FakeEngineSettings
 
         def __init__(self, settings: config.Settings, engine: str) -> None:
             super().__init__(settings, latency={})
@@ -114,30 +123,28 @@ def simulate(workers: int, engines: int, *, create: float, clone: float, copy: f
                 time.sleep(copy)
             to.baselines[ref] = dict(self.baselines[ref])
 
+    class Provisioned:
+        """Every deploy succeeds on every host, whichever engine holds its VM."""
+
+        def run(self, hosts: list[HostSpec], funcs: list[Any], *, title: str = "") -> dict[str, DeployResult]:
+            return {name: DeployResult(True) for name, _ in hosts}
+
     project = Path(tempfile.mkdtemp(prefix="orch-sim-"))
     names = [f"unix:///sim/engine{i}.sock" for i in range(engines)]
     (project / "pyproject.toml").write_text(
-        f'[tool.orch]\nprovider = "fake"\nimage = "fake:bookworm"\nparallel = 64\nretries = 0\nengines = {json.dumps(names)}\n'
+        '[tool.orch]\nprovider = "fake"\nimage = "fake:bookworm"\nparallel = 64\nretries = 0\n'
     )
     settings = config.load(cwd=project, env={})
     members = [FakeEngine(settings, name) for name in names]
     provider = Engines(settings, members)  # type: ignore[arg-type]
-    orch = Orch(settings, provider=provider, deployer=FakeDeployer(members[0]))
-
-    def deployer_for_all(hosts, funcs, title=""):
-        from orchestrator.runner import DeployResult
-
-        return {name: DeployResult(True) for name, _ in hosts}
-
-    orch.deployer.run = deployer_for_all  # type: ignore[method-assign]
-    orch.maintain_later = lambda: None
+    ctx = Context(settings, provider=provider, deployer=Provisioned())  # no refill: no spares to make
     start = time.monotonic()
-    results = orch.up(workers)
+    results = bring_up(ctx, workers)
     up = time.monotonic() - start
     assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
     spread = sorted(sum(1 for v in m.vms if "-gw" in v) for m in members)
     start = time.monotonic()
-    orch.reset()
+    reset_all(ctx)
     reset = time.monotonic() - start
     return {"up": round(up, 2), "reset --all": round(reset, 2), "fewest per engine": spread[0], "most per engine": spread[-1]}
 
@@ -146,6 +153,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-real", action="store_true", help="only the simulation")
     parser.add_argument("--workers", type=int, default=8, help="workers for the real measurement (default 8)")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "docs" / "SCALING.json", help="where the JSON goes (default docs/SCALING.json)"
+    )
     args = parser.parse_args()
     out: dict[str, object] = {"machine": {"cpus": os.cpu_count()}, "command": "python benchmarks/scale.py"}
     if not args.skip_real:
@@ -156,7 +166,7 @@ def main() -> None:
         log(f"simulating {workers} workers on {engines} engine(s)")
         sims[f"{workers} workers, {engines} engine(s)"] = simulate(workers, engines, **model)  # type: ignore[arg-type]
     out["simulation"] = {"model": model, "results": sims}
-    (ROOT / "docs" / "SCALING.json").write_text(json.dumps(out, indent=2) + "\n")
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 
 

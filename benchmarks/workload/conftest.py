@@ -86,15 +86,18 @@ class Seed:
     from the image, waited for, deleted; nothing recorded in orch's state."""
 
     def __init__(self) -> None:
-        from orchestrator import config, naming
-        from orchestrator.labels import Owner
-        from orchestrator.providers import get_provider
+        # lazy: orch's code is loaded by the strategies that make seed VMs, when they make
+        # the first (in that test's timed setup); orch's own strategies never load it here
+        from orchestrator.core import settings as config  # noqa: PLC0415
+        from orchestrator.primitives.kinds import Kind  # noqa: PLC0415
+        from orchestrator.primitives.labels import Owner  # noqa: PLC0415
+        from orchestrator.providers.registry import get_provider  # noqa: PLC0415
 
         self.settings = config.load()
         self.provider = get_provider(self.settings)
         self.image = self.settings.image or self.provider.default_image
         inventory = str(self.settings.inventory_dir)
-        self.owner = Owner(naming.ONEOFF, self.settings.checkout, inventory, run="seed-bench")
+        self.owner = Owner(Kind.ONEOFF, self.settings.checkout, inventory, run="seed-bench")
 
     def test_vm_name(self) -> str:
         # the seed's f"{TEST_VM_PREFIX}{timestamp}-{pid}-{random}", under the bench's prefix
@@ -257,7 +260,8 @@ def maintainers(inventory_dir: Path) -> list[int]:
 def _warm_spares(request: pytest.FixtureRequest) -> None:
     if not (WAIT_SPARES and STRATEGY == "orch"):
         return
-    from orchestrator.plugin import orch_run
+    # lazy: only under orch's plugin; the seed's strategies run with -p no:orch and do not load it
+    from orchestrator.pytest_plugin.run import orch_run  # noqa: PLC0415
 
     settings = orch_run(request.config).settings
     deadline = time.monotonic() + 600
