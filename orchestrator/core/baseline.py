@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.steps import WorkerResult, guard, timed
-from orchestrator.deploys.provision import mark
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import now_iso
 from orchestrator.primitives.errors import DeployError, OrchError, PermanentProviderError, VMExists
@@ -126,6 +125,9 @@ def _finish(ctx: Context, targets: list[Target], funcs: list[Callable[..., objec
         return
     for t in live:
         ctx.report(t.result.worker, f"{title} in {t.vm}")
+    # lazy: the deploy imports pyinfra, which a command that builds no baseline need not pay for
+    from orchestrator.deploys.provision import mark  # noqa: PLC0415
+
     with timed(live[0].result, "provision"):
         results = ctx.deploy([(t.ident, t.vm) for t in live], [*funcs, mark], title, orch_fingerprint=fp)
     took = live[0].result.seconds.get("provision", 0.0)

@@ -55,6 +55,11 @@ class Owner:
     #: A standby's own name (``MADE_AS``): what tells it from trash after the state is lost.
     made_as: str = ""
 
+    def __post_init__(self) -> None:
+        # a kind given as its word ("worker": a provider's or a plugin's code) is that Kind;
+        # an unknown word is refused here, not when the labels are written
+        object.__setattr__(self, "kind", Kind(self.kind))
+
     def labels(self) -> dict[str, str]:
         out = {
             MANAGED_BY: MANAGED_BY_VALUE,

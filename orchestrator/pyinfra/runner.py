@@ -12,6 +12,10 @@ A connector that keeps its hosts' exit codes to itself (pyinfra's local and SSH
 connectors log them) is handled by whoever knows it: the caller passes ``exit_codes``,
 called for each connected host with a function that records an exit code (the
 provider's ``watch_exit_codes``).
+
+pyinfra itself (and paramiko under it) is imported where a deploy, a command or a fact
+runs, not when this module is: it costs about half a second of CPU, which every ``orch``
+command and every pytest process would pay, and most of them run no deploy.
 """
 
 from __future__ import annotations
@@ -21,19 +25,14 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from pyinfra.api import Config, Inventory, State
-from pyinfra.api.connect import connect_all, disconnect_all
-from pyinfra.api.deploy import add_deploy
-from pyinfra.api.exceptions import PyinfraError
-from pyinfra.api.operation import add_op
-from pyinfra.api.operations import run_ops
-from pyinfra.context import ctx_host
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.primitives.errors import DeployError
 from orchestrator.primitives.results import ExecResult
 from orchestrator.pyinfra.loading import deploy_name
+
+if TYPE_CHECKING:
+    from pyinfra.api import State
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +76,8 @@ class _Capture(logging.Handler):
             message = record.getMessage()
         except Exception:  # a record pyinfra formats badly must not break the deploy
             return
+        from pyinfra.context import ctx_host  # noqa: PLC0415  (see the module's docstring)
+
         current = ctx_host.get() if ctx_host.isset() else None
         name = getattr(current, "name", "")
         m = self._RC.search(message)
@@ -111,6 +112,10 @@ def _connect(
     hosts: list[HostSpec], capture: _Capture, timeout: int, exit_codes: ExitCodes | None
 ) -> tuple[State, dict[str, str]]:
     """A connected state; {host name: why it could not connect} for the hosts that failed."""
+    from pyinfra.api import Config, Inventory, State  # noqa: PLC0415  (see the module's docstring)
+    from pyinfra.api.connect import connect_all  # noqa: PLC0415  (see the module's docstring)
+    from pyinfra.api.exceptions import PyinfraError  # noqa: PLC0415  (see the module's docstring)
+
     inventory = Inventory((hosts, {}))
     state = State(inventory, Config(CONNECT_TIMEOUT=timeout))
     try:
@@ -188,6 +193,11 @@ class PyinfraDeployer:
 
     def run(self, hosts: list[HostSpec], funcs: list[Callable[..., Any]], *, title: str = "") -> dict[str, DeployResult]:
         """Run ``funcs`` in order on every host at once; {host name: result}."""
+        from pyinfra.api.connect import disconnect_all  # noqa: PLC0415  (see the module's docstring)
+        from pyinfra.api.deploy import add_deploy  # noqa: PLC0415  (see the module's docstring)
+        from pyinfra.api.exceptions import PyinfraError  # noqa: PLC0415  (see the module's docstring)
+        from pyinfra.api.operations import run_ops  # noqa: PLC0415  (see the module's docstring)
+
         title = title or " + ".join(f"deploy {deploy_name(f)!r}" for f in funcs)
         results: dict[str, DeployResult] = {}
         with _Attached() as capture:
@@ -254,6 +264,8 @@ class PyinfraSession:
         self.state: State | None = None
 
     def __enter__(self) -> PyinfraSession:
+        from pyinfra.api.connect import disconnect_all  # noqa: PLC0415  (see the module's docstring)
+
         capture = self._attached.__enter__()
         try:
             state, failed = _connect(self.hosts_spec, capture, self.connect_timeout, self.exit_codes)
@@ -267,6 +279,8 @@ class PyinfraSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        from pyinfra.api.connect import disconnect_all  # noqa: PLC0415  (see the module's docstring)
+
         try:
             if self.state is not None:
                 disconnect_all(self.state)
@@ -288,6 +302,10 @@ class PyinfraSession:
     def _batch(self, title: str, add: Callable[[State], None]) -> dict[str, str]:
         """Queue operations with ``add`` on a fresh state, run them, and return
         ``{host name: what failed}`` for the hosts that failed."""
+        from pyinfra.api.connect import disconnect_all  # noqa: PLC0415  (see the module's docstring)
+        from pyinfra.api.exceptions import PyinfraError  # noqa: PLC0415  (see the module's docstring)
+        from pyinfra.api.operations import run_ops  # noqa: PLC0415  (see the module's docstring)
+
         capture = self._attached.capture
         state, failed = _connect(self.hosts_spec, capture, self.connect_timeout, self.exit_codes)
         try:
@@ -306,10 +324,14 @@ class PyinfraSession:
 
     def deploy(self, func: Callable[..., Any], **kwargs: Any) -> dict[str, str]:
         """Run a ``@deploy`` function on every host; return the hosts that failed."""
+        from pyinfra.api.deploy import add_deploy  # noqa: PLC0415  (see the module's docstring)
+
         return self._batch(f"deploy {deploy_name(func)!r}", lambda state: add_deploy(state, func, **kwargs))
 
     def operation(self, op: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, str]:
         """Run one pyinfra operation on every host; return the hosts that failed."""
+        from pyinfra.api.operation import add_op  # noqa: PLC0415  (see the module's docstring)
+
         name = getattr(op, "__name__", str(op))
         return self._batch(f"operation {name!r}", lambda state: add_op(state, op, *args, **kwargs))
 

@@ -16,6 +16,7 @@ from orchestrator.core import settings as config
 from orchestrator.core.context import Context
 from orchestrator.core.maintainer import spawn_maintainer
 from orchestrator.primitives import naming
+from orchestrator.primitives.kinds import Kind
 from orchestrator.providers.registry import get_provider
 from orchestrator.state.leases import Lease
 from orchestrator.verbs.reset import reset
@@ -170,7 +171,7 @@ def test_sweep_deletes_orphan_workers_and_keeps_recorded_ones(
     # A VM of this checkout (labelled so on docker) that its state does not record
     unknown = orch.vm_name("gw9")
     foreign.append(unknown)
-    make_vm(backend, unknown, orch.owner("worker", worker="gw9").labels())
+    make_vm(backend, unknown, orch.owner(Kind.WORKER, worker="gw9").labels())
 
     dry = run_sweep(project, dry_run=True)
     assert dry[orphan_vm].result == "would delete" and "inventory folder is gone" in dry[orphan_vm].reason

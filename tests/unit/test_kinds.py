@@ -129,3 +129,12 @@ def test_the_store_updates_a_record_of_each_kind(tmp_path: Path, kind: Kind) -> 
     assert back is not None and (back.vm, back.phase, back.fingerprint) == (name, READY, "f2")
     assert store.update(kind, key(kind, name), vm=f"{name}-other", phase="failed") is None
     assert store.read().record(kind, key(kind, name)) == back
+
+
+def test_an_owner_given_a_kinds_word_has_that_kind() -> None:
+    """Code outside orch's core (a provider, a test helper) may name a kind by its word."""
+    from orchestrator.primitives.labels import Owner
+
+    assert Owner("worker", "0badc0de", "/x/inventories", worker="gw0").labels()["orch.kind"] == "worker"
+    with pytest.raises(ValueError):
+        Owner("workr", "0badc0de", "/x/inventories")
