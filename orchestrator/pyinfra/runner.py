@@ -58,7 +58,10 @@ class _Capture(logging.Handler):
     _RC = re.compile(r"Command exit status: (-?[0-9]+)")
 
     def __init__(self) -> None:
+        from pyinfra.context import ctx_host  # noqa: PLC0415  (see the module's docstring)
+
         super().__init__(logging.DEBUG)
+        self._host = ctx_host  # once, not for every log record pyinfra writes
         self.lines: dict[str, list[str]] = {}
         self.rcs: dict[str, int] = {}
         self.last = ""
@@ -76,9 +79,7 @@ class _Capture(logging.Handler):
             message = record.getMessage()
         except Exception:  # a record pyinfra formats badly must not break the deploy
             return
-        from pyinfra.context import ctx_host  # noqa: PLC0415  (see the module's docstring)
-
-        current = ctx_host.get() if ctx_host.isset() else None
+        current = self._host.get() if self._host.isset() else None
         name = getattr(current, "name", "")
         m = self._RC.search(message)
         if m and name:
