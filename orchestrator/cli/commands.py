@@ -108,6 +108,12 @@ def _count(value: str | None, default: int) -> int:
     default=None,
     help="Keep a ready standby per worker, swapped in by a reset [default: [tool.orch] standby].",
 )
+@click.option(
+    "--machine/--no-machine",
+    default=None,
+    help="Workers are machines with systemd as PID 1 (services, reboots); with no image named, "
+    "the provider's machine image [default: ORCH_MACHINE, [tool.orch] machine].",
+)
 @FORCE
 @NO_WAIT
 @JSON
@@ -121,6 +127,7 @@ def up(
     reprovision: bool,
     pool: int | None,
     standby: bool | None,
+    machine: bool | None,
     force: bool,
     no_wait: bool,
     as_json: bool,
@@ -132,7 +139,7 @@ def up(
     image, orch or provider settings changed) re-provisioned, each saying why. Asking for
     more workers adds them; fewer leaves the extra ones alone unless --prune.
     """
-    context = obj.context(image=image, parallel=parallel, pool=pool, standby=standby)
+    context = obj.context(image=image, parallel=parallel, pool=pool, standby=standby, machine=machine)
     count = _count(workers, context.settings.workers)
     t = time.monotonic()
     results = up_verb.up(context, count, prune=prune, wait=not no_wait, on_wait=obj.waiting, reprovision=reprovision, force=force)

@@ -102,7 +102,9 @@ class Context:
 
     @property
     def image(self) -> str:
-        return self.settings.image or self.provider.default_image
+        if self.settings.image:
+            return self.settings.image
+        return self.provider.machine_image if self.settings.machine else self.provider.default_image
 
     @property
     def logs_dir(self) -> Path:

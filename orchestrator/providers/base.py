@@ -113,6 +113,33 @@ class WaitStrategy:
             self.sleep(self.interval)
 
 
+#: What ``systemctl is-system-running`` says once a machine has booted: ``degraded`` is
+#: booted with failed units (reported, not waited on: they may never recover).
+BOOTED = ("running", "degraded")
+
+
+def systemd_probe(vm: str, run: Callable[[list[str]], ExecResult]) -> Callable[[], str | None]:
+    """A ``WaitStrategy`` probe for a machine: ready once systemd says it has booted.
+
+    ``run`` runs a command in ``vm``. A degraded machine is ready, and its failed units
+    are logged once; anything else (``starting``, ``initializing``, no answer yet) is
+    what the time limit's message shows as last seen.
+    """
+
+    def probe() -> str | None:
+        result = run(["systemctl", "is-system-running"])
+        state = result.stdout.strip() or result.stderr.strip() or f"exit code {result.rc}"
+        if state not in BOOTED:
+            return f"systemctl is-system-running: {state}"
+        if state == "degraded":
+            failed = run(["systemctl", "list-units", "--failed", "--plain", "--no-legend", "--no-pager"]).stdout
+            units = ", ".join(line.split()[0] for line in failed.splitlines() if line.split()) or "none listed"
+            log.warning("%s: systemd is degraded; failed units: %s", vm, units)
+        return None
+
+    return probe
+
+
 class Provider(abc.ABC):
     """One VM backend. Methods raise ``ProviderError`` subclasses, classified as
     transient or permanent from the backend's own signals."""
@@ -123,6 +150,9 @@ class Provider(abc.ABC):
     has_labels: ClassVar[bool] = True
     #: The image used when the project names none.
     default_image: ClassVar[str] = ""
+    #: The image used with ``machine = true`` when the project names none (systemd as
+    #: PID 1); "" where this provider makes no machines.
+    machine_image: ClassVar[str] = ""
     #: Whether ``rename`` works (standbys are swapped in by renaming).
     can_rename: ClassVar[bool] = False
     #: First retry delay in seconds (doubled each attempt, with jitter).
@@ -131,6 +161,16 @@ class Provider(abc.ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.opts = self.settings_model(**settings.tables.get(self.name, {}))
+        if settings.machine and not self.machine_image:
+            raise UsageError(
+                f"the {self.name} provider makes no machines (machine = true): use docker, podman or incus, "
+                "or set machine = false"
+            )
+
+    @property
+    def machine(self) -> bool:
+        """Whether this checkout's VMs are machines (systemd as PID 1)."""
+        return self.settings.machine
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Provider:
@@ -175,7 +215,8 @@ class Provider(abc.ABC):
 
     def vm_settings(self) -> dict[str, Any]:
         """The settings that change what a VM is (part of the baseline's fingerprint)."""
-        return self.opts.model_dump(exclude=set(self.opts.client_fields))
+        found = self.opts.model_dump(exclude=set(self.opts.client_fields))
+        return {**found, "machine": True} if self.machine else found
 
     # -- the backend -------------------------------------------------------------------
 

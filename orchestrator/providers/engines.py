@@ -73,6 +73,7 @@ class Engines(Provider):
         self.has_labels = first.has_labels  # type: ignore[misc]
         self.can_rename = first.can_rename  # type: ignore[misc]
         self.default_image = first.default_image  # type: ignore[misc]
+        self.machine_image = first.machine_image  # type: ignore[misc]
         super().__init__(settings)
         self.members = {m.engine: m for m in members}
         self.where: dict[str, str] = {}  # vm -> engine

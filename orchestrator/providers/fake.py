@@ -124,6 +124,7 @@ class FakeProvider(Provider):
     has_labels = True
     can_rename = True
     default_image = FAKE_IMAGE
+    machine_image = FAKE_IMAGE
     retry_delay = 0.0
 
     def __init__(self, settings: Settings, *, latency: dict[str, float] | None = None) -> None:

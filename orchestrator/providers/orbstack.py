@@ -171,6 +171,8 @@ class OrbStackProvider(Provider):
     has_labels = False
     can_rename = True
     default_image = "debian:bookworm"
+    #: OrbStack's VMs are machines already (a distro with systemd): the same image.
+    machine_image = "debian:bookworm"
     opts: OrbStackSettings
 
     # -- orbctl ----------------------------------------------------------------------

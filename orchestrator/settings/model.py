@@ -90,6 +90,9 @@ class Settings(Model):
     auto_up: bool = False
     pool: int = Field(0, ge=0, le=64)
     standby: bool = False
+    #: Workers are machines: systemd as PID 1 (Docker, podman), a system container or VM
+    #: (Incus), a machine (OrbStack). With no ``image`` named, the provider's machine image.
+    machine: bool = False
     #: ``[tool.orch.<name>]`` tables (a provider's, the SSH connector's), each validated
     #: by the model its owner declares; the owner reads its own with that model.
     tables: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -60,7 +60,9 @@ class ProviderContract:
 
     @pytest.fixture
     def image(self, provider: Provider) -> str:
-        return provider.settings.image or provider.default_image
+        if provider.settings.image:
+            return provider.settings.image
+        return provider.machine_image if provider.settings.machine else provider.default_image
 
     @pytest.fixture
     def vm(self, provider: Provider) -> Iterator[Callable[[str], tuple[str, Owner]]]:
