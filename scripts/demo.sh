@@ -2,7 +2,8 @@
 # The main job end to end on a fresh Debian machine (as root): set up, run the example
 # suite with pytest -n 4 --orch-up (pytest brings up four workers first), show that
 # `orch up --workers 4` reuses them and a warm run makes no VM, reset one worker, sweep
-# orphans, show the status, and clean up.
+# orphans, show the status, and clean up; then the machines example (examples/machines:
+# workers with systemd as PID 1: a service enabled, a reboot, a reset) on Docker.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
@@ -24,4 +25,6 @@ step "orch status"
 orch status
 step "orch down"
 orch down
+step "machines: cd examples/machines && pytest -n 2 --orch-up (systemd workers: a service, a reboot, a reset)"
+(cd examples/machines && pytest -n 2 --orch-up -q && orch down)
 step "demo done"
