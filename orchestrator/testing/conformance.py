@@ -43,12 +43,18 @@ WRITE = "printf %s {text} > {path}"
 def contract_settings(folder: Path, provider: str, **orch_settings: Any) -> Settings:
     """Settings for a throwaway project in ``folder``, with a prefix no one else uses."""
     folder.mkdir(parents=True, exist_ok=True)
-    table = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in orch_settings.items() if not isinstance(v, dict))
+    table = "".join(f"{k} = {_toml(v)}\n" for k, v in orch_settings.items() if not isinstance(v, dict))
     (folder / "pyproject.toml").write_text(
         f'[tool.orch]\nprovider = "{provider}"\nprefix = "c{secrets.token_hex(4)}"\nretries = 1\n{table}'
     )
     (folder / "inventories").mkdir(exist_ok=True)
     return config.load(cwd=folder, env={})
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value).replace("'", '"')
 
 
 class ProviderContract:
