@@ -121,6 +121,45 @@ def remove_podman(prefix: str, folder: Path) -> None:
         _run(["podman", "rmi", "-f", *images])
 
 
+class IncusBackend(DockerBackend):
+    """Through the incus command line (the local Incus, its default project)."""
+
+    name = "incus"
+
+    def _info(self, vm: str) -> dict | None:
+        found = json.loads(_run(["incus", "list", f"^{vm}$", "--format", "json"]).stdout or "[]")
+        return next((i for i in found if i["name"] == vm), None)
+
+    def exists(self, vm: str) -> bool:
+        return self._info(vm) is not None
+
+    def identity(self, vm: str) -> str:
+        return (self._info(vm) or {}).get("config", {}).get("volatile.uuid", "")
+
+    def running(self, vm: str) -> bool:
+        return (self._info(vm) or {}).get("status") == "Running"
+
+    def sh(self, vm: str, script: str) -> subprocess.CompletedProcess:
+        return _run(["incus", "exec", vm, "-T", "--", "sh", "-c", script])
+
+    def stop(self, vm: str) -> None:
+        _run(["incus", "stop", "--force", vm])
+
+    def remove(self, vm: str) -> None:
+        _run(["incus", "delete", "--force", vm])
+
+    def names(self, prefix: str) -> list[str]:
+        out = _run(["incus", "list", "--format", "csv", "--columns", "n"]).stdout.split()
+        return sorted(n for n in out if n.startswith(prefix))
+
+
+def remove_incus(prefix: str) -> None:
+    """Delete every Incus instance whose name starts with a test's own prefix."""
+    doomed = IncusBackend().names(prefix)
+    if doomed:
+        _run(["incus", "delete", "--force", *doomed])
+
+
 def remove_prefix(prefix: str) -> None:
     """Delete every container and image whose name starts with a test's own prefix:
     docker workers and baselines, and the orbctl emulator's machines (orbfake-<name>)."""
@@ -151,7 +190,7 @@ import pytest  # noqa: E402
 #: Run a test on the real Docker engine and on the emulated OrbStack.
 both_providers = pytest.mark.parametrize("provider_name", PROVIDERS)
 
-BACKENDS = {"docker": DockerBackend(), "orbstack": OrbStackBackend()}
+BACKENDS = {"docker": DockerBackend(), "orbstack": OrbStackBackend(), "incus": IncusBackend()}
 
 
 BIN = Path(sys.executable).parent

@@ -5,6 +5,7 @@ factory, :func:`engine_fixture`, makes all three)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,6 +94,27 @@ def _podman_image() -> str:
 podman_engine = engine_fixture("podman_engine", _podman_image, what="podman", hint="run scripts/setup.sh to set it up")
 
 
+#: The machine image as Incus names it (scripts/incus-image.sh imports it from Docker's).
+INCUS_IMAGE = os.environ.get("ORCH_INCUS_IMAGE", "orch-machine/bookworm")
+
+
+def _incus_image() -> str:
+    """The machine image's Incus alias, once incusd answers and holds it."""
+    try:
+        proc = subprocess.run(["incus", "query", "/1.0"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise Unavailable(f"incus not usable: {err}") from err
+    if proc.returncode != 0:
+        raise Unavailable(f"incusd not reachable: {proc.stderr.strip()}")
+    proc = subprocess.run(["incus", "image", "alias", "list", "--format", "json"], capture_output=True, text=True, timeout=30)
+    if INCUS_IMAGE not in {a.get("name") for a in json.loads(proc.stdout or "[]")}:
+        raise Unavailable(f"image {INCUS_IMAGE} missing in Incus (scripts/setup.sh imports it)")
+    return INCUS_IMAGE
+
+
+incus_engine = engine_fixture("incus_engine", _incus_image, what="Incus", hint="run scripts/setup.sh to set it up")
+
+
 FAKES = ROOT / "tests" / "fakes"
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -179,10 +201,19 @@ def _docker_ids(*args: str) -> set[str]:
     return set(proc.stdout.split()) if proc.returncode == 0 else set()
 
 
+def _incus_names() -> set[str]:
+    try:
+        proc = subprocess.run(["incus", "list", "--format", "csv", "--columns", "n"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return set(proc.stdout.split()) if proc.returncode == 0 else set()
+
+
 def _snapshot() -> dict[str, set[str]]:
     return {
         "containers": _docker_ids("ps", "-aq", "--no-trunc"),
         "images": _docker_ids("images", "-q", "--no-trunc"),
+        "instances": _incus_names(),
         "infra": _docker_ids("ps", "-aq", "--no-trunc", "--filter", "label=orch.test-infra")
         | _docker_ids("images", "-q", "--no-trunc", "orch-dind"),
     }
@@ -197,8 +228,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The suite must clean up after itself: any container or image made during the run
-    and still there at its end (a foreign look-alike a test made, a baseline image, an
+    """The suite must clean up after itself: any container, image or Incus instance made
+    during the run and still there at its end (a foreign look-alike a test made, a baseline image, an
     image pyinfra committed) fails the run, in CI as locally. Only the controller looks,
     once every worker is done."""
     config = session.config
@@ -206,10 +237,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     before, after = config.stash[_BEFORE], _snapshot()
     infra = after["infra"] | before["infra"]
-    left = {kind: after[kind] - before[kind] - infra for kind in ("containers", "images")}
+    left = {kind: after[kind] - before[kind] - infra for kind in ("containers", "images", "instances")}
     if not any(left.values()):
         return
-    names = []
+    names = [f"incus instance {name}" for name in sorted(left.pop("instances"))]
     for kind, ids in left.items():
         if ids:
             fmt = "{{.Name}}" if kind == "containers" else "{{.RepoTags}} {{.Id}}"

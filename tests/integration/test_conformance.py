@@ -1,6 +1,6 @@
 """The provider conformance suite on the real providers: Docker against the real engine,
-podman (rootful, the real podman), OrbStack (the real orbctl command line is emulated by
-tests/fakes/orbctl)."""
+podman (rootful, the real podman), Incus (the real incusd, system containers from the
+machine image), OrbStack (the real orbctl command line is emulated by tests/fakes/orbctl)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backends import PodmanBackend, remove_podman
+from backends import IncusBackend, PodmanBackend, remove_incus, remove_podman
 
 from orchestrator.providers.docker import DockerProvider
+from orchestrator.providers.incus import IncusProvider
 from orchestrator.providers.orbstack import OrbStackProvider
 from orchestrator.providers.podman import PodmanProvider
 from orchestrator.testing.conformance import ProviderContract, contract_settings
@@ -43,3 +44,14 @@ class TestOrbStackProvider(ProviderContract):
     def provider(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OrbStackProvider:
         monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
         return OrbStackProvider(contract_settings(tmp_path, "orbstack", image="debian:bookworm"))
+
+
+class TestIncusProvider(ProviderContract):
+    @pytest.fixture
+    def provider(self, tmp_path: Path, incus_engine: str) -> Iterator[IncusProvider]:
+        """The local Incus; whatever a failed test left there (named with the test's
+        prefix) is deleted afterwards, and checked gone."""
+        provider = IncusProvider(contract_settings(tmp_path, "incus", image=incus_engine))
+        yield provider
+        remove_incus(provider.settings.prefix)
+        assert IncusBackend().names(provider.settings.prefix) == []

@@ -1,0 +1,491 @@
+"""The Incus provider: Incus system containers (or, where the host runs KVM, virtual
+machines) as orch's VMs, reached with orch's ``@incus`` pyinfra connector
+(:mod:`orchestrator.pyinfra.incus_connector`), or over SSH at the instance's address.
+
+Everything goes through the ``incus`` command line (argv lists, ``--format json``
+parsed, the time limits of :mod:`orchestrator.providers.command`); a remote
+(``[tool.orch.incus] remote``) is the ``remote:`` prefix of every instance name, a
+project the global ``--project``.
+
+- **Machines**: an Incus instance always boots its own init, so every worker is a
+  machine (systemd as PID 1) and ``machine_image`` is the default image:
+  ``orch-machine/bookworm``, Docker's machine image imported by scripts/incus-image.sh
+  (DHCP on eth0, hostname templates). Readiness is what systemd says
+  (``systemctl is-system-running`` through ``incus exec``) once the instance runs.
+- **Ownership**: the owner's labels are ``user.orch.*`` config keys (the keys and
+  values Docker carries as labels), set when an instance is launched or copied, and
+  ``user.orch.hostname``, which the image's templates write into /etc/hostname.
+- **Baseline**: a stopped, sealed golden instance (its machine identity cleared, so
+  every copy boots with its own ``/etc/machine-id``), and ``incus copy`` of it
+  (copy-on-write on a btrfs pool) for every worker, started. A hard reset is the
+  core's delete and clone: measured here against restoring a per-worker snapshot
+  (``incus snapshot restore``), both take the same 1.4-1.5 s to a booted machine, and
+  the copy needs no snapshot to keep in step with the baseline. ``verify`` sees a golden
+  instance that was started outside orch (it runs, or its ``last_used_at`` moved), or
+  reconfigured (its config, devices or profiles).
+- **No rename**: Incus renames only stopped instances, so swapping a standby in would
+  stop it and boot it again (2.1-2.4 s here, more than the hard reset it replaces):
+  ``standby = true`` is refused in one line, and ``can_rename`` is False.
+- **VMs** (``vm = true``): ``incus launch --vm`` from a VM image (``images:debian/12`` by
+  default), ready once the incus agent in the guest answers and systemd has booted. A
+  server that cannot run VMs is refused in one line saying why (the server's own
+  reason, and on this host what KVM lacks) before any instance is made.
+
+Setup on Debian (scripts/setup.sh): ``incus-base`` (Debian 13; bookworm-backports on 12),
+a running ``incusd``, a bridge with an explicit subnet, a btrfs pool on a loop file, the
+default profile's root disk and nic, and the machine image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shlex
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field, field_validator
+
+from orchestrator.primitives import labels as L
+from orchestrator.primitives.errors import (
+    EngineUnavailable,
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+    UsageError,
+    VMNotFound,
+)
+from orchestrator.primitives.results import ExecResult
+from orchestrator.providers import command
+from orchestrator.providers.base import (
+    RUNNING,
+    STOPPED,
+    Baseline,
+    Provider,
+    ProviderSettings,
+    VMInfo,
+    WaitStrategy,
+    systemd_probe,
+)
+from orchestrator.providers.incus_errors import classify, incus_own
+
+if TYPE_CHECKING:
+    from orchestrator.primitives.labels import Owner
+    from orchestrator.settings.model import Settings
+
+log = logging.getLogger(__name__)
+
+#: The image of ``vm = true`` when the project names none: Incus's own Debian, which has
+#: the incus agent a VM needs for ``incus exec``.
+VM_IMAGE = "images:debian/12"
+#: The config key the image's templates write into /etc/hostname (else the instance's name).
+HOSTNAME_KEY = "user.orch.hostname"
+#: The owner's labels as config keys: ``orch.kind`` is ``user.orch.kind``.
+USER = "user."
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+#: Run in the provisioned instance before it is stopped as the golden one: no machine
+#: identity (systemd makes a new one at each copy's first boot; dbus links to it).
+SEAL = "umount /etc/machine-id 2>/dev/null; : > /etc/machine-id && rm -f /var/lib/dbus/machine-id"
+
+
+class IncusSettings(ProviderSettings):
+    """``[tool.orch.incus]``: how to reach Incus (client, remote, project) and what an
+    instance is (profiles, vm, storage pool, config)."""
+
+    client_fields: ClassVar[tuple[str, ...]] = ("incus", "remote", "project")
+
+    #: The incus client.
+    incus: str = Field("incus", min_length=1)
+    #: An incus remote (``incus remote list``); "" for the client's default (local).
+    remote: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
+    #: An Incus project; "" for the client's current one.
+    project: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
+    #: Profiles of new instances, in order; [] for Incus's default profile.
+    profiles: list[str] = Field(default_factory=list)
+    #: Virtual machines instead of system containers (needs KVM on the Incus host).
+    vm: bool = False
+    #: The storage pool of new instances; "" for the profile's root disk.
+    storage_pool: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
+    #: Instance config of new instances (``limits.memory = "1GiB"``).
+    config: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, value: list[str]) -> list[str]:
+        bad = [p for p in value if not re.fullmatch(_NAME, p)]
+        if bad:
+            raise ValueError(f"invalid profile name {bad[0]!r}")
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _config(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key.startswith(("user.orch.", "volatile.")) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", key):
+                raise ValueError(f"config key {key!r} is orch's or Incus's own (user.orch.*, volatile.*) or not a key")
+        return value
+
+
+def _state(status: str) -> str:
+    return {"Running": RUNNING, "Stopped": STOPPED}.get(status, status.lower() or "unknown")
+
+
+def _signature(raw: dict[str, Any]) -> dict[str, str]:
+    """What a sealed golden instance keeps until orch uses it: when it was last started,
+    and a hash of its own config (volatile keys aside), devices and profiles."""
+    config = {k: v for k, v in (raw.get("config") or {}).items() if not k.startswith("volatile.")}
+    made = json.dumps([config, raw.get("devices") or {}, raw.get("profiles") or []], sort_keys=True)
+    return {"last_used_at": str(raw.get("last_used_at", "")), "config": hashlib.sha256(made.encode()).hexdigest()[:16]}
+
+
+def kvm_facts(root: Path = Path("/")) -> list[str]:
+    """What this host lacks for KVM virtual machines ([] when nothing is seen missing):
+    a usable /dev/kvm with hardware virtualisation, and vhost-vsock (how Incus talks to
+    its agent in a VM)."""
+    facts = []
+    if not (root / "dev/kvm").exists():
+        facts.append("no /dev/kvm")
+    elif (root / "sys/module/kvm_pvm").exists():
+        facts.append("/dev/kvm is kvm_pvm (PVM guests only)")
+    try:
+        flags = {w for line in (root / "proc/cpuinfo").read_text().splitlines() if line.startswith("flags") for w in line.split()}
+    except OSError:
+        flags = set()
+    if not flags & {"vmx", "svm"}:
+        facts.append("no vmx/svm CPU flags")
+    if not (root / "dev/vhost-vsock").exists():
+        facts.append("no /dev/vhost-vsock")
+    return facts
+
+
+Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+class IncusProvider(Provider):
+    name = "incus"
+    settings_model = IncusSettings
+    has_labels = True
+    can_rename = False
+    #: An Incus instance always boots its init: a machine either way.
+    default_image = "orch-machine/bookworm"
+    machine_image = "orch-machine/bookworm"
+    opts: IncusSettings
+
+    def __init__(self, settings: Settings, runner: Runner = command.run) -> None:
+        super().__init__(settings)
+        if settings.standby:
+            raise UsageError(
+                "standby = true: Incus renames only stopped instances, so a standby swapped in would boot again "
+                "(slower than the hard reset it replaces): set standby = false with the incus provider"
+            )
+        #: ``command.run`` (tests give a recorded incus instead).
+        self.runner = runner
+        if self.opts.vm:
+            self.default_image = self.machine_image = VM_IMAGE  # type: ignore[misc]
+        self._vms_checked = False
+
+    # -- running incus -----------------------------------------------------------------
+
+    def _missing(self) -> str:
+        return (
+            f"the incus command ({self.opts.incus}) is not installed: install incus-base (Debian 13, or "
+            "bookworm-backports on Debian 12; scripts/setup.sh does)"
+        )
+
+    def _client(self) -> list[str]:
+        return [self.opts.incus, *(["--project", self.opts.project] if self.opts.project else [])]
+
+    def _at(self, name: str) -> str:
+        """``name`` on the configured remote (``remote:name``)."""
+        return f"{self.opts.remote}:{name}" if self.opts.remote else name
+
+    def _incus(
+        self, operation: str, args: list[str], *, vm: str = "", timeout: float | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        limit = timeout if timeout is not None else self.settings.timeout(operation)
+        return self.runner(
+            [*self._client(), *args],
+            operation=operation,
+            timeout=limit,
+            classify=classify,
+            vm=vm,
+            missing=self._missing(),
+            check=check,
+        )
+
+    def _json(self, operation: str, args: list[str], *, vm: str = "") -> Any:
+        out = self._incus(operation, args, vm=vm).stdout
+        try:
+            return json.loads(out or "null")
+        except json.JSONDecodeError as err:
+            raise TransientProviderError(f"incus {args[0]} printed no JSON: {out[:200]!r}", operation=operation, vm=vm) from err
+
+    def _query(self, path: str) -> Any:
+        """``incus query`` of the server's REST API (it takes no --project: the path says it)."""
+        out = self.runner(
+            [self.opts.incus, "query", f"{self.opts.remote}:{path}" if self.opts.remote else path],
+            operation="info",
+            timeout=15,
+            classify=classify,
+            missing=self._missing(),
+        ).stdout
+        try:
+            return json.loads(out or "null")
+        except json.JSONDecodeError as err:
+            raise TransientProviderError(f"incus query {path} printed no JSON: {out[:200]!r}", operation="info") from err
+
+    def check(self) -> None:
+        server = self._query("/1.0") or {}
+        if self.opts.project:
+            self._query(f"/1.0/projects/{self.opts.project}")
+        if self.opts.vm:
+            self._refuse_vms(server)
+
+    def _refuse_vms(self, server: dict[str, Any] | None = None) -> None:
+        """``vm = true`` on a server that runs no VMs: one line saying why, before any
+        instance is made (checked once)."""
+        if not self.opts.vm or self._vms_checked:
+            return
+        server = server if server is not None else (self._query("/1.0") or {})
+        drivers = [d.strip() for d in str((server.get("environment") or {}).get("driver", "")).split("|")]
+        if "qemu" in drivers:
+            self._vms_checked = True
+            return
+        warnings = self._json("info", ["warning", "list", "--format", "json"]) or []
+        why = [w.get("last_message", "") for w in warnings if w.get("type") == "Instance type not operational"]
+        if not self.opts.remote:
+            why += kvm_facts()
+        reason = "; ".join(w for w in why if w) or "its drivers are " + ", ".join(d for d in drivers if d)
+        raise UsageError(
+            f"vm = true, but this Incus server cannot run virtual machines ({reason}): "
+            "set vm = false in [tool.orch.incus] (system containers), or use a host with KVM"
+        )
+
+    def image_id(self, image: str) -> str:
+        remote, sep, alias = image.rpartition(":")
+        where = f"{remote}:" if sep else (f"{self.opts.remote}:" if self.opts.remote else "")
+        try:
+            images = self._json("image", ["image", "list", *([where] if where else []), "--format", "json"]) or []
+        except PermanentProviderError as err:
+            raise PermanentProviderError(
+                f"image {image!r} is not available to Incus ({err}): name another with --image / ORCH_IMAGE / [tool.orch] image"
+            ) from err
+        for found in images:
+            names = {a.get("name", "") for a in found.get("aliases") or []}
+            if alias in names or (len(alias) >= 12 and str(found.get("fingerprint", "")).startswith(alias)):
+                return str(found["fingerprint"])
+        raise PermanentProviderError(
+            f"image {image!r} is not in Incus{' on ' + where.rstrip(':') if where else ''}: import it "
+            "(scripts/setup.sh imports orch-machine/bookworm), or name another with --image / ORCH_IMAGE / [tool.orch] image"
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @staticmethod
+    def _keys(owner: Owner, vm: str, *, clear: bool) -> list[str]:
+        """``-c`` arguments: the owner's labels as ``user.orch.*`` keys (with ``clear``,
+        the ones this owner has not set to "", which unsets what a copy inherited), and
+        the hostname the templates write."""
+        labels = owner.labels()
+        keys = [f"{USER}{k}={labels.get(k, '')}" for k in L.ALL if clear or labels.get(k)]
+        keys.append(f"{HOSTNAME_KEY}={owner.hostname or vm}")
+        return [a for key in keys for a in ("-c", key)]
+
+    def create(self, vm: str, image: str, owner: Owner) -> None:
+        self._refuse_vms()
+        args = ["launch", image, self._at(vm), "--quiet", *(["--vm"] if self.opts.vm else [])]
+        for profile in self.opts.profiles:
+            args += ["-p", profile]
+        if self.opts.storage_pool:
+            args += ["--storage", self.opts.storage_pool]
+        for key, value in sorted(self.opts.config.items()):
+            args += ["-c", f"{key}={value}"]
+        self._incus("create", [*args, *self._keys(owner, vm, clear=False)], vm=vm)
+
+    def start(self, vm: str) -> None:
+        try:
+            self._incus("start", ["start", self._at(vm)], vm=vm)
+        except PermanentProviderError as err:
+            if "already running" not in str(err):
+                raise
+
+    def stop(self, vm: str) -> None:
+        """A clean shutdown (systemd's: 0.8 s here), forced after 10 s (or half the stop time
+        limit): a machine stopped in its first moments of boot never sees the signal."""
+        if not vm:
+            raise PermanentProviderError("refusing to stop a VM with an empty name", operation="stop")
+        grace = str(max(1, int(min(10.0, self.settings.timeout("stop") / 2))))
+        try:
+            self._incus("stop", ["stop", self._at(vm), "--timeout", grace], vm=vm)
+        except (VMNotFound, EngineUnavailable):
+            raise
+        except ProviderError as err:
+            if "already stopped" in str(err):
+                return
+            log.info("%s did not shut down cleanly in %ss (%s): stopping it by force", vm, grace, err)
+            self._incus("stop", ["stop", self._at(vm), "--force"], vm=vm)
+
+    def delete(self, vm: str) -> None:
+        if not vm:
+            raise PermanentProviderError("refusing to delete a VM with an empty name", operation="delete")
+        try:
+            self._incus("delete", ["delete", "--force", self._at(vm)], vm=vm)
+        except VMNotFound:
+            pass
+
+    def _raw(self, vm: str) -> dict[str, Any] | None:
+        """The instance as ``incus list`` shows it (with its state), or None."""
+        where = [f"{self.opts.remote}:"] if self.opts.remote else []
+        found = self._json("list", ["list", *where, f"^{vm}$", "--format", "json"], vm=vm) or []
+        return next((i for i in found if i.get("name") == vm), None)
+
+    @staticmethod
+    def _info(raw: dict[str, Any]) -> VMInfo:
+        config = raw.get("config") or {}
+        created = str(raw.get("created_at", ""))
+        return VMInfo(
+            name=str(raw.get("name", "")),
+            state=_state(str(raw.get("status", ""))),
+            labels={k.removeprefix(USER): v for k, v in config.items() if k.startswith(f"{USER}orch.") and v},
+            created=created[:19] + "Z" if created else "",
+            image=str(config.get("volatile.base_image", ""))[:12],
+        )
+
+    def inspect(self, vm: str) -> VMInfo | None:
+        raw = self._raw(vm)
+        return None if raw is None else self._info(raw)
+
+    def list_vms(self, *, all_vms: bool = False) -> list[VMInfo]:
+        args = ["list", *([f"{self.opts.remote}:"] if self.opts.remote else [])]
+        if not all_vms:
+            args.append(f"{USER}{L.MANAGED_BY}={L.MANAGED_BY_VALUE}")
+        return [self._info(raw) for raw in self._json("list", [*args, "--format", "json"]) or []]
+
+    def address(self, vm: str) -> str:
+        """The instance's IPv4 address on its first nic that has one (waited for, within
+        the ready time limit, while a running instance has none yet)."""
+        found: list[str] = []
+
+        def probe() -> str | None:
+            raw = self._raw(vm)
+            if raw is None:
+                raise VMNotFound(f"instance {vm} does not exist", operation="address", vm=vm)
+            if raw.get("status") != "Running":
+                raise TransientProviderError(
+                    f"instance {vm} has no address: it is {raw.get('status')}", operation="address", vm=vm
+                )
+            for nic, net in sorted(((raw.get("state") or {}).get("network") or {}).items()):
+                for addr in (net.get("addresses") or []) if nic != "lo" else []:
+                    if addr.get("family") == "inet" and addr.get("scope") == "global":
+                        found.append(str(addr["address"]))
+                        return None
+            return "running, no IPv4 address yet"
+
+        WaitStrategy(timeout=self.settings.timeout("ready"), interval=0.1).wait(f"the address of {vm}", probe)
+        return found[0]
+
+    def exec_argv(self, vm: str, argv: list[str], *, interactive: bool = False) -> list[str]:
+        return [*self._client(), "exec", self._at(vm), "-t" if interactive else "-T", "--", *argv]
+
+    def exec(self, vm: str, argv: list[str], *, timeout: float | None = None) -> ExecResult:
+        limit = timeout if timeout is not None else self.settings.timeout("default")
+        proc = self.runner(self.exec_argv(vm, argv), operation="exec", timeout=limit, classify=classify, vm=vm, check=False)
+        if proc.returncode != 0 and incus_own(proc.stderr):
+            raise classify("exec", vm, proc.returncode, proc.stderr)
+        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def wait_ready(self, vm: str) -> float:
+        """Running, then booted by systemd's account (for a VM, once its incus agent
+        answers ``incus exec``: until then Incus says the agent is not running)."""
+        booted = systemd_probe(vm, lambda argv: self.exec(vm, argv, timeout=15))
+
+        def probe() -> str | None:
+            raw = self._raw(vm)
+            if raw is None:
+                raise VMNotFound(f"instance {vm} disappeared while waiting for it", operation="ready", vm=vm)
+            if raw.get("status") != "Running":
+                return f"instance status {raw.get('status', 'unknown')}"
+            return booted()
+
+        strategy = WaitStrategy(
+            timeout=self.settings.timeout("ready"), interval=0.5 if self.opts.vm else 0.05, tolerate=(TransientProviderError,)
+        )
+        return strategy.wait(f"{'VM' if self.opts.vm else 'instance'} {vm}", probe)
+
+    def host(self, vm: str) -> tuple[str, dict[str, Any]]:
+        data = {"incus_remote": self.opts.remote, "incus_project": self.opts.project}
+        return f"@incus/{vm}", {k: v for k, v in data.items() if v}
+
+    @classmethod
+    def testinfra_host(cls, host: str, data: dict[str, Any]) -> Any:
+        """``incus exec NAME -T -- /bin/sh -c CMD`` as root (testinfra's lxc backend runs
+        the ``lxc`` command: this is the same with ``incus``)."""
+        from testinfra.backend import base  # noqa: PLC0415  optional (orch[testinfra]): only orch_host needs it
+        from testinfra.host import Host  # noqa: PLC0415  (the same)
+
+        connector, _, target = host.partition("/")
+        if connector != "@incus":
+            return super().testinfra_host(host, data)
+        client = ["incus", *(["--project", data["incus_project"]] if data.get("incus_project") else [])]
+        at = f"{data['incus_remote']}:{target}" if data.get("incus_remote") else target
+        prefix = shlex.join([*client, "exec", at, "-T", "--", "/bin/sh", "-c"]).replace("%", "%%")
+
+        class IncusBackend(base.BaseBackend):
+            NAME = "incus"
+
+            def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
+                cmd = self.get_command(command, *args)
+                out = self.run_local(f"{prefix} %s", cmd)
+                out.command = self.encode(cmd)
+                return out
+
+        return Host(IncusBackend(target))
+
+    # -- baseline: a stopped, sealed golden instance, copied ------------------------------
+
+    def seal(self, vm: str, owner: Owner) -> Baseline:
+        sealed = self.exec(vm, ["sh", "-c", SEAL])
+        if not sealed.ok:
+            raise PermanentProviderError(f"cannot seal {vm}: {sealed.stderr.strip()}", operation="seal", vm=vm)
+        self.stop(vm)
+        raw = self._raw(vm)
+        if raw is None:
+            raise VMNotFound(f"the baseline instance {vm} disappeared while it was sealed", operation="seal", vm=vm)
+        return Baseline(vm, _signature(raw))
+
+    def verify(self, baseline: Baseline) -> str | None:
+        raw = self._raw(baseline.ref)
+        if raw is None:
+            return f"the baseline instance {baseline.ref} is gone"
+        if raw.get("status") != "Stopped":
+            return f"the baseline instance {baseline.ref} was started outside orch (it is {raw.get('status')})"
+        now = _signature(raw)
+        if now["last_used_at"] != baseline.seal.get("last_used_at"):
+            return f"the baseline instance {baseline.ref} was started outside orch since it was sealed"
+        if now["config"] != baseline.seal.get("config"):
+            return f"the baseline instance {baseline.ref} was reconfigured since it was sealed (config, devices or profiles)"
+        return None
+
+    def clone(self, baseline: Baseline, vm: str, owner: Owner) -> None:
+        self._refuse_vms()
+        args = ["copy", self._at(baseline.ref), self._at(vm), "--instance-only", *self._keys(owner, vm, clear=True)]
+        if self.opts.storage_pool:
+            args += ["--storage", self.opts.storage_pool]
+        try:
+            self._incus("clone", args, vm=vm)
+        except VMNotFound as err:
+            raise PermanentProviderError(
+                f"the baseline instance {baseline.ref} is gone ({err})", operation="clone", vm=vm
+            ) from err
+        self.start(vm)
+
+    def drop(self, baseline: Baseline) -> bool:
+        """Delete the golden instance (its copies are copies: they do not need it)."""
+        self.delete(baseline.ref)
+        return True

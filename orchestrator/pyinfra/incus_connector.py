@@ -1,0 +1,176 @@
+"""``@incus/NAME``: pyinfra's connector for a running Incus instance (pyinfra has none for
+Incus or LXD), registered as the ``incus`` entry point of ``pyinfra.connectors``.
+
+Commands run as ``incus exec NAME -T -- sh -c COMMAND``, built as pyinfra's ``@docker``
+builds its ``docker exec``: pyinfra's ``make_unix_command_for_host`` wraps the command
+for ``_sudo``, ``_sudo_user``, ``_su_user``, ``_env`` and ``_chdir``, and the local
+connector runs it (its exit code and output as pyinfra reports any command's). Files go
+through ``incus file push`` and ``incus file pull`` of a local temporary file.
+
+Host data ``incus_remote`` (an incus remote: ``remote:NAME``) and ``incus_project``
+(``--project``) reach instances elsewhere; orch's Incus provider writes them into the
+inventories when they are set. The connector never starts, stops or deletes an
+instance: connecting to one that is not running fails, naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from tempfile import mkstemp
+from typing import TYPE_CHECKING, Any
+
+from pyinfra.api import QuoteString, StringCommand
+from pyinfra.api.exceptions import ConnectError, InventoryError
+from pyinfra.api.util import get_file_io
+from pyinfra.connectors.base import BaseConnector, DataMeta
+from pyinfra.connectors.local import LocalConnector
+from pyinfra.connectors.util import extract_control_arguments, make_unix_command_for_host
+from typing_extensions import TypedDict, Unpack
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pyinfra.api.arguments import ConnectorArguments
+    from pyinfra.api.host import Host
+    from pyinfra.api.state import State
+    from pyinfra.connectors.util import CommandOutput
+
+
+class ConnectorData(TypedDict):
+    incus_instance: str
+    incus_remote: str
+    incus_project: str
+
+
+connector_data_meta: dict[str, DataMeta] = {
+    "incus_instance": DataMeta("Name of the Incus instance"),
+    "incus_remote": DataMeta("The incus remote the instance is on (default: the client's)", ""),
+    "incus_project": DataMeta("The Incus project the instance is in (default: the client's)", ""),
+}
+
+#: Where ``incus exec`` starts commands as root: a relative path is resolved here for
+#: ``incus file push/pull`` too (they take absolute paths).
+HOME = "/root"
+
+
+class IncusConnector(BaseConnector):
+    """Run pyinfra operations in a running Incus instance: ``pyinfra @incus/NAME ...``."""
+
+    handles_execution = True
+
+    data_cls = ConnectorData
+    data_meta = connector_data_meta
+    data: ConnectorData
+
+    def __init__(self, state: State, host: Host) -> None:
+        super().__init__(state, host)
+        self.local = LocalConnector(state, host)
+
+    @staticmethod
+    def make_names_data(name: str | None = None) -> Iterator[tuple[str, dict[str, Any], list[str]]]:
+        if not name:
+            raise InventoryError("No Incus instance named: use @incus/NAME")
+        yield f"@incus/{name}", {"incus_instance": name}, ["@incus"]
+
+    # -- the incus command line ---------------------------------------------------------
+
+    def _client(self) -> list[str]:
+        project = self.data.get("incus_project") or ""
+        return ["incus", *(["--project", project] if project else [])]
+
+    def _target(self) -> str:
+        remote = self.data.get("incus_remote") or ""
+        name = self.data["incus_instance"]
+        return f"{remote}:{name}" if remote else name
+
+    def _path(self, remote_filename: str) -> str:
+        """``NAME/ABSOLUTE/PATH``, as ``incus file`` takes it."""
+        path = remote_filename if remote_filename.startswith("/") else f"{HOME}/{remote_filename}"
+        return f"{self._target()}{path}"
+
+    def connect(self) -> None:
+        self.local.connect()
+        target = self._target()
+        remote, _, name = target.rpartition(":")
+        argv = [*self._client(), "list", *([f"{remote}:"] if remote else []), f"^{name}$", "--format", "json"]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise ConnectError(f"incus did not answer for {target}: {err}") from err
+        if proc.returncode != 0:
+            raise ConnectError(f"incus cannot reach {target}: {' '.join(proc.stderr.split())}")
+        status = next((i.get("status", "") for i in json.loads(proc.stdout or "[]") if i.get("name") == name), "")
+        if status != "Running":
+            raise ConnectError(f"{target} is not a running Incus instance ({status or 'not found'}): start it first")
+
+    # -- commands and files ---------------------------------------------------------------
+
+    def run_shell_command(
+        self,
+        command: StringCommand,
+        print_output: bool = False,
+        print_input: bool = False,
+        **arguments: Unpack[ConnectorArguments],
+    ) -> tuple[bool, CommandOutput]:
+        local_arguments = extract_control_arguments(arguments)
+        inner = make_unix_command_for_host(self.state, self.host, command, **arguments)
+        tty = "-t" if local_arguments.get("_get_pty") else "-T"
+        incus_command = StringCommand(
+            *(shlex.quote(w) for w in self._client()),
+            "exec",
+            shlex.quote(self._target()),
+            tty,
+            "--",
+            "sh",
+            "-c",
+            StringCommand(QuoteString(inner)),
+        )
+        return self.local.run_shell_command(incus_command, print_output=print_output, print_input=print_input, **local_arguments)
+
+    def _incus_file(self, verb: str, source: str, dest: str, print_output: bool, print_input: bool) -> None:
+        argv = StringCommand(*(shlex.quote(w) for w in self._client()), "file", verb, QuoteString(source), QuoteString(dest))
+        status, output = self.local.run_shell_command(argv, print_output=print_output, print_input=print_input)
+        if not status:
+            raise OSError(output.stderr)
+
+    def put_file(
+        self,
+        filename_or_io: Any,
+        remote_filename: str,
+        remote_temp_filename: str | None = None,  # ignored: pushed where it goes, as root
+        print_output: bool = False,
+        print_input: bool = False,
+        **arguments: Any,  # ignored (as @docker's): the file is written as root
+    ) -> bool:
+        fd, temp = mkstemp()
+        try:
+            with get_file_io(filename_or_io) as file_io, open(temp, "wb") as out:
+                data = file_io.read()
+                out.write(data.encode() if isinstance(data, str) else data)
+            self._incus_file("push", temp, self._path(remote_filename), print_output, print_input)
+        finally:
+            os.close(fd)
+            os.remove(temp)
+        return True
+
+    def get_file(
+        self,
+        remote_filename: str,
+        filename_or_io: Any,
+        remote_temp_filename: str | None = None,  # ignored
+        print_output: bool = False,
+        print_input: bool = False,
+        **arguments: Any,  # ignored (as @docker's)
+    ) -> bool:
+        fd, temp = mkstemp()
+        try:
+            self._incus_file("pull", self._path(remote_filename), temp, print_output, print_input)
+            with open(temp, "rb") as got, get_file_io(filename_or_io, "wb") as file_io:
+                file_io.write(got.read())
+        finally:
+            os.close(fd)
+            os.remove(temp)
+        return True
