@@ -29,7 +29,7 @@ from orchestrator.primitives.errors import LiveRunError, OrchError, UsageError
 from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.labels import Owner
 from orchestrator.primitives.version import __version__
-from orchestrator.providers.base import Provider, VMInfo
+from orchestrator.providers.base import RESTARTING, Provider, VMInfo
 from orchestrator.providers.registry import get_provider
 from orchestrator.pyinfra.loading import load_callable
 from orchestrator.pyinfra.runner import DeployResult, HostSpec, PyinfraDeployer
@@ -207,6 +207,10 @@ class Context:
             raise UsageError(f"{vm} is missing or not orch's: run `orch up` to make it again")
         if info.running:
             self.connector.ready(vm)
+            return False
+        if info.state == RESTARTING:  # a machine rebooting: its backend brings it back
+            self.wait_ready(vm)
+            self.write_inventories()  # its address may have changed
             return False
         log.warning("%s was %s: starting it", vm, info.state)
         self.provider.call(f"start {vm}", lambda: self.provider.start(vm))

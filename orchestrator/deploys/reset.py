@@ -2,7 +2,9 @@
 keeping the VM. Used for backends without snapshots and by users who want to keep the VM.
 
 It clears, relative to what provisioning recorded in /var/lib/orch/baseline:
-- processes: every process except the init, the container's main process and the reset itself is killed;
+- processes: every process except the init, the container's main process and the reset itself is killed
+  (on a machine, where systemd is PID 1, only those beside the reset: a service runs in a
+  cgroup of its own, what ``docker exec`` started runs in the container's);
 - users and groups added since provisioning are deleted (with their home folders);
 - Debian packages installed since provisioning are purged;
 - /tmp, /var/tmp and /var/lib/orch/scratch are emptied.
@@ -27,12 +29,18 @@ for d in /proc/[0-9]*; do
   if [ -z "$main" ] || [ "$pid" -lt "$main" ]; then main=$pid; fi
 done
 case "$(cat /proc/1/comm 2>/dev/null)" in docker-init|tini|init|dumb-init|catatonit) keep="$keep$main ";; esac
+# a machine: systemd's services (journald, dbus, what the baseline enabled) live in cgroups
+# of their own; strays are what was started beside this reset, in the container's own
+cg() { sed -n 's/^[0-9]*:name=systemd://p; s/^0:://p' "/proc/$1/cgroup" 2>/dev/null | head -n 1; }
+beside=""
+[ "$(cat /proc/1/comm 2>/dev/null)" != systemd ] || beside=$(cg $$)
 # this shell and the shells pyinfra wrapped it in
 p=$$
 while [ "${p:-0}" -gt 0 ]; do keep="$keep$p "; p=$(ppid "$p"); done
 for d in /proc/[0-9]*; do
   pid=${d#/proc/}
   case "$keep" in *" $pid "*) continue;; esac
+  [ -z "$beside" ] || [ "$(cg "$pid")" = "$beside" ] || continue
   kill -9 "$pid" 2>/dev/null || true
 done
 true

@@ -38,6 +38,10 @@ R = TypeVar("R")
 
 RUNNING = "running"
 STOPPED = "stopped"
+#: A VM its backend is restarting by itself (a machine that rebooted: Docker's restart
+#: policy between two boots). It comes back under the same name: wait for it, never start
+#: it or make it again.
+RESTARTING = "restarting"
 
 
 @dataclass

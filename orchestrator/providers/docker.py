@@ -11,6 +11,18 @@ Baseline: the provisioned baseline container is committed to an image
 moved, an id cannot), and the container is deleted; VMs are created from the image.
 The image carries no ``orch.managed-by`` label: a container someone runs from it by hand
 is not orch's.
+
+Machines (``machine = true``): systemd is the container's PID 1 (the image's
+``/sbin/init``, no ``--init`` shim), with the fewest privileges it boots with: no
+``--privileged``, no added capability. Docker needs ``--stop-signal SIGRTMIN+3`` (systemd's
+"halt": a stop is a clean shutdown), ``--tmpfs /run --tmpfs /run/lock`` (every boot starts
+with an empty /run) and a writable systemd cgroup: on cgroup v1 the ``name=systemd``
+hierarchy bind-mounted read-write, on cgroup v2 (untested here) the whole tree in the
+host's cgroup namespace. lxcfs's ``/proc/uptime`` is mounted where lxcfs runs on this
+machine, so that pyinfra's ``server.reboot`` sees the container's uptime go down. A reboot
+inside (``systemctl reboot``) ends PID 1 and the restart policy starts it again under
+the same name; meanwhile Docker says "restarting", which orch waits through. ``seal``
+empties ``/etc/machine-id`` before the commit, so each clone's systemd makes its own.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import json
 import logging
 import os
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
@@ -34,7 +47,17 @@ from orchestrator.primitives.errors import (
 )
 from orchestrator.primitives.results import ExecResult
 from orchestrator.providers import command
-from orchestrator.providers.base import RUNNING, STOPPED, Baseline, Provider, ProviderSettings, VMInfo, WaitStrategy
+from orchestrator.providers.base import (
+    RESTARTING,
+    RUNNING,
+    STOPPED,
+    Baseline,
+    Provider,
+    ProviderSettings,
+    VMInfo,
+    WaitStrategy,
+    systemd_probe,
+)
 from orchestrator.providers.docker_errors import classify
 from orchestrator.providers.docker_images import DockerImages
 from orchestrator.providers.engines import Engines, EngineSettings
@@ -44,6 +67,17 @@ if TYPE_CHECKING:
     from orchestrator.settings.model import Settings
 
 log = logging.getLogger(__name__)
+
+#: lxcfs's view of /proc/uptime (scripts/setup.sh starts lxcfs on /var/lib/lxcfs): mounted
+#: over a machine's /proc/uptime, it says how long the container has run, not the host.
+LXCFS_UPTIME = Path("/var/lib/lxcfs/proc/uptime")
+#: The engines already warned that machines there have the host's uptime (once each).
+_WARNED: set[str] = set()
+#: What a machine runs as PID 1.
+INIT = "/sbin/init"
+#: A machine's first-boot identity, emptied by ``seal`` (systemd makes a new one at boot;
+#: dbus's tmpfiles link its copy to it again).
+CLEAR_MACHINE_ID = "( : > /etc/machine-id ) && rm -f /var/lib/dbus/machine-id"
 
 
 class ContainerSettings(ProviderSettings):
@@ -88,6 +122,8 @@ def _state(raw: dict[str, Any]) -> str:
         return RUNNING
     if status in ("exited", "created", "dead"):
         return STOPPED
+    if status == "restarting":  # the restart policy at work (a machine rebooted itself)
+        return RESTARTING
     return status or "unknown"
 
 
@@ -97,6 +133,8 @@ class DockerProvider(DockerImages, Provider):
     has_labels = True
     can_rename = True
     default_image = "debian:bookworm"
+    #: systemd on the same debootstrap rootfs as orch-base (scripts/setup.sh builds it).
+    machine_image = "orch-machine:bookworm"
     opts: ContainerSettings
     #: This backend's error texts, by meaning (podman has its own).
     classify = staticmethod(classify)
@@ -108,6 +146,12 @@ class DockerProvider(DockerImages, Provider):
         #: The Docker engine (``--host``: unix://…, ssh://…, tcp://…); "" for the one the
         #: docker command uses by default. Several engines: see providers/engines.py.
         self.engine = engine
+        self._cgroup = ""  # the engine's cgroup version, asked once (machines only)
+        if self.machine and "command" in self.opts.model_fields_set:
+            raise UsageError(
+                f"[tool.orch.{self.name}] command is not used with machine = true (systemd, {INIT}, is PID 1): "
+                "remove it, or set machine = false"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Provider:
@@ -203,11 +247,53 @@ class DockerProvider(DockerImages, Provider):
         args = ["run", "--detach", "--name", vm, "--hostname", owner.hostname or vm, "--pull", "never"]
         if restart:
             args += ["--restart", "unless-stopped"]
-        if self.opts.init:
+        if self.opts.init and not self.machine:
             args.append("--init")
         for key, value in sorted(owner.labels().items()):
             args += ["--label", f"{key}={value}"]
+        if self.machine:
+            return [*args, *self._machine_args(), *self._uptime_args(), *self.opts.run_args, image, INIT]
         return [*args, *self.opts.run_args, image, *self.opts.command]
+
+    # -- machines: systemd as PID 1 ------------------------------------------------------
+
+    def _machine_args(self) -> list[str]:
+        """What systemd needs of Docker, and no more (each flag: see the module's docstring)."""
+        args = ["--stop-signal", "SIGRTMIN+3", "--tmpfs", "/run", "--tmpfs", "/run/lock"]
+        if self.cgroup_version() == "2":  # documented recipe; untested here (a cgroup v1 host)
+            return [*args, "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
+        # v1: only the name=systemd hierarchy, read-write; the controllers stay read-only
+        return [*args, "-v", "/sys/fs/cgroup/systemd:/sys/fs/cgroup/systemd"]
+
+    def cgroup_version(self) -> str:
+        """The engine's cgroup version ("1" or "2"), asked once."""
+        if not self._cgroup:
+            said = self._docker("info", ["info", "--format", "{{.CgroupVersion}}"], timeout=15).strip()
+            self._cgroup = "2" if said == "2" else "1"
+        return self._cgroup
+
+    @property
+    def local_engine(self) -> bool:
+        """Whether the engine runs on this machine (so this machine's files are its host's)."""
+        where = self.engine or os.environ.get("DOCKER_HOST", "")
+        return not where or where.startswith("unix://")
+
+    def _uptime_args(self) -> list[str]:
+        """lxcfs's uptime over /proc/uptime, where lxcfs runs on the engine's host; else
+        one warning per engine: pyinfra's ``server.reboot`` would wait for an uptime that
+        never goes down (the host's) and fail after its time limit."""
+        if self.local_engine and LXCFS_UPTIME.is_file():
+            return ["-v", f"{LXCFS_UPTIME}:/proc/uptime:ro"]
+        where = self.engine or "local"
+        if where not in _WARNED:
+            _WARNED.add(where)
+            log.warning(
+                "%s machines on the %s engine see the host's uptime, so pyinfra's server.reboot cannot see "
+                "them reboot: run lxcfs on the engine's host (lxcfs /var/lib/lxcfs; scripts/setup.sh does)",
+                self.name,
+                where,
+            )
+        return []
 
     def create(self, vm: str, image: str, owner: Owner) -> None:
         self._docker("create", self._run_args(vm, image, owner), vm=vm)
@@ -285,6 +371,10 @@ class DockerProvider(DockerImages, Provider):
         return [*self._client(), "exec", *(["-it"] if interactive else ["-i"]), vm, *argv]
 
     def wait_ready(self, vm: str) -> float:
+        """Until the container runs and answers; a machine, until systemd says it has booted
+        (a machine rebooting, "restarting" or not answering yet, is waited for)."""
+        systemd = systemd_probe(vm, lambda argv: self.exec(vm, argv, timeout=10)) if self.machine else None
+
         def probe() -> str | None:
             info = self.inspect(vm)
             if info is None:
@@ -292,6 +382,8 @@ class DockerProvider(DockerImages, Provider):
             if not info.running:
                 return f"container state {info.state}"
             try:
+                if systemd is not None:
+                    return systemd()
                 self._docker("ready", ["exec", vm, "true"], vm=vm, timeout=10)
             except (VMNotFound, EngineUnavailable):
                 raise
@@ -323,10 +415,24 @@ class DockerProvider(DockerImages, Provider):
         args = ["commit"]
         for change in changes:
             args += ["--change", change]
+        if self.machine:
+            self._forget_machine_id(vm)
         self._docker("commit", [*args, vm, tag], vm=vm)
         image = self._image_inspect(tag)
         self.delete(vm)
         return Baseline(image, {"tag": tag})
+
+    def _forget_machine_id(self, vm: str) -> None:
+        """The baseline's machine id, emptied in the container before it is committed:
+        systemd writes it to /etc/machine-id at first boot (no transient bind mount here:
+        /etc is writable), and a clone that found one would be the same machine."""
+        result = self.exec(vm, ["sh", "-c", CLEAR_MACHINE_ID])
+        if not result.ok:
+            raise PermanentProviderError(
+                f"cannot empty /etc/machine-id in {vm} before sealing it: {result.stderr.strip()[:200]}",
+                operation="commit",
+                vm=vm,
+            )
 
     def clone(self, baseline: Baseline, vm: str, owner: Owner) -> None:
         self._docker("create", self._run_args(vm, baseline.ref, owner), vm=vm)

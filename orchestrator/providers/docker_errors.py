@@ -36,6 +36,7 @@ _TRANSIENT = (
     "resource temporarily unavailable",
     "502 Bad Gateway",
     "503 Service Unavailable",
+    "is restarting, wait until the container is running",  # a machine between two boots
 )
 
 

@@ -21,6 +21,12 @@ docker's), the same labels, the same baseline (a committed image
 - delete kills at once (``podman rm --force --time 0``; podman would otherwise wait the
   container's stop timeout, as ``docker rm --force`` does not);
 - ``--init`` runs catatonit (Debian's ``catatonit`` package);
+- machines (``machine = true``): ``--systemd=always`` is all podman needs to run the
+  image's ``/sbin/init`` as PID 1 without privileges: it sets the stop signal
+  (SIGRTMIN+3), mounts tmpfs on /run, /run/lock, /tmp and /var/log/journal (so the journal
+  of a boot goes with it) and the systemd cgroup, and passes ``container_uuid``. A reboot
+  inside ends the container and ``--restart always`` starts it again; between the two,
+  podman says "stopped" for a moment;
 - one engine only: several engines are the Docker provider's (``[tool.orch.docker]
   engines``; the older ``[tool.orch] engines`` is refused with podman), as pyinfra's
   ``@podman`` reaches only this machine's containers.
@@ -34,6 +40,7 @@ set ("error setting rlimit type 7: operation not permitted").
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -171,6 +178,8 @@ class PodmanProvider(DockerProvider):
     has_labels = True
     can_rename = True
     default_image = "docker.io/library/debian:bookworm"
+    #: scripts/setup.sh builds it for podman under this name (no registry involved).
+    machine_image = "localhost/orch-machine:bookworm"
 
     def __init__(self, settings: Settings, engine: str = "") -> None:
         if engine:
@@ -218,6 +227,14 @@ class PodmanProvider(DockerProvider):
         # "always", not "unless-stopped": the same to podman, but podman-restart.service
         # (systemd) starts only "always" containers at boot
         return [args[0], "--restart", "always", *args[1:]] if restart else args
+
+    def _machine_args(self) -> list[str]:
+        return ["--systemd=always"]
+
+    @property
+    def local_engine(self) -> bool:
+        """podman runs its containers on this machine, unless the client is remote."""
+        return not (self.opts.client.endswith("-remote") or os.environ.get("CONTAINER_HOST"))
 
     def delete(self, vm: str) -> None:
         if not vm:

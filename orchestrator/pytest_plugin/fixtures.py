@@ -13,7 +13,7 @@ import pytest
 from orchestrator.primitives.errors import OrchError
 from orchestrator.pytest_plugin.handout import fail, get_worker
 from orchestrator.pytest_plugin.hosts import testinfra_host
-from orchestrator.pytest_plugin.run import orch_run
+from orchestrator.pytest_plugin.run import OrchRun, orch_run
 from orchestrator.pytest_plugin.worker import _CURRENT, Worker
 from orchestrator.verbs.oneoffs import create_oneoff
 
@@ -51,6 +51,11 @@ def worker_vm(orch_worker: Worker) -> str:
     return orch_worker.vm
 
 
+def _ready(run: OrchRun, vm: str) -> None:
+    """A one-off machine after a reboot: booted again."""
+    run.ctx.wait_ready(vm)
+
+
 @pytest.fixture
 def fresh_vm(request: pytest.FixtureRequest) -> Iterator[Callable[[], Worker]]:
     """A factory of one-off VMs for lifecycle tests: ``vm = fresh_vm()``. Each is recorded
@@ -62,9 +67,10 @@ def fresh_vm(request: pytest.FixtureRequest) -> Iterator[Callable[[], Worker]]:
 
     def make() -> Worker:
         try:
-            worker = Worker(create_oneoff(run.ctx, run.run_id))
+            host = create_oneoff(run.ctx, run.run_id)
         except OrchError as err:
             fail(err)
+        worker = Worker(host, ready=(lambda: _ready(run, host.vm)) if run.settings.machine else None)
         made.append(worker)
         return worker
 

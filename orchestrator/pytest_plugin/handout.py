@@ -42,6 +42,7 @@ def get_worker(config: pytest.Config) -> Worker:
             workers_hint=run.workerinput.get("workercount"),
             resetter=lambda: reset_worker(run, worker_id),
             ensure_running=lambda: _ensure(run, worker_id),
+            ready=(lambda: _ready(run, worker_id)) if run.settings.machine else None,
         )
     return run.worker
 
@@ -82,6 +83,16 @@ def _ensure(run: OrchRun, worker_id: str) -> None:
     if run.ctx.ensure_running(run.worker.vm, worker_id):
         log.warning("orch: %s's VM %s was stopped; started it", worker_id, run.worker.vm)
         run.worker.refresh()
+
+
+def _ready(run: OrchRun, worker_id: str) -> None:
+    """A machine after a reboot: running again under its name (one its backend restarts is
+    waited for, one that stayed down is started), booted, and read again from its inventory."""
+    assert run.worker is not None
+    vm = run.worker.vm
+    if not run.ctx.ensure_running(vm, worker_id):  # started: it waited already
+        run.ctx.wait_ready(vm)
+    run.worker.refresh()
 
 
 def reset_worker(run: OrchRun, worker_id: str) -> None:

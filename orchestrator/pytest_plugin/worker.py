@@ -5,12 +5,21 @@ The worker's VM is found in the generated inventory (``<inventory dir>/gwN.py``)
 by guessing names, so a test reaches exactly what ``orch up`` made and recorded. A VM
 is handed to a pyinfra connector only while it runs (pyinfra's ``@docker`` commits and
 removes a stopped container it had to start itself).
+
+A machine (``machine = true``) may reboot inside a test (pyinfra's ``server.reboot``, a
+package's scripts). An operation or deploy on one reads the machine's boot before and
+after; when it rebooted, the worker waits until the provider says it is ready again
+(systemd booted), and connects again, before the test goes on. One that is down before
+(a reboot the test started itself) is waited for first: pyinfra's ``@podman``, connecting
+between the machine's exit and its restart, would start it itself, then commit and
+remove it when it disconnects.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +33,10 @@ from orchestrator.state import inventory
 #: The key under which the pytest controller hands a worker the orch worker id to use
 #: (differs from the xdist id after a crashed worker was replaced).
 WORKERINPUT_KEY = "orch_worker"
+
+#: What tells one boot of a machine from the next: the kernel's boot id (a VM's own) and
+#: when PID 1 started (a container shares the host's kernel, so its boot id too).
+BOOT_ID = "cat /proc/sys/kernel/random/boot_id && sed 's/^.*) //' /proc/1/stat | cut -d' ' -f20"
 
 
 class WorkerMissing(OrchError):
@@ -61,7 +74,9 @@ class Worker:
         *,
         resetter: Callable[[], None] | None = None,
         ensure_running: Callable[[], None] | None = None,
+        ready: Callable[[], None] | None = None,
     ) -> None:
+        """``ready`` (machines only): wait until the VM is running and booted again."""
         self.worker_id: str = host.worker
         self.vm: str = host.vm
         self.host: str = host.name
@@ -71,6 +86,7 @@ class Worker:
         self._session: PyinfraSession | None = None
         self._resetter = resetter
         self._ensure_running = ensure_running
+        self._ready = ready
 
     def __repr__(self) -> str:
         return f"<Worker {self.worker_id} vm={self.vm} host={self.host}>"
@@ -80,14 +96,49 @@ class Worker:
         if self._ensure_running is not None:
             self._ensure_running()
 
+    def wait_ready(self) -> None:
+        """A machine: wait until it is booted again, then connect again on next use (after
+        a reboot the test started itself, e.g. ``run("systemctl reboot")``: systemd says
+        "stopping" until the machine goes down, so this cannot return too early). Nothing
+        to wait for on a plain container."""
+        if self._ready is not None:
+            self.close()
+            self._ready()
+
+    def _boot(self) -> str | None:
+        """This boot of the machine, or None when it cannot be asked now (it is down)."""
+        try:
+            result = self.session.shell(BOOT_ID)
+        except Exception:  # a connection that died with the boot: any error means it is down
+            return None
+        return result.stdout if result.ok else None
+
+    @contextlib.contextmanager
+    def _reboots(self) -> Iterator[None]:
+        """Around an operation or deploy: a machine that is down is waited for first, and
+        one that rebooted during it is waited for after."""
+        if self._ready is None:
+            yield
+            return
+        before = self._boot()
+        if before is None:
+            self.wait_ready()
+            before = self._boot()
+        yield
+        if before is None or self._boot() != before:
+            self.wait_ready()
+
     @property
     def session(self) -> PyinfraSession:
         if self._session is None:
             self.ensure_running()
-            session = PyinfraSession([(self.host, self.host_data)], exit_codes=exit_codes(self.provider))
-            session.__enter__()
-            self._session = session
+            self._session = self._connect()
         return self._session
+
+    def _connect(self) -> PyinfraSession:
+        session = PyinfraSession([(self.host, self.host_data)], exit_codes=exit_codes(self.provider))
+        session.__enter__()
+        return session
 
     def refresh(self) -> None:
         """Read the worker's host again from its inventory (a VM made again, or started
@@ -119,12 +170,18 @@ class Worker:
 
     def operation(self, op: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Run one pyinfra operation, e.g. ``operation(files.directory, path="/x")``;
-        raises ``DeployError`` if it fails (naming the command and its exit code)."""
-        self._raise(self.session.operation(op, *args, **kwargs))
+        raises ``DeployError`` if it fails (naming the command and its exit code). On a
+        machine, one that rebooted it (``server.reboot``) returns once it is ready again."""
+        with self._reboots():
+            failed = self.session.operation(op, *args, **kwargs)
+        self._raise(failed)
 
     def deploy(self, func: Callable[..., Any], **kwargs: Any) -> None:
-        """Run a ``@deploy`` function (several operations); raises ``DeployError`` if it fails."""
-        self._raise(self.session.deploy(func, **kwargs))
+        """Run a ``@deploy`` function (several operations); raises ``DeployError`` if it
+        fails. On a machine, one that rebooted it returns once it is ready again."""
+        with self._reboots():
+            failed = self.session.deploy(func, **kwargs)
+        self._raise(failed)
 
     def reset(self) -> None:
         """Put this worker's VM back to its baseline now (same name, same inventory)."""
@@ -145,6 +202,7 @@ def find_worker(
     workers_hint: int | None = None,
     resetter: Callable[[], None] | None = None,
     ensure_running: Callable[[], None] | None = None,
+    ready: Callable[[], None] | None = None,
 ) -> Worker:
     """The worker ``worker_id`` as the generated inventory describes it, or
     ``WorkerMissing`` naming the command that makes it (or the log that says why not)."""
@@ -160,7 +218,9 @@ def find_worker(
             f"orch: worker {worker_id}'s provisioning failed ({host.data['orch_failed']}); "
             f"look into it with `orch logs {worker_id}` or `orch shell {worker_id}`, then run `orch up`"
         )
-    return Worker(host, inventory.worker_path(inventory_dir, worker_id), resetter=resetter, ensure_running=ensure_running)
+    return Worker(
+        host, inventory.worker_path(inventory_dir, worker_id), resetter=resetter, ensure_running=ensure_running, ready=ready
+    )
 
 
 _CURRENT: list[Callable[[], Worker]] = []

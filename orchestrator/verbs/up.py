@@ -22,7 +22,7 @@ from orchestrator.primitives import naming
 from orchestrator.primitives.clock import now_iso
 from orchestrator.primitives.errors import OrchError, ProviderError, UsageError
 from orchestrator.primitives.kinds import Kind
-from orchestrator.providers.base import VMInfo
+from orchestrator.providers.base import RESTARTING, VMInfo
 from orchestrator.state import leases
 from orchestrator.state.records import CREATING, FAILED, READY, WorkerRecord
 from orchestrator.verbs.down import delete_workers
@@ -65,7 +65,7 @@ def decide(
         baseline = ctx.store.read().baseline
         recorded = baseline.parts if baseline is not None and baseline.fingerprint == rec.fingerprint else {}
         return Plan(rec.worker, "recreate", f"re-provisioning: {fp.drift(recorded)} changed since it was made")
-    if info.running:
+    if info.running or info.state == RESTARTING:  # a machine rebooting: waited for when reused
         return Plan(rec.worker, "reuse")
     if info.state == "stopped":
         return Plan(rec.worker, "start")

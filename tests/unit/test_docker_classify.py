@@ -78,6 +78,11 @@ CASES = [
         TransientProviderError,
         id="rate-limit",
     ),
+    pytest.param(  # exec into a machine between two boots (its restart policy at work)
+        "Error response from daemon: Container 78b4e787067c is restarting, wait until the container is running\n",
+        TransientProviderError,
+        id="restarting",
+    ),
 ]
 
 
