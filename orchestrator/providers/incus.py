@@ -403,18 +403,33 @@ class IncusProvider(Provider):
     def wait_ready(self, vm: str) -> float:
         """Running, then booted by systemd's account (for a VM, once its incus agent
         answers ``incus exec``: until then Incus says the agent is not running)."""
-        booted = systemd_probe(vm, lambda argv: self.exec(vm, argv, timeout=15))
+        running = False
+
+        def run(argv: list[str]) -> ExecResult:
+            nonlocal running
+            try:
+                return self.exec(vm, argv, timeout=15)
+            except PermanentProviderError as err:
+                if "not running" not in str(err) or isinstance(err, VMNotFound):
+                    raise
+                running = False  # stopped meanwhile (a reboot, between two boots): look again
+                return ExecResult(1, "", "the instance is not running")
+
+        booted = systemd_probe(vm, run)
 
         def probe() -> str | None:
-            raw = self._raw(vm)
-            if raw is None:
-                raise VMNotFound(f"instance {vm} disappeared while waiting for it", operation="ready", vm=vm)
-            if raw.get("status") != "Running":
-                return f"instance status {raw.get('status', 'unknown')}"
+            nonlocal running
+            if not running:  # then only systemd is asked: one incus process per look, not two
+                raw = self._raw(vm)
+                if raw is None:
+                    raise VMNotFound(f"instance {vm} disappeared while waiting for it", operation="ready", vm=vm)
+                if raw.get("status") != "Running":
+                    return f"instance status {raw.get('status', 'unknown')}"
+                running = True
             return booted()
 
         strategy = WaitStrategy(
-            timeout=self.settings.timeout("ready"), interval=0.5 if self.opts.vm else 0.05, tolerate=(TransientProviderError,)
+            timeout=self.settings.timeout("ready"), interval=0.5 if self.opts.vm else 0.1, tolerate=(TransientProviderError,)
         )
         return strategy.wait(f"{'VM' if self.opts.vm else 'instance'} {vm}", probe)
 
