@@ -2,7 +2,9 @@
 services are enabled and survive ``server.reboot`` through the ``orch_worker`` fixture,
 every worker is its own machine (machine id, /run), a stop is a clean shutdown, and hard
 reset, soft reset, standby swaps, one-offs, sweep and down work on them as on plain
-containers. One bring-up per provider, shared by the module's tests, which run in order."""
+containers. One bring-up per provider: each step below builds on the one before, so they
+are one test per provider (the suite runs with ``--dist worksteal``, which would hand
+separate tests to separate processes, each with a bring-up of its own)."""
 
 from __future__ import annotations
 
@@ -57,6 +59,12 @@ def test_a_service_survives_server_reboot(orch_worker):
     assert orch_worker.run("systemctl is-active orch-hello").stdout.strip() == "active"
     assert orch_worker.run("test -e /run/before-reboot", check=False).rc != 0  # a new boot
     assert orch_worker.run("test -e /root/kept", check=False).rc == 0  # the same machine
+
+
+def test_a_fresh_vm_is_a_machine(fresh_vm):
+    vm = fresh_vm()
+    assert vm.run("cat /proc/1/comm").stdout.strip() == "systemd"
+    assert vm.run("systemctl is-system-running").stdout.strip() == "running"
 """
 
 
@@ -95,7 +103,7 @@ class Machines:
         assert self.sh(vm, "systemctl is-system-running") == "running"
 
 
-@pytest.fixture(scope="module", params=["docker", "podman"])
+@pytest.fixture(params=["docker", "podman"])
 def machines(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
     """``orch up --machine --workers 2`` on a project that names no image, with a provision
     deploy that leaves a file in /run; everything named with its prefix is deleted after."""
@@ -126,7 +134,7 @@ def machines(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             remove_prefix(prefix)
 
 
-def test_orch_up_machine_makes_systemd_workers_from_the_machine_image(machines: Machines) -> None:
+def orch_up_machine_makes_systemd_workers_from_the_machine_image(machines: Machines) -> None:
     ctx = machines.context()
     assert ctx.image == IMAGES[machines.provider]
     ids = {}
@@ -147,12 +155,13 @@ def test_orch_up_machine_makes_systemd_workers_from_the_machine_image(machines: 
     assert again == {"gw0": "reused", "gw1": "reused"}
 
 
-def test_server_reboot_through_the_fixture_then_a_hard_reset_removes_the_service(machines: Machines) -> None:
+def server_reboot_through_the_fixture_then_a_hard_reset_removes_the_service(machines: Machines) -> None:
+    """The fixtures as a user's tests use them (a pytest run in the project), then `orch reset`."""
     gw0 = machines.vm("gw0")
     before = machines.inspect(gw0)
     (machines.project / "test_inside.py").write_text(INSIDE)
     ran = run_pytest(machines.project, "-p", "no:xdist", "-q", "test_inside.py", timeout=300)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.returncode == 0 and "2 passed" in ran.stdout, ran.stdout + ran.stderr
     after = machines.inspect(gw0)
     assert after["Id"] == before["Id"] and after["RestartCount"] > before["RestartCount"]  # rebooted, not made again
     assert machines.sh(gw0, "systemctl is-active orch-hello") == "active"
@@ -170,7 +179,7 @@ def test_server_reboot_through_the_fixture_then_a_hard_reset_removes_the_service
     assert mine and mine != other
 
 
-def test_a_stop_is_a_clean_shutdown_and_up_boots_it_again(machines: Machines) -> None:
+def a_stop_is_a_clean_shutdown_and_up_boots_it_again(machines: Machines) -> None:
     ctx = machines.context()
     gw1 = machines.vm("gw1")
     ctx.provider.stop(gw1)
@@ -183,7 +192,7 @@ def test_a_stop_is_a_clean_shutdown_and_up_boots_it_again(machines: Machines) ->
         assert "Reached target shutdown.target" in machines.sh(gw1, "journalctl --no-pager -o cat")
 
 
-def test_a_soft_reset_kills_strays_and_keeps_the_machines_services(machines: Machines) -> None:
+def a_soft_reset_kills_strays_and_keeps_the_machines_services(machines: Machines) -> None:
     gw1 = machines.vm("gw1")
     logind = machines.sh(gw1, "systemctl show -p MainPID --value systemd-logind")
     machines.sh(gw1, "setsid sleep 1000 >/dev/null 2>&1 < /dev/null &")
@@ -194,7 +203,7 @@ def test_a_soft_reset_kills_strays_and_keeps_the_machines_services(machines: Mac
     machines.systemd_running(gw1)
 
 
-def test_standby_swaps_and_one_offs_are_machines(machines: Machines) -> None:
+def standby_swaps_and_one_offs_are_machines(machines: Machines) -> None:
     ctx = machines.context(standby=True)
     assert all(r.ok for r in up(ctx, 2))
     standby = ctx.store.read().standbys["gw0"].vm
@@ -212,7 +221,7 @@ def test_standby_swaps_and_one_offs_are_machines(machines: Machines) -> None:
         delete_oneoff(ctx, oneoff.vm)
 
 
-def test_sweep_keeps_the_machines_and_down_leaves_nothing(machines: Machines) -> None:
+def sweep_keeps_the_machines_and_down_leaves_nothing(machines: Machines) -> None:
     data = machines.context().store.read()
     trash = set(data.trash)  # gw0's old VM, swapped out (no maintainer ran to delete it)
     swept = run_orch(machines.project, "sweep", "--json")
@@ -225,3 +234,12 @@ def test_sweep_keeps_the_machines_and_down_leaves_nothing(machines: Machines) ->
     assert machines.backend.names(machines.prefix) == []
     images = subprocess.run([machines.cli, "images", "--format", "{{.Repository}}"], capture_output=True, text=True).stdout
     assert not [i for i in images.split() if i.removeprefix("localhost/").startswith(machines.prefix)]
+
+
+def test_machines_boot_reboot_reset_and_go(machines: Machines) -> None:
+    orch_up_machine_makes_systemd_workers_from_the_machine_image(machines)
+    server_reboot_through_the_fixture_then_a_hard_reset_removes_the_service(machines)
+    a_stop_is_a_clean_shutdown_and_up_boots_it_again(machines)
+    a_soft_reset_kills_strays_and_keeps_the_machines_services(machines)
+    standby_swaps_and_one_offs_are_machines(machines)
+    sweep_keeps_the_machines_and_down_leaves_nothing(machines)
