@@ -54,7 +54,9 @@ def test_a_service_survives_server_reboot(orch_worker):
     orch_worker.operation(systemd.service, service="orch-hello", running=True, enabled=True, daemon_reload=True)
     assert orch_worker.run("systemctl is-active orch-hello").stdout.strip() == "active"
     orch_worker.run("touch /run/before-reboot /root/kept")
-    orch_worker.operation(server.reboot, delay=2, interval=0.5)
+    # delay: past the reboot itself (1-2 s), as pyinfra's reconnect while the engine
+    # restarts the container fails its uptime fact
+    orch_worker.operation(server.reboot, delay=4, interval=1)
     assert orch_worker.run("systemctl is-system-running").stdout.strip() == "running"
     assert orch_worker.run("systemctl is-active orch-hello").stdout.strip() == "active"
     assert orch_worker.run("test -e /run/before-reboot", check=False).rc != 0  # a new boot
