@@ -13,16 +13,26 @@ The image carries no ``orch.managed-by`` label: a container someone runs from it
 is not orch's.
 
 Machines (``machine = true``): systemd is the container's PID 1 (the image's
-``/sbin/init``, no ``--init`` shim), with the fewest privileges it boots with: no
-``--privileged``, no added capability. Docker needs ``--stop-signal SIGRTMIN+3`` (systemd's
-"halt": a stop is a clean shutdown), ``--tmpfs /run --tmpfs /run/lock`` (every boot starts
-with an empty /run) and a writable systemd cgroup: on cgroup v1 the ``name=systemd``
-hierarchy bind-mounted read-write, on cgroup v2 (untested here) the whole tree in the
-host's cgroup namespace. lxcfs's ``/proc/uptime`` is mounted where lxcfs runs on this
-machine, so that pyinfra's ``server.reboot`` sees the container's uptime go down. A reboot
-inside (``systemctl reboot``) ends PID 1 and the restart policy starts it again under
-the same name; meanwhile Docker says "restarting", which orch waits through. ``seal``
-empties ``/etc/machine-id`` before the commit, so each clone's systemd makes its own.
+``/sbin/init``; no ``--init`` shim, under which systemd does not start), with the fewest
+privileges it boots with: no ``--privileged``, no added capability. What Docker needs, and
+what fails without it (seen on this cgroup v1 host):
+
+- ``--tmpfs /run --tmpfs /run/lock``: systemd mounts them itself only with CAP_SYS_ADMIN
+  ("Failed to mount tmpfs at /run: Operation not permitted", PID 1 exits); as tmpfs,
+  every boot (and every clone) starts with an empty /run;
+- a writable systemd cgroup: on cgroup v1 the ``name=systemd`` hierarchy bind-mounted
+  read-write (without it, or read-only: "Failed to create .../init.scope control group",
+  PID 1 exits; the controllers stay read-only, as Docker mounts them); on cgroup v2
+  (untested here) the whole tree, in the host's cgroup namespace;
+- ``--stop-signal SIGRTMIN+3``: systemd's signal to halt. Without it ``docker stop`` sends
+  SIGTERM, which systemd as PID 1 does not stop on: killed after the stop timeout (exit 137);
+- lxcfs's ``/proc/uptime`` (where lxcfs runs on this machine): pyinfra's ``server.reboot``
+  confirms a reboot by the uptime going down; a container's is the host's, so it would
+  fail ("Server did not reboot in time").
+
+A reboot inside (``systemctl reboot``) ends PID 1 and the restart policy starts it again
+under the same name; meanwhile Docker says "restarting", which orch waits through.
+``seal`` empties ``/etc/machine-id`` before the commit, so each clone's systemd makes its own.
 """
 
 from __future__ import annotations
@@ -258,7 +268,7 @@ class DockerProvider(DockerImages, Provider):
     # -- machines: systemd as PID 1 ------------------------------------------------------
 
     def _machine_args(self) -> list[str]:
-        """What systemd needs of Docker, and no more (each flag: see the module's docstring)."""
+        """What systemd needs of Docker, and no more (why each: the module's docstring)."""
         args = ["--stop-signal", "SIGRTMIN+3", "--tmpfs", "/run", "--tmpfs", "/run/lock"]
         if self.cgroup_version() == "2":  # documented recipe; untested here (a cgroup v1 host)
             return [*args, "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
