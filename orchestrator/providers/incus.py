@@ -72,6 +72,7 @@ from orchestrator.providers.base import (
     systemd_probe,
 )
 from orchestrator.providers.incus_errors import classify, incus_own
+from orchestrator.pyinfra import incus_exec
 
 if TYPE_CHECKING:
     from orchestrator.primitives.labels import Owner
@@ -394,11 +395,33 @@ class IncusProvider(Provider):
         return [*self._client(), "exec", self._at(vm), "-t" if interactive else "-T", "--", *argv]
 
     def exec(self, vm: str, argv: list[str], *, timeout: float | None = None) -> ExecResult:
+        """``argv`` through ``incus exec``, its output kept inside the instance and read
+        again where Incus lost a stream (:mod:`orchestrator.pyinfra.incus_exec`)."""
         limit = timeout if timeout is not None else self.settings.timeout("default")
-        proc = self.runner(self.exec_argv(vm, argv), operation="exec", timeout=limit, classify=classify, vm=vm, check=False)
+        ident = incus_exec.new_ident()
+        script = incus_exec.wrap(shlex.join(argv), ident, incus_exec.take_read(self._exec_key(vm)))
+        proc = self._exec_sh(vm, script, limit)
         if proc.returncode != 0 and incus_own(proc.stderr):
             raise classify("exec", vm, proc.returncode, proc.stderr)
-        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+        out, err = incus_exec.unmarked(proc.stdout), incus_exec.unmarked(proc.stderr)
+        for _ in range(incus_exec.REREADS):
+            if out is not None and err is not None:
+                break
+            again = self._exec_sh(vm, incus_exec.reread(ident), limit)
+            out, err = incus_exec.unmarked(again.stdout), incus_exec.unmarked(again.stderr)
+        if out is None or err is None:
+            log.warning("%s: incus exec lost the output of %s, and it could not be read again", vm, shlex.join(argv)[:80])
+        else:
+            incus_exec.mark_read(self._exec_key(vm), ident)
+        return ExecResult(proc.returncode, proc.stdout if out is None else out, proc.stderr if err is None else err)
+
+    def _exec_key(self, vm: str) -> str:
+        """The instance as the exec wrapper tracks it (the @incus connector's key too)."""
+        return f"{self.opts.project}/{self._at(vm)}"
+
+    def _exec_sh(self, vm: str, script: str, limit: float) -> subprocess.CompletedProcess[str]:
+        argv = self.exec_argv(vm, ["sh", "-c", script])
+        return self.runner(argv, operation="exec", timeout=limit, classify=classify, vm=vm, check=False)
 
     def wait_ready(self, vm: str) -> float:
         """Running, then booted by systemd's account (for a VM, once its incus agent

@@ -22,13 +22,17 @@ import subprocess
 from tempfile import mkstemp
 from typing import TYPE_CHECKING, Any
 
+from pyinfra import logger
 from pyinfra.api import QuoteString, StringCommand
 from pyinfra.api.exceptions import ConnectError, InventoryError
+from pyinfra.api.output import echo
 from pyinfra.api.util import get_file_io
 from pyinfra.connectors.base import BaseConnector, DataMeta
 from pyinfra.connectors.local import LocalConnector
-from pyinfra.connectors.util import extract_control_arguments, make_unix_command_for_host
+from pyinfra.connectors.util import CommandOutput, OutputLine, extract_control_arguments, make_unix_command_for_host
 from typing_extensions import TypedDict, Unpack
+
+from orchestrator.pyinfra import incus_exec
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -36,7 +40,6 @@ if TYPE_CHECKING:
     from pyinfra.api.arguments import ConnectorArguments
     from pyinfra.api.host import Host
     from pyinfra.api.state import State
-    from pyinfra.connectors.util import CommandOutput
 
 
 class ConnectorData(TypedDict):
@@ -54,6 +57,15 @@ connector_data_meta: dict[str, DataMeta] = {
 #: Where ``incus exec`` starts commands as root: a relative path is resolved here for
 #: ``incus file push/pull`` too (they take absolute paths).
 HOME = "/root"
+
+
+def _whole(output: CommandOutput) -> list[OutputLine] | None:
+    """The output without the wrapper's marks (stdout's lines, then stderr's); None when
+    Incus lost a stream."""
+    out, err = incus_exec.unmarked_lines(output.stdout_lines), incus_exec.unmarked_lines(output.stderr_lines)
+    if out is None or err is None:
+        return None
+    return [*(OutputLine("stdout", line) for line in out), *(OutputLine("stderr", line) for line in err)]
 
 
 class IncusConnector(BaseConnector):
@@ -86,6 +98,10 @@ class IncusConnector(BaseConnector):
         name = self.data["incus_instance"]
         return f"{remote}:{name}" if remote else name
 
+    def _key(self) -> str:
+        """The instance, as orch's exec wrapper keeps track of it (its project too)."""
+        return f"{self.data.get('incus_project') or ''}/{self._target()}"
+
     def _path(self, remote_filename: str) -> str:
         """``NAME/ABSOLUTE/PATH``, as ``incus file`` takes it."""
         path = remote_filename if remote_filename.startswith("/") else f"{HOME}/{remote_filename}"
@@ -108,6 +124,19 @@ class IncusConnector(BaseConnector):
 
     # -- commands and files ---------------------------------------------------------------
 
+    def _exec(self, script: StringCommand | str, *, tty: bool = False) -> StringCommand:
+        """``incus exec NAME -T -- sh -c SCRIPT`` (``-t``: a terminal) as a local command."""
+        return StringCommand(
+            *(shlex.quote(w) for w in self._client()),
+            "exec",
+            shlex.quote(self._target()),
+            "-t" if tty else "-T",
+            "--",
+            "sh",
+            "-c",
+            QuoteString(script),
+        )
+
     def run_shell_command(
         self,
         command: StringCommand,
@@ -115,20 +144,36 @@ class IncusConnector(BaseConnector):
         print_input: bool = False,
         **arguments: Unpack[ConnectorArguments],
     ) -> tuple[bool, CommandOutput]:
+        """The command as pyinfra wraps it (``_sudo``, ``_env``, ...), in orch's exec wrapper:
+        its output is kept in the instance and read again where Incus lost a stream
+        (:mod:`orchestrator.pyinfra.incus_exec`). With ``_get_pty`` a terminal merges the
+        streams, and the command runs plainly."""
         local_arguments = extract_control_arguments(arguments)
         inner = make_unix_command_for_host(self.state, self.host, command, **arguments)
-        tty = "-t" if local_arguments.get("_get_pty") else "-T"
-        incus_command = StringCommand(
-            *(shlex.quote(w) for w in self._client()),
-            "exec",
-            shlex.quote(self._target()),
-            tty,
-            "--",
-            "sh",
-            "-c",
-            StringCommand(QuoteString(inner)),
+        if local_arguments.get("_get_pty"):
+            return self.local.run_shell_command(
+                self._exec(inner, tty=True), print_output=print_output, print_input=print_input, **local_arguments
+            )
+        ident = incus_exec.new_ident()
+        wrapped = StringCommand(incus_exec.HEAD, inner, incus_exec.tail(ident, incus_exec.take_read(self._key())), _separator="")
+        status, output = self.local.run_shell_command(
+            self._exec(wrapped), print_output=False, print_input=print_input, **local_arguments
         )
-        return self.local.run_shell_command(incus_command, print_output=print_output, print_input=print_input, **local_arguments)
+        lines = _whole(output)
+        for _ in range(incus_exec.REREADS):
+            if lines is not None:
+                break
+            _, again = self.local.run_shell_command(self._exec(incus_exec.reread(ident)))
+            lines = _whole(again)
+        if lines is None:
+            logger.warning("%sincus exec lost the output of a command, and it could not be read again", self.host.print_prefix)
+            lines = list(output.combined_lines)
+        else:
+            incus_exec.mark_read(self._key(), ident)
+        if print_output:
+            for line in lines:
+                echo(f"{self.host.print_prefix}{line.line}", err=True)
+        return status, CommandOutput(lines)
 
     def _incus_file(self, verb: str, source: str, dest: str, print_output: bool, print_input: bool) -> None:
         argv = StringCommand(*(shlex.quote(w) for w in self._client()), "file", verb, QuoteString(source), QuoteString(dest))

@@ -31,9 +31,11 @@ from orchestrator.primitives.errors import (
 )
 from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.labels import Owner
+from orchestrator.primitives.results import ExecResult
 from orchestrator.providers.base import Baseline
 from orchestrator.providers.incus import IncusProvider, kvm_facts
 from orchestrator.providers.incus_errors import classify
+from orchestrator.pyinfra.incus_exec import END
 from orchestrator.testing.conformance import contract_settings
 
 VM = "orch-1a2b3c4d-gw0"
@@ -121,6 +123,9 @@ class FakeIncus:
         self.server = server or SERVER
         self.exec_answers: list[tuple[int, str, str]] = []
         self.exec_default: tuple[int, str, str] = (0, "running\n", "")
+        #: How many of the next execs lose their stdout (as Incus does under load).
+        self.lose = 0
+        self.kept: tuple[int, str, str] = (0, "", "")
 
     def __call__(self, argv: list[str], *, operation: str, timeout: float, classify: Callable, vm: str = "", **kw: Any):
         self.calls.append(argv)
@@ -180,7 +185,18 @@ class FakeIncus:
         elif verb == "exec":
             if inst["status"] != "Running":
                 return 1, "", "Error: Instance is not running"
-            return self.exec_answers.pop(0) if self.exec_answers else self.exec_default
+            script = rest[-1]
+            if script.startswith("cat "):  # a kept pair read again (incus_exec.reread)
+                rc, out, err = 0, *self.kept[1:]
+            else:
+                rc, out, err = self.exec_answers.pop(0) if self.exec_answers else self.exec_default
+                if err.startswith("Error: VM agent"):
+                    return rc, out, err  # Incus's own failure: the command never ran
+                self.kept = (rc, out, err)
+            if self.lose:  # Incus lost the stream: no end mark
+                self.lose -= 1
+                return rc, "", err + END
+            return rc, out + END, err + END
         return 0, "", ""
 
     @staticmethod
@@ -310,9 +326,12 @@ def test_exec_tells_incus_failures_from_the_commands(tmp_path: Path) -> None:
     provider = incus_provider(tmp_path, fake)
     name, owner = owner_of(provider)
     provider.create(name, "orch-machine/bookworm", owner)
-    fake.exec_answers = [(1, "", "Error: fake, printed by the command"), (127, "", "Error: Command not found")]
+    fake.exec_answers = [(1, "", "Error: fake, printed by the command"), (127, "", "sh: 1: nosuch: not found")]
     assert provider.exec(name, ["sh", "-c", "exit 1"]).rc == 1
     assert provider.exec(name, ["nosuch"]).rc == 127
+    fake.exec_answers, fake.lose = [(3, "out\n", "err\n")], 2  # lost twice, read again from the kept files
+    assert provider.exec(name, ["sh", "-c", "echo out; echo err >&2; exit 3"]) == ExecResult(3, "out\n", "err\n")
+    assert [c[-1].startswith("cat ") for c in fake.calls[-3:]] == [False, True, True]
     provider.stop(name)
     with pytest.raises(ProviderError, match="not running"):
         provider.exec(name, ["true"])
