@@ -145,6 +145,11 @@ def _signature(raw: dict[str, Any]) -> dict[str, str]:
     return {"last_used_at": str(raw.get("last_used_at", "")), "config": hashlib.sha256(made.encode()).hexdigest()[:16]}
 
 
+def _unmarked(data: bytes) -> bytes | None:
+    end = incus_exec.END.encode()
+    return data[: -len(end)] if data.endswith(end) else None
+
+
 def kvm_facts(root: Path = Path("/")) -> list[str]:
     """What this host lacks for KVM virtual machines ([] when nothing is seen missing):
     a usable /dev/kvm with hardware virtualisation, and vhost-vsock (how Incus talks to
@@ -474,14 +479,30 @@ class IncusProvider(Provider):
         at = f"{data['incus_remote']}:{target}" if data.get("incus_remote") else target
         prefix = shlex.join([*client, "exec", at, "-T", "--", "/bin/sh", "-c"]).replace("%", "%%")
 
+        key = f"{data.get('incus_project') or ''}/{at}"
+
         class IncusBackend(base.BaseBackend):
             NAME = "incus"
 
             def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
+                # in orch's exec wrapper: Incus may lose a stream (see providers' exec)
                 cmd = self.get_command(command, *args)
-                out = self.run_local(f"{prefix} %s", cmd)
-                out.command = self.encode(cmd)
-                return out
+                ident = incus_exec.new_ident()
+                first = self.run_local(f"{prefix} %s", incus_exec.wrap(cmd, ident, incus_exec.take_read(key)))
+                out, err = _unmarked(first.stdout_bytes), _unmarked(first.stderr_bytes)
+                for _ in range(incus_exec.REREADS):
+                    if out is not None and err is not None:
+                        break
+                    again = self.run_local(f"{prefix} %s", incus_exec.reread(ident))
+                    out, err = _unmarked(again.stdout_bytes), _unmarked(again.stderr_bytes)
+                if out is not None and err is not None:
+                    incus_exec.mark_read(key, ident)
+                return self.result(
+                    first.rc,
+                    self.encode(cmd),
+                    first.stdout_bytes if out is None else out,
+                    first.stderr_bytes if err is None else err,
+                )
 
         return Host(IncusBackend(target))
 
