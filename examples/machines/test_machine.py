@@ -31,7 +31,9 @@ def test_service_comes_back_after_a_reboot(orch_worker):
     orch_worker.deploy(hello_service)
     orch_worker.run("touch /run/orch-before-reboot")  # /run is a tmpfs: a new boot starts without it
     # pyinfra's own reboot: it waits until the machine's uptime shows that it rebooted
-    orch_worker.operation(server.reboot, delay=2, interval=0.5, reboot_timeout=120)
+    # delay: past the reboot itself (1-2 s): a reconnect while the engine restarts the
+    # container would fail pyinfra's uptime fact (its default delay is 10 s)
+    orch_worker.operation(server.reboot, delay=4, interval=1, reboot_timeout=120)
     assert orch_worker.run("test -e /run/orch-before-reboot", check=False).rc != 0
     assert orch_worker.run("cat /proc/1/comm").stdout.strip() == "systemd"
     assert systemctl(orch_worker, "is-active", UNIT) == "active"
