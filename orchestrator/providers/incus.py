@@ -26,6 +26,10 @@ project the global ``--project``.
 - **No rename**: Incus renames only stopped instances, so swapping a standby in would
   stop it and boot it again (2.1-2.4 s here, more than the hard reset it replaces):
   ``standby = true`` is refused in one line, and ``can_rename`` is False.
+- **Output**: Incus 6.0.4 loses a short command's whole stdout or stderr now and then
+  under load, so ``exec`` (and the ``@incus`` connector, and ``orch_host``) run commands
+  in a wrapper that keeps their output inside the instance and reads it again where a
+  stream came back without its end mark (:mod:`orchestrator.pyinfra.incus_exec`).
 - **VMs** (``vm = true``): ``incus launch --vm`` from a VM image (``images:debian/12`` by
   default), ready once the incus agent in the guest answers and systemd has booted. A
   server that cannot run VMs is refused in one line saying why (the server's own
@@ -148,6 +152,30 @@ def _signature(raw: dict[str, Any]) -> dict[str, str]:
 def _unmarked(data: bytes) -> bytes | None:
     end = incus_exec.END.encode()
     return data[: -len(end)] if data.endswith(end) else None
+
+
+def _testinfra_backend(base: Any, target: str, prefix: str, key: str) -> Any:
+    """A testinfra backend running each command as ``PREFIX SCRIPT`` in orch's exec
+    wrapper (``base``: testinfra's backend module, an optional import)."""
+
+    def pair(result: Any) -> tuple[bytes, bytes] | None:
+        out, err = _unmarked(result.stdout_bytes), _unmarked(result.stderr_bytes)
+        return None if out is None or err is None else (out, err)
+
+    class IncusBackend(base.BaseBackend):  # type: ignore[misc]
+        NAME = "incus"
+
+        def run(self, command: str, *args: str, **kwargs: Any) -> Any:
+            cmd = self.get_command(command, *args)
+            ident = incus_exec.new_ident()
+            first = self.run_local(f"{prefix} %s", incus_exec.wrap(cmd, ident, incus_exec.take_read(key)))
+            whole = incus_exec.read_whole(first, lambda: self.run_local(f"{prefix} %s", incus_exec.reread(ident)), pair)
+            if whole is None:
+                return first
+            incus_exec.mark_read(key, ident)
+            return self.result(first.rc, self.encode(cmd), *whole)
+
+    return IncusBackend(target)
 
 
 def kvm_facts(root: Path = Path("/")) -> list[str]:
@@ -408,17 +436,16 @@ class IncusProvider(Provider):
         proc = self._exec_sh(vm, script, limit)
         if proc.returncode != 0 and incus_own(proc.stderr):
             raise classify("exec", vm, proc.returncode, proc.stderr)
-        out, err = incus_exec.unmarked(proc.stdout), incus_exec.unmarked(proc.stderr)
-        for _ in range(incus_exec.REREADS):
-            if out is not None and err is not None:
-                break
-            again = self._exec_sh(vm, incus_exec.reread(ident), limit)
-            out, err = incus_exec.unmarked(again.stdout), incus_exec.unmarked(again.stderr)
-        if out is None or err is None:
+        whole = incus_exec.read_whole(
+            proc,
+            lambda: self._exec_sh(vm, incus_exec.reread(ident), limit),
+            lambda p: incus_exec.unmarked_pair(p.stdout, p.stderr),
+        )
+        if whole is None:
             log.warning("%s: incus exec lost the output of %s, and it could not be read again", vm, shlex.join(argv)[:80])
-        else:
-            incus_exec.mark_read(self._exec_key(vm), ident)
-        return ExecResult(proc.returncode, proc.stdout if out is None else out, proc.stderr if err is None else err)
+            return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+        incus_exec.mark_read(self._exec_key(vm), ident)
+        return ExecResult(proc.returncode, *whole)
 
     def _exec_key(self, vm: str) -> str:
         """The instance as the exec wrapper tracks it (the @incus connector's key too)."""
@@ -478,33 +505,7 @@ class IncusProvider(Provider):
         client = ["incus", *(["--project", data["incus_project"]] if data.get("incus_project") else [])]
         at = f"{data['incus_remote']}:{target}" if data.get("incus_remote") else target
         prefix = shlex.join([*client, "exec", at, "-T", "--", "/bin/sh", "-c"]).replace("%", "%%")
-
-        key = f"{data.get('incus_project') or ''}/{at}"
-
-        class IncusBackend(base.BaseBackend):
-            NAME = "incus"
-
-            def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
-                # in orch's exec wrapper: Incus may lose a stream (see providers' exec)
-                cmd = self.get_command(command, *args)
-                ident = incus_exec.new_ident()
-                first = self.run_local(f"{prefix} %s", incus_exec.wrap(cmd, ident, incus_exec.take_read(key)))
-                out, err = _unmarked(first.stdout_bytes), _unmarked(first.stderr_bytes)
-                for _ in range(incus_exec.REREADS):
-                    if out is not None and err is not None:
-                        break
-                    again = self.run_local(f"{prefix} %s", incus_exec.reread(ident))
-                    out, err = _unmarked(again.stdout_bytes), _unmarked(again.stderr_bytes)
-                if out is not None and err is not None:
-                    incus_exec.mark_read(key, ident)
-                return self.result(
-                    first.rc,
-                    self.encode(cmd),
-                    first.stdout_bytes if out is None else out,
-                    first.stderr_bytes if err is None else err,
-                )
-
-        return Host(IncusBackend(target))
+        return Host(_testinfra_backend(base, target, prefix, f"{data.get('incus_project') or ''}/{at}"))
 
     # -- baseline: a stopped, sealed golden instance, copied ------------------------------
 

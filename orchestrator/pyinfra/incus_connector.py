@@ -159,12 +159,9 @@ class IncusConnector(BaseConnector):
         status, output = self.local.run_shell_command(
             self._exec(wrapped), print_output=False, print_input=print_input, **local_arguments
         )
-        lines = _whole(output)
-        for _ in range(incus_exec.REREADS):
-            if lines is not None:
-                break
-            _, again = self.local.run_shell_command(self._exec(incus_exec.reread(ident)))
-            lines = _whole(again)
+        lines = incus_exec.read_whole(
+            output, lambda: self.local.run_shell_command(self._exec(incus_exec.reread(ident)))[1], _whole
+        )
         if lines is None:
             logger.warning("%sincus exec lost the output of a command, and it could not be read again", self.host.print_prefix)
             lines = list(output.combined_lines)

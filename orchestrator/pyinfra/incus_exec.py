@@ -23,7 +23,11 @@ from __future__ import annotations
 import re
 import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+R = TypeVar("R")
+U = TypeVar("U")
 
 #: Printed after each stream: a record separator (\\036) either side, never in text output.
 END = "\x1eorch-end\x1e"
@@ -81,9 +85,27 @@ def reread(ident: str, folder: str = DIR) -> str:
     return f'cat "{f}.out" && {_MARK}; cat "{f}.err" >&2 && {_MARK} >&2'
 
 
+def read_whole(first: R, again: Callable[[], R], unmark: Callable[[R], U | None]) -> U | None:
+    """What ``unmark`` makes of the first run's output (the streams without their marks),
+    or, while it says a stream was lost (None), of the kept pair read ``again``: at most
+    :data:`REREADS` times, then None."""
+    got = unmark(first)
+    for _ in range(REREADS):
+        if got is not None:
+            break
+        got = unmark(again())
+    return got
+
+
 def unmarked(text: str) -> str | None:
     """A whole stream without its mark; None when the mark (so the stream) was lost."""
     return text[: -len(END)] if text.endswith(END) else None
+
+
+def unmarked_pair(stdout: str, stderr: str) -> tuple[str, str] | None:
+    """Both streams without their marks; None when Incus lost either."""
+    out, err = unmarked(stdout), unmarked(stderr)
+    return None if out is None or err is None else (out, err)
 
 
 def unmarked_lines(lines: list[str]) -> list[str] | None:
