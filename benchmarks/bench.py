@@ -303,29 +303,58 @@ def stop_maintainers(inventory: Path, grace: float = 60) -> None:
             os.kill(pid, signal.SIGTERM)
 
 
+def _names(argv: list[str]) -> list[str]:
+    """The words a listing command prints; [] where its tool is not installed."""
+    if shutil.which(argv[0]) is None:
+        return []
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout.split()
+    except subprocess.TimeoutExpired:
+        return []
+
+
+def _podman_images(starts: tuple[str, ...]) -> list[str]:
+    """podman images named with one of ``starts`` (podman lists them under localhost/), or
+    labelled as made under this run's folder (what a connector committed)."""
+    tagged = [
+        i
+        for i in _names(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"])
+        if i.removeprefix("localhost/").startswith(starts)
+    ]
+    labelled = _names(["podman", "images", "-a", "--no-trunc", "--format", '{{.ID}}={{index .Labels "orch.inventory"}}'])
+    return tagged + [ref for ref, _, inv in (w.partition("=") for w in labelled) if inv.startswith(str(TMP))]
+
+
 def remove_by_prefix(prefix: str) -> None:
     """Containers and images (the emulator's machines and clone images too) whose names
-    start with ``prefix``."""
+    start with ``prefix``: on Docker, and where installed on podman and Incus (the
+    machines section's workers, baselines and golden instances)."""
     starts = (prefix, f"orbfake-{prefix}")
-    names = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True).stdout.split()
-    doomed = [n for n in names if n.startswith(starts)]
+    doomed = [n for n in _names(["docker", "ps", "-a", "--format", "{{.Names}}"]) if n.startswith(starts)]
     if doomed:
         subprocess.run(["docker", "rm", "-f", "--volumes", *doomed], capture_output=True)
-    images = subprocess.run(
-        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True
-    ).stdout.split()
-    doomed = [i for i in images if i.startswith(starts)]
+    doomed = [i for i in _names(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"]) if i.startswith(starts)]
     if doomed:
         subprocess.run(["docker", "rmi", "-f", *doomed], capture_output=True)
+    doomed = [n for n in _names(["podman", "ps", "-a", "--format", "{{.Names}}"]) if n.startswith(prefix)]
+    if doomed:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", *doomed], capture_output=True)
+    doomed = _podman_images((prefix,))
+    if doomed:
+        subprocess.run(["podman", "rmi", "-f", *doomed], capture_output=True)
+    doomed = [n for n in _names(["incus", "list", "--format", "csv", "--columns", "n"]) if n.startswith(prefix)]
+    if doomed:
+        subprocess.run(["incus", "delete", "--force", *doomed], capture_output=True)
 
 
 def leftovers() -> list[str]:
     starts = (RUN_ID, f"orbfake-{RUN_ID}")
-    names = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True).stdout.split()
-    images = subprocess.run(
-        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True
-    ).stdout.split()
-    return [n for n in names + images if n.startswith(starts)]
+    names = _names(["docker", "ps", "-a", "--format", "{{.Names}}"])
+    images = _names(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"])
+    names += _names(["podman", "ps", "-a", "--format", "{{.Names}}"]) + _names(
+        ["incus", "list", "--format", "csv", "--columns", "n"]
+    )
+    return [n for n in names + images if n.startswith(starts)] + _podman_images((RUN_ID,))
 
 
 # -- numbers -----------------------------------------------------------------------------------
@@ -731,6 +760,244 @@ def peak_memory(provider: str, a: argparse.Namespace) -> dict[str, Any]:
         p.cleanup()
 
 
+# -- machines: systemd workers side by side -----------------------------------------------------
+
+#: The machines section's variants, in table order: key -> (what it is, provider, [tool.orch]
+#: keys, further tables). The plain container is today's worker (``sleep infinity`` under
+#: Docker's ``--init``), the reference the machines are compared with.
+MACHINE_VARIANTS: dict[str, tuple[str, str, str, str]] = {
+    "docker_plain": ("Docker, plain container (`sleep infinity`, `--init`)", "docker", f'image = "{BASE_IMAGE}"\n', ""),
+    "docker_machine": ("Docker, systemd container", "docker", "machine = true\n", ""),
+    "podman_machine": ("podman, systemd container", "podman", "machine = true\n", ""),
+    "incus_container": ("Incus, system container", "incus", "machine = true\n", ""),
+    "incus_vm": ("Incus, virtual machine", "incus", "machine = true\n", "[tool.orch.incus]\nvm = true\n"),
+}
+#: Seconds an idle worker is left alone after `orch up` before its memory is read.
+MEMORY_SETTLE_S = 10.0
+#: The anchors the section is read against (issue 18).
+ORBSTACK_BOOT_S = 2.0
+FIRECRACKER_INIT_S = 0.125
+
+
+class MachineProject(Project):
+    """A project of the machines section: its provider, its own prefix, and the keys that
+    make its workers machines (or plain containers)."""
+
+    def __init__(self, key: str) -> None:
+        _, provider, self.keys, self.tables = MACHINE_VARIANTS[key]
+        super().__init__(provider, 1.0, key.replace("_", "-"))
+
+    def configure(self, *, pool: int = 0, standby: bool = False) -> None:
+        self.pool, self.standby = pool, standby
+        (self.dir / "pyproject.toml").write_text(
+            f'[tool.orch]\nprovider = "{self.provider}"\nprefix = "{self.prefix}"\n'
+            f"pool = {pool}\nstandby = {'true' if standby else 'false'}\n{self.keys}{self.tables}"
+        )
+
+
+def _refusal(proc: subprocess.CompletedProcess) -> str:
+    """The line orch ends a refused command with (its error, without the log lines)."""
+    lines = [line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit {proc.returncode}, nothing printed"
+
+
+def _cgroup_memory(pid: int, key: str) -> dict[str, float]:
+    """The memory of the container whose PID 1 is ``pid``: its cgroup (the highest one above
+    PID 1's whose path still names the container, ``key``: an id or a name), read from the
+    cgroup files. cgroup v1: ``memory.usage_in_bytes`` and ``memory.stat``; v2:
+    ``memory.current`` and ``memory.stat``. MiB: usage (page cache included), working set
+    (usage less inactive file pages: what ``docker stats`` shows) and anonymous memory."""
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    v1 = [line.split(":", 2)[2] for line in lines if line.split(":", 2)[1].split(",").count("memory")]
+    path = v1[0] if v1 else next(line.split(":", 2)[2] for line in lines if line.startswith("0::"))
+    while key in str(Path(path).parent):
+        path = str(Path(path).parent)
+    root = Path("/sys/fs/cgroup/memory" if v1 else "/sys/fs/cgroup") / path.lstrip("/")
+    stat = dict((k, int(v)) for k, v in (line.split() for line in (root / "memory.stat").read_text().splitlines()))
+    usage = int((root / ("memory.usage_in_bytes" if v1 else "memory.current")).read_text())
+    inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+    anon = stat.get("total_rss", stat.get("anon", 0))
+    mib = 1024 * 1024
+    return {
+        "usage_mib": round(usage / mib, 1),
+        "working_set_mib": round((usage - inactive) / mib, 1),
+        "anon_mib": round(anon / mib, 1),
+    }
+
+
+def worker_memory(provider: str, vm: str) -> dict[str, float]:
+    """One worker's memory, by its cgroup (and, on Incus, what Incus itself reports)."""
+    if provider == "incus":
+        state = json.loads(
+            subprocess.run(["incus", "query", f"/1.0/instances/{vm}/state"], capture_output=True, text=True, check=True).stdout
+        )
+        found = _cgroup_memory(int(state["pid"]), f"lxc.payload.{vm}")
+        found["incus_usage_mib"] = round(int(state["memory"]["usage"]) / 1024 / 1024, 1)
+        return found
+    pid, ident = subprocess.run(
+        [provider, "inspect", "--type", "container", "-f", "{{.State.Pid}} {{.Id}}", vm],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return _cgroup_memory(int(pid), ident)
+
+
+def _vm_names(p: Project) -> list[str]:
+    state = json.loads((p.inventory / ".orch" / "state.json").read_text())
+    return [w["vm"] for _, w in sorted(state["workers"].items())]
+
+
+class Variant:
+    """One variant of the machines section: its project, and what was measured on it."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        what, self.provider, _, _ = MACHINE_VARIANTS[key]
+        self.machine = key != "docker_plain"
+        self.project = MachineProject(key)
+        self.out: dict[str, Any] = {"what": what, "provider": self.provider, "machine": self.machine}
+        self.samples: dict[str, list[float]] = {}
+        self.failed = ""
+
+    def add(self, measure: str, values: list[float]) -> None:
+        self.samples.setdefault(measure, []).extend(values)
+
+    def up(self) -> None:
+        """`orch up --workers 2` (the baseline built and provisioned) and, after a while,
+        the idle workers' memory; a refused bring-up (an Incus VM here) records its line."""
+        log(f"machines: {self.key}: orch up --workers 2")
+        took, proc = self.project.orch("up", "--workers", "2", check=False)
+        if proc.returncode != 0:
+            if self.key == "incus_vm":  # refused where the server runs no VMs: the line says why
+                self.out["refused"] = _refusal(proc)
+                log(f"machines: {self.key}: refused: {self.out['refused']}")
+                return
+            raise RuntimeError(f"orch up failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        self.out["up2_s"] = round(took, 2)
+
+    def memory(self) -> None:
+        memory = [worker_memory(self.provider, vm) for vm in _vm_names(self.project)]
+        self.out["memory"] = {k: round(statistics.mean(m[k] for m in memory), 1) for k in memory[0]} | {"workers": len(memory)}
+
+    def round(self, i: int) -> None:
+        """One run of each measure: create, clone (and reboot, and on Incus the rename swap)
+        through orch's API, then a hard `orch reset gw0`."""
+        args = [str(1), "--round", str(i), *(["--reboot"] if self.machine else [])]
+        args += ["--rename-swap"] if self.provider == "incus" else []
+        _, proc = self.project.run(sys.executable, str(ROOT / "benchmarks" / "machine_ops.py"), *args, timeout=900)
+        for measure, values in json.loads(proc.stdout.strip().splitlines()[-1]).items():
+            self.add(measure, values)
+        self.reset("reset", expect="reset")
+
+    def with_standby(self) -> None:
+        """``standby = true``: `orch up` again (the maintainer makes the standbys), or the
+        line that refuses it."""
+        self.project.configure(standby=True)
+        _, proc = self.project.orch("up", "--workers", "2", check=False)
+        if proc.returncode != 0:
+            self.out["swap_refused"] = _refusal(proc)
+            log(f"machines: {self.key}: standby = true refused: {self.out['swap_refused']}")
+        else:
+            self.project.idle()
+
+    def swap(self) -> None:
+        self.project.idle()  # a new standby made since the last swap
+        self.reset("swap", expect="swapped")
+
+    def reset(self, kind: str, *, expect: str) -> None:
+        """One `orch reset gw0 --json`: orch's own total, and the whole command."""
+        took, proc = self.project.orch("reset", "gw0", "--json")
+        [row] = json.loads(proc.stdout)
+        if row["action"] != expect:
+            raise RuntimeError(f"orch reset gw0: {row['action']}, not {expect}")
+        self.add(f"{kind}_core", [row["seconds"]["total"]])
+        self.add(f"{kind}_cli", [took])
+
+    def result(self) -> dict[str, Any]:
+        out = dict(self.out)
+        for measure, values in self.samples.items():
+            out[measure] = stats(values)
+        for kind in ("reset", "swap"):
+            if f"{kind}_core" in out:
+                out[kind] = {"core": out.pop(f"{kind}_core"), "cli": out.pop(f"{kind}_cli")}
+        if self.failed:
+            out["error"] = self.failed
+        return out
+
+
+def machines_section(a: argparse.Namespace) -> dict[str, Any]:
+    """Every variant brought up, then the measures in rounds: each round measures every
+    variant once, so a load that changes during the section (the machine is shared)
+    weighs on all of them alike. A variant that fails is reported and the others go on."""
+    started, load = time.monotonic(), [round(x, 2) for x in os.getloadavg()]
+    out: dict[str, Any] = {
+        "command": ".venv/bin/python benchmarks/bench.py " + " ".join(sys.argv[1:]),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "orch_commit": _commit(),
+        "engines": _engines(),
+        "runs": a.runs,
+        "warm_runs": a.warm_runs,
+        "memory_settle_s": MEMORY_SETTLE_S,
+        "load_at_start": load,
+    }
+    loads: list[float] = []
+    variants = [Variant(key) for key in MACHINE_VARIANTS]
+
+    def each(what: str, fn: Callable[[Variant], None], among: list[Variant]) -> None:
+        loads.append(round(os.getloadavg()[0], 2))
+        for v in among:
+            if v.failed:
+                continue
+            try:
+                fn(v)
+            except Exception as err:
+                log(f"machines: {v.key}: {what} FAILED: {err}")
+                traceback.print_exc()
+                v.failed = f"{what}: {type(err).__name__}: {str(err)[-3000:]}"
+
+    try:
+        each("orch up", Variant.up, variants)
+        up = [v for v in variants if "refused" not in v.out]
+        time.sleep(MEMORY_SETTLE_S)
+        each("memory", Variant.memory, up)
+        for i in range(a.runs):
+            log(f"machines: round {i + 1}/{a.runs}: create, clone, reboot, hard reset on each")
+            each(f"round {i + 1}", lambda v, i=i: v.round(i), up)
+        each("standby", Variant.with_standby, up)
+        standby = [v for v in up if "swap_refused" not in v.out]
+        for i in range(a.warm_runs):
+            log(f"machines: swap {i + 1}/{a.warm_runs} on each")
+            each(f"swap {i + 1}", Variant.swap, standby)
+    finally:
+        for v in variants:
+            with contextlib.suppress(Exception):
+                v.project.cleanup()
+    out["variants"] = {v.key: v.result() for v in variants}
+    for v in up:
+        r = out["variants"][v.key]
+        log(f"machines: {v.key}: " + ", ".join(f"{m} p50 {r[m]['p50_s']}s" for m in ("create", "clone", "reboot") if r.get(m)))
+    out["load_1min"] = {"min": min(loads), "median": round(statistics.median(loads), 2), "max": max(loads), "samples": len(loads)}
+    out["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    out["minutes"] = round((time.monotonic() - started) / 60, 1)
+    return out
+
+
+def _engines() -> dict[str, str]:
+    """The versions of the machine backends."""
+    found = {}
+    for name, argv in (
+        ("docker", ["docker", "version", "-f", "{{.Server.Version}}"]),
+        ("podman", ["podman", "version", "-f", "{{.Version}}"]),
+        ("incus", ["incus", "version"]),
+    ):
+        if shutil.which(argv[0]):
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            words = proc.stdout.split()  # incus: "Client version: X Server version: Y"
+            found[name] = (words[-1] if words else "?") if proc.returncode == 0 else "not answering"
+    return found
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -755,7 +1022,10 @@ def _commit() -> str:
     return head + (" with uncommitted changes" if dirty.strip() else "")
 
 
-SECTIONS = ("workload", "micro", "up", "scale1", "sweep", "memory")
+#: Sections measured per provider (--providers), then the machines section (its own
+#: variants on docker, podman and Incus, side by side).
+PROVIDER_SECTIONS = ("workload", "micro", "up", "scale1", "sweep", "memory")
+SECTIONS = (*PROVIDER_SECTIONS, "machines")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -784,7 +1054,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=ROOT / "docs" / "BENCHMARKS.json",
         help="the JSON; the .md is written beside it [docs/BENCHMARKS.json]",
     )
-    ap.add_argument("--merge", action="store_true", help="keep the other providers' results already in --out")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the results already in --out that this run does not measure again (other providers, other sections; "
+        "with only --sections machines, the header's run too)",
+    )
     a = ap.parse_args(argv)
     a.tests = a.tests or (8 if a.quick else 100)
     a.runs = a.runs or (2 if a.quick else 15)
@@ -795,6 +1070,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     a.sweep_sizes = [5] if a.quick else [50, 200]
     a.scale_one_parallel = [0]  # orch's default
     a.sections = [s for s in a.sections.split(",") if s]
+    unknown = [s for s in a.sections if s not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown sections {','.join(unknown)} (choose from {','.join(SECTIONS)})")
     if a.quick:
         a.sections = [s for s in a.sections if s != "scale1"]
     a.seed_scale_one = "scale1" in a.sections
@@ -805,6 +1083,7 @@ def main() -> None:
     a = parse()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+    per_provider = [s for s in a.sections if s in PROVIDER_SECTIONS]
     results: dict[str, Any] = {
         "command": ".venv/bin/python benchmarks/bench.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
@@ -818,17 +1097,24 @@ def main() -> None:
         "sections": a.sections,
         "providers": {},
     }
+    old_md = ""
+    own_header = True  # whether the header (machine, command, minutes) describes this run
     if a.merge and a.out.exists():
         previous = json.loads(a.out.read_text())
-        results["providers"] = previous.get("providers", {})
-        results["command"] = previous.get("command", "") + " ; " + results["command"]
+        old_md = a.out.with_suffix(".md").read_text() if a.out.with_suffix(".md").exists() else ""
+        if per_provider:
+            results["providers"] = previous.get("providers", {})
+            results["command"] = previous.get("command", "") + " ; " + results["command"]
+            if "machines" in previous:
+                results["machines"] = previous["machines"]
+        else:  # the machines section alone: the header stays that of the run that measured the rest
+            results, own_header = previous, False
     log(
         f"run {RUN_ID}: providers {a.providers}, sections {','.join(a.sections)}, scale {a.scale}, {a.tests} tests, -n {a.workers}"
     )
     try:
-        for provider in [p for p in a.providers.split(",") if p]:
-            r: dict[str, Any] = {}
-            results["providers"][provider] = r
+        for provider in [p for p in a.providers.split(",") if p] if per_provider else []:
+            r: dict[str, Any] = results["providers"].setdefault(provider, {})  # merged: the sections not run again stay
             started = time.monotonic()
             if "workload" in a.sections:
                 r["workload"] = guarded(f"{provider} workload", lambda pr=provider: workload(pr, a))
@@ -847,7 +1133,9 @@ def main() -> None:
             if "memory" in a.sections:
                 r["memory"] = guarded(f"{provider} memory", lambda pr=provider: peak_memory(pr, a))
             r["minutes"] = round((time.monotonic() - started) / 60, 1)
-            write(results, a.out)  # what is done so far survives a later failure
+            write(results, a.out, old_md)  # what is done so far survives a later failure
+        if "machines" in a.sections:
+            results["machines"] = guarded("machines", lambda: machines_section(a))
     finally:
         for p in _projects:
             with contextlib.suppress(Exception):
@@ -857,18 +1145,57 @@ def main() -> None:
         if left:
             log(f"WARNING: left behind: {' '.join(left)}")
         shutil.rmtree(TMP, ignore_errors=True)
-    results["minutes"] = round((time.monotonic() - STARTED) / 60, 1)
-    results["orch_commit_at_end"] = _commit()
-    results["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    write(results, a.out)
-    log(f"done in {results['minutes']} min; wrote {a.out} and {a.out.with_suffix('.md')}")
+    if own_header:
+        results["minutes"] = round((time.monotonic() - STARTED) / 60, 1)
+        results["orch_commit_at_end"] = _commit()
+        results["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    write(results, a.out, old_md)
+    log(f"done in {round((time.monotonic() - STARTED) / 60, 1)} min; wrote {a.out} and {a.out.with_suffix('.md')}")
 
 
-def write(results: dict[str, Any], out: Path) -> None:
+def write(results: dict[str, Any], out: Path, old_md: str = "") -> None:
+    """The JSON and its rendering; with ``old_md`` (a merge), the sections written by hand
+    in the report being replaced are kept where they were."""
     results["targets"] = targets(results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text(render(results))
+    out.with_suffix(".md").write_text(keep_hand_written(old_md, render(results)))
+
+
+def _sections(md: str) -> list[tuple[str, str]]:
+    """A report cut at its ``## `` headings: [(heading, text)], the part before the first
+    under the heading ""."""
+    parts: list[tuple[str, str]] = [("", "")]
+    for line in md.splitlines(keepends=True):
+        if line.startswith("## "):
+            parts.append((line.strip(), ""))
+        parts[-1] = (parts[-1][0], parts[-1][1] + line)
+    return parts
+
+
+def keep_hand_written(old: str, new: str) -> str:
+    """``new`` with the ``## `` sections of ``old`` that the renderer does not make (written
+    by hand for a run), each after the section it followed in ``old``."""
+    made = {heading for heading, _ in _sections(new)}
+    after: dict[str, list[str]] = {}
+    gap: dict[str, str] = {}  # the blank lines that ended the section before, in ``old``
+    last = ""
+    for heading, text in _sections(old):
+        if heading in made:
+            last = heading
+            gap[last] = "\n" * (len(text) - len(text.rstrip("\n")))
+        else:
+            after.setdefault(last, []).append(text.rstrip("\n") + "\n\n")
+    if not after:
+        return new
+    out = []
+    for heading, text in _sections(new):
+        if heading in after:
+            text = text.rstrip("\n") + gap.get(heading, "\n\n")
+        out.append(text)
+        out += after.pop(heading, [])
+    out += [t for texts in after.values() for t in texts]
+    return "".join(out).rstrip("\n") + "\n"
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -1078,7 +1405,147 @@ def render(r: dict[str, Any]) -> str:
         lines += _render_micro(provider, p)
         lines += _render_up(provider, p)
         lines += _render_rest(p)
+    lines += _render_machines(r.get("machines"))
     return "\n".join(lines) + "\n"
+
+
+def _render_machines(s: Any) -> list[str]:
+    """The machines section: the variants side by side, the refusals, the anchors."""
+    if not s:
+        return []
+    lines = ["## Machines: systemd workers on Docker, podman and Incus", ""]
+    if "error" in s:
+        return [*lines, *_error(s)]
+    variants = s.get("variants", {})
+    shown = {k: v for k, v in variants.items() if isinstance(v, dict) and "error" not in v and "refused" not in v}
+    load = s.get("load_1min") or {}
+    lines += [
+        f"Measured on {s['date']} by `{s['command']}` (orch at {s['orch_commit']}; "
+        + ", ".join(f"{k} {v}" for k, v in s.get("engines", {}).items())
+        + f") in {s['minutes']} min. The variants were brought up together and then measured in rounds, each round "
+        f"measuring every variant once: {s['runs']} rounds of create, clone, reboot and hard reset, {s['warm_runs']} "
+        "of the swap (which waits for a new standby before each). The machine has 2 cores and was shared with other "
+        "test runs: load average (1 min) during the section "
+        + (f"{load['min']} min, {load['median']} median, {load['max']} max" if load else "not recorded")
+        + f" (at the start {' / '.join(str(x) for x in s['load_at_start'])}): on an idle machine every number is "
+        "lower, and only the numbers within this table compare. p50 / p95 by linear interpolation. Run again with "
+        "`.venv/bin/python benchmarks/bench.py --sections machines --merge` (`--runs N --warm-runs N`; `--quick` "
+        "includes it).",
+        "",
+    ]
+    for key, v in variants.items():
+        if isinstance(v, dict) and "error" in v:
+            lines += [f"*{MACHINE_VARIANTS.get(key, (key,))[0]}: failed:* `{v['error'][:500]}`", ""]
+    if shown:
+        heads = [v["what"] for v in shown.values()]
+        lines += ["| p50 / p95 | " + " | ".join(heads) + " |", "|---" * (len(shown) + 1) + "|"]
+
+        def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
+            cells = [cell(v) for v in shown.values()]
+            if any(c != "–" for c in cells):
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+        def swap(v: dict[str, Any], part: str) -> str:
+            if v.get("swap_refused"):
+                return "refused (below)"
+            return _pp(_get(v, "swap", part))
+
+        def memory(v: dict[str, Any]) -> str:
+            m = v.get("memory")
+            return f"{m['working_set_mib']:.1f} / {m['anon_mib']:.1f} MiB" if m else "–"
+
+        row(
+            "`orch up --workers 2` (image to baseline, provisioned, 2 workers)",
+            lambda v: f"{v['up2_s']:.1f} s" if v.get("up2_s") else "–",
+        )
+        row("create to ready (`provider.create` from the image, then ready)", lambda v: _pp(v.get("create")))
+        row("clone to ready (`provider.clone` of the sealed baseline, then ready)", lambda v: _pp(v.get("clone")))
+        row("hard reset, orch's own time (`orch reset gw0 --json` total)", lambda v: _pp(_get(v, "reset", "core")))
+        row("hard reset, the whole `orch reset gw0` command", lambda v: _pp(_get(v, "reset", "cli")))
+        row("standby swap, orch's own time (`standby = true`, a ready standby)", lambda v: swap(v, "core"))
+        row("standby swap, the whole command", lambda v: swap(v, "cli"))
+        row(
+            "Incus: what a swap would cost (delete the old, stop, rename, start the standby, ready)",
+            lambda v: _pp(v.get("rename_swap")),
+        )
+        row(
+            "reboot to ready (`systemctl reboot` inside, until booted again)",
+            lambda v: _pp(v.get("reboot")) if v.get("machine") else "– (no systemd)",
+        )
+        row("memory per idle worker: working set / anonymous (cgroup)", memory)
+        row(
+            "memory per idle worker: cgroup usage with page cache",
+            lambda v: f"{v['memory']['usage_mib']:.1f} MiB" if v.get("memory") else "–",
+        )
+        lines.append("")
+    for v in variants.values():
+        if isinstance(v, dict) and v.get("refused"):
+            lines += [f"{v['what']} (`[tool.orch.incus] vm = true`): `orch up` refused it on this host: `{v['refused']}`", ""]
+        if isinstance(v, dict) and v.get("swap_refused"):
+            lines += [f"{v['what']}, `standby = true`: refused: `{v['swap_refused']}`", ""]
+    incus = [v for v in shown.values() if _get(v, "memory", "incus_usage_mib") is not None]
+    lines += [
+        "**Measured**: *ready* is what orch waits for before it hands a VM out: the backend's readiness (on a machine "
+        "`systemctl is-system-running` says running or degraded; a plain container answers `docker exec`), then the "
+        "connector's. *create* and *clone* time orch's provider API (`provider.create`/`provider.clone` + "
+        "`Context.wait_ready`, benchmarks/machine_ops.py) on VMs of their own; *clone* copies the sealed baseline "
+        "(Docker and podman: `run` from the committed image; Incus: `incus copy` of the stopped golden instance on the "
+        "btrfs pool, then `incus start`). The hard reset and the swap are `orch reset gw0 --json` on a worker of "
+        "`orch up --workers 2` (orch's own total, and the command with Python's start): a reset is a clone plus the "
+        "personalize deploy; a swap renames a ready standby in. *Reboot*: a marker in /run, `systemctl reboot` inside "
+        "the worker (Docker and podman: systemd exits and the restart policy starts the container again; Incus "
+        "restarts the instance), until the machine answers with a new /run and systemd has booted. *Memory*: "
+        f"{MEMORY_SETTLE_S:.0f} s after `orch up`, the memory cgroup of each of the two idle workers (cgroup v1 "
+        "`memory.usage_in_bytes` and `memory.stat` of the container's cgroup: Docker's and podman's container cgroup, "
+        "Incus's `lxc.payload.<name>`); working set = usage less inactive file pages (what `docker stats` shows), "
+        "anonymous = `total_rss`, the mean of the two workers"
+        + (
+            "; Incus's own figure (`incus query /1.0/instances/NAME/state`, memory.usage) is "
+            + ", ".join(f"{v['memory']['incus_usage_mib']:.1f} MiB" for v in incus)
+            + ", the usage with page cache"
+            if incus
+            else ""
+        )
+        + ".",
+        "",
+    ]
+    lines += _machine_anchors(shown)
+    return lines
+
+
+def _machine_anchors(shown: dict[str, Any]) -> list[str]:
+    """The anchors (OrbStack's 2 s boot, Firecracker's 125 ms to init) and where orch's
+    machines stand against them."""
+    lines = [
+        f"**Anchors**: OrbStack boots a machine in about {ORBSTACK_BOOT_S:g} s; Firecracker reaches the guest's init in "
+        f"about {1000 * FIRECRACKER_INIT_S:.0f} ms.",
+        "",
+    ]
+    machines = {k: v for k, v in shown.items() if v.get("machine")}
+    parts = []
+    for measure, what in (
+        ("clone", "a clone of the baseline"),
+        ("create", "a machine made from the image"),
+        ("reboot", "a reboot"),
+    ):
+        found = {v["what"]: v[measure]["p50_s"] for v in machines.values() if _get(v, measure, "p50_s") is not None}
+        if found:
+            fast, slow = min(found.values()), max(found.values())
+            best = min(found, key=lambda w: found[w])
+            parts.append(
+                f"{what} is booted (systemd running) in {fast:.2f}–{slow:.2f} s p50 (fastest: {best}), "
+                f"{100 * fast / ORBSTACK_BOOT_S:.0f}–{100 * slow / ORBSTACK_BOOT_S:.0f} % of OrbStack's {ORBSTACK_BOOT_S:g} s "
+                f"and {fast / FIRECRACKER_INIT_S:.0f}–{slow / FIRECRACKER_INIT_S:.0f}× Firecracker's {1000 * FIRECRACKER_INIT_S:.0f} ms"
+            )
+    if parts:
+        lines += [
+            "**Where orch's machines stand**: " + "; ".join(parts) + ". orch's times run to the end of the boot "
+            "(systemd's `running`), through the engine's command line and its container set-up, while Firecracker's "
+            "figure ends where the guest's init starts: orch's machines are containers sharing the host's kernel, so "
+            "there is no kernel to boot, and what is left is the engine and systemd's own start.",
+            "",
+        ]
+    return lines
 
 
 def _error(section: Any) -> list[str]:
