@@ -314,7 +314,10 @@ class DockerProvider(DockerImages, Provider):
     def stop(self, vm: str) -> None:
         if not vm:
             raise PermanentProviderError("refusing to stop a VM with an empty name", operation="stop")
-        self._docker("stop", ["stop", "--time", "5", vm], vm=vm)
+        # a machine's systemd waits up to 10 s for processes that ignore its SIGTERM before
+        # it halts (a busy host): given more, the stop stays a clean shutdown, not a kill
+        grace = "15" if self.machine else "5"
+        self._docker("stop", ["stop", "--time", grace, vm], vm=vm)
 
     def delete(self, vm: str) -> None:
         if not vm:

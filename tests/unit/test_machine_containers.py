@@ -94,6 +94,15 @@ def test_cgroup_v2_mounts_the_whole_tree_in_the_hosts_namespace_and_is_asked_onc
     assert [c for c in recorder.calls if c[:1] == ["info"]] == [["info", "--format", "{{.CgroupVersion}}"]]
 
 
+def test_a_machine_is_given_the_time_systemd_may_take_to_shut_down(tmp_path: Path, lxcfs: Path) -> None:
+    provider, recorder = docker(tmp_path)
+    provider.stop(VM)
+    (tmp_path / "plain").mkdir()
+    plain, plain_calls = docker(tmp_path / "plain", machine=False)
+    plain.stop(VM)
+    assert recorder.calls == [["stop", "--time", "15", VM]] and plain_calls.calls == [["stop", "--time", "5", VM]]
+
+
 def test_a_plain_container_is_unchanged(tmp_path: Path, lxcfs: Path) -> None:
     provider, recorder = docker(tmp_path, machine=False)
     args = provider._run_args(VM, "orch-base:bookworm", OWNER)
