@@ -86,8 +86,9 @@ _WARNED: set[str] = set()
 #: What a machine runs as PID 1.
 INIT = "/sbin/init"
 #: A machine's first-boot identity, emptied by ``seal`` (systemd makes a new one at boot;
-#: dbus's tmpfiles link its copy to it again).
-CLEAR_MACHINE_ID = "( : > /etc/machine-id ) && rm -f /var/lib/dbus/machine-id"
+#: dbus's tmpfiles link its copy to it again), and the journal of the baseline's boot
+#: (kept in /var/log/journal/<machine id>), so that a clone's journal starts with its own.
+CLEAR_MACHINE_ID = "( : > /etc/machine-id ) && rm -f /var/lib/dbus/machine-id && rm -rf /var/log/journal/*"
 
 
 class ContainerSettings(ProviderSettings):

@@ -95,8 +95,9 @@ USER = "user."
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 #: Run in the provisioned instance before it is stopped as the golden one: no machine
-#: identity (systemd makes a new one at each copy's first boot; dbus links to it).
-SEAL = "umount /etc/machine-id 2>/dev/null; : > /etc/machine-id && rm -f /var/lib/dbus/machine-id"
+#: identity (systemd makes a new one at each copy's first boot; dbus links to it), and no
+#: journal of the provisioning boot (a copy's journal starts with its own).
+SEAL = "umount /etc/machine-id 2>/dev/null; : > /etc/machine-id && rm -f /var/lib/dbus/machine-id && rm -rf /var/log/journal/*"
 
 
 class IncusSettings(ProviderSettings):
