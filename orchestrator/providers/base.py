@@ -173,7 +173,8 @@ class Provider(abc.ABC):
 
     @property
     def machine(self) -> bool:
-        """Whether this checkout's VMs are machines (systemd as PID 1)."""
+        """Whether this checkout's VMs are machines (systemd as PID 1): ``machine = true``,
+        or always, where the backend's VMs boot their own init (Incus)."""
         return self.settings.machine
 
     @classmethod

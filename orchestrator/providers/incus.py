@@ -332,9 +332,20 @@ class IncusProvider(Provider):
         keys.append(f"{HOSTNAME_KEY}={owner.hostname or vm}")
         return [a for key in keys for a in ("-c", key)]
 
+    @property
+    def machine(self) -> bool:
+        """An Incus instance boots its own init: a machine whatever ``machine`` says (the
+        fixtures then wait through its reboots)."""
+        return True
+
+    def _image_at(self, image: str) -> str:
+        """The image on the configured remote unless it names its own (``incus launch IMG
+        far:vm`` would take IMG from the client's default remote)."""
+        return f"{self.opts.remote}:{image}" if self.opts.remote and ":" not in image else image
+
     def create(self, vm: str, image: str, owner: Owner) -> None:
         self._refuse_vms()
-        args = ["launch", image, self._at(vm), "--quiet", *(["--vm"] if self.opts.vm else [])]
+        args = ["launch", self._image_at(image), self._at(vm), "--quiet", *(["--vm"] if self.opts.vm else [])]
         for profile in self.opts.profiles:
             args += ["-p", profile]
         if self.opts.storage_pool:
@@ -490,7 +501,8 @@ class IncusProvider(Provider):
         return strategy.wait(f"{'VM' if self.opts.vm else 'instance'} {vm}", probe)
 
     def host(self, vm: str) -> tuple[str, dict[str, Any]]:
-        data = {"incus_remote": self.opts.remote, "incus_project": self.opts.project}
+        client = self.opts.incus if self.opts.incus != "incus" else ""
+        data = {"incus_remote": self.opts.remote, "incus_project": self.opts.project, "incus_client": client}
         return f"@incus/{vm}", {k: v for k, v in data.items() if v}
 
     @classmethod

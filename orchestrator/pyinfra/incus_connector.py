@@ -7,8 +7,9 @@ for ``_sudo``, ``_sudo_user``, ``_su_user``, ``_env`` and ``_chdir``, and the lo
 connector runs it (its exit code and output as pyinfra reports any command's). Files go
 through ``incus file push`` and ``incus file pull`` of a local temporary file.
 
-Host data ``incus_remote`` (an incus remote: ``remote:NAME``) and ``incus_project``
-(``--project``) reach instances elsewhere; orch's Incus provider writes them into the
+Host data ``incus_remote`` (an incus remote: ``remote:NAME``), ``incus_project``
+(``--project``) and ``incus_client`` (the command, when not ``incus``) reach instances
+elsewhere; a pushed file is root's (as ``docker cp`` makes it); orch's Incus provider writes them into the
 inventories when they are set. The connector never starts, stops or deletes an
 instance: connecting to one that is not running fails, naming it.
 """
@@ -46,12 +47,14 @@ class ConnectorData(TypedDict):
     incus_instance: str
     incus_remote: str
     incus_project: str
+    incus_client: str
 
 
 connector_data_meta: dict[str, DataMeta] = {
     "incus_instance": DataMeta("Name of the Incus instance"),
     "incus_remote": DataMeta("The incus remote the instance is on (default: the client's)", ""),
     "incus_project": DataMeta("The Incus project the instance is in (default: the client's)", ""),
+    "incus_client": DataMeta("The incus command (default: incus)", ""),
 }
 
 #: Where ``incus exec`` starts commands as root: a relative path is resolved here for
@@ -91,7 +94,7 @@ class IncusConnector(BaseConnector):
 
     def _client(self) -> list[str]:
         project = self.data.get("incus_project") or ""
-        return ["incus", *(["--project", project] if project else [])]
+        return [self.data.get("incus_client") or "incus", *(["--project", project] if project else [])]
 
     def _target(self) -> str:
         remote = self.data.get("incus_remote") or ""
@@ -173,7 +176,12 @@ class IncusConnector(BaseConnector):
         return status, CommandOutput(lines)
 
     def _incus_file(self, verb: str, source: str, dest: str, print_output: bool, print_input: bool) -> None:
-        argv = StringCommand(*(shlex.quote(w) for w in self._client()), "file", verb, QuoteString(source), QuoteString(dest))
+        # a pushed file is root's, as `docker cp` makes it (incus would copy the local
+        # temporary file's owner into the instance)
+        owner = ["--uid", "0", "--gid", "0"] if verb == "push" else []
+        argv = StringCommand(
+            *(shlex.quote(w) for w in self._client()), "file", verb, *owner, QuoteString(source), QuoteString(dest)
+        )
         status, output = self.local.run_shell_command(argv, print_output=print_output, print_input=print_input)
         if not status:
             raise OSError(output.stderr)

@@ -70,7 +70,7 @@ def fresh_vm(request: pytest.FixtureRequest) -> Iterator[Callable[[], Worker]]:
             host = create_oneoff(run.ctx, run.run_id)
         except OrchError as err:
             fail(err)
-        worker = Worker(host, ready=(lambda: _ready(run, host.vm)) if run.settings.machine else None)
+        worker = Worker(host, ready=(lambda: _ready(run, host.vm)) if run.ctx.provider.machine else None)
         made.append(worker)
         return worker
 

@@ -42,7 +42,7 @@ def get_worker(config: pytest.Config) -> Worker:
             workers_hint=run.workerinput.get("workercount"),
             resetter=lambda: reset_worker(run, worker_id),
             ensure_running=lambda: _ensure(run, worker_id),
-            ready=(lambda: _ready(run, worker_id)) if run.settings.machine else None,
+            ready=(lambda: _ready(run, worker_id)) if run.ctx.provider.machine else None,
         )
     return run.worker
 

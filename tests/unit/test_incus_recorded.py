@@ -240,7 +240,7 @@ def test_create_sends_one_launch_with_the_owner_as_user_orch_keys(tmp_path: Path
     name, owner = owner_of(provider)
     provider.create(name, "orch-machine/bookworm", owner)
     [launch] = [c for c in fake.calls if "launch" in c]
-    assert launch[:5] == ["incus", "--project", "ci", "launch", "orch-machine/bookworm"]
+    assert launch[:5] == ["incus", "--project", "ci", "launch", "far:orch-machine/bookworm"]  # the image from the same remote
     assert launch[5] == f"far:{name}" and "--vm" not in launch
     pairs = [launch[i + 1] for i, a in enumerate(launch) if a == "-c"]
     assert "user.orch.worker=gw0" in pairs and f"user.{L.MANAGED_BY}=orch" in pairs and "limits.memory=1GiB" in pairs
@@ -428,3 +428,14 @@ def test_drop_deletes_the_golden_instance(tmp_path: Path) -> None:
     baseline = provider.seal(base, owner)
     assert provider.drop(baseline) and base not in fake.instances
     assert provider.drop(Baseline(base, baseline.seal))  # twice is fine
+
+
+def test_an_incus_instance_is_a_machine_without_machine_true(tmp_path: Path) -> None:
+    """The fixtures wait through its reboots whatever ``machine`` says: it boots its own init."""
+    provider = incus_provider(tmp_path, FakeIncus())
+    assert provider.settings.machine is False and provider.machine is True
+
+
+def test_the_host_names_the_client_when_it_is_not_incus(tmp_path: Path) -> None:
+    provider = incus_provider(tmp_path, FakeIncus(), incus="/opt/incus/bin/incus")
+    assert provider.host(VM)[1] == {"incus_client": "/opt/incus/bin/incus"}
