@@ -143,24 +143,22 @@ EOF
 # The base image for podman, copied from Docker (no registry needed): podman names it
 # localhost/orch-base:bookworm, and the short name orch-base:bookworm finds it too.
 # Copied again when Docker's image differs (same image id in both when in sync).
+# copy_to_podman IMAGE WHAT: Docker's IMAGE into podman as localhost/IMAGE, unless in sync.
+copy_to_podman() {
+  local image="$1" what="$2" docker_id podman_id
+  docker_id="$(docker image inspect --format '{{.Id}}' "$image")"
+  podman_id="$(podman image inspect --format '{{.Id}}' "localhost/${image#localhost/}" 2>/dev/null || true)"
+  if [ "${docker_id#sha256:}" != "$podman_id" ]; then
+    log "copying $what $image from Docker to podman as localhost/${image#localhost/}"
+    docker save "$image" | podman load --quiet >/dev/null
+    podman tag "${docker_id#sha256:}" "localhost/${image#localhost/}"
+  fi
+}
 PODMAN_IMAGE="localhost/${IMAGE#localhost/}"
-docker_id="$(docker image inspect --format '{{.Id}}' "$IMAGE")"
-podman_id="$(podman image inspect --format '{{.Id}}' "$PODMAN_IMAGE" 2>/dev/null || true)"
-if [ "${docker_id#sha256:}" != "$podman_id" ]; then
-  log "copying base image $IMAGE from Docker to podman as $PODMAN_IMAGE"
-  docker save "$IMAGE" | podman load --quiet >/dev/null
-  podman tag "${docker_id#sha256:}" "$PODMAN_IMAGE"
-fi
+copy_to_podman "$IMAGE" "base image"
 podman run --rm --pull never "$PODMAN_IMAGE" true \
   || { log "podman cannot run containers (see the error above; $CONTAINERS_CONF)"; exit 1; }
-PODMAN_MACHINE_IMAGE="localhost/${MACHINE_IMAGE#localhost/}"
-docker_id="$(docker image inspect --format '{{.Id}}' "$MACHINE_IMAGE")"
-podman_id="$(podman image inspect --format '{{.Id}}' "$PODMAN_MACHINE_IMAGE" 2>/dev/null || true)"
-if [ "${docker_id#sha256:}" != "$podman_id" ]; then
-  log "copying machine image $MACHINE_IMAGE from Docker to podman as $PODMAN_MACHINE_IMAGE"
-  docker save "$MACHINE_IMAGE" | podman load --quiet >/dev/null
-  podman tag "${docker_id#sha256:}" "$PODMAN_MACHINE_IMAGE"
-fi
+copy_to_podman "$MACHINE_IMAGE" "machine image"
 
 # Incus: no systemd on PID 1 here, so incusd is started like dockerd. `incus admin init
 # --minimal` fails on this machine (it finds no unused IPv4 subnet), so the bridge gets an
