@@ -87,7 +87,13 @@ fi
 
 # lxcfs: a container that mounts its /proc/uptime sees its own uptime (pyinfra's
 # server.reboot compares uptimes to see that a machine rebooted). No systemd here to
-# start it: started like dockerd, when its folder is not mounted.
+# start it: started like dockerd, when its folder is not mounted. A mount whose lxcfs
+# died (the machine's processes were stopped, its mounts kept) answers "Transport
+# endpoint is not connected" and no engine can bind it: unmounted, then started again.
+if grep -qs " /var/lib/lxcfs fuse.lxcfs " /proc/mounts && ! [ -e /var/lib/lxcfs/proc/uptime ]; then
+  log "lxcfs's mount is stale (its lxcfs is gone): unmounting /var/lib/lxcfs"
+  umount -l /var/lib/lxcfs
+fi
 if ! grep -qs " /var/lib/lxcfs fuse.lxcfs " /proc/mounts; then
   log "starting lxcfs (log: /var/log/orch-lxcfs.log)"
   mkdir -p /var/lib/lxcfs

@@ -293,16 +293,27 @@ class DockerProvider(DockerImages, Provider):
         """lxcfs's uptime over /proc/uptime, where lxcfs runs on the engine's host; else
         one warning per engine: pyinfra's ``server.reboot`` would wait for an uptime that
         never goes down (the host's) and fail after its time limit."""
-        if self.local_engine and LXCFS_UPTIME.is_file():
-            return ["-v", f"{LXCFS_UPTIME}:/proc/uptime:ro"]
+        stale = False
+        if self.local_engine:
+            try:
+                if LXCFS_UPTIME.is_file():
+                    return ["-v", f"{LXCFS_UPTIME}:/proc/uptime:ro"]
+            except OSError:  # mounted, but its lxcfs is gone: the engine could not bind it
+                stale = True
         where = self.engine or "local"
         if where not in _WARNED:
             _WARNED.add(where)
+            fix = (
+                f"lxcfs died and left its mount: umount -l {LXCFS_UPTIME.parents[1]} and start lxcfs again"
+                if stale
+                else "run lxcfs on the engine's host"
+            )
             log.warning(
                 "%s machines on the %s engine see the host's uptime, so pyinfra's server.reboot cannot see "
-                "them reboot: run lxcfs on the engine's host (lxcfs /var/lib/lxcfs; scripts/setup.sh does)",
+                "them reboot: %s (lxcfs /var/lib/lxcfs; scripts/setup.sh does)",
                 self.name,
                 where,
+                fix,
             )
         return []
 

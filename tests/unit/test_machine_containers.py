@@ -121,6 +121,27 @@ def test_without_lxcfs_one_warning_names_the_fix(tmp_path: Path, lxcfs: Path, ca
     assert "server.reboot" in warning and "lxcfs" in warning
 
 
+class _StaleMount(type(Path())):  # type: ignore[misc]
+    """A FUSE mount whose daemon died: stat fails with ENOTCONN."""
+
+    def stat(self, *, follow_symlinks: bool = True):  # type: ignore[override]
+        raise OSError(107, "Transport endpoint is not connected", str(self))
+
+
+def test_a_stale_lxcfs_mount_is_left_out_with_the_fix(
+    tmp_path: Path, lxcfs: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lxcfs killed (a machine restarted) leaves its mount: the engine could not bind it, so
+    the machine is made without it and one warning says how to mend lxcfs."""
+    monkeypatch.setattr(docker_module, "LXCFS_UPTIME", _StaleMount("/var/lib/lxcfs/proc/uptime"))
+    provider, _ = docker(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="orchestrator.providers.docker"):
+        args = provider._run_args(VM, "img", OWNER)
+    assert not any("/proc/uptime" in a for a in args)
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "umount -l /var/lib/lxcfs" in warning
+
+
 def test_a_remote_engine_gets_no_lxcfs_of_this_machine(tmp_path: Path, lxcfs: Path, caplog: pytest.LogCaptureFixture) -> None:
     provider = DockerProvider(settings(tmp_path, "docker"), engine="ssh://root@far")
     provider._docker = Recorder()  # type: ignore[method-assign]
