@@ -139,6 +139,21 @@ def before_test(item: pytest.Item) -> None:
         fail(err)
 
 
+#: Set on a test whose setup or call failed (``saw``), for what is done after a failure.
+FAILED_KEY = pytest.StashKey[bool]()
+
+
+def saw(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Each phase's report, as it is made: a test whose setup or call failed is marked."""
+    if report.failed and report.when in ("setup", "call"):
+        item.stash[FAILED_KEY] = True
+
+
+def failed(item: pytest.Item) -> bool:
+    """Whether the test's setup or call failed (known from its teardown on)."""
+    return item.stash.get(FAILED_KEY, False)
+
+
 def after_test(item: pytest.Item) -> None:
     """``@pytest.mark.orch_reset``: reset this worker's VM after the test."""
     if item.get_closest_marker("orch_reset") is None:

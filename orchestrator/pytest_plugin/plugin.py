@@ -17,10 +17,14 @@ User mistakes stop the run with one line (``pytest.UsageError``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from orchestrator.pytest_plugin import controller, fixtures, handout
+from orchestrator.pytest_plugin import controller, fixtures, handout, isolation, keeping, leaks
+from orchestrator.pytest_plugin.report import REPORT_KEY, RunReport
 from orchestrator.pytest_plugin.run import RUN_KEY, hold_lease
+from orchestrator.settings.model import ISOLATIONS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +43,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="folder of orch's generated inventories [default: ORCH_INVENTORY_DIR, [tool.orch], <project>/inventories]",
     )
     group.addoption(
+        "--orch-isolation",
+        default=None,
+        choices=ISOLATIONS,
+        help="what is checked and reset between tests on a worker: shared (nothing), report (check and "
+        "report), on-dirty (reset a worker its test changed), per-test (reset after each test) "
+        "[default: [tool.orch] isolation / ORCH_ISOLATION, shared]",
+    )
+    group.addoption(
+        "--orch-keep-failed",
+        action="store_true",
+        default=None,
+        help="keep the worker of a failing test as it was, for `orch shell <name>` (the test after it gets "
+        "a clean one), at most [tool.orch] keep_failed_max per run [default: [tool.orch] keep_failed]",
+    )
+    group.addoption(
+        "--orch-reap-leaks",
+        action="store_true",
+        default=None,
+        help="at the end of the run, delete the VMs its tests made and left behind (only those) "
+        "[default: [tool.orch] reap_leaks]",
+    )
+    group.addoption(
         "--orch-sweep",
         action="store_true",
         default=False,
@@ -48,9 +74,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "orch_reset: reset this worker's VM to its baseline after the test")
+    config.addinivalue_line(
+        "markers",
+        "orch_isolation(policy): this test's isolation policy, overriding [tool.orch] isolation: "
+        "shared, report, on-dirty or per-test",
+    )
     config.pluginmanager.register(fixtures, "orch-fixtures")
-    if config.pluginmanager.hasplugin("xdist") and not _is_worker(config):
-        config.pluginmanager.register(controller.WorkerHandover(), "orch-worker-handover")
+    if not _is_worker(config):
+        config.stash[REPORT_KEY] = RunReport(config)
+        config.pluginmanager.register(config.stash[REPORT_KEY], "orch-report")
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(controller.WorkerHandover(), "orch-worker-handover")
     hold_lease(config)
 
 
@@ -64,9 +98,22 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     handout.before_test(item)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    handout.saw(item, report)
+    return report
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the test's own fixtures are torn down, in this order: a failing test's worker
+    is kept first (as it was at the failure), then the pollution check and the policy's
+    reset, then the marker's reset, then the VMs the test made under orch's names."""
+    keeping.after_test(item)
+    isolation.after_test(item)
     handout.after_test(item)
+    leaks.after_test(item)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -32,9 +32,14 @@ class OrchRun:
     the run lease that tells sweep and the CLI that this process is alive."""
 
     def __init__(self, config: pytest.Config) -> None:
-        option = config.getoption("orch_inventory_dir")
+        overrides = {
+            "inventory_dir": config.getoption("orch_inventory_dir"),
+            "isolation": config.getoption("orch_isolation"),
+            "keep_failed": config.getoption("orch_keep_failed"),
+            "reap_leaks": config.getoption("orch_reap_leaks"),
+        }
         try:
-            self.settings = orch_config.load(cwd=config.invocation_params.dir, overrides={"inventory_dir": option})
+            self.settings = orch_config.load(cwd=config.invocation_params.dir, overrides=overrides)
         except OrchError as err:
             raise pytest.UsageError(f"orch: {err}") from err
         self.workerinput: dict[str, Any] = getattr(config, "workerinput", None) or {}

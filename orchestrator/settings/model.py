@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import UsageError
+
+#: The isolation policies (``[tool.orch] isolation``, ``orch_isolation`` marker).
+Isolation = Literal["shared", "report", "on-dirty", "per-test"]
+ISOLATIONS: tuple[str, ...] = ("shared", "report", "on-dirty", "per-test")
 
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -93,6 +97,20 @@ class Settings(Model):
     #: Workers are machines: systemd as PID 1 (Docker, podman), a system container or VM
     #: (Incus), a machine (OrbStack). With no ``image`` named, the provider's machine image.
     machine: bool = False
+    #: What is checked and reset between tests on a shared worker (a marker,
+    #: ``@pytest.mark.orch_isolation("per-test")``, overrides it for one test):
+    #: ``shared`` nothing; ``report`` check and report; ``on-dirty`` check, and reset a
+    #: worker its test changed; ``per-test`` reset after every test.
+    isolation: Isolation = "shared"
+    #: Paths (absolute; a folder covers what is under it) whose changes the check ignores,
+    #: besides /proc, /sys, /dev, /run and orch's own.
+    isolation_ignore: list[str] = Field(default_factory=list)
+    #: Keep the worker of a failing test as it was (``pytest --orch-keep-failed`` turns it
+    #: on for a run), at most ``keep_failed_max`` per run.
+    keep_failed: bool = False
+    keep_failed_max: int = Field(3, ge=1, le=100)
+    #: Delete, at the end of a run, the VMs its tests made and left (``--orch-reap-leaks``).
+    reap_leaks: bool = False
     #: ``[tool.orch.<name>]`` tables (a provider's, the SSH connector's), each validated
     #: by the model its owner declares; the owner reads its own with that model.
     tables: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -117,6 +135,14 @@ class Settings(Model):
             return naming.validate_prefix(value)
         except UsageError as err:
             raise ValueError(str(err)) from None
+
+    @field_validator("isolation_ignore")
+    @classmethod
+    def _ignored(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/") or any(c in path for c in "\n\r\t\0'\"\\") or "/../" in f"{path}/":
+                raise ValueError(f"{path!r} is not a plain absolute path: write it as /var/cache/myapp")
+        return [p.rstrip("/") or "/" for p in value]
 
     @field_validator("connector")
     @classmethod
