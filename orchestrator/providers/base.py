@@ -29,6 +29,7 @@ from orchestrator.providers import retry
 from orchestrator.settings.model import Model
 
 if TYPE_CHECKING:
+    from orchestrator.primitives.changes import Checker, Ignore
     from orchestrator.primitives.labels import Owner
     from orchestrator.settings.model import Settings
 
@@ -280,6 +281,11 @@ class Provider(abc.ABC):
         """orch's VMs (by labels or name prefix); ``all_vms`` lists every VM."""
 
     @abc.abstractmethod
+    def pollution_checker(self, vm: str, ignore: Ignore) -> Checker | None:
+        """A checker of what tests change on ``vm`` that this backend answers cheaply
+        (without a command inside the VM), or None: orch then runs one inside it."""
+        return None
+
     def wait_ready(self, vm: str) -> float:
         """Block until ``vm`` runs and answers commands; return the seconds waited."""
 
