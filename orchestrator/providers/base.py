@@ -280,12 +280,12 @@ class Provider(abc.ABC):
     def list_vms(self, *, all_vms: bool = False) -> list[VMInfo]:
         """orch's VMs (by labels or name prefix); ``all_vms`` lists every VM."""
 
-    @abc.abstractmethod
     def pollution_checker(self, vm: str, ignore: Ignore) -> Checker | None:
         """A checker of what tests change on ``vm`` that this backend answers cheaply
         (without a command inside the VM), or None: orch then runs one inside it."""
         return None
 
+    @abc.abstractmethod
     def wait_ready(self, vm: str) -> float:
         """Block until ``vm`` runs and answers commands; return the seconds waited."""
 
