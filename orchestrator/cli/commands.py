@@ -164,10 +164,11 @@ def up(
 @click.option("-q", "--quiet", "names_only", is_flag=True, help="Print only the VM names, one per line.")
 @pass_invocation
 def status(obj: Invocation, as_json: bool, names_only: bool) -> None:
-    """List this checkout's VMs: workers, one-offs, standbys and the baseline, with their
-    state (running, stopped, missing, or unreachable when its engine does not answer),
-    phase (with "reset pending" for a worker a marked test left to reset), age and drift
-    (what changed since made)."""
+    """List this checkout's VMs: workers, one-offs, standbys, kept VMs (failing tests'
+    workers, --orch-keep-failed) and the baseline, with their state (running, stopped,
+    missing, or unreachable when its engine does not answer), phase (with "reset pending"
+    for a worker a marked test left to reset), age and drift (what changed since made);
+    then, for each kept VM, its test and the command that enters it."""
     context = obj.context()
     rows = status_verb.status(context)
     if as_json:
@@ -190,6 +191,9 @@ def status(obj: Invocation, as_json: bool, names_only: bool) -> None:
         table,
         stderr=False,
     )
+    for r in rows:
+        if r.kind == "kept":
+            click.echo(f"kept after {r.test or 'a failing test (unknown: the state was rebuilt)'}: {r.enter}")
 
 
 @cli.command()
@@ -202,8 +206,10 @@ def down(obj: Invocation, workers: tuple[str, ...], force: bool, no_wait: bool, 
     """Delete WORKERS (default: all of this checkout's) and their inventories.
 
     Only VMs that orch recorded and labelled for this checkout are deleted. When no worker
-    is left, one-offs of finished runs, the pool and the baseline go too. Refused while a
-    pytest run uses the workers, unless --force.
+    is left, one-offs of finished runs, the pool, kept VMs (failing tests' workers,
+    --orch-keep-failed) and the baseline go too; a kept VM named alone (`orch down
+    <name>`, see `orch status`) is deleted by itself. Refused while a pytest run uses the
+    workers, unless --force.
     """
     context = obj.context()
     t = time.monotonic()

@@ -17,8 +17,9 @@ from orchestrator.primitives.kinds import Kind
 from orchestrator.providers.base import VMInfo
 
 #: Labels a VM may carry under a name of another kind: a swap renames a standby into its
-#: worker's name, and the worker's old VM out to a standby's form of name (trash).
-_COMPATIBLE = {Kind.WORKER: {Kind.STANDBY}, Kind.STANDBY: {Kind.WORKER}}
+#: worker's name, and the worker's old VM out to a standby's form of name (trash); a keep
+#: renames a worker's VM (made as the worker, or as its standby) to a kept name.
+_COMPATIBLE = {Kind.WORKER: {Kind.STANDBY}, Kind.STANDBY: {Kind.WORKER}, Kind.KEPT: {Kind.WORKER, Kind.STANDBY}}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,16 @@ it what the rest of orch reads off it:
   by worker id (``per_worker``) or by VM name, a single record, or a list of names;
 - ``seen_as``: for a kind whose VMs carry another kind's name and labels (trash: a
   worker's old VM swapped out under a standby's form of name), that other kind, which is
-  all a name and labels can tell.
+  all a name and labels can tell;
+- ``of_worker``: its names carry a worker id (``<worker>-…``), which its labels must
+  name too: every per-worker kind, and kept VMs (recorded by name, several per worker).
+
+A kept VM (``pytest --orch-keep-failed``) is a failing test's worker VM renamed out of
+its worker's name, as it was at the failure: its own form of name (the worker, the
+time it was kept, a random part), so a lost state never mistakes it for anything else,
+but the labels of what it was made as (a worker, or the standby swapped in under the
+worker's name), since Docker cannot relabel a container. Ownership accepts those labels
+under a kept name, never a kept VM's labels under another kind's name.
 
 A one-off is one kind whether pooled or claimed: both have the same form of name, the
 ``oneoff`` label and a record in ``oneoffs``. A pooled one-off's record says ``pool`` (and
@@ -39,6 +48,7 @@ class Form:
     suffix: str = ""
     per_worker: bool = False
     seen_as: str = ""
+    of_worker: bool | None = None  # None: as per_worker
 
 
 class Kind(str, Enum):
@@ -49,6 +59,7 @@ class Kind(str, Enum):
     ONEOFF = "oneoff"
     BASELINE = "baseline"
     TRASH = "trash"
+    KEPT = "kept"
 
     # plain words wherever a kind is printed or formatted, as with enum.StrEnum (3.11+)
     def __str__(self) -> str:
@@ -72,6 +83,11 @@ class Kind(str, Enum):
         return self.form.per_worker
 
     @property
+    def of_worker(self) -> bool:
+        """Its VM names begin with a worker id (``gw1-…``), which its labels must name too."""
+        return self.per_worker if self.form.of_worker is None else self.form.of_worker
+
+    @property
     def seen_as(self) -> Kind:
         """The kind a VM of this kind's name and labels show (itself, for most kinds)."""
         return Kind(self.form.seen_as) if self.form.seen_as else self
@@ -83,7 +99,9 @@ class Kind(str, Enum):
 
     @property
     def made(self) -> bool:
-        """VMs are made as this kind, named and labelled so (not only renamed into it)."""
+        """Its VMs have a form of name of their own (trash's is a standby's). Most are made
+        as this kind, named and labelled so; a kept VM is renamed into its form, and keeps
+        the labels of what it was made as."""
         return not self.form.seen_as
 
     @classmethod
@@ -106,4 +124,5 @@ _FORMS: dict[Kind, Form] = {
     Kind.ONEOFF: Form("oneoffs", r"x[0-9]{14}-[0-9]+-[0-9a-f]{12}"),
     Kind.BASELINE: Form("baseline", r"zbaseline-[0-9a-f]{8}"),
     Kind.TRASH: Form("trash", per_worker=True, seen_as=Kind.STANDBY.value),
+    Kind.KEPT: Form("kept", rf"{WORKER_ID}-kept-[0-9]{{14}}-[0-9a-f]{{4}}", of_worker=True),
 }

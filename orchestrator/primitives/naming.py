@@ -98,10 +98,27 @@ def standby_vm_name(prefix: str, checkout: str, worker: str) -> str:
     return f"{worker_vm_name(prefix, checkout, worker)}-s{secrets.token_hex(4)}"
 
 
+def kept_vm_name(prefix: str, checkout: str, worker: str, *, now: float | None = None) -> str:
+    """The name a failing test's worker VM is kept under: ``{worker VM}-kept-{UTC time}-{random}``.
+    The time is when it was kept (its labels say when its worker was made): what
+    ``orch sweep --older-than`` judges it by, even where its checkout cannot be seen."""
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
+    return f"{worker_vm_name(prefix, checkout, worker)}-kept-{stamp}-{secrets.token_hex(2)}"
+
+
+def kept_at(suffix: str) -> str:
+    """When a kept VM was kept (ISO 8601, UTC), from its name's suffix ("" for another kind)."""
+    m = re.fullmatch(rf"{WORKER_ID}-kept-([0-9]{{14}})-[0-9a-f]{{4}}", suffix)
+    if m is None:
+        return ""
+    t = m.group(1)
+    return f"{t[:4]}-{t[4:6]}-{t[6:8]}T{t[8:10]}:{t[10:12]}:{t[12:14]}Z"
+
+
 def parse_vm_name(prefix: str, name: str) -> tuple[str, str] | None:
     """Split an orch VM name into (checkout id, suffix): the suffix has one kind's form (a
-    worker id, a standby ``gw1-s…``, a baseline ``zbaseline-…``, a one-off ``x…``); None
-    if the name has none."""
+    worker id, a standby ``gw1-s…``, a kept VM ``gw1-kept-…``, a baseline ``zbaseline-…``,
+    a one-off ``x…``); None if the name has none."""
     m = re.fullmatch(rf"{re.escape(prefix)}-([0-9a-f]{{8}})-({Kind.suffixes()})", name)
     return (m.group(1), m.group(2)) if m else None
 
@@ -115,5 +132,5 @@ def kind_of(suffix: str) -> Kind:
 
 
 def worker_of(suffix: str) -> str:
-    """The worker id a name of a per-worker kind carries ("" for other kinds)."""
-    return suffix.split("-", 1)[0] if kind_of(suffix).per_worker else ""
+    """The worker id a name of a kind named after its worker carries ("" for other kinds)."""
+    return suffix.split("-", 1)[0] if kind_of(suffix).of_worker else ""

@@ -272,6 +272,16 @@ class Provider(abc.ABC):
         """Rename ``vm`` (only where ``can_rename``)."""
         raise PermanentProviderError(f"{self.name} cannot rename VMs", operation="rename", vm=vm)
 
+    def keep(self, vm: str, new: str) -> None:
+        """Keep ``vm`` as it is now under the name ``new`` (a failing test's worker VM, for
+        ``orch shell``), with the labels it has; ``new`` must not exist. Default: a rename,
+        where the backend can (the VM keeps running, its processes too). A backend that
+        cannot rename may copy instead: ``vm`` then still exists, and the core makes the
+        worker again either way."""
+        if not self.can_rename:
+            raise PermanentProviderError(f"{self.name} cannot keep a VM under another name", operation="rename", vm=vm)
+        self.rename(vm, new)
+
     @abc.abstractmethod
     def inspect(self, vm: str) -> VMInfo | None:
         """The VM, or None when it does not exist."""

@@ -27,6 +27,8 @@ CREATING = "creating"
 PROVISIONING = "provisioning"
 READY = "ready"
 FAILED = "failed"
+#: A kept VM's phase while it is recorded and not yet renamed (or copied) to its name.
+KEEPING = "keeping"
 
 
 @dataclass
@@ -82,8 +84,27 @@ class StandbyRecord:
     engine: str = ""
 
 
+@dataclass
+class KeptRecord:
+    """A failing test's worker VM, kept as it was at the failure (``--orch-keep-failed``),
+    by its VM name. Recorded (phase keeping) before the worker's VM is renamed to it, so a
+    crash never loses it; ready once renamed. Deleted by ``orch down`` and ``orch sweep
+    --older-than``, never handed to a test."""
+
+    vm: str
+    worker: str
+    test: str = ""  # the failing test's node id ("" when the state was rebuilt)
+    session: str = ""  # the pytest session (run) that kept it: the cap counts per session
+    by: str = ""  # the lease of the process keeping it: while it is alive, a keep in flight
+    source: str = ""  # the worker's VM it was kept from
+    phase: str = KEEPING
+    created: str = ""  # when it was kept
+    engine: str = ""
+    fingerprint: str = ""  # of the baseline its worker was made from
+
+
 #: The record of one VM, of any kind that has records (trash is a list of names).
-Record = BaselineRecord | WorkerRecord | OneoffRecord | StandbyRecord
+Record = BaselineRecord | WorkerRecord | OneoffRecord | StandbyRecord | KeptRecord
 
 
 def _build(cls: type, raw: Any) -> Any:
@@ -109,6 +130,8 @@ class StateData:
     standbys: dict[str, StandbyRecord] = field(default_factory=dict)
     #: VMs swapped out of a worker's name, deleted in the background.
     trash: list[str] = field(default_factory=list)
+    #: Failing tests' worker VMs kept for ``orch shell`` (by VM name).
+    kept: dict[str, KeptRecord] = field(default_factory=dict)
     version: int = VERSION
 
     def to_json(self) -> str:
@@ -123,7 +146,7 @@ class StateData:
             raw = _from_v1(raw)
         if raw.get("version") != VERSION:
             raise ValueError(f"state version {raw.get('version')!r} is not {VERSION}")
-        for key in ("workers", "oneoffs", "standbys"):
+        for key in ("workers", "oneoffs", "standbys", "kept"):
             if not isinstance(raw.get(key, {}), dict):
                 raise ValueError(f"{key} must be a table")
         if not isinstance(raw.get("retired", []), list) or not isinstance(raw.get("trash", []), list):
@@ -139,6 +162,7 @@ class StateData:
             oneoffs={k: _build(OneoffRecord, v) for k, v in raw.get("oneoffs", {}).items()},
             standbys={k: _build(StandbyRecord, v) for k, v in raw.get("standbys", {}).items()},
             trash=[str(v) for v in raw.get("trash", [])],
+            kept={k: _build(KeptRecord, v) for k, v in raw.get("kept", {}).items()},
         )
 
     def record(self, kind: Kind, key: str) -> Record | None:
@@ -159,17 +183,18 @@ class StateData:
 
     def engines(self) -> dict[str, str]:
         """{VM: engine} of every VM recorded with one."""
-        recs: list[WorkerRecord | OneoffRecord | StandbyRecord] = [
+        recs: list[WorkerRecord | OneoffRecord | StandbyRecord | KeptRecord] = [
             *self.workers.values(),
             *self.oneoffs.values(),
             *self.standbys.values(),
+            *self.kept.values(),
         ]
         return {r.vm: r.engine for r in recs if r.engine}
 
     def all_vms(self) -> set[str]:
         """Every VM name this state records."""
         names = {r.vm for r in self.workers.values()} | set(self.oneoffs) | {s.vm for s in self.standbys.values()}
-        names |= {b.vm for b in self.retired if b.vm} | set(self.trash)
+        names |= {b.vm for b in self.retired if b.vm} | set(self.trash) | set(self.kept)
         if self.baseline is not None:
             names.add(self.baseline.vm)
         return names

@@ -1,5 +1,7 @@
 """``orch down``: delete workers, and what only they needed (one-offs of gone runs, the
-pool, standbys and trash, the baseline, the registry entry)."""
+pool, standbys and trash, kept VMs, the baseline, the registry entry). A kept VM (a
+failing test's worker, ``--orch-keep-failed``) goes with a whole ``orch down``, or alone
+when it is named (``orch down <kept VM>``)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from orchestrator.core.baseline import drop_retired
+from orchestrator.core.keeping import delete_kept, settle
 from orchestrator.core.maintainer import maintaining
 from orchestrator.core.spares import empty_trash
 from orchestrator.core.steps import WorkerResult, guard, timed
@@ -33,16 +36,22 @@ def down(
     force: bool = False,
 ) -> list[WorkerResult]:
     forget_gone_oneoffs(ctx)
-    asked = [naming.validate_worker_id(w) for w in workers]
+    settle(ctx)
+    names = list(workers)
+    kept = [n for n in names if n in ctx.store.read().kept]
+    asked = [naming.validate_worker_id(w) for w in names if w not in kept]
     with ctx.store.command_lock(wait=wait, on_wait=on_wait), maintaining(ctx):
         data = ctx.store.read()
-        targets = [r.worker for r in ctx.records(asked, data)]
+        targets = [r.worker for r in ctx.records(asked, data)] if asked or not kept else []
         if targets:
             ctx.refuse_live("deleting them", targets, force)
-        if targets or data.oneoffs or data.baseline or data.retired:
+        if targets or kept or data.oneoffs or data.baseline or data.retired or data.kept:
             ctx.provider.check()
         results = delete_workers(ctx, targets)
         empty_trash(ctx)
+        if not names or not ctx.store.read().workers:  # a whole down: kept VMs too, before the baseline
+            kept = sorted(ctx.store.read().kept)
+        results += delete_kept(ctx, kept)
         results += _leftovers(ctx)
         ctx.write_inventories()
     return results

@@ -1,5 +1,7 @@
 """``orch repair``: rebuild a lost or damaged state from the backend, trusting a VM only
-as far as its name, its labels and what orch wrote inside it say."""
+as far as its name, its labels and what orch wrote inside it say. A kept VM (a failing
+test's worker) is recorded again by its name, with the test the old state named, if it
+could be read."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from orchestrator.state.records import (
     PROVISIONING,
     READY,
     BaselineRecord,
+    KeptRecord,
     OneoffRecord,
     StandbyRecord,
     StateData,
@@ -35,6 +38,7 @@ def repair(ctx: Context, *, wait: bool = True, on_wait: Callable[[], None] | Non
         ctx.provider.check()
         mine = _mine(ctx)
         stored = sorted((b for b in ctx.provider.stored_baselines() if b.checkout == ctx.checkout), key=lambda b: b.created)
+        kept = _kept_tests(ctx)
         owed = _owed_resets(ctx)
         with ctx.store.transaction(repair=True) as data:
             _forget_all(ctx, data)
@@ -44,6 +48,9 @@ def repair(ctx: Context, *, wait: bool = True, on_wait: Callable[[], None] | Non
                 fp = info.labels.get(L.FINGERPRINT, "") or _marked(ctx, info)
                 if found.kind is Kind.STANDBY and _trashed(ctx, data, info, found, fp):
                     doomed.append(info.name)
+                    continue
+                if found.kind is Kind.KEPT:
+                    _record_kept(ctx, data, info, found, kept)
                     continue
                 _record(ctx, data, info, found, fp, owed)
                 if found.kind is Kind.WORKER:
@@ -64,6 +71,22 @@ def _mine(ctx: Context) -> list[tuple[VMInfo, Identity]]:
     return mine
 
 
+def _kept_tests(ctx: Context) -> dict[str, str]:
+    """{kept VM: its test} as the old state says, when it can be read."""
+    try:
+        return {k.vm: k.test for k in ctx.store.read().kept.values()} if ctx.store.path.exists() else {}
+    except StateError:
+        return {}
+
+
+def _record_kept(ctx: Context, data: StateData, info: VMInfo, found: Identity, tests: dict[str, str]) -> None:
+    """A kept VM, recorded again (never deleted by a repair: it is kept for a person)."""
+    data.kept[info.name] = KeptRecord(
+        info.name, found.worker, tests.get(info.name, ""), phase=READY, created=naming.kept_at(found.suffix), engine=info.engine
+    )
+    ctx.report(found.worker, f"found {info.name} ({info.state}), recorded as kept")
+
+
 def _owed_resets(ctx: Context) -> dict[str, str]:
     """{vm: why} of the resets the old state says are owed (never lost by a rebuild); a
     damaged state file is moved aside."""
@@ -80,6 +103,7 @@ def _forget_all(ctx: Context, data: StateData) -> None:
     data.workers.clear()
     data.oneoffs.clear()
     data.standbys.clear()
+    data.kept.clear()
     data.provider, data.prefix = ctx.provider.name, ctx.settings.prefix
     data.image = data.image or ctx.image
     data.baseline, data.retired = None, []

@@ -1,5 +1,6 @@
-"""``orch status``: every VM this checkout has — workers, one-offs, standbys and the
-baseline — with its state on the backend, its phase in the state, its age and drift."""
+"""``orch status``: every VM this checkout has — workers, one-offs, standbys, kept VMs and
+the baseline — with its state on the backend, its phase in the state, its age and drift;
+a kept VM also with the test it was kept after and the command that enters it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from orchestrator.core.baseline import Fingerprint, fingerprint
+from orchestrator.core.keeping import settle
 from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import age
@@ -31,12 +33,15 @@ class StatusRow:
     age_seconds: float | None
     drift: str  # what changed since it was made ("" when current)
     inventory: str
+    test: str = ""  # a kept VM's: the failing test it was kept after
+    enter: str = ""  # a kept VM's: the command that enters it
 
 
 def status(ctx: Context) -> list[StatusRow]:
     forget_gone_oneoffs(ctx)  # a dead run's one-off whose VM is gone is not "missing": it is nothing
+    settle(ctx)  # keeps a dead run left halfway: carried out or forgotten
     data = ctx.store.read()
-    if not (data.workers or data.oneoffs or data.baseline or data.standbys):
+    if not (data.workers or data.oneoffs or data.baseline or data.standbys or data.kept):
         return []
     look = _Look.take(ctx, data)
     rows = [
@@ -45,6 +50,9 @@ def status(ctx: Context) -> list[StatusRow]:
     ]
     for s in sorted(data.standbys.values(), key=lambda s: naming.worker_index(s.worker)):
         rows.append(look.row(Kind.STANDBY, s.worker, s.vm, s.phase, s.fingerprint, owner=s.worker))
+    for k in sorted(data.kept.values(), key=lambda k: k.vm):
+        state, _ = look.state_of(k.vm, None)  # its labels' time is its worker's: its age is since kept
+        rows.append(StatusRow(Kind.KEPT, k.worker, k.vm, state, k.phase, age(k.created), "", "", k.test, f"orch shell {k.vm}"))
     for o in sorted(data.oneoffs.values(), key=lambda o: o.vm):
         rows.append(look.row(Kind.ONEOFF, POOL if o.pool else Kind.ONEOFF.value, o.vm, o.phase, o.fingerprint))
     if (b := data.baseline) is not None:

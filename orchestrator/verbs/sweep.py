@@ -14,6 +14,11 @@ may condemn a VM, and the decision says why. Where it can:
 - with ``--older-than``, anything of orch's older than that, unless a run of its
   checkout is alive.
 
+A kept VM (a failing test's worker, ``--orch-keep-failed``) is judged by age alone, from
+the time it was kept (in its name): ``--older-than`` deletes it once it is older, and
+nothing else does (not a dead run, a gone checkout or a lost state: ``orch down`` in its
+checkout deletes it).
+
 One checkout's damage (a runs folder holding what is not a lease, a state that cannot be
 read) keeps that checkout's VMs and is reported; it never stops the sweep. ``--legacy``
 adds VMs named with legacy prefixes, which predate labels. Sweep also deletes untagged
@@ -37,6 +42,7 @@ from pathlib import Path
 
 from orchestrator.core.ownership import Identity, identify
 from orchestrator.primitives import labels as L
+from orchestrator.primitives import naming
 from orchestrator.primitives.clock import age as age_of
 from orchestrator.primitives.errors import OrchError, StateError, UsageError
 from orchestrator.primitives.kinds import Kind
@@ -168,6 +174,9 @@ class Sweeper:
 
     def _decide(self, info: VMInfo, found: Identity, older_than: float | None) -> Decision:
         d = Decision(info.name, False, "", found.kind, found.checkout, age_of(info.labels.get(L.CREATED) or info.created))
+        if found.kind is Kind.KEPT:
+            self.view(found.checkout, info.labels)  # its record is forgotten there once it is deleted
+            return _decide_kept(d, found, older_than)
         view = self.view(found.checkout, info.labels)
         judged = self._judge_view(d, view, older_than)
         if judged is not None:
@@ -267,8 +276,8 @@ class Sweeper:
             d.result, d.error = "failed", str(err)
 
     def _forget(self, deleted: list[Decision]) -> None:
-        """Remove deleted (or already gone) one-offs and standbys from the states that
-        recorded them, by the exact name sweep judged."""
+        """Remove deleted (or already gone) one-offs, standbys and kept VMs from the states
+        that recorded them, by the exact name sweep judged."""
         done = [d for d in deleted if d.result in ("deleted", "gone")]
         for checkout in {d.checkout for d in done}:
             view = self._views.get(checkout)
@@ -282,6 +291,8 @@ class Sweeper:
                     for worker, standby in list(state.standbys.items()):
                         if standby.vm in gone:
                             state.standbys.pop(worker)
+                    for vm in gone & set(state.kept):
+                        state.kept.pop(vm)
             except OrchError as err:
                 log.warning("could not forget deleted one-offs in %s: %s", view.inventory, err)
 
@@ -304,6 +315,17 @@ def _identity(info: VMInfo) -> tuple[object, ...]:
     """What tells one VM from another under the same name: its labels (orch's creation
     time, kind, worker, run), the backend's creation time, image and engine."""
     return (sorted(info.labels.items()), info.created, info.image, info.engine)
+
+
+def _decide_kept(d: Decision, found: Identity, older_than: float | None) -> Decision:
+    """A kept VM goes only by age, counted from when it was kept (its labels are its
+    worker's, made earlier)."""
+    d.age_seconds = age_of(naming.kept_at(found.suffix))
+    if older_than is not None and d.age_seconds is not None and d.age_seconds > older_than:
+        d.delete, d.reason = True, f"kept VM older than --older-than ({d.age_seconds / 3600:.1f}h since it was kept)"
+    else:
+        d.reason = "kept VM of a failing test: deleted only by `orch down` in its checkout, or --older-than"
+    return d
 
 
 def _decide_oneoff(d: Decision, info: VMInfo, view: View) -> Decision:

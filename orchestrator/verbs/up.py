@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.core import baseline as B
 from orchestrator.core import spares
+from orchestrator.core.keeping import settle
 from orchestrator.core.maintainer import maintaining
 from orchestrator.core.steps import WorkerResult, guard, timed
 from orchestrator.primitives import naming
@@ -83,6 +84,7 @@ def up(
     force: bool = False,
 ) -> list[WorkerResult]:
     forget_gone_oneoffs(ctx)
+    settle(ctx)  # a keep a dead run left halfway: carried out before its worker is made again
     wanted = naming.worker_ids(count)
     ctx.load(ctx.settings.provision), ctx.load(ctx.settings.personalize)  # a bad name fails before any work
     ctx.store.ensure_dir()
