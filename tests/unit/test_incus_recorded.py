@@ -439,3 +439,21 @@ def test_an_incus_instance_is_a_machine_without_machine_true(tmp_path: Path) -> 
 def test_the_host_names_the_client_when_it_is_not_incus(tmp_path: Path) -> None:
     provider = incus_provider(tmp_path, FakeIncus(), incus="/opt/incus/bin/incus")
     assert provider.host(VM)[1] == {"incus_client": "/opt/incus/bin/incus"}
+
+
+def test_keep_copies_the_running_instance_as_it_is_and_leaves_the_copy_stopped(tmp_path: Path) -> None:
+    """Incus renames only stopped instances: a failing test's worker is kept as a copy
+    (its files as they were, its labels the worker's), and the worker is made again after."""
+    fake = FakeIncus()
+    provider = incus_provider(tmp_path, fake, remote="far", storage_pool="fast")
+    name, owner = owner_of(provider)
+    provider.create(name, "orch-machine/bookworm", owner)
+    kept = naming.kept_vm_name(provider.settings.prefix, owner.checkout, "gw0")
+    provider.keep(name, kept)
+    [cp] = [c for c in fake.calls if "copy" in c]
+    assert cp[1:5] == ["copy", f"far:{name}", f"far:{kept}", "--instance-only"] and cp[cp.index("--storage") + 1] == "fast"
+    assert not any(a == "-c" for a in cp)  # its labels as they are: nothing relabelled
+    info = provider.inspect(kept)
+    assert info is not None and info.state == "stopped" and info.labels == provider.inspect(name).labels  # type: ignore[union-attr]
+    assert owned(info, provider.settings.prefix, provider.has_labels, owner.checkout)
+    assert fake.instances[name]["status"] == "Running"  # the worker's, until its reset
