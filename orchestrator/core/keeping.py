@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from orchestrator.core.steps import WorkerResult, guard, timed
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import now_iso
-from orchestrator.primitives.errors import EngineUnavailable, OrchError
+from orchestrator.primitives.errors import OrchError
 from orchestrator.primitives.kinds import Kind
 from orchestrator.state import leases
 from orchestrator.state.records import KEEPING, READY, KeptRecord
@@ -121,9 +121,15 @@ def _forget(ctx: Context, names: list[str]) -> None:
 
 def settle(ctx: Context) -> None:
     """Keeps left halfway by a process that is gone: carried out or forgotten; kept
-    records whose VM is gone: forgotten (a keep in flight is left to its process)."""
+    records whose VM is gone: forgotten (a keep in flight is left to its process). One
+    listing of the backend; only a VM it does not show is looked up by name."""
     data = ctx.store.read()
     if not data.kept:
+        return
+    try:
+        listed = {info.name for info in ctx.provider.list_vms()}
+    except OrchError as err:
+        log.info("kept VMs not settled now (%s)", err)
         return
     inventory_dir = ctx.settings.inventory_dir
     gone = []
@@ -131,10 +137,10 @@ def settle(ctx: Context) -> None:
         if rec.phase == KEEPING and leases.run_alive(inventory_dir, rec.by):
             continue
         try:
-            info = ctx.provider.inspect(rec.vm)
-        except EngineUnavailable:
+            there = rec.vm in listed or ctx.provider.inspect(rec.vm) is not None
+        except OrchError:
             continue  # its engine does not answer: judged when it does
-        if info is not None:
+        if there:
             if rec.phase == KEEPING:
                 ctx.store.update(Kind.KEPT, rec.vm, vm=rec.vm, phase=READY)
             continue
