@@ -565,8 +565,10 @@ class IncusProvider(Provider):
 
     def keep(self, vm: str, new: str) -> None:
         """A copy of the instance as it is (running: a snapshot of its files), left stopped;
-        Incus renames only stopped instances (see the module's docstring)."""
-        args = ["copy", self._at(vm), self._at(new), "--instance-only"]
+        Incus renames only stopped instances (see the module's docstring). A file that
+        vanishes while it is copied (a pool without snapshots copies a running instance
+        file by file) does not fail the keep."""
+        args = ["copy", self._at(vm), self._at(new), "--instance-only", "--allow-inconsistent"]
         if self.opts.storage_pool:
             args += ["--storage", self.opts.storage_pool]
         self._incus("clone", args, vm=vm)
