@@ -23,7 +23,7 @@ from orchestrator.core.keeping import keep
 from orchestrator.primitives.errors import OrchError
 from orchestrator.pytest_plugin import handout
 from orchestrator.pytest_plugin.report import attach, section
-from orchestrator.pytest_plugin.run import RUN_KEY
+from orchestrator.pytest_plugin.run import RUN_KEY, OrchRun
 from orchestrator.pytest_plugin.worker import current_worker_id
 
 log = logging.getLogger(__name__)
@@ -91,14 +91,20 @@ def after_test(item: pytest.Item) -> None:
     else:
         item.stash[KEPT_KEY] = kept.vm
     start = time.monotonic()
-    try:
-        handout.reset_worker(run, worker_id)  # the next test gets a clean worker
-        reset_error = ""
-    except OrchError as err:  # the next test's setup tries again (and fails in one line)
-        run.owes_reset = f"after {item.nodeid}, kept as {kept.vm}" if kept.kept else f"after {item.nodeid}"
-        reset_error = str(err)
-        log.warning("orch: %s", err)
+    reset_error = _reset(run, worker_id, f"after {item.nodeid}" + (f", kept as {kept.vm}" if kept.kept else ""))
     if kept.kept:
         seconds = {"keep": round(kept.seconds, 3), "reset": round(time.monotonic() - start, 3)}
         more = {"reset_error": reset_error} if reset_error else {}
         attach(item, SECTION, {**entry, "vm": kept.vm, "shell": f"orch shell {kept.vm}", "seconds": seconds, **more})
+
+
+def _reset(run: OrchRun, worker_id: str, why: str) -> str:
+    """The worker reset for the next test; a reset that fails is tried again by the next
+    test's setup (which fails in one line if it fails again): its error, or ""."""
+    try:
+        handout.reset_worker(run, worker_id)
+    except OrchError as err:
+        run.owes_reset = why
+        log.warning("orch: %s", err)
+        return str(err)
+    return ""
