@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
+from orchestrator.primitives.errors import OrchError
+
 #: What the check never reports: the kernel's and the runtime's own file systems, and the
 #: places where orch and the baseline's own daemons write (on machines, journald and
 #: systemd's timers).
@@ -76,6 +78,11 @@ class Changes:
         return out
 
 
+class CheckFailed(OrchError):
+    """The check could not tell what changed (the VM is gone or did not answer, the
+    command failed, its earlier state was lost with a restart): never taken for clean."""
+
+
 class Checker(Protocol):
     """Tells what changed on one VM between two moments."""
 
@@ -85,5 +92,5 @@ class Checker(Protocol):
 
     def check(self) -> Changes:
         """What changed since ``arm`` (or the last check), reported through the checker's
-        ``Ignore``; arms again."""
+        ``Ignore``; arms again. Raises :class:`CheckFailed` when it cannot tell."""
         ...
