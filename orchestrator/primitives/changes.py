@@ -16,10 +16,21 @@ from typing import Any, Protocol
 from orchestrator.primitives.errors import OrchError
 
 #: What the check never reports: the kernel's and the runtime's own file systems, and the
-#: places where orch and the baseline's own daemons write (on machines, journald and
-#: systemd's timers).
+#: places where orch and the baseline's own daemons write (on machines, journald, systemd,
+#: and the units Debian's timers start: dpkg-db-backup's copies in /var/backups,
+#: apt-daily's lock, stamps and caches, and the dpkg locks it takes).
 DEFAULT_IGNORE: tuple[str, ...] = ("/proc", "/sys", "/dev", "/run")
-MACHINE_IGNORE: tuple[str, ...] = ("/var/log/journal", "/var/lib/systemd")
+MACHINE_IGNORE: tuple[str, ...] = (
+    "/var/log/journal",
+    "/var/lib/systemd",
+    "/var/backups",
+    "/var/lib/apt/daily_lock",
+    "/var/lib/apt/periodic",
+    "/var/cache/apt/pkgcache.bin",
+    "/var/cache/apt/srcpkgcache.bin",
+    "/var/lib/dpkg/lock",
+    "/var/lib/dpkg/lock-frontend",
+)
 
 
 @dataclass(frozen=True)

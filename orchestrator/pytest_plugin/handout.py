@@ -99,15 +99,19 @@ def reset_worker(run: OrchRun, worker_id: str) -> None:
     """Reset this process's worker (``orch_worker.reset()``, the marker's teardown)."""
     if run.worker is not None:
         run.worker.close()  # its connection points at the VM being replaced
-    # finish: its own worker, whatever a reset that failed before left of it
-    [result] = reset(run.ctx, [worker_id], lock=False, finish=True)
-    if not result.ok:
-        raise OrchError(f"reset of {worker_id} failed: {result.error}")
-    run.owes_reset = ""
-    if run.marking:  # `orch_worker.reset()` inside a marked test: the test goes on dirtying it
-        _owe(run)
-    if run.worker is not None:
-        run.worker.refresh()
+    try:
+        # finish: its own worker, whatever a reset that failed before left of it
+        [result] = reset(run.ctx, [worker_id], lock=False, finish=True)
+        if not result.ok:
+            raise OrchError(f"reset of {worker_id} failed: {result.error}")
+        run.owes_reset = ""
+        if run.marking:  # `orch_worker.reset()` inside a marked test: the test goes on dirtying it
+            _owe(run)
+        if run.worker is not None:
+            run.worker.refresh()
+    finally:  # made again or not, it is not the VM it was: what knew that one forgets it
+        for replaced in run.on_replace:
+            replaced()
 
 
 def _owe(run: OrchRun) -> None:
@@ -116,6 +120,27 @@ def _owe(run: OrchRun) -> None:
     with run.ctx.store.transaction() as state:
         if worker_id in state.workers:
             state.workers[worker_id].reset_pending = run.marking
+
+
+def owe(run: OrchRun, why: str) -> None:
+    """Before a test: record the reset it owes its worker (``why``: "after <test>") unless
+    it is found clean, so that a run killed before the test's teardown leaves a worker the
+    next taker resets first."""
+    run.marking = why
+    _owe(run)
+
+
+def forgive(run: OrchRun) -> None:
+    """The test found its worker clean: the reset it owed is not owed (the record is
+    cleared only if it is still the one this test made)."""
+    why, run.marking = run.marking, ""
+    if not why:
+        return
+    worker_id = current_worker_id(run.workerinput)
+    with run.ctx.store.transaction() as state:
+        rec = state.workers.get(worker_id)
+        if rec is not None and rec.reset_pending == why:
+            rec.reset_pending = ""
 
 
 def before_test(item: pytest.Item) -> None:

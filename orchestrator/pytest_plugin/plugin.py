@@ -96,12 +96,21 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     handout.before_test(item)
+    isolation.before_test(item)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    report = yield
+    isolation.validate(report, worker=_is_worker(collector.config))  # a bad orch_isolation marker
+    return report
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     handout.saw(item, report)
+    isolation.explain(item, report)
     return report
 
 

@@ -7,6 +7,7 @@ the worker side share it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -48,6 +49,9 @@ class OrchRun:
         self.worker: Worker | None = None  # this process's worker, once a test asked for it
         self.owes_reset = ""  # why this process's worker still needs a reset (its last one failed)
         self.marking = ""  # the reset the marked test now running owes its worker
+        #: Called after this process's worker VM was replaced (any reset, a swap, a keep):
+        #: what knew the old VM (the pollution checker) forgets it.
+        self.on_replace: list[Callable[[], None]] = []
         self._deleting: ThreadPoolExecutor | None = None
         self._deletions: list[Future[None]] = []
 
