@@ -12,7 +12,7 @@ from orchestrator.primitives.version import __version__
 if TYPE_CHECKING:
     from orchestrator.pytest_plugin.worker import Worker
 
-__all__ = ["__version__", "current_worker"]
+__all__ = ["__version__", "current_worker", "vm_name"]
 
 
 def current_worker() -> "Worker":
@@ -22,3 +22,16 @@ def current_worker() -> "Worker":
     from orchestrator.pytest_plugin.worker import current_worker as _current  # noqa: PLC0415
 
     return _current()
+
+
+def vm_name(base: str = "test-vm", *, scope: str = "test") -> str:
+    """A name for a VM the running test makes itself (through the connector it tests):
+    ``{base}-{checkout}-{timestamp}-{pid}-{random}``, recorded by orch before it is returned,
+    so that no other test (on any xdist worker) is ever handed it. Whatever exists under it
+    is deleted after the test (``scope="session"``: at the end of the session), and by
+    ``orch sweep`` if the run dies. ``base``: 1-28 lowercase letters, digits or hyphens,
+    starting with a letter (a bad one raises ``orchestrator.primitives.errors.UsageError``)."""
+
+    from orchestrator.pytest_plugin.leaks import vm_name as _vm_name  # noqa: PLC0415 (pytest only when used)
+
+    return _vm_name(base, scope=scope)

@@ -134,3 +134,51 @@ def kind_of(suffix: str) -> Kind:
 def worker_of(suffix: str) -> str:
     """The worker id a name of a kind named after its worker carries ("" for other kinds)."""
     return suffix.split("-", 1)[0] if kind_of(suffix).of_worker else ""
+
+
+# -- names for VMs that tests make themselves ----------------------------------------------
+
+#: The longest base a test may give ``orchestrator.vm_name``: with the rest of the name
+#: (checkout, 10-digit time, a pid of up to 7 digits, 6 random hex digits) it stays within
+#: 63 characters, the longest name Incus and OrbStack take (a hostname's label).
+VM_BASE_MAX = 28
+_VM_BASE_RE = re.compile(rf"[a-z](?:[a-z0-9-]{{0,{VM_BASE_MAX - 2}}}[a-z0-9])?")
+_NAMED_VM_RE = re.compile(r"([a-z][a-z0-9-]*)-([0-9a-f]{8})-[0-9]{10}-[0-9]{1,7}-[0-9a-f]{6}")
+
+
+def validate_vm_base(base: str) -> str:
+    """Return ``base`` if a VM name may begin with it on every backend, else raise: what
+    reaches ``docker run --name``, ``orbctl create`` or ``incus launch`` is checked here."""
+    if not isinstance(base, str) or not _VM_BASE_RE.fullmatch(base) or "--" in base:
+        shown = repr(base) if isinstance(base, str) else type(base).__name__
+        raise UsageError(
+            f"invalid VM name base {shown}: use 1-{VM_BASE_MAX} lowercase letters, digits or single hyphens, "
+            'starting with a letter and ending with a letter or digit (e.g. "test-vm")'
+        )
+    return base
+
+
+def named_vm_name(base: str, checkout: str, *, now: float | None = None, pid: int | None = None) -> str:
+    """A name for a VM a test makes itself: the seed's ``{base}-{timestamp}-{pid}-{random}``
+    with the checkout after the base, ``test-vm-1a2b3c4d-1698765432-12345-9f0e1d``.
+
+    Letters, digits and hyphens, starting with a letter, at most 63 characters: a name
+    Docker, podman, OrbStack and Incus all take. The checkout tells whose it is (sweep and
+    the leak check never judge another checkout's); the state's record, made before the
+    name is handed out, is what makes it unique (the random part only spares a retry).
+    """
+    stamp = int(time.time() if now is None else now)
+    return f"{validate_vm_base(base)}-{validate_checkout_id(checkout)}-{stamp:010d}-{pid or os.getpid()}-{secrets.token_hex(3)}"
+
+
+def parse_named_vm_name(name: str) -> tuple[str, str] | None:
+    """(base, checkout id) of a name :func:`named_vm_name` makes; None for any other name."""
+    m = _NAMED_VM_RE.fullmatch(name)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def orch_form(name: str) -> bool:
+    """Whether ``name`` has the form of an orch VM's name under any prefix (another
+    checkout's, with a prefix of its own): on a backend without labels, all that tells
+    orch's VMs from the ones tests make."""
+    return re.fullmatch(rf"[a-z][a-z0-9]{{0,15}}-[0-9a-f]{{8}}-(?:{Kind.suffixes()})", name) is not None

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, field_validator
 
 from orchestrator.primitives import labels as L
+from orchestrator.primitives.clock import iso_ms
 from orchestrator.primitives.errors import (
     EngineUnavailable,
     PermanentProviderError,
@@ -361,7 +362,7 @@ class DockerProvider(DockerImages, Provider):
                     name=raw.get("Name", "").lstrip("/"),
                     state=_state(raw),
                     labels=raw.get("Config", {}).get("Labels") or {},
-                    created=raw.get("Created", "")[:19] + "Z" if raw.get("Created") else "",
+                    created=iso_ms(str(raw.get("Created") or "")),
                     image=raw.get("Config", {}).get("Image", ""),
                 )
             )

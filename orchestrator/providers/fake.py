@@ -27,13 +27,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 from pydantic import Field
 
-from orchestrator.primitives.clock import now_iso
+from orchestrator.primitives.clock import iso_ms
 from orchestrator.primitives.errors import (
     EngineUnavailable,
     PermanentProviderError,
@@ -70,7 +71,7 @@ class FakeVM:
     state: str
     labels: dict[str, str]
     image: str
-    created: str = field(default_factory=now_iso)
+    created: str = field(default_factory=lambda: iso_ms(datetime.now(timezone.utc).isoformat()))  # to the ms, as Docker's
     files: dict[str, str] = field(default_factory=dict)
     touched_after_seal: bool = False
 

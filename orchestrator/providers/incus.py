@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, field_validator
 
 from orchestrator.primitives import labels as L
+from orchestrator.primitives.clock import iso_ms
 from orchestrator.primitives.errors import (
     EngineUnavailable,
     PermanentProviderError,
@@ -404,7 +405,7 @@ class IncusProvider(Provider):
             name=str(raw.get("name", "")),
             state=_state(str(raw.get("status", ""))),
             labels={k.removeprefix(USER): v for k, v in config.items() if k.startswith(f"{USER}orch.") and v},
-            created=created[:19] + "Z" if created else "",
+            created=iso_ms(created),
             image=str(config.get("volatile.base_image", ""))[:12],
         )
 

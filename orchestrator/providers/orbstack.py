@@ -146,12 +146,13 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 def ulid_created(machine_id: str) -> str:
     """OrbStack's machine ids are ULIDs: the first 10 characters (Crockford base32) are
-    the creation time in ms. orbctl reports no creation time otherwise."""
+    the creation time in ms (kept: it tells apart two machines made in one second).
+    orbctl reports no creation time otherwise."""
     try:
         ms = 0
         for ch in machine_id[:10].upper():
             ms = ms * 32 + _CROCKFORD.index(ch)
-        return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(ms // 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
     except (ValueError, OverflowError, OSError):
         return ""
 

@@ -13,6 +13,7 @@ import pytest
 from orchestrator.primitives.errors import OrchError
 from orchestrator.pytest_plugin.handout import fail, get_worker
 from orchestrator.pytest_plugin.hosts import testinfra_host
+from orchestrator.pytest_plugin.leaks import vm_name
 from orchestrator.pytest_plugin.run import OrchRun, orch_run
 from orchestrator.pytest_plugin.worker import _CURRENT, Worker
 from orchestrator.verbs.oneoffs import create_oneoff
@@ -78,3 +79,19 @@ def fresh_vm(request: pytest.FixtureRequest) -> Iterator[Callable[[], Worker]]:
     for worker in made:
         worker.close()
         run.delete_later(worker.vm)
+
+
+@pytest.fixture
+def orch_vm_name(request: pytest.FixtureRequest) -> Callable[..., str]:
+    """``orch_vm_name("test-vm")``: what ``orchestrator.vm_name`` gives (a name recorded for
+    this test, whatever exists under it deleted after the test), failing the test in one
+    line on a bad base name."""
+
+    def name(base: str = "test-vm", *, scope: str = "test") -> str:
+        try:
+            return vm_name(base, scope=scope, item=request.node)
+        except OrchError as err:
+            fail(err)
+            raise  # not reached: fail() raises
+
+    return name

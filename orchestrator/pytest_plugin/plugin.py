@@ -80,6 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "shared, report, on-dirty or per-test",
     )
     config.pluginmanager.register(fixtures, "orch-fixtures")
+    config.pluginmanager.register(leaks.LeakCheck(config), "orch-leaks")
     if not _is_worker(config):
         config.stash[REPORT_KEY] = RunReport(config)
         config.pluginmanager.register(config.stash[REPORT_KEY], "orch-report")
@@ -95,6 +96,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    leaks.before_test(item)
     handout.before_test(item)
     isolation.before_test(item)
 

@@ -103,6 +103,23 @@ class KeptRecord:
     fingerprint: str = ""  # of the baseline its worker was made from
 
 
+@dataclass
+class NamedVMRecord:
+    """A name orch handed a test for a VM the test makes itself (``orchestrator.vm_name``),
+    recorded before the test has it. Such a VM is not orch's (no labels, a name of the
+    test's choosing): only this record lets orch delete it, after its test (or at the end
+    of its session), or by ``orch sweep``/``orch down`` once its run is gone."""
+
+    vm: str
+    run: str  # the lease of the process that asked: while it is alive, the VM is in use
+    session: str = ""  # the pytest session that process belongs to
+    worker: str = ""
+    test: str = ""  # the node id of the test that asked
+    scope: str = "test"  # deleted after that test, or at the end of the session ("session")
+    provider: str = ""  # the backend it was handed out for (judged only through that one)
+    created: str = ""
+
+
 #: The record of one VM, of any kind that has records (trash is a list of names).
 Record = BaselineRecord | WorkerRecord | OneoffRecord | StandbyRecord | KeptRecord
 
@@ -132,6 +149,8 @@ class StateData:
     trash: list[str] = field(default_factory=list)
     #: Failing tests' worker VMs kept for ``orch shell`` (by VM name).
     kept: dict[str, KeptRecord] = field(default_factory=dict)
+    #: Names handed to tests for VMs they make themselves (by name): not orch's VMs.
+    testvms: dict[str, NamedVMRecord] = field(default_factory=dict)
     version: int = VERSION
 
     def to_json(self) -> str:
@@ -146,7 +165,7 @@ class StateData:
             raw = _from_v1(raw)
         if raw.get("version") != VERSION:
             raise ValueError(f"state version {raw.get('version')!r} is not {VERSION}")
-        for key in ("workers", "oneoffs", "standbys", "kept"):
+        for key in ("workers", "oneoffs", "standbys", "kept", "testvms"):
             if not isinstance(raw.get(key, {}), dict):
                 raise ValueError(f"{key} must be a table")
         if not isinstance(raw.get("retired", []), list) or not isinstance(raw.get("trash", []), list):
@@ -163,6 +182,7 @@ class StateData:
             standbys={k: _build(StandbyRecord, v) for k, v in raw.get("standbys", {}).items()},
             trash=[str(v) for v in raw.get("trash", [])],
             kept={k: _build(KeptRecord, v) for k, v in raw.get("kept", {}).items()},
+            testvms={k: _build(NamedVMRecord, v) for k, v in raw.get("testvms", {}).items()},
         )
 
     def record(self, kind: Kind, key: str) -> Record | None:

@@ -1,7 +1,8 @@
 """``orch down``: delete workers, and what only they needed (one-offs of gone runs, the
 pool, standbys and trash, kept VMs, the baseline, the registry entry). A kept VM (a
 failing test's worker, ``--orch-keep-failed``) goes with a whole ``orch down``, or alone
-when it is named (``orch down <kept VM>``)."""
+when it is named (``orch down <kept VM>``). A whole ``orch down`` also deletes what tests
+of runs that are gone left under names orch handed them (``orchestrator.vm_name``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from orchestrator.state import leases
 from orchestrator.state.records import (
     WorkerRecord,
 )
+from orchestrator.verbs import testvms
 from orchestrator.verbs.oneoffs import delete_oneoff, forget_gone_oneoffs
 
 if TYPE_CHECKING:
@@ -45,13 +47,15 @@ def down(
         targets = [r.worker for r in ctx.records(asked, data)] if asked or not kept else []
         if targets:
             ctx.refuse_live("deleting them", targets, force)
-        if targets or kept or data.oneoffs or data.baseline or data.retired or data.kept:
+        if targets or kept or data.oneoffs or data.baseline or data.retired or data.kept or data.testvms:
             ctx.provider.check()
         results = delete_workers(ctx, targets)
         empty_trash(ctx)
         if not names or not ctx.store.read().workers:  # a whole down: kept VMs too, before the baseline
             kept = sorted(ctx.store.read().kept)
         results += delete_kept(ctx, kept)
+        if not names:  # a whole down: what tests of runs that are gone left under names orch handed out
+            results += testvms.delete_dead(ctx)
         results += _leftovers(ctx)
         ctx.write_inventories()
     return results

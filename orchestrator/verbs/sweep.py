@@ -12,7 +12,10 @@ may condemn a VM, and the decision says why. Where it can:
 - a worker (or standby, or baseline) is an orphan when its checkout's inventory folder
   or state is gone, or when that state does not record it;
 - with ``--older-than``, anything of orch's older than that, unless a run of its
-  checkout is alive.
+  checkout is alive;
+- a VM under a name handed to a test (``orchestrator.vm_name``, :mod:`.testvms`) when the
+  run that asked is gone and *this* checkout's state records the name: never a VM named
+  alike that is not recorded, nor another checkout's (even with ``--legacy``).
 
 A kept VM (a failing test's worker, ``--orch-keep-failed``) is judged by age alone, from
 the time it was kept (in its name): ``--older-than`` deletes it once it is older, and
@@ -53,6 +56,7 @@ from orchestrator.state import leases
 from orchestrator.state.location import Seen, Verdict, judge
 from orchestrator.state.records import StateData
 from orchestrator.state.store import StateStore
+from orchestrator.verbs import testvms
 from orchestrator.verbs.oneoffs import forget_gone
 
 log = logging.getLogger(__name__)
@@ -127,15 +131,20 @@ class Sweeper:
     def plan(self, *, older_than: float | None = None, legacy: bool = False) -> list[Decision]:
         prefixes = LEGACY_PREFIXES + tuple(self.settings.legacy_prefixes)
         decisions = []
-        for info in self.provider.list_vms(all_vms=True):
+        infos = self.provider.list_vms(all_vms=True)
+        named = {v.vm: v for v in testvms.judge(self.settings, self.provider.name, [i.name for i in infos])}
+        for info in infos:
             found, why = identify(info, self.settings.prefix, self.provider.has_labels)
             self._seen[info.name] = info
             if found is not None:
                 decisions.append(self._decide(info, found, older_than))
+            elif info.name in named:  # a name handed to a test (even with --legacy: judged by its record)
+                decisions.append(_decide_named(named.pop(info.name)))
             elif legacy and info.name.startswith(prefixes):
                 decisions.append(Decision(info.name, True, "named with a legacy prefix (--legacy)", "legacy"))
             elif info.name.startswith(f"{self.settings.prefix}-") or L.is_orchs(info.labels):
                 decisions.append(Decision(info.name, False, f"not orch's ({why}): never touched", "foreign"))
+        decisions += [_decide_named(v) for v in named.values()]  # records of dead runs whose VM is gone
         for stored in self.provider.stored_baselines():
             decisions.append(self._decide_baseline(stored, older_than))
         for engine, why in self.provider.unreachable_engines().items():
@@ -295,6 +304,11 @@ class Sweeper:
                         state.kept.pop(vm)
             except OrchError as err:
                 log.warning("could not forget deleted one-offs in %s: %s", view.inventory, err)
+        named = [d.vm for d in done if d.kind == testvms.KIND]
+        try:
+            testvms.forget(StateStore(self.settings.inventory_dir, self.settings.checkout, existing_only=True), named)
+        except OrchError as err:
+            log.warning("could not forget deleted test VMs in %s: %s", self.settings.inventory_dir, err)
 
     def _prune_registry(self, decisions: list[Decision]) -> None:
         """Forget checkouts whose folder is gone once this sweep took what they had here.
@@ -315,6 +329,12 @@ def _identity(info: VMInfo) -> tuple[object, ...]:
     """What tells one VM from another under the same name: its labels (orch's creation
     time, kind, worker, run), the backend's creation time, image and engine."""
     return (sorted(info.labels.items()), info.created, info.image, info.engine)
+
+
+def _decide_named(v: testvms.Verdict) -> Decision:
+    """A VM under a name orch handed a test (``orchestrator.vm_name``): deleted once the
+    run that asked is gone, and only when this checkout recorded the name."""
+    return Decision(v.vm, v.delete, v.reason, testvms.KIND, v.checkout)
 
 
 def _decide_kept(d: Decision, found: Identity, older_than: float | None) -> Decision:
