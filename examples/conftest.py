@@ -1,5 +1,6 @@
-"""examples/machines is a project of its own (its pyproject.toml says machine = true, so
-its workers are machines): `pytest examples/` runs only the plain example suite here, and
-the machines example runs from its folder (`cd examples/machines && pytest -n 2 --orch-up`)."""
+"""examples/machines and examples/isolation are projects of their own (each has its
+pyproject.toml: machine = true; isolation = "on-dirty"): `pytest examples/` runs only the
+plain example suite here, and each of them runs from its folder
+(`cd examples/machines && pytest -n 2 --orch-up`)."""
 
-collect_ignore = ["machines"]
+collect_ignore = ["machines", "isolation"]

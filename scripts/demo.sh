@@ -3,7 +3,8 @@
 # suite with pytest -n 4 --orch-up (pytest brings up four workers first), show that
 # `orch up --workers 4` reuses them and a warm run makes no VM, reset one worker, sweep
 # orphans, show the status, and clean up; then the machines example (examples/machines:
-# workers with systemd as PID 1: a service enabled, a reboot, a reset) on Docker.
+# workers with systemd as PID 1: a service enabled, a reboot, a reset) on Docker, and the
+# isolation example (examples/isolation: tests that dirty their worker, found and reset).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
@@ -27,4 +28,6 @@ step "orch down"
 orch down
 step "machines: cd examples/machines && pytest -n 2 --orch-up (systemd workers: a service, a reboot, a reset)"
 (cd examples/machines && pytest -n 2 --orch-up -q && orch down)
+step "isolation: cd examples/isolation && pytest -n 2 --orch-up (on-dirty: three tests dirty their worker, each is reset before its next test, the summary names them)"
+(cd examples/isolation && pytest -n 2 --orch-up -q && orch down)
 step "demo done"
