@@ -1,6 +1,7 @@
 """``orch status``: every VM this checkout has — workers, one-offs, standbys, kept VMs and
 the baseline — with its state on the backend, its phase in the state, its age and drift;
-a kept VM also with the test it was kept after and the command that enters it."""
+a kept VM also with the test it was kept after and the command that enters it; and the
+names handed to tests (``orchestrator.vm_name``) still recorded, with their test."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from orchestrator.primitives.clock import age
 from orchestrator.primitives.errors import EngineUnavailable, OrchError
 from orchestrator.primitives.kinds import POOL, Kind
 from orchestrator.providers.base import Baseline, VMInfo
-from orchestrator.state import inventory
+from orchestrator.state import inventory, leases
 from orchestrator.state.records import READY, BaselineRecord, StateData, WorkerRecord
+from orchestrator.verbs import testvms
 from orchestrator.verbs.oneoffs import forget_gone_oneoffs
 
 if TYPE_CHECKING:
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class StatusRow:
-    kind: Kind
+    kind: Kind | str  # a Kind; or testvm (a VM under a name handed to a test, not orch's)
     worker: str  # the worker id; for the others their kind, or POOL (a one-off of the pool)
     vm: str
     state: str  # running, stopped, missing, unreachable (its engine does not answer), or the backend's word
@@ -41,7 +43,7 @@ def status(ctx: Context) -> list[StatusRow]:
     forget_gone_oneoffs(ctx)  # a dead run's one-off whose VM is gone is not "missing": it is nothing
     settle(ctx)  # keeps a dead run left halfway: carried out or forgotten
     data = ctx.store.read()
-    if not (data.workers or data.oneoffs or data.baseline or data.standbys or data.kept):
+    if not (data.workers or data.oneoffs or data.baseline or data.standbys or data.kept or data.testvms):
         return []
     look = _Look.take(ctx, data)
     rows = [
@@ -53,6 +55,7 @@ def status(ctx: Context) -> list[StatusRow]:
     for k in sorted(data.kept.values(), key=lambda k: k.vm):
         state, _ = look.state_of(k.vm, None)  # its labels' time is its worker's: its age is since kept
         rows.append(StatusRow(Kind.KEPT, k.worker, k.vm, state, k.phase, age(k.created), "", "", k.test, f"orch shell {k.vm}"))
+    rows += _testvm_rows(ctx, data)
     for o in sorted(data.oneoffs.values(), key=lambda o: o.vm):
         rows.append(look.row(Kind.ONEOFF, POOL if o.pool else Kind.ONEOFF.value, o.vm, o.phase, o.fingerprint))
     if (b := data.baseline) is not None:
@@ -116,6 +119,22 @@ class _Look:
         baseline = self.data.baseline
         parts = baseline.parts if baseline is not None and baseline.fingerprint == fp else {}
         return self.current.drift(parts) + " changed"
+
+
+def _testvm_rows(ctx: Context, data: StateData) -> list[StatusRow]:
+    """A row per name handed to a test (``orchestrator.vm_name``) and still recorded: what
+    is under it now, whether its run is alive, and the test."""
+    rows = []
+    for rec in sorted(data.testvms.values(), key=lambda r: r.vm):
+        try:
+            info = ctx.provider.inspect(rec.vm) if testvms.mine(rec, ctx.provider.name) else None
+            state = info.state if info is not None else "missing"
+        except OrchError as err:
+            state = f"unknown ({str(err)[:120]})"
+        alive = leases.run_alive(ctx.settings.inventory_dir, rec.run)
+        phase = "its run is alive" if alive else "its run is gone: `orch sweep` deletes it"
+        rows.append(StatusRow(testvms.KIND, rec.worker, rec.vm, state, phase, age(rec.created), "", "", rec.test))
+    return rows
 
 
 def _phase(rec: WorkerRecord) -> str:

@@ -136,12 +136,13 @@ def dead(ctx: Context, *, since: str = "") -> list[NamedVMRecord]:
     found = [
         r
         for r in data.testvms.values()
-        if _mine(r, ctx.provider.name) and r.created >= since and not leases.run_alive(inventory_dir, r.run)
+        if mine(r, ctx.provider.name) and r.created >= since and not leases.run_alive(inventory_dir, r.run)
     ]
     return sorted(found, key=lambda r: r.vm)
 
 
-def _mine(rec: NamedVMRecord, provider: str) -> bool:
+def mine(rec: NamedVMRecord, provider: str) -> bool:
+    """Handed out for this provider (its VM can be looked for through it)."""
     return not rec.provider or rec.provider == provider
 
 
@@ -181,14 +182,14 @@ def judge(settings: Settings, provider: str, listed: Iterable[str]) -> list[Verd
         rec = recorded.get(name)
         if checkout != settings.checkout:
             verdicts.append(Verdict(name, False, f"test VM of checkout {checkout}: judged only by that checkout", checkout))
-        elif rec is None or not _mine(rec, provider):
+        elif rec is None or not mine(rec, provider):
             verdicts.append(
                 Verdict(name, False, "named like this checkout's test VMs, but not recorded: never touched", checkout)
             )
         else:
             verdicts.append(_judge_recorded(settings, rec))
     for rec in sorted(recorded.values(), key=lambda r: r.vm):
-        if rec.vm not in named and _mine(rec, provider):
+        if rec.vm not in named and mine(rec, provider):
             verdict = _judge_recorded(settings, rec)
             if verdict.delete:
                 verdict.reason += "; its VM is not listed: the record is forgotten"

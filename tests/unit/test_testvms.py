@@ -251,3 +251,25 @@ def test_the_records_survive_the_state_file_and_a_bad_one_is_refused(tmp_path: P
         StateData.from_json(raw)
     with pytest.raises(ValueError, match="testvms must be a table"):
         StateData.from_json('{"checkout": "x", "version": 2, "testvms": []}')
+
+
+def test_status_shows_the_recorded_names_with_their_test_and_run(tmp_path: Path) -> None:
+    from orchestrator.verbs.status import status
+
+    orch = fake_orch(tmp_path)
+    live = Lease(orch.settings.inventory_dir)
+    try:
+        alive = testvms.hand_out(orch.store, "fake", run=live.run, worker="gw1", test="t::alive")
+        dead = testvms.hand_out(orch.store, "fake", run=new_run_id(), test="t::dead")
+        add_vm(orch, alive)
+        rows = {r.vm: r for r in status(orch)}
+        assert (rows[alive].kind, rows[alive].worker, rows[alive].state, rows[alive].test) == (
+            "testvm",
+            "gw1",
+            "running",
+            "t::alive",
+        )
+        assert rows[alive].phase == "its run is alive"
+        assert rows[dead].state == "missing" and "orch sweep" in rows[dead].phase
+    finally:
+        live.release()
