@@ -57,7 +57,7 @@ from orchestrator.primitives.errors import (
     VMNotFound,
 )
 from orchestrator.primitives.results import ExecResult
-from orchestrator.providers import command
+from orchestrator.providers import command, overlay
 from orchestrator.providers.base import (
     RESTARTING,
     RUNNING,
@@ -74,6 +74,7 @@ from orchestrator.providers.docker_images import DockerImages
 from orchestrator.providers.engines import Engines, EngineSettings
 
 if TYPE_CHECKING:
+    from orchestrator.primitives.changes import Checker, Ignore
     from orchestrator.primitives.labels import Owner
     from orchestrator.settings.model import Settings
 
@@ -385,6 +386,24 @@ class DockerProvider(DockerImages, Provider):
         except VMNotFound:
             # A container vanished between ps and inspect: ask again, one by one.
             return [info for i in ids if (info := self.inspect(i)) is not None]
+
+    def pollution_checker(self, vm: str, ignore: Ignore) -> Checker | None:
+        """On an engine of this machine with overlay storage, the container's changes read
+        from the host (``providers/overlay.py``: no command inside, a few ms a check); else
+        None (the in-VM check)."""
+        if not self.local_engine:
+            overlay.fall_back(self.name, f"the engine {self.engine or os.environ.get('DOCKER_HOST', '')} is not on this machine")
+            return None
+        return overlay.make(self.name, lambda: self._container_json(vm), ignore)
+
+    def _container_json(self, vm: str) -> dict[str, Any] | None:
+        """``inspect`` of one container, as its JSON; None when there is none."""
+        try:
+            out = self._docker("inspect", ["inspect", "--type", "container", vm], vm=vm)
+        except VMNotFound:
+            return None
+        found = json.loads(out or "[]")
+        return found[0] if found else None
 
     def exec(self, vm: str, argv: list[str], *, timeout: float | None = None) -> ExecResult:
         limit = timeout if timeout is not None else self.settings.timeout("default")

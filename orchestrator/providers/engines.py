@@ -31,6 +31,7 @@ from orchestrator.primitives.results import ExecResult
 from orchestrator.providers.base import Baseline, Provider, ProviderSettings, StoredBaseline, VMInfo
 
 if TYPE_CHECKING:
+    from orchestrator.primitives.changes import Checker, Ignore
     from orchestrator.primitives.labels import Owner
     from orchestrator.providers.docker_images import DockerImages
     from orchestrator.settings.model import Settings
@@ -231,6 +232,9 @@ class Engines(Provider):
 
     def wait_ready(self, vm: str) -> float:
         return self._member(vm).wait_ready(vm)
+
+    def pollution_checker(self, vm: str, ignore: Ignore) -> Checker | None:
+        return self._member(vm).pollution_checker(vm, ignore)
 
     def exec(self, vm: str, argv: list[str], *, timeout: float | None = None) -> ExecResult:
         return self._member(vm).exec(vm, argv, timeout=timeout)
