@@ -70,9 +70,14 @@ function esc(s,    o, i, c) {
   return o
 }
 function out(kind, value) { if (armed) printf "%s\t%s\n", kind, esc(value) }
-function meta(rec) { tab = index(rec, "\t"); path = substr(rec, tab + 1); return substr(rec, 1, tab - 1) }
+function meta(rec,    m) {
+  tab = index(rec, "\t"); path = substr(rec, tab + 1); m = substr(rec, 1, tab - 1)
+  if (path in bind) sub(/ [^ ]*$/, "", m)  # a file the engine binds in: its ctime is the engine's
+  return m
+}
 BEGIN {
   for (i = 1; i < 256; i++) ord[sprintf("%c", i)] = i
+  n = split(binds, B, " "); for (i = 1; i <= n; i++) bind[B[i]] = 1
   getline p1 < "/proc/1/stat"; sub(/^.*\) /, "", p1); split(p1, F, " ")
   nboot = bootid " " F[20]
   armed = 0
@@ -84,6 +89,8 @@ BEGIN {
 src == "of" { m = meta($0); ofile[path] = m; if (path == "/var/lib/dpkg/status") odpkg = m; next }
 src == "nf" {
   m = meta($0)
+  if (path in seen) next  # a tmpfs mount point: listed by the walk of / and by its own
+  seen[path] = 1
   if (path == "/var/lib/dpkg/status") ndpkg = m
   if (!(path in ofile)) out("A", path)
   else { if (ofile[path] != m) out("M", path); delete ofile[path] }
@@ -197,10 +204,10 @@ if [ "$init" = systemd ]; then
 fi
 dpkg=; command -v dpkg-query >/dev/null 2>&1 && dpkg=1
 starts=/
+binds=
 while read -r dev mnt typ rest; do
-  [ "$typ" = tmpfs ] || continue
   case "$mnt" in /|*\\*|*\**|*\?*|*\[*) continue;; @CASES@) continue;; esac
-  starts="$starts $mnt"
+  if [ "$typ" = tmpfs ]; then starts="$starts $mnt"; else binds="$binds $mnt"; fi
 done < /proc/self/mounts
 find $starts -xdev \( @PRUNE@ \) -prune -o \
   \( -type d -printf 'd %m %U:%G\t%p\0' \) -o -printf '%y %m %U:%G %s %T@ %C@\t%p\0' >"$N/files" 2>/dev/null
@@ -214,7 +221,7 @@ set -- "$@" src=nf "$N/files" RS='\n'
 [ -r /etc/passwd ] && set -- "$@" src=nu /etc/passwd
 [ -r /etc/group ] && set -- "$@" src=ng /etc/group
 awk -v me=$$ -v D="$D" -v C="$C" -v N="$N" -v state="$state" -v bootid="$bootid" -v pids="$pids" \
-  -v timers="$timers" -v systemd="$systemd" -v dpkg="$dpkg" '@AWK@' "$@" || { printf 'X\tawk failed\n'; exit 0; }
+  -v timers="$timers" -v binds="$binds" -v systemd="$systemd" -v dpkg="$dpkg" '@AWK@' "$@" || { printf 'X\tawk failed\n'; exit 0; }
 rm -rf "$C" && mv "$N" "$C" || printf 'X\tcannot keep the state in %s\n' "$C"
 """
 

@@ -84,13 +84,20 @@ def _lines(entries: list[dict[str, Any]]) -> list[str]:
             lines.append(f"{e['test']} ({e['worker']}): not checked: {e['error']}{then}")
             continue
         lines.append(f"{e['test']} ({e['worker']}) changed its worker{then}:")
-        shown = Changes.from_dict(e.get("changes", {})).lines()
+        shown = _readable(Changes.from_dict(e.get("changes", {})))
         lines += [f"    {line}" for line in shown[:SHOW_LINES]]
         if len(shown) > SHOW_LINES:
             lines.append(f"    (+{len(shown) - SHOW_LINES} more kinds of change)")
     if len(entries) > SHOW_TESTS:
         lines.append(f"... and {len(entries) - SHOW_TESTS} more tests")
     return lines
+
+
+def _readable(changes: Changes) -> list[str]:
+    """``changes.lines()``, what a person looks for first (processes, packages, users,
+    groups) before the files (a package or a user comes with many)."""
+    lines = changes.lines()
+    return sorted(lines, key=lambda line: line.startswith(("created:", "changed:", "deleted:")))
 
 
 section(SECTION, "tests that changed their worker (isolation)", _lines)
@@ -307,5 +314,5 @@ def explain(item: pytest.Item, report: pytest.TestReport) -> None:
             lines.append(f"  {e['test']}: not checked ({e['error']})")
             continue
         lines.append(f"  {e['test']}:")
-        lines += [f"    {line}" for line in Changes.from_dict(e.get("changes", {})).lines()]
+        lines += [f"    {line}" for line in _readable(Changes.from_dict(e.get("changes", {})))]
     report.sections.append(("orch isolation", "\n".join(lines)))

@@ -314,3 +314,46 @@ def test_next(request, orch_worker):
     # the next run, whatever its policy, resets the worker before its first test
     project.runpytest_subprocess("-p", "no:xdist", "-k", "next").assert_outcomes(passed=1)
     assert state(project)["workers"]["gw0"]["reset_pending"] == ""
+
+
+def test_a_reset_inside_a_test_is_followed_by_a_check_of_what_came_after(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_suite=HELPERS.format(n=2)
+        + """
+def test_a_reset_after_its_pollution(request, orch_worker):
+    write(request, orch_worker, "/etc/polluted-0")
+    orch_worker.reset()
+
+def test_b_pollutes_after_its_reset(request, orch_worker):
+    write(request, orch_worker, "/etc/polluted-0")
+    orch_worker.reset()
+    write(request, orch_worker, "/etc/polluted-1")
+
+def test_c_after(request, orch_worker):
+    assert polluted(request, orch_worker) == []
+"""
+    )
+    result = project.runpytest_subprocess("-p", "no:xdist", "--orch-up", "--orch-isolation", "on-dirty")
+    result.assert_outcomes(passed=3)
+    [entry] = report(project)["pollution"]
+    assert entry["test"] == "test_suite.py::test_b_pollutes_after_its_reset"
+    assert entry["changes"] == {"created": ["/etc/polluted-1"]}
+
+
+def test_a_kept_failing_polluter_leaves_the_next_test_a_clean_worker(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_suite=HELPERS.format(n=1)
+        + """
+def test_a_fails(request, orch_worker):
+    write(request, orch_worker, "/etc/polluted-0")
+    assert False, "fails on purpose"
+
+def test_b_after(request, orch_worker):
+    assert polluted(request, orch_worker) == []
+"""
+    )
+    args = ("-p", "no:xdist", "--orch-up", "--orch-isolation", "on-dirty", "--orch-keep-failed")
+    project.runpytest_subprocess(*args).assert_outcomes(failed=1, passed=1)
+    [kept] = [n for n in backend(project)["vms"] if "-kept-" in n]
+    assert backend(project)["vms"][kept]["files"]["/etc/polluted-0"] == "x"  # kept as it was
+    assert state(project)["workers"]["gw0"]["reset_pending"] == ""  # the new VM was checked clean
