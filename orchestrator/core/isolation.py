@@ -19,13 +19,20 @@ check costs a walk of the file system and a handful of processes. It never repor
 
 - its own processes: the shell it runs in, what started that shell (an exec's wrapper,
   ``sudo``, ``sshd``) and everything that shell starts; kernel threads and zombies;
+- the processes of an SSH connection (pyinfra's ``@ssh`` connects during a test, and
+  keeps an ``sftp-server`` for its uploads): an ``sshd`` whose parent is not PID 1 and what
+  runs under it (a listener a test starts is reported; so is what a test leaves running
+  over SSH, which its shell's exit hands to PID 1);
 - on machines (systemd as PID 1): processes of units that a timer starts (the timers of
   the baseline come and go on their own schedule: ``apt-daily``, ``dpkg-db-backup``,
   ``systemd-tmpfiles-clean``...) and the per-user systemd manager a login starts
   (``user@UID.service``); journald's and systemd's own files are in ``Ignore.of(...,
   machine=True)``;
 - what pyinfra leaves in its temporary folder (``/tmp/pyinfra-<sha1>``, e.g.
-  ``server.script``'s copy of its script): pyinfra's, not the test's.
+  ``server.script``'s copy of its script): pyinfra's, not the test's;
+- the ctime of the files the engine binds in (``/etc/hosts``, ``/etc/hostname``,
+  ``/etc/resolv.conf``: ``docker cp``, which pyinfra's ``@docker`` uploads with, touches
+  them); their size, mode, owner and mtime are still compared.
 
 orch itself writes inside a worker only when it makes it (personalize, ``mark``), and the
 pytest plugin arms a new checker whenever the worker's VM is replaced, so orch's own
@@ -54,8 +61,9 @@ log = logging.getLogger(__name__)
 #: Where the check keeps its "before" state, inside the VM (always pruned, whatever the
 #: ignore list says).
 STATE_DIR = "/run/orch-isolation"
-#: What pyinfra leaves in its temporary folder (``host.get_temp_filename``).
-PYINFRA_TEMP = "/tmp/pyinfra-*"
+#: What pyinfra leaves in its temporary folder (``host.get_temp_filename``), and
+#: pyinfra-orbstack's upload before its ``sudo mv`` (left where the move fails).
+PYINFRA_TEMP = ("/tmp/pyinfra-*", "/tmp/pyinfra_orbstack_*")
 
 _AWK = r"""
 function esc(s,    o, i, c) {
@@ -136,13 +144,14 @@ function packages(    cmd, line, st, rec, k) {
   close(cmd)
   if (havepkg) for (k in opkg) out("P-", k)
 }
-function processes(    n, P, k, f, line, pid, q, d, u, key, cmd, a) {
+function processes(    n, P, k, f, line, pid, q, d, u, key, cmd, a, c) {
   printf "" > (N "/procs")
   n = split(pids, P, " ")
   for (k = 1; k <= n; k++) {
     f = P[k] "/stat"
     if ((getline line < f) > 0) {
-      pid = substr(P[k], 7); sub(/^.*\) /, "", line); split(line, F, " ")
+      pid = substr(P[k], 7); c = line; sub(/^[^(]*\(/, "", c); sub(/\) [^)]*$/, "", c); comm[pid] = c
+      sub(/^.*\) /, "", line); split(line, F, " ")
       st[pid] = F[1]; ppid[pid] = F[2]; start[pid] = F[20]
     }
     close(f)
@@ -156,9 +165,11 @@ function processes(    n, P, k, f, line, pid, q, d, u, key, cmd, a) {
   }
   for (pid in ppid) {
     if (pid in skip || st[pid] == "Z" || pid == 2 || ppid[pid] == 2) continue
+    # this check's own, and an SSH connection's (pyinfra's @ssh, its sftp-server): what
+    # runs under an sshd that is not the listener (a listener has PID 1 for parent)
     q = pid; d = 0
-    while (q != me && (q in ppid) && d < 1000) { q = ppid[q]; d++ }
-    if (q == me) continue
+    while (q != me && !sshconn(q) && (q in ppid) && d < 1000) { q = ppid[q]; d++ }
+    if (q == me || sshconn(q)) continue
     if (systemd && own(pid)) continue
     key = pid " " start[pid]
     print key > (N "/procs")
@@ -170,6 +181,7 @@ function processes(    n, P, k, f, line, pid, q, d, u, key, cmd, a) {
     out("R", pid " " cmd)
   }
 }
+function sshconn(q) { return (comm[q] == "sshd" || comm[q] == "sshd-session") && ppid[q] != 1 }
 function own(pid,    f, line, cg, u) {
   # a process of a timer's unit, or a user's systemd manager: the baseline's own comings and goings
   f = "/proc/" pid "/cgroup"; cg = ""
@@ -244,7 +256,7 @@ def script(ignore: Ignore) -> str:
     """The check's command: takes the VM's state, prints what changed since it last ran."""
     pruned = (*ignore.paths, STATE_DIR)
     prune = " -o ".join(f"-path {shlex.quote(_glob_literal(p))}" for p in pruned)
-    prune += f" -o -path {shlex.quote(PYINFRA_TEMP)}"
+    prune += "".join(f" -o -path {shlex.quote(pattern)}" for pattern in PYINFRA_TEMP)
     cases = "|".join(f"{shlex.quote(p)}|{shlex.quote(p.rstrip('/'))}/*" for p in pruned)
     awk = _AWK.replace("'", "'\\''")  # inside the script's single quotes
     return (

@@ -9,14 +9,16 @@ pyinfra's temporary files or the timers' work."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from backends import remove_incus, remove_podman, remove_prefix
+from backends import remove_incus, remove_podman, remove_prefix, run_pytest
 
 from orchestrator.core.isolation import ExecChecker
 from orchestrator.primitives import naming
@@ -99,6 +101,17 @@ class Machine:
         assert result.ok, f"{script}: exit {result.rc}: {result.stderr}"
         return result.stdout
 
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a file in as pyinfra's connector for the backend uploads."""
+        cli = {"docker": ["docker", "cp"], "podman": ["podman", "cp"], "incus": ["incus", "file", "push"]}
+        if self.provider.name == "orbstack":
+            argv = ["orbctl", "push", "-m", self.vm, str(local), remote]
+        else:
+            sep = "" if self.provider.name == "incus" else ":"
+            argv = [*cli[self.provider.name], str(local), f"{self.vm}{sep}{remote}"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+
     def checker(self) -> ExecChecker:
         ignore = Ignore.of(["/srv/ignored"], machine=self.machine)
         return ExecChecker(lambda cmd: self.provider.exec(self.vm, ["sh", "-c", cmd]), ignore)
@@ -133,12 +146,15 @@ def paths(changes: Changes) -> list[str]:
     return [*changes.created, *changes.changed, *changes.deleted]
 
 
-def test_the_check_reports_exactly_what_a_test_did(machine: Machine) -> None:
+def test_the_check_reports_exactly_what_a_test_did(machine: Machine, tmp_path: Path) -> None:
     if machine.machine:
         machine.sh(SLOW_TIMER)  # part of the "baseline": made before the check is armed
     checker = machine.checker()
     checker.arm()
     assert checker.check() == Changes()  # nothing happened: the check's own work is not reported
+    (tmp_path / "script.sh").write_text("true\n")
+    machine.put(tmp_path / "script.sh", "/tmp/pyinfra-0123456789abcdef0123456789abcdef01234567")
+    assert checker.check() == Changes(), "pyinfra's upload (server.script's copy) is not the test's"
     if machine.machine:
         assert machine.sh(TIMERS).strip() == "active"
         assert checker.check() == Changes(), "the baseline's timers are not a test's doing"
@@ -184,3 +200,46 @@ def test_a_vm_that_is_gone_fails_the_check(tmp_path: Path, docker_engine: str) -
     checker = ExecChecker(lambda cmd: provider.exec(f"nosuchvm-{secrets.token_hex(4)}", ["sh", "-c", cmd]), Ignore.of())
     with pytest.raises(CheckFailed):
         checker.check()
+
+
+SSH_SUITE = """
+import io
+from pyinfra.operations import files
+
+def test_a_connects(orch_worker):
+    assert orch_worker.run("id -un").stdout.strip() == "orch"
+
+def test_b_uploads(orch_worker):  # pyinfra keeps an sftp-server for its uploads
+    orch_worker.operation(files.put, src=io.StringIO("x"), dest="/home/orch/uploaded")
+
+def test_c_leaves_a_process(orch_worker):
+    orch_worker.run("nohup sleep 1002 >/dev/null 2>&1 </dev/null &")
+
+def test_d_runs_sudo(orch_worker):
+    orch_worker.run("sudo -n true")
+"""
+
+
+def test_an_ssh_connection_is_not_a_tests_doing(project: Path) -> None:
+    """Over ``@ssh`` (pyinfra connects during the test, keeps its connection and an
+    sftp-server), only what the tests did is reported."""
+    with (project / "pyproject.toml").open("a") as fh:
+        fh.write('connector = "ssh"\nisolation = "on-dirty"\n')
+    (project / "conftest.py").write_text(
+        "from orchestrator.providers.docker import DockerProvider\n\n"
+        "DockerProvider.pollution_checker = lambda self, vm, ignore: None  # the in-VM check, as on Incus\n"
+    )
+    (project / "test_ssh.py").write_text(SSH_SUITE)
+    run = run_pytest(project, "-p", "no:xdist", "--orch-up")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    entries = {e["test"].split("::")[1]: e["changes"] for e in report(project)["pollution"]}
+    assert entries == {
+        "test_b_uploads": {"created": ["/home/orch/uploaded"]},
+        "test_c_leaves_a_process": {"processes": [entries["test_c_leaves_a_process"]["processes"][0]]},
+    }
+    assert entries["test_c_leaves_a_process"]["processes"][0].endswith(" sleep 1002")
+
+
+def report(project: Path) -> dict:
+    [path] = (project / "inventories" / ".orch" / "reports").glob("*.json")
+    return json.loads(path.read_text())
