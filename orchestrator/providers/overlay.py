@@ -173,7 +173,9 @@ class Container:
                 os.scandir(where).close()
             except OSError as err:
                 raise Unusable(f"{where} is not readable here ({err.strerror or err})") from err
-        options = _root_options(self.mounts)
+        kind, options = _root_mount(self.mounts)
+        if kind != "overlay":  # fuse-overlayfs (rootless podman) writes its whiteouts otherwise
+            raise Unusable(f"its root is mounted as {kind or 'unknown'}, not by the kernel's overlay")
         for feature in ("redirect_dir", "metacopy"):
             default = "on" if _read(f"{OVERLAY_PARAMETERS}/{feature}").strip() == "Y" else "off"
             if options.get(feature, default) == "on":
@@ -235,13 +237,15 @@ def _cgroups(text: str, root: str) -> tuple[str, ...]:
     return ()
 
 
-def _root_options(mounts: str) -> dict[str, str]:
-    """The options of the container's root mount (``lowerdir=…,redirect_dir=on,…``)."""
+def _root_mount(mounts: str) -> tuple[str, dict[str, str]]:
+    """The type and the options of the container's root mount (``overlay``,
+    ``lowerdir=…,redirect_dir=on,…``); the last mount on / is the one seen."""
+    found: tuple[str, dict[str, str]] = ("", {})
     for line in _read(mounts).splitlines():
         parts = line.split()
-        if len(parts) > 3 and parts[1] == "/" and parts[2] == "overlay":
-            return dict(o.partition("=")[::2] for o in parts[3].split(","))
-    return {}
+        if len(parts) > 3 and parts[1] == "/":
+            found = (parts[2], dict(o.partition("=")[::2] for o in parts[3].split(",")))
+    return found
 
 
 def _unescape_mount(path: str) -> str:
@@ -367,7 +371,10 @@ class OverlayChecker:
             self._walk(c.upper, "/", upper, upper=True, dev=None)
         except OSError as err:
             raise CheckFailed(f"cannot read the container's upper directory {c.upper}: {err}") from err
-        mounted, covered = self._mounts()
+        try:
+            mounted, covered = self._mounts()
+        except OSError as err:
+            raise CheckFailed(f"cannot read the container's mounts through {c.root}: {err}") from err
         users, groups = (frozenset(self._names(f"{c.root}/etc/{f}")) for f in ("passwd", "group"))
         key = self._dpkg_key()
         if old is not None and old.dpkg_key == key:
@@ -679,7 +686,14 @@ def _installed(records: Iterable[dict[str, str]]) -> Iterable[str]:
         yield rec if state == "installed" else f"{rec} ({state})"
 
 
-def make(what: str, inspect: Callable[[], dict[str, Any] | None], ignore: Ignore) -> OverlayChecker | None:
+def make(
+    what: str,
+    inspect: Callable[[], dict[str, Any] | None],
+    ignore: Ignore,
+    *,
+    proc: str = "/proc",
+    cgroup_root: str = CGROUP_ROOT,
+) -> OverlayChecker | None:
     """The checker of the container ``inspect`` describes (its engine's ``inspect`` JSON of
     it, None when there is none), or None (said once per reason) when it cannot be read
     from this host."""
@@ -687,7 +701,7 @@ def make(what: str, inspect: Callable[[], dict[str, Any] | None], ignore: Ignore
         raw = inspect()
         if raw is None:
             raise Unusable("the container does not exist")
-        container = Container.from_inspect(raw)
+        container = Container.from_inspect(raw, proc=proc, cgroup_root=cgroup_root)
     except Unusable as err:
         fall_back(what, str(err))
         return None
@@ -699,10 +713,16 @@ def make(what: str, inspect: Callable[[], dict[str, Any] | None], ignore: Ignore
         raw = inspect()
         if raw is None or not (raw.get("State") or {}).get("Running"):
             return None
-        return Container.from_inspect(raw)
+        return Container.from_inspect(raw, proc=proc, cgroup_root=cgroup_root)
 
+    checker = OverlayChecker(container, ignore, renew=renew)
+    try:
+        checker.arm()  # a first look: a folder the host cannot read shows here, not in every check
+    except CheckFailed as err:
+        fall_back(what, str(err))
+        return None
     log.debug("%s: the pollution check of %s reads its upper directory %s", what, container.name, container.upper)
-    return OverlayChecker(container, ignore, renew=renew)
+    return checker
 
 
 def fall_back(what: str, why: str) -> None:

@@ -402,6 +402,27 @@ def test_redirects_or_metacopy_on_the_root_mount_are_refused(proc_root: Box) -> 
         Container.from_inspect(inspect_json(box), proc=str(box.proc), cgroup_root=str(box.tmp / "cg"))
 
 
+def test_a_root_not_mounted_by_the_kernels_overlay_is_refused(proc_root: Box) -> None:
+    box = proc_root
+    box.mounts.write_text("fuse-overlayfs / fuse.fuse-overlayfs rw,user_id=0 0 0\n")
+    with pytest.raises(Unusable, match=r"mounted as fuse\.fuse-overlayfs"):
+        Container.from_inspect(inspect_json(box), proc=str(box.proc), cgroup_root=str(box.tmp / "cg"))
+
+
+def test_make_gives_an_armed_checker_or_none_when_its_first_look_fails(proc_root: Box) -> None:
+    box = proc_root
+    made = overlay.make("testengine", lambda: inspect_json(box), Ignore.of(), proc=str(box.proc), cgroup_root=str(box.tmp / "cg"))
+    assert isinstance(made, OverlayChecker)
+    box.up("/etc/x").write_text("x")
+    assert made.check() == Changes(created=("/etc/x",))  # armed by make
+    (box.root / "etc/group").unlink()
+    (box.root / "etc/group").mkdir()  # cannot be read: the check could not tell users from nothing
+    assert (
+        overlay.make("testengine", lambda: inspect_json(box), Ignore.of(), proc=str(box.proc), cgroup_root=str(box.tmp / "cg"))
+        is None
+    )
+
+
 def test_an_unreadable_upper_directory_is_refused(proc_root: Box) -> None:
     box = proc_root
     raw = inspect_json(box)
