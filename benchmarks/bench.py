@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -176,6 +177,7 @@ class Project:
         work_scale: float,
         wait_spares: bool = False,
         extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         out = self.dir / f"out-{secrets.token_hex(3)}"
         xdist = ["-n", str(workers)] if workers > 0 else ["-p", "no:xdist"]
@@ -200,6 +202,7 @@ class Project:
                 "BENCH_SCALE": str(work_scale),
                 "BENCH_OUT": str(out),
                 "BENCH_WAIT_SPARES": "1" if wait_spares else "0",
+                **(env or {}),
             },
         )
         records = [r for p in sorted(out.glob("records-*.json")) for r in json.loads(p.read_text())]
@@ -1011,6 +1014,330 @@ def _engines() -> dict[str, str]:
     return found
 
 
+# -- isolation: the pollution check and its policies ---------------------------------------
+
+#: (key, label, --orch-isolation, the workload's environment), in the order they run.
+ISOLATION_VARIANTS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
+    ("shared", "shared (no check)", "shared", {}),
+    ("report", "report", "report", {}),
+    ("report_generic", "report, the check inside the VM", "report", {"BENCH_CHECKER": "generic"}),
+    ("on_dirty", "on-dirty", "on-dirty", {}),
+    ("on_dirty_generic", "on-dirty, the check inside the VM", "on-dirty", {"BENCH_CHECKER": "generic"}),
+    ("per_test", "per-test", "per-test", {}),
+    ("fresh_vm", "one VM per test (`fresh_vm()`)", "shared", {"BENCH_VM": "fresh"}),
+)
+#: The check's own cost: rounds of each checker on each kind of container (check_cost.py).
+CHECK_COST_ROUNDS = 30
+CHECK_COST_VARIANTS = {
+    "docker": "Docker, plain container",
+    "docker_machine": "Docker, systemd container",
+    "podman": "podman, plain container",
+    "podman_machine": "podman, systemd container",
+}
+
+
+def isolation_run(p: Project, policy: str, env: dict[str, str], a: argparse.Namespace) -> dict[str, Any]:
+    """One run of the pollute mix under ``policy``, every worker reset before it (so no run
+    starts on what the one before left), the spares made again."""
+    p.orch("reset", "--all")
+    p.idle()
+    reports = p.inventory / ".orch" / "reports"
+    before = set(reports.glob("*.json"))
+    load = os.getloadavg()[0]
+    p.start_counting()
+    run = p.pytest(
+        mix="pollute",
+        strategy="orch",
+        tests=a.tests,
+        workers=a.workers,
+        work_scale=a.scale,
+        extra_args=("--orch-isolation", policy),
+        env=env,
+    )
+    out = summarize(run, a.workers)
+    out["ops"] = count_ops(p.stop_counting())
+    out["load_before"] = round(load, 2)
+    recs = run["records"]
+    by_kind = {k: [r for r in recs if r["kind"] == k] for k in ("polluter", "plain")}
+    out["polluters"] = len(by_kind["polluter"])
+    out["saw_pollution"] = sum(1 for r in recs if r["saw"])
+    out["saw_by_kind"] = dict(Counter(kind for r in recs for kind in r["saw"]))
+    for part in ("setup", "teardown"):
+        for kind, rows in by_kind.items():
+            out[f"{part}_{kind}"] = fine_stats([r[part] for r in rows])
+    entries = [e for f in sorted(set(reports.glob("*.json")) - before) for e in json.loads(f.read_text()).get("pollution", [])]
+    named = [e for e in entries if e.get("changes")]
+    out["named"] = len(named)
+    out["named_polluters"] = sum(1 for e in named if "-polluter]" in e["test"])
+    out["not_checked"] = sum(1 for e in entries if e.get("error"))
+    out["dirty_check"] = stats([e["seconds"] for e in entries if "seconds" in e])
+    log(
+        f"isolation {policy:8} {env or ''}: wall {out['wall_s']:.1f}s, {out['saw_pollution']} tests saw pollution, "
+        f"{out['named']} named ({out['named_polluters']}/{out['polluters']} polluters), "
+        f"teardown p50 {_get(out, 'teardown_plain', 'p50_s')}s"
+    )
+    return out
+
+
+def fine_stats(values: list[float]) -> dict[str, Any] | None:
+    """``stats`` to the microsecond (a check read from the host takes about a millisecond)."""
+    if not values:
+        return None
+    return {
+        "n": len(values),
+        **{f"{k}_s": round(percentile(values, q), 6) for k, q in (("p50", 0.5), ("p95", 0.95))},
+        "mean_s": round(statistics.mean(values), 6),
+        "max_s": round(max(values), 6),
+    }
+
+
+def check_costs(a: argparse.Namespace) -> dict[str, Any]:
+    """The check's own cost, the two checkers side by side (benchmarks/check_cost.py)."""
+    rounds = 5 if a.quick else CHECK_COST_ROUNDS
+    folder = TMP / f"{RUN_ID}-check-cost"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "check_cost.py"), f"{RUN_ID}cc", str(folder), str(rounds)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "ORCH_HOME": str(TMP / "orch-home")},
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"check_cost.py failed (exit {proc.returncode}): {proc.stderr[-3000:]}")
+    raw = json.loads(proc.stdout)
+    out: dict[str, Any] = {"rounds": rounds}
+    for key, v in raw.items():
+        if "error" in v:
+            out[key] = v
+            continue
+        out[key] = {
+            **{m: fine_stats(v[m]) for m in ("overlay", "generic", "exec")},
+            **{k: v[k] for k in ("overlay_polluted", "generic_polluted", "polluted_agree", "upper_entries")},
+            "clean_checks_that_found_changes": v["clean_checks_that_found_changes"],
+        }
+        log(
+            f"isolation: check cost {key}: overlay p50 {out[key]['overlay']['p50_s']}s, "
+            f"generic p50 {out[key]['generic']['p50_s']}s, exec true p50 {out[key]['exec']['p50_s']}s"
+        )
+    return out
+
+
+def isolation_section(a: argparse.Namespace) -> dict[str, Any]:
+    """The pollute mix (10 % of the tests pollute: a file in /etc, a user, a process left
+    running; every test looks for what they leave) under each policy, on Docker with
+    standbys (``pool``, ``standby = true``), in turn in the same project (``orch up``
+    once; every worker reset before each run), and the check's own cost side by side."""
+    started, load = time.monotonic(), [round(x, 2) for x in os.getloadavg()]
+    out: dict[str, Any] = {
+        "command": ".venv/bin/python benchmarks/bench.py " + " ".join(sys.argv[1:]),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "orch_commit": _commit(),
+        "engines": _engines(),
+        "tests": a.tests,
+        "workers": a.workers,
+        "scale": a.scale,
+        "pool": a.pool,
+        "rounds": a.isolation_rounds,
+        "load_at_start": load,
+    }
+    loads: list[float] = []
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key, *_ in ISOLATION_VARIANTS}
+    p = Project("docker", a.scale, "isolation", pool=a.pool, standby=True)
+    try:
+        log(f"isolation: orch up --workers {a.workers} (pool {a.pool}, standby)")
+        up, _ = p.orch("up", "--workers", str(a.workers))
+        out["up_s"] = round(up, 1)
+        p.idle()
+        for i in range(a.isolation_rounds):
+            for key, _label, policy, env in ISOLATION_VARIANTS:
+                loads.append(round(os.getloadavg()[0], 2))
+                log(f"isolation: round {i + 1}/{a.isolation_rounds}: {key}")
+                runs[key].append(guarded(f"isolation {key}", functools.partial(isolation_run, p, policy, env, a)))
+    finally:
+        p.cleanup()
+    out["variants"] = runs
+    log("isolation: the check's own cost, side by side")
+    out["check_cost"] = guarded("isolation check cost", lambda: check_costs(a))
+    out["load_1min"] = {"min": min(loads), "median": round(statistics.median(loads), 2), "max": max(loads)} if loads else None
+    out["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    out["minutes"] = round((time.monotonic() - started) / 60, 1)
+    return out
+
+
+def _iso_ok(runs: Any) -> list[dict[str, Any]]:
+    return [r for r in runs or [] if isinstance(r, dict) and "error" not in r]
+
+
+def _iso_median(runs: list[dict[str, Any]], *keys: str) -> float | None:
+    values = [v for r in runs if (v := _get(r, *keys)) is not None]
+    return statistics.median(values) if values else None
+
+
+def isolation_targets(s: Any) -> list[tuple[str, str, str, bool | None, float | None]]:
+    """Issue #19's targets against the isolation section (reported, never asserted)."""
+    if not isinstance(s, dict) or "variants" not in s:
+        return []
+    v = {k: _iso_ok(runs) for k, runs in s["variants"].items()}
+    rows: list[tuple[str, str, str, bool | None, float | None]] = []
+    shared, on_dirty = _iso_median(v.get("shared", []), "wall_s"), _iso_median(v.get("on_dirty", []), "wall_s")
+    if shared and on_dirty:
+        ratio = on_dirty / shared
+        rows.append(
+            (
+                "isolation `on-dirty`: wall ≤ 1.1 × `shared`",
+                "docker, pool + standby",
+                f"{ratio:.2f} ({shared:.1f} s → {on_dirty:.1f} s)",
+                ratio <= 1.1,
+                ratio,
+            )
+        )
+    if v.get("on_dirty"):
+        saw = max(r["saw_pollution"] for r in v["on_dirty"])
+        polluters = v["on_dirty"][0]["polluters"]
+        rows.append(
+            (
+                "isolation `on-dirty`: 0 later tests see pollution",
+                "docker, pool + standby",
+                f"{saw} (of {s['tests'] - polluters} later tests; `shared`: "
+                f"{max((r['saw_pollution'] for r in v.get('shared', [])), default=0)})",
+                saw == 0,
+                saw,
+            )
+        )
+    seen = {k: _iso_median(v.get(k, []), "teardown_plain", "p50_s") for k in ("shared", "report", "report_generic")}
+    cost = _get(s, "check_cost", "docker")
+    if seen["shared"] is not None and seen["report"] is not None:
+        delta = seen["report"] - seen["shared"]
+        direct = (
+            f"; the check itself p50 {1000 * cost['overlay']['p50_s']:.1f} ms"
+            if isinstance(cost, dict) and "overlay" in cost
+            else ""
+        )
+        generic = (
+            f" (the check inside the VM: +{seen['report_generic'] - seen['shared']:.3f} s)"
+            if seen["report_generic"] is not None
+            else ""
+        )
+        rows.append(
+            (
+                "isolation: the check ≤ 0.1 s per test, as the test sees it",
+                "docker, a clean test's teardown under `report` less under `shared`",
+                f"+{delta:.3f} s{generic}{direct}",
+                delta <= 0.1,
+                delta,
+            )
+        )
+    return rows
+
+
+def _ms(st: dict[str, Any] | None) -> str:
+    if not st or "p50_s" not in st:
+        return "–"
+    return f"{1000 * st['p50_s']:.1f} / {1000 * st['p95_s']:.1f} ms"
+
+
+def _render_isolation(s: Any) -> list[str]:
+    """The isolation section: the policies side by side, the check's own cost."""
+    if not s:
+        return []
+    lines = ["## Isolation: the pollution check and its policies (Docker, with standbys)", ""]
+    if "error" in s:
+        return [*lines, *_error(s)]
+    load = s.get("load_1min") or {}
+    polluters = next((r["polluters"] for runs in s["variants"].values() for r in _iso_ok(runs)), 0)
+    lines += [
+        f"Measured on {s['date']} by `{s['command']}` (orch at {s['orch_commit']}; "
+        + ", ".join(f"{k} {v}" for k, v in s.get("engines", {}).items())
+        + f") in {s['minutes']} min. The seed's workload with pollution: {s['tests']} tests of 5 s × {s['scale']} of "
+        f"work, `pytest -n {s['workers']}`, {polluters} of them ({100 * polluters // max(1, s['tests'])} %: tests 7, 17, "
+        "27, ...) polluting their VM (a file in /etc, a user, a process left running: `touch /etc/bench-polluted-N && "
+        "useradd benchpolN && setsid nohup sleep 1001 &`), and every test first looking for what any polluter leaves "
+        "(one command through its worker's pyinfra connection). One project on Docker with "
+        f"`pool = {s['pool']}` and `standby = true`, `orch up --workers {s['workers']}` once; before each run every "
+        "worker is reset (`orch reset --all`) and the spares made again; the policies by `--orch-isolation`, "
+        f"in turn, {s['rounds']} round(s) (medians across rounds). *The check inside the VM*: the same policy with "
+        "the provider's own checker left out (`DockerProvider.pollution_checker` returning None in the workload's "
+        "conftest), so orch runs its command inside the container, as on a backend with no cheap way. "
+        "Load average (1 min) during the section: "
+        + (f"{load['min']} min, {load['median']} median, {load['max']} max" if load else "not recorded")
+        + f" (at the start {' / '.join(str(x) for x in s['load_at_start'])}). Run again with "
+        "`.venv/bin/python benchmarks/bench.py --sections isolation --merge` (`--tests N --isolation-rounds N`).",
+        "",
+        "| policy | wall | × shared | later tests that saw pollution | tests named in the report (polluters) | "
+        "clean test's teardown p50 / p95 | polluter's teardown p50 / p95 | VM operations |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    variants = {k: _iso_ok(runs) for k, runs in s["variants"].items()}
+    shared = _iso_median(variants.get("shared", []), "wall_s")
+    for key, label, *_ in ISOLATION_VARIANTS:
+        runs = variants.get(key, [])
+        failed = [r for r in s["variants"].get(key, []) if isinstance(r, dict) and "error" in r]
+        if not runs:
+            if failed:
+                lines.append(f"| {label} | failed: {failed[0]['error'][:200]} |||||||")
+            continue
+        wall = _iso_median(runs, "wall_s") or 0.0
+        saw = " / ".join(str(r["saw_pollution"]) for r in runs)
+        kinds: Counter[str] = Counter()
+        for r in runs:
+            kinds.update(r.get("saw_by_kind", {}))
+        saw += f" ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})" if kinds else ""
+        named = " / ".join(f"{r['named']} ({r['named_polluters']}/{r['polluters']})" for r in runs)
+        if key in ("shared", "per_test", "fresh_vm"):
+            named = "– (not checked)"
+        ops: Counter[str] = Counter()
+        for r in runs:
+            ops.update({k: r["ops"].get(k, 0) for k in ("clone", "rename", "delete")})
+        shown_ops = ", ".join(f"{n // len(runs)} {k}" for k, n in ops.items() if n) or "0"
+        lines.append(
+            f"| {label} | {wall:.1f} s | {wall / shared:.2f} | {saw} | {named} | "
+            f"{_ms(runs[0].get('teardown_plain'))} | {_ms(runs[0].get('teardown_polluter'))} | {shown_ops} |"
+            if shared
+            else f"| {label} | {wall:.1f} s | – | {saw} | {named} | – | – | {shown_ops} |"
+        )
+    lines.append("")
+    cost = s.get("check_cost")
+    if isinstance(cost, dict) and "error" not in cost:
+        lines += [
+            f"The check's own cost, side by side (`benchmarks/check_cost.py`: one container of each kind, the two "
+            f"checkers armed together and checked in alternation, {cost['rounds']} rounds on a clean container; then "
+            "one check after a polluting command). *Read from the host*: the provider's checker (the container's "
+            "overlay upper directory, its cgroup, its /etc/passwd and dpkg status through /proc/<pid>/root: no "
+            "command inside). *Inside the VM*: orch's command through `docker exec`/`podman exec`. `exec true`: "
+            "what any command inside costs before it does anything.",
+            "",
+            "| p50 / p95 | read from the host | inside the VM | `exec true` | after a polluting command: host / inside "
+            "(same changes) | upper directory entries |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key, label in CHECK_COST_VARIANTS.items():
+            c = cost.get(key)
+            if not isinstance(c, dict):
+                continue
+            if "error" in c:
+                lines.append(f"| {label} | failed: {c['error'][:200]} |||||")
+                continue
+            lines.append(
+                f"| {label} | {_ms(c['overlay'])} | {_ms(c['generic'])} | {_ms(c['exec'])} | "
+                f"{1000 * c['overlay_polluted']:.1f} / {1000 * c['generic_polluted']:.0f} ms "
+                f"({'yes' if c['polluted_agree'] else '**no**'}) | {c['upper_entries']} |"
+            )
+        lines.append("")
+    elif isinstance(cost, dict):
+        lines += _error(cost)
+    lines += [
+        "**Measured**: *wall* = the `pytest -n N` command, start to end; *later tests that saw pollution*: the tests "
+        "(polluters included, before they pollute) that found a polluter's file, user or process on their VM (per "
+        "round; by kind, summed over rounds); *named*: tests with changes in the run's JSON report "
+        "(`inventories/.orch/reports/<run>.json`), of which polluters; *teardown*: the test's teardown as it sees "
+        "it, orch's check and the policy's reset included (`on-dirty`: a polluter's teardown swaps its worker; "
+        "`per-test`: every test's does); *VM operations*: the engine's events during the run, background refills "
+        "included (a clone is a standby or pool VM made again).",
+        "",
+    ]
+    return lines
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -1038,7 +1365,9 @@ def _commit() -> str:
 #: Sections measured per provider (--providers), then the machines section (its own
 #: variants on docker, podman and Incus, side by side).
 PROVIDER_SECTIONS = ("workload", "micro", "up", "scale1", "sweep", "memory")
-SECTIONS = (*PROVIDER_SECTIONS, "machines")
+#: The sections of their own (not per provider), each merged alone with --merge.
+OWN_SECTIONS = ("machines", "isolation")
+SECTIONS = (*PROVIDER_SECTIONS, *OWN_SECTIONS)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1071,7 +1400,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--merge",
         action="store_true",
         help="keep the results already in --out that this run does not measure again (other providers, other sections; "
-        "with only --sections machines, the header's run too)",
+        "with only --sections machines and/or isolation, the header's run too)",
+    )
+    ap.add_argument(
+        "--isolation-rounds",
+        type=int,
+        default=1,
+        help="rounds of the isolation section (each runs every policy once, in turn) [1]",
     )
     a = ap.parse_args(argv)
     a.tests = a.tests or (8 if a.quick else 100)
@@ -1118,9 +1453,10 @@ def main() -> None:
         if per_provider:
             results["providers"] = previous.get("providers", {})
             results["command"] = previous.get("command", "") + " ; " + results["command"]
-            if "machines" in previous:
-                results["machines"] = previous["machines"]
-        else:  # the machines section alone: the header stays that of the run that measured the rest
+            for own in OWN_SECTIONS:
+                if own in previous:
+                    results[own] = previous[own]
+        else:  # sections of their own alone: the header stays that of the run that measured the rest
             results, own_header = previous, False
     log(
         f"run {RUN_ID}: providers {a.providers}, sections {','.join(a.sections)}, scale {a.scale}, {a.tests} tests, -n {a.workers}"
@@ -1149,6 +1485,8 @@ def main() -> None:
             write(results, a.out, old_md)  # what is done so far survives a later failure
         if "machines" in a.sections:
             results["machines"] = guarded("machines", lambda: machines_section(a))
+        if "isolation" in a.sections:
+            results["isolation"] = guarded("isolation", lambda: isolation_section(a))
     finally:
         for p in _projects:
             with contextlib.suppress(Exception):
@@ -1349,6 +1687,9 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     ratio = _get(prov, "docker", "up_scaling", "up4_over_one_create")
     if ratio is not None:
         add(t, "docker (a create is 0.3 s: not what the target is about)", f"{ratio:.2f}", None, ratio)
+    # issue #19: isolation
+    for row in isolation_targets(r.get("isolation")):
+        add(*row)
     return rows
 
 
@@ -1419,6 +1760,7 @@ def render(r: dict[str, Any]) -> str:
         lines += _render_up(provider, p)
         lines += _render_rest(p)
     lines += _render_machines(r.get("machines"))
+    lines += _render_isolation(r.get("isolation"))
     return "\n".join(lines) + "\n"
 
 

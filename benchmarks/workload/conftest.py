@@ -21,6 +21,12 @@ Chosen by environment variables (bench.py sets them):
   record per test: its kind, setup/call/teardown seconds, the work it did, how long each
   ``fresh_vm()`` call took inside the test, whether a pool VM served it, and (for tests
   marked ``bench_reset``) the teardown that does the reset: the waits as the test sees them.
+- ``BENCH_MIX=pollute`` (the isolation section): 10 % of the tests pollute their VM (a
+  file in /etc, a user, a process left running) and every test first looks for what any
+  polluter leaves (``saw`` in its record: what it found); ``BENCH_VM=fresh`` gives each
+  test a VM of its own (``fresh_vm()``) instead of its worker's; ``BENCH_CHECKER=generic``
+  makes orch check with the command inside the VM even where its provider reads the
+  changes from the host (the two measured side by side).
 - ``BENCH_WAIT_SPARES=1``: before each test (in its setup, outside every timing), wait
   until orch's spares are warm: the pool full and ready, the standbys ready, the trash
   empty and no ``orch maintain`` running. For the p50/p95 of a claim or a swap "with a
@@ -44,6 +50,7 @@ SCALE = float(os.environ.get("BENCH_SCALE", "0.05"))
 OUT = Path(os.environ.get("BENCH_OUT", "bench-out"))
 WAIT_SPARES = os.environ.get("BENCH_WAIT_SPARES") == "1"
 WORK_SECONDS = 5.0 * SCALE
+GENERIC_CHECK = os.environ.get("BENCH_CHECKER") == "generic"
 
 _records: dict[str, dict[str, Any]] = {}
 
@@ -63,12 +70,24 @@ def record(item: pytest.Item) -> dict[str, Any]:
             "fresh_pooled": [],
             "reset_wait": None,
             "worker": os.environ.get("PYTEST_XDIST_WORKER", "gw0"),
+            "saw": [],
         }
     return rec
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "bench_reset: reset this test's VM after it (orch_reset under orch)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if GENERIC_CHECK and STRATEGY == "orch":
+        # the provider's own checker (read from the host) left out: orch falls back to the
+        # command inside the VM, as on a backend that has no cheap way
+        from orchestrator.providers.base import Provider  # noqa: PLC0415  only under orch's strategies
+        from orchestrator.providers.docker import DockerProvider  # noqa: PLC0415
+
+        DockerProvider.pollution_checker = Provider.pollution_checker  # type: ignore[method-assign]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -189,6 +208,33 @@ def bench_target(request: pytest.FixtureRequest) -> Any:
     if request.node.callspec.params.get("kind") == "fresh":
         return request.getfixturevalue("bench_fresh")
     return request.getfixturevalue("bench_vm")
+
+
+# -- the pollute mix: what a polluter leaves, and what every test looks for ----------------
+
+#: What a polluting test leaves on its VM: a file in /etc, a user, a process left running.
+POLLUTE = "touch /etc/bench-polluted-{i} && useradd benchpol{i} && (setsid nohup sleep 1001 >/dev/null 2>&1 </dev/null &)"
+#: What every test looks for first (one line per kind of pollution it finds).
+LOOK = (
+    "ls /etc | grep -q '^bench-polluted-' && echo file; "
+    "grep -q '^benchpol' /etc/passwd && echo user; "
+    "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; echo; done | grep -q '^sleep 1001 ' && echo process; "
+    "true"
+)
+
+
+@pytest.fixture
+def bench_pollution(request: pytest.FixtureRequest) -> Callable[[Any, int, bool], None]:
+    """``look(vm, i, polluter)``: look for what any polluter leaves on ``vm`` (what it finds
+    goes in the test's record), then, for a polluter, leave it."""
+    rec = record(request.node)
+
+    def run(vm: Any, i: int, polluter: bool) -> None:
+        rec["saw"] = vm.run(LOOK).stdout.split()
+        if polluter:
+            vm.run(POLLUTE.format(i=i))
+
+    return run
 
 
 @pytest.fixture
