@@ -56,8 +56,11 @@ log = logging.getLogger(__name__)
 
 #: The storage drivers whose containers have an upper directory (Docker's, podman's).
 DRIVERS = ("overlay2", "overlay")
-#: What pyinfra leaves in its temporary folder (as ``orchestrator.core.isolation``).
-PYINFRA_TEMP = "/tmp/pyinfra-"
+#: What pyinfra leaves in its temporary folder, and pyinfra-orbstack's uploads (as
+#: ``orchestrator.core.isolation``: every path that starts so).
+PYINFRA_TEMP = ("/tmp/pyinfra-", "/tmp/pyinfra_orbstack_")
+#: An SSH server's names: one whose parent is not the container's init serves a connection.
+SSHD = ("sshd", "sshd-session")
 #: The xattr of an opaque directory (rootful overlay; ``user.`` where mounted ``userxattr``).
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 #: Where a systemd image keeps its timers (as the in-VM check reads them).
@@ -308,6 +311,8 @@ class _State:
     dpkg_key: tuple[Any, ...]
     packages: frozenset[str] | None
     procs: frozenset[tuple[int, str]]
+    #: Every process of the container (zombies too), by host pid: its parent and its name.
+    tree: dict[int, tuple[int, str]] = field(default_factory=dict)
     timers: frozenset[str] | None = field(default=None)
 
 
@@ -381,11 +386,11 @@ class OverlayChecker:
             packages = old.packages
         else:
             packages = self._packages(key[-1]) if key[0] is not None else None
-        procs = frozenset(self._procs())
-        return _State(upper, mounted, covered, users, groups, key, packages, procs)
+        procs, tree = self._procs()
+        return _State(upper, mounted, covered, users, groups, key, packages, procs, tree)
 
     def _skip(self, path: str) -> bool:
-        return self.ignore.covers(path) or path.startswith(PYINFRA_TEMP)
+        return path.startswith(PYINFRA_TEMP) or self.ignore.covers(path)
 
     def _walk(self, host: str, path: str, out: dict[str, Entry], *, upper: bool, dev: int | None) -> None:
         """Every entry under ``host`` (the container's ``path``), the ignored paths pruned;
@@ -552,9 +557,12 @@ class OverlayChecker:
 
     # -- processes ----------------------------------------------------------------------
 
-    def _procs(self) -> Iterable[tuple[int, str]]:
-        """The container's processes (zombies left out), by host pid and start time."""
+    def _procs(self) -> tuple[frozenset[tuple[int, str]], dict[int, tuple[int, str]]]:
+        """The container's processes by host pid and start time (zombies left out), and the
+        parent and name of each (zombies too: a parent of the living)."""
         c = self.container
+        procs: set[tuple[int, str]] = set()
+        tree: dict[int, tuple[int, str]] = {}
         for folder in c.cgroups:
             for here, _dirs, files in os.walk(folder):
                 if "cgroup.procs" not in files:
@@ -562,15 +570,35 @@ class OverlayChecker:
                 for word in _read(f"{here}/cgroup.procs").split():
                     line = _read(f"{c.proc}/{word}/stat")
                     fields = line[line.rfind(")") + 2 :].split()
-                    if len(fields) > 19 and fields[0] not in ("Z", "X"):
-                        yield int(word), fields[19]
+                    if len(fields) <= 19 or not word.isdigit():
+                        continue  # gone meanwhile
+                    tree[int(word)] = (int(fields[1]), line[line.find("(") + 1 : line.rfind(")")])
+                    if fields[0] not in ("Z", "X"):
+                        procs.add((int(word), fields[19]))
+        return frozenset(procs), tree
+
+    def _connection(self, tree: dict[int, tuple[int, str]], pid: int) -> bool:
+        """Whether the process is an SSH connection's (pyinfra's ``@ssh`` keeps one, and an
+        ``sftp-server``, between tests): under an ``sshd`` whose parent is not the
+        container's init (a listener's is; what a test leaves running over SSH, its shell's
+        exit hands to init). As the in-VM check decides."""
+        q, depth = pid, 0
+        while q in tree and depth < 1000:
+            parent, name = tree[q]
+            if name in SSHD and parent != self.container.pid:
+                return True
+            q, depth = parent, depth + 1
+        return False
 
     def _process(self, state: _State, pid: int) -> tuple[int, str] | None:
         """A new process as the report shows it (its pid inside, its command), or None when it
-        is gone or is the baseline's own (a timer's unit, a user's systemd manager)."""
+        is gone, an SSH connection's, or the baseline's own (a timer's unit, a user's systemd
+        manager)."""
         c = self.container
         status = _read(f"{c.proc}/{pid}/status")
         inner = next((line.split()[-1] for line in status.splitlines() if line.startswith("NSpid:")), str(pid))
+        if self._connection(state.tree, pid):
+            return None
         if state.timers is not None and _own(_read(f"{c.proc}/{pid}/cgroup"), state.timers):
             return None
         try:

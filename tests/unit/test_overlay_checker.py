@@ -5,7 +5,7 @@ container's root as the host sees it (its /etc/passwd, dpkg's status, a tmpfs, a
 mounted over the image's), its mount table, its cgroup and a /proc of its own. What a test
 did to the container is exactly what the check says, the ignored paths and pyinfra's
 temporary files never; a restart or another container under the name is a check that
-cannot tell. The real engines: tests/integration/test_overlay_checker.py."""
+cannot tell. The real engines: tests/integration/test_overlay_check.py."""
 
 from __future__ import annotations
 
@@ -92,11 +92,19 @@ class Box:
         path.write_text(text)
 
     def process(
-        self, pid: int, command: str, *, start: int, state: str = "S", cgroup: str = "/docker/c1", comm: str = ""
+        self,
+        pid: int,
+        command: str,
+        *,
+        start: int,
+        state: str = "S",
+        cgroup: str = "/docker/c1",
+        comm: str = "",
+        ppid: int = INIT,
     ) -> None:
         d = self.proc / str(pid)
         d.mkdir(exist_ok=True)
-        rest = [state, "1"] + ["0"] * 17 + [str(start)] + ["0"] * 10
+        rest = [state, str(ppid)] + ["0"] * 17 + [str(start)] + ["0"] * 10
         (d / "stat").write_text(f"{pid} ({comm or command.split()[0]}) {' '.join(rest)}\n")
         (d / "status").write_text(f"Name:\t{comm}\nNSpid:\t{pid}\t{pid - 99}\n")
         (d / "cmdline").write_bytes(b"".join(w.encode() + b"\0" for w in command.split()))
@@ -235,6 +243,7 @@ def test_ignored_paths_and_pyinfras_temporary_files_are_never_reported(box: Box)
     box.up("/srv/ignored/x").write_text("x")
     box.up("/run/orch/x").write_text("x")
     box.up("/tmp/pyinfra-0123456789abcdef/server.script").write_text("x")
+    box.up("/tmp/pyinfra_orbstack_0123").write_text("x")
     box.write(box.root / "tmp/pyinfra-0123456789abcdef", "x")
     assert checker.check() == Changes()
 
@@ -289,6 +298,16 @@ def test_a_process_left_running_is_reported_once_by_its_pid_inside(box: Box) -> 
     assert checker.check() == Changes()
     box.end(pid)
     assert checker.check() == Changes()
+
+
+def test_an_ssh_connection_is_not_the_tests_but_a_listener_it_starts_is(box: Box) -> None:
+    checker = box.checker()
+    listener = box.spawn("/usr/sbin/sshd", comm="sshd")  # daemonized: init is its parent
+    connection = box.spawn("sshd: orch [priv]", comm="sshd", ppid=listener)
+    box.spawn("/usr/lib/openssh/sftp-server", ppid=connection)
+    box.spawn("sshd-session: orch", comm="sshd-session", ppid=box.next_pid + 100)  # its parent outside: docker exec
+    left = box.spawn("sleep 1002")  # left running over SSH: its shell's exit gave it to init
+    assert checker.check() == Changes(processes=(f"{listener - 99} /usr/sbin/sshd", f"{left - 99} sleep 1002"))
 
 
 def test_a_process_with_no_command_line_shows_its_name(box: Box) -> None:

@@ -11,14 +11,16 @@ moments (the two run side by side)."""
 
 from __future__ import annotations
 
+import json
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from backends import remove_podman, remove_prefix
+from backends import remove_podman, remove_prefix, run_pytest
 
 from orchestrator.core.isolation import ExecChecker
 from orchestrator.primitives import naming
@@ -97,6 +99,12 @@ class Box:
     def ignore(self) -> Ignore:
         return Ignore.of(["/srv/ignored"], machine=self.machine)
 
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a file in as pyinfra's connector for the engine uploads (``docker cp``)."""
+        argv = [self.provider.opts.client, "cp", str(local), f"{self.vm}:{remote}"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+
     def checkers(self) -> tuple[OverlayChecker, ExecChecker]:
         """The provider's checker (the overlay one) and the in-VM one, both armed now."""
         mine = self.provider.pollution_checker(self.vm, self.ignore)
@@ -135,11 +143,14 @@ def box(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Box]:
             remove_podman(settings.prefix, tmp_path)
 
 
-def test_the_check_from_the_host_reports_exactly_what_a_test_did(box: Box) -> None:
+def test_the_check_from_the_host_reports_exactly_what_a_test_did(box: Box, tmp_path: Path) -> None:
     if box.machine:
         box.sh(SLOW_TIMER)  # part of the "baseline": made before the check is armed
     mine, generic = box.checkers()
     assert both(mine, generic) == Changes()
+    (tmp_path / "script.sh").write_text("true\n")
+    box.put(tmp_path / "script.sh", "/tmp/pyinfra-0123456789abcdef0123456789abcdef01234567")
+    assert both(mine, generic) == Changes(), "pyinfra's upload (server.script's copy, its engine's cp) is not the test's"
     if box.machine:
         time.sleep(5)  # a machine idling: journald, logind, dbus
         assert both(mine, generic) == Changes()
@@ -200,3 +211,56 @@ def test_a_remote_engine_falls_back_to_the_in_vm_check(tmp_path: Path, docker_en
     settings = contract_settings(tmp_path, "docker", image=docker_engine)
     remote = DockerProvider(settings, engine=f"ssh://nowhere-{secrets.token_hex(4)}.invalid")
     assert remote.pollution_checker("any", Ignore.of()) is None  # and no engine was asked
+
+
+SSH_SUITE = """
+import io
+from pyinfra.operations import files
+
+def test_a_connects(orch_worker):
+    assert orch_worker.run("id -un").stdout.strip() == "orch"
+
+def test_b_uploads(orch_worker):  # pyinfra keeps an sftp-server for its uploads
+    orch_worker.operation(files.put, src=io.StringIO("x"), dest="/home/orch/uploaded")
+
+def test_c_leaves_a_process(orch_worker):
+    orch_worker.run("nohup sleep 1002 >/dev/null 2>&1 </dev/null &")
+
+def test_d_runs_sudo(orch_worker):
+    orch_worker.run("sudo -n true")
+"""
+
+#: The project's conftest: which checker orch made for each worker (the plugin asks the
+#: provider), written where the test reads it.
+RECORD_CHECKERS = """
+from orchestrator.providers.docker import DockerProvider
+
+made = DockerProvider.pollution_checker
+
+def recorded(self, vm, ignore):
+    checker = made(self, vm, ignore)
+    with open("checkers.txt", "a") as out:
+        out.write(type(checker).__name__ + "\\n")
+    return checker
+
+DockerProvider.pollution_checker = recorded
+"""
+
+
+def test_over_ssh_only_what_the_tests_did_is_reported(project: Path) -> None:
+    """Over ``@ssh`` under ``on-dirty`` on Docker, the plugin's checker is the one read from
+    the host, and pyinfra's connection (its sshd, its sftp-server) is not a test's doing."""
+    with (project / "pyproject.toml").open("a") as fh:
+        fh.write('connector = "ssh"\nisolation = "on-dirty"\n')
+    (project / "conftest.py").write_text(RECORD_CHECKERS)
+    (project / "test_ssh.py").write_text(SSH_SUITE)
+    run = run_pytest(project, "-p", "no:xdist", "--orch-up")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert set((project / "checkers.txt").read_text().split()) == {"OverlayChecker"}
+    [path] = (project / "inventories" / ".orch" / "reports").glob("*.json")
+    entries = {e["test"].split("::")[1]: e["changes"] for e in json.loads(path.read_text())["pollution"]}
+    assert entries == {
+        "test_b_uploads": {"created": ["/home/orch/uploaded"]},
+        "test_c_leaves_a_process": {"processes": [entries["test_c_leaves_a_process"]["processes"][0]]},
+    }
+    assert entries["test_c_leaves_a_process"]["processes"][0].endswith(" sleep 1002")
