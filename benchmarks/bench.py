@@ -1141,7 +1141,9 @@ def isolation_section(a: argparse.Namespace) -> dict[str, Any]:
         "load_at_start": load,
     }
     loads: list[float] = []
-    runs: dict[str, list[dict[str, Any]]] = {key: [] for key, *_ in ISOLATION_VARIANTS}
+    wanted = [w for w in a.isolation_variants.split(",") if w]
+    chosen = [v for v in ISOLATION_VARIANTS if not wanted or v[0] in wanted]
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key, *_ in chosen}
     p = Project("docker", a.scale, "isolation", pool=a.pool, standby=True)
     try:
         log(f"isolation: orch up --workers {a.workers} (pool {a.pool}, standby)")
@@ -1149,7 +1151,8 @@ def isolation_section(a: argparse.Namespace) -> dict[str, Any]:
         out["up_s"] = round(up, 1)
         p.idle()
         for i in range(a.isolation_rounds):
-            for key, _label, policy, env in ISOLATION_VARIANTS:
+            # every other round in the reverse order: a load that changes weighs on all alike
+            for key, _label, policy, env in chosen[:: -1 if i % 2 else 1]:
                 loads.append(round(os.getloadavg()[0], 2))
                 log(f"isolation: round {i + 1}/{a.isolation_rounds}: {key}")
                 runs[key].append(guarded(f"isolation {key}", functools.partial(isolation_run, p, policy, env, a)))
@@ -1171,6 +1174,12 @@ def _iso_ok(runs: Any) -> list[dict[str, Any]]:
 def _iso_median(runs: list[dict[str, Any]], *keys: str) -> float | None:
     values = [v for r in runs if (v := _get(r, *keys)) is not None]
     return statistics.median(values) if values else None
+
+
+def _iso_stats(runs: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """A measure's p50 and p95, each the median over the rounds."""
+    p50, p95 = _iso_median(runs, key, "p50_s"), _iso_median(runs, key, "p95_s")
+    return {"p50_s": p50, "p95_s": p95} if p50 is not None and p95 is not None else None
 
 
 def isolation_targets(s: Any) -> list[tuple[str, str, str, bool | None, float | None]]:
@@ -1231,8 +1240,11 @@ def isolation_targets(s: Any) -> list[tuple[str, str, str, bool | None, float | 
 
 
 def _ms(st: dict[str, Any] | None) -> str:
+    """p50 / p95 in milliseconds (in seconds from a second up)."""
     if not st or "p50_s" not in st:
         return "–"
+    if st["p95_s"] >= 1:
+        return f"{st['p50_s']:.2f} / {st['p95_s']:.2f} s"
     return f"{1000 * st['p50_s']:.1f} / {1000 * st['p95_s']:.1f} ms"
 
 
@@ -1255,7 +1267,7 @@ def _render_isolation(s: Any) -> list[str]:
         "(one command through its worker's pyinfra connection). One project on Docker with "
         f"`pool = {s['pool']}` and `standby = true`, `orch up --workers {s['workers']}` once; before each run every "
         "worker is reset (`orch reset --all`) and the spares made again; the policies by `--orch-isolation`, "
-        f"in turn, {s['rounds']} round(s) (medians across rounds). *The check inside the VM*: the same policy with "
+        f"in turn, {s['rounds']} round(s) (every other one in the reverse order; medians across rounds). *The check inside the VM*: the same policy with "
         "the provider's own checker left out (`DockerProvider.pollution_checker` returning None in the workload's "
         "conftest), so orch runs its command inside the container, as on a backend with no cheap way. "
         "Load average (1 min) during the section: "
@@ -1291,7 +1303,7 @@ def _render_isolation(s: Any) -> list[str]:
         shown_ops = ", ".join(f"{n // len(runs)} {k}" for k, n in ops.items() if n) or "0"
         lines.append(
             f"| {label} | {wall:.1f} s | {wall / shared:.2f} | {saw} | {named} | "
-            f"{_ms(runs[0].get('teardown_plain'))} | {_ms(runs[0].get('teardown_polluter'))} | {shown_ops} |"
+            f"{_ms(_iso_stats(runs, 'teardown_plain'))} | {_ms(_iso_stats(runs, 'teardown_polluter'))} | {shown_ops} |"
             if shared
             else f"| {label} | {wall:.1f} s | – | {saw} | {named} | – | – | {shown_ops} |"
         )
@@ -1401,6 +1413,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="keep the results already in --out that this run does not measure again (other providers, other sections; "
         "with only --sections machines and/or isolation, the header's run too)",
+    )
+    ap.add_argument(
+        "--isolation-variants",
+        default="",
+        help="comma list of the isolation section's variants to run [all: "
+        "shared,report,report_generic,on_dirty,on_dirty_generic,per_test,fresh_vm]",
     )
     ap.add_argument(
         "--isolation-rounds",
