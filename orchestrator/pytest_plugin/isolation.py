@@ -72,6 +72,8 @@ class _Isolation:
 
 
 _KEY = pytest.StashKey[_Isolation]()
+#: The worker's use count before a test that does not name ``orch_worker``.
+_USES = pytest.StashKey[int]()
 
 
 def _lines(entries: list[dict[str, Any]]) -> list[str]:
@@ -144,10 +146,14 @@ def policy(item: pytest.Item) -> str:
     return orch_run(item.config).settings.isolation
 
 
-def _applies(item: pytest.Item) -> str:
+def _applies(item: pytest.Item, *, after: bool = False) -> str:
     """The policy that applies to the test ("" when none does: ``shared``, a test that does
-    not use its worker, or one marked ``orch_reset``)."""
-    if "orch_worker" not in getattr(item, "fixturenames", ()) or item.get_closest_marker("orch_reset"):
+    not use its worker, or one marked ``orch_reset``). After the test, one that reached its
+    worker without naming ``orch_worker`` (``request.getfixturevalue``, ``current_worker()``)
+    is checked too: its worker's use count moved."""
+    if item.get_closest_marker("orch_reset"):
+        return ""
+    if "orch_worker" not in getattr(item, "fixturenames", ()) and not (after and _used(item)):
         return ""
     wanted = policy(item)
     return "" if wanted == "shared" else wanted
@@ -202,11 +208,20 @@ def _replaced(run: OrchRun, iso: _Isolation) -> None:
 # -- the test's protocol ----------------------------------------------------------------
 
 
+def _used(item: pytest.Item) -> bool:
+    """Whether a test that does not name ``orch_worker`` reached inside its worker."""
+    run = item.config.stash.get(RUN_KEY, None)
+    worker = run.worker if run is not None else None
+    return worker is not None and worker.uses > item.stash.get(_USES, 0)
+
+
 def before_test(item: pytest.Item) -> None:
     """Before the test's fixtures (after the handout's): the reset a test owes under
     ``on-dirty``/``per-test`` is recorded, and the checker armed."""
     wanted = _applies(item)
     if not wanted:
+        run = item.config.stash.get(RUN_KEY, None)
+        item.stash[_USES] = run.worker.uses if run is not None and run.worker is not None else 0
         return
     run = orch_run(item.config)
     try:
@@ -223,7 +238,7 @@ def before_test(item: pytest.Item) -> None:
 
 def after_test(item: pytest.Item) -> None:
     """Called by the switchboard in each test's teardown (see ``plugin.py`` for the order)."""
-    wanted = _applies(item)
+    wanted = _applies(item, after=True)
     run = item.config.stash.get(RUN_KEY, None)
     if not wanted or run is None or run.worker is None:
         return

@@ -87,6 +87,9 @@ class Worker:
         self._resetter = resetter
         self._ensure_running = ensure_running
         self._ready = ready
+        #: How many times a test reached inside (run, fact, operation, deploy): tells the
+        #: isolation check that a test used its worker without naming ``orch_worker``.
+        self.uses = 0
 
     def __repr__(self) -> str:
         return f"<Worker {self.worker_id} vm={self.vm} host={self.host}>"
@@ -130,6 +133,7 @@ class Worker:
 
     @property
     def session(self) -> PyinfraSession:
+        self.uses += 1
         if self._session is None:
             self.ensure_running()
             self._session = self._connect()

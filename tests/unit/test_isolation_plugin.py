@@ -357,3 +357,31 @@ def test_b_after(request, orch_worker):
     [kept] = [n for n in backend(project)["vms"] if "-kept-" in n]
     assert backend(project)["vms"][kept]["files"]["/etc/polluted-0"] == "x"  # kept as it was
     assert state(project)["workers"]["gw0"]["reset_pending"] == ""  # the new VM was checked clean
+
+
+def test_a_test_that_reaches_its_worker_without_naming_the_fixture_is_checked(project: pytest.Pytester) -> None:
+    """``request.getfixturevalue("orch_worker")`` (or ``current_worker()``) in a test that
+    does not name ``orch_worker``: its pollution is found and reset all the same, while a
+    test that never reaches its worker is not checked."""
+    project.makepyfile(
+        test_suite=HELPERS.format(n=2)
+        + """
+def test_a_names_it(request, orch_worker):
+    assert not polluted(request, orch_worker)
+
+def test_b_reaches_it_by_name(request):
+    worker = request.getfixturevalue("orch_worker")
+    worker.run("true")
+    write(request, worker, "/etc/polluted-1")
+
+def test_c_never_reaches_it(request):
+    pass
+
+def test_d_sees_a_clean_worker(request, orch_worker):
+    assert not polluted(request, orch_worker), "test_b's file is still there"
+"""
+    )
+    result = project.runpytest_subprocess("-p", "no:xdist", "-p", "no:randomly", "--orch-up", "--orch-isolation", "on-dirty")
+    result.assert_outcomes(passed=4)
+    named = [e["test"] for e in report(project)["pollution"]]
+    assert named == ["test_suite.py::test_b_reaches_it_by_name"]
