@@ -84,10 +84,10 @@ def up(
     force: bool = False,
 ) -> list[WorkerResult]:
     forget_gone_oneoffs(ctx)
-    settle(ctx)  # a keep a dead run left halfway: carried out before its worker is made again
     wanted = naming.worker_ids(count)
     ctx.load(ctx.settings.provision), ctx.load(ctx.settings.personalize)  # a bad name fails before any work
-    ctx.store.ensure_dir()
+    ctx.store.ensure_dir()  # a folder orch cannot make: one line naming --inventory-dir
+    settle(ctx)  # a keep a dead run left halfway: carried out before its worker is made again
     with ctx.store.command_lock(wait=wait, on_wait=on_wait):
         ctx.provider.check()
         ctx.connector.setup(repair=True)  # a missing SSH key made again (the VMs take it when made ready)
