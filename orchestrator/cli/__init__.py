@@ -187,7 +187,7 @@ def cli(
     ctx.obj.quiet = quiet
 
 
-from orchestrator.cli import commands, inside  # noqa: E402,F401  (registers the commands)
+from orchestrator.cli import baseline, commands, doctor, inside  # noqa: E402,F401  (registers the commands)
 
 
 def main() -> None:

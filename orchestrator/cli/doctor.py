@@ -1,0 +1,3 @@
+"""``orch doctor``: what is wrong with this setup, in a few lines."""
+
+from __future__ import annotations
