@@ -194,6 +194,12 @@ if [ ! -x "$VENV/bin/orch" ] || [ "$ROOT/pyproject.toml" -nt "$VENV/.orch-instal
   log "creating virtualenv $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip >&2
+  # orch was installed as the distribution `orch` before it became `pyinfra-orch` (the name
+  # `orch` on PyPI is someone else's): an old editable install of it would register the
+  # pytest plugin a second time, so it goes first (only ours: its summary says so)
+  if "$VENV/bin/pip" show orch 2>/dev/null | grep -q '^Summary: Test orchestrator for pyinfra'; then
+    "$VENV/bin/pip" uninstall -q -y orch >&2
+  fi
   "$VENV/bin/pip" install -q -e "$ROOT[test]" >&2
   touch "$VENV/.orch-installed"
 fi

@@ -36,6 +36,17 @@ class Invocation:
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self.quiet = False
+        self.verbose = 0
+
+    def apply(self, key: str, value: Any) -> None:
+        """A global option given after the command: the same meaning as before it."""
+        if key == "quiet":
+            self.quiet = True
+        elif key == "verbose":
+            self.verbose = max(self.verbose, int(value))
+            _configure_logging(self.verbose)
+        else:
+            self.overrides[key] = value
 
     def settings(self, **more: object) -> Settings:
         return config.load(overrides={**self.overrides, **more})
@@ -71,7 +82,14 @@ class OneLineUsageError(click.ClickException):
 
 class OrchGroup(click.Group):
     """Turns orch's own errors, and click's usage errors, into one line on stderr at the
-    CLI boundary."""
+    CLI boundary; and gives every command the global options too, so that they work where
+    users type them: before the command (``orch --provider podman up``) or after it
+    (``orch up --provider podman``), with the same meaning (after the command wins)."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        taken = {opt for param in cmd.params for opt in param.opts}
+        cmd.params.extend(o for o in _global_options(after=True) if not set(o.opts) & taken)
+        super().add_command(cmd, name)
 
     def make_context(
         self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
@@ -127,26 +145,86 @@ def _provider_names() -> str:
         return str(err)
 
 
+def _global_option_specs(*, after: bool) -> list[tuple[list[str], dict[str, Any]]]:
+    """The global options (declarations, attributes): as the group declares them
+    (``after=False``: with their environment variable, passed to :func:`cli`), or as every
+    command declares them (``after=True``: applied, when given, to the invocation that the
+    group made)."""
+
+    def apply(key: str) -> Any:
+        def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+            if after and value not in (None, False, 0):
+                ctx.find_object(Invocation).apply(key, value)  # type: ignore[union-attr]
+            return value
+
+        return callback
+
+    def inventory(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+        return apply("inventory_dir")(ctx, param, _path(ctx, param, value))  # type: ignore[no-any-return]
+
+    specs: list[tuple[list[str], dict[str, Any]]] = [
+        (
+            ["--inventory-dir"],
+            {
+                "callback": inventory,
+                "envvar": None if after else "ORCH_INVENTORY_DIR",
+                "help": "Where state and generated inventories live [default: <project>/inventories].",
+            },
+        ),
+        (
+            ["--provider"],
+            {
+                "callback": apply("provider"),
+                "help": f"VM backend, one of the installed providers: {_provider_names()} [default: the one this "
+                f"checkout's VMs are on; for a new checkout {registry.DEFAULT_RULE}].",
+            },
+        ),
+        (["--prefix"], {"callback": apply("prefix"), "help": "Prefix of orch's VM names [default: orch]."}),
+        (
+            ["--connector"],
+            {
+                "type": click.Choice(["native", "ssh"]),
+                "callback": apply("connector"),
+                "help": "How pyinfra reaches inside VMs: the provider's own connector, or ssh [default: native].",
+            },
+        ),
+        (
+            ["-v", "--verbose"],
+            {"count": True, "callback": apply("verbose"), "help": "More log output (-vv for debug, pyinfra's too)."},
+        ),
+        (
+            ["-q", "--quiet"],
+            {"is_flag": True, "callback": apply("quiet"), "help": "No progress lines; only errors, tables and --json."},
+        ),
+    ]
+    return [(decls, {**attrs, "expose_value": not after}) for decls, attrs in specs]
+
+
+def _global_options(*, after: bool) -> list[click.Option]:
+    return [click.Option(decls, **attrs) for decls, attrs in _global_option_specs(after=after)]
+
+
+def _with_global_options(func: Any) -> Any:
+    """The group's own copy of the global options (before the command)."""
+    for decls, attrs in reversed(_global_option_specs(after=False)):
+        func = click.option(*decls, **attrs)(func)
+    return func
+
+
+def _configure_logging(verbose: int) -> None:
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2),
+        format="orch: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # pyinfra's own messages stay out of orch's output below -vv (orch reads them to say
+    # why a deploy failed, and writes them to the per-VM logs)
+    logging.getLogger("pyinfra").propagate = verbose >= 2
+
+
 @click.group(cls=OrchGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--inventory-dir",
-    callback=_path,
-    envvar="ORCH_INVENTORY_DIR",
-    help="Where state and generated inventories live [default: <project>/inventories].",
-)
-@click.option(
-    "--provider",
-    help=f"VM backend, one of the installed providers: {_provider_names()} [default: the one this checkout's VMs "
-    f"are on; for a new checkout {registry.DEFAULT_RULE}].",
-)
-@click.option("--prefix", help="Prefix of orch's VM names [default: orch].")
-@click.option(
-    "--connector",
-    type=click.Choice(["native", "ssh"]),
-    help="How pyinfra reaches inside VMs: the provider's own connector, or ssh [default: native].",
-)
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug, pyinfra's too).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines; only errors, tables and --json.")
+@_with_global_options
 @click.version_option(__version__, prog_name="orch")
 @click.pass_context
 def cli(
@@ -171,20 +249,14 @@ def cli(
       orch down               delete the workers and their inventories
 
     Settings come from [tool.orch] in pyproject.toml, then ORCH_* variables, then flags.
+    The options below work before or after the command (orch up --provider podman).
     Shell completion: eval "$(_ORCH_COMPLETE=bash_source orch)" (zsh_source, fish_source).
     """
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(verbose, 2),
-        format="orch: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if verbose < 2:
-        # pyinfra's own messages stay out of orch's output (orch reads them to say why a
-        # deploy failed, and writes them to the per-VM logs)
-        logging.getLogger("pyinfra").propagate = False
+    _configure_logging(verbose)
     ctx.obj = Invocation(inventory_dir, provider, prefix)
     ctx.obj.overrides["connector"] = connector
     ctx.obj.quiet = quiet
+    ctx.obj.verbose = verbose
 
 
 from orchestrator.cli import baseline, commands, doctor, inside  # noqa: E402,F401  (registers the commands)

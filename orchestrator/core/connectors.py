@@ -335,7 +335,7 @@ def testinfra_host(host: str, data: dict[str, Any]) -> Any:
     as root (through sudo for another user); None for a VM reached otherwise."""
     if not data.get("ssh_hostname") and (host == "@local" or host.startswith("@")):
         return None
-    import testinfra  # noqa: PLC0415  optional (orch[testinfra]): only the orch_host fixture needs it
+    import testinfra  # noqa: PLC0415  optional (pyinfra-orch[testinfra]): only the orch_host fixture needs it
 
     user = data.get("ssh_user", "root")
     spec = f"paramiko://{user}@{data.get('ssh_hostname', host)}:{data.get('ssh_port', 22)}"

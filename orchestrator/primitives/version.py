@@ -4,8 +4,8 @@ The baseline's fingerprint and ``orch --version`` use it, so it is read in one p
 
 from importlib.metadata import PackageNotFoundError, version
 
-#: The distribution orch is installed as.
-DISTRIBUTION = "orch"
+#: The distribution orch is installed as (the name ``orch`` on PyPI is someone else's).
+DISTRIBUTION = "pyinfra-orch"
 
 try:
     __version__ = version(DISTRIBUTION)

@@ -180,7 +180,7 @@ class DockerProvider(DockerImages, Provider):
         connector, _, target = host.partition("/")
         if connector != f"@{cls.name}":  # @orchdocker (another engine): testinfra reaches the default one only
             raise UsageError(f"orch_host: testinfra reaches only the default engine, not {host} (a worker on another engine)")
-        import testinfra  # noqa: PLC0415  optional (orch[testinfra]): only the orch_host fixture needs it
+        import testinfra  # noqa: PLC0415  optional (pyinfra-orch[testinfra]): only the orch_host fixture needs it
 
         return testinfra.get_host(f"{cls.name}://{target}")
 

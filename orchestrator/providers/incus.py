@@ -515,7 +515,7 @@ class IncusProvider(Provider):
     def testinfra_host(cls, host: str, data: dict[str, Any]) -> Any:
         """``incus exec NAME -T -- /bin/sh -c CMD`` as root (testinfra's lxc backend runs
         the ``lxc`` command: this is the same with ``incus``)."""
-        from testinfra.backend import base  # noqa: PLC0415  optional (orch[testinfra]): only orch_host needs it
+        from testinfra.backend import base  # noqa: PLC0415  optional (pyinfra-orch[testinfra]): only orch_host needs it
         from testinfra.host import Host  # noqa: PLC0415  (the same)
 
         connector, _, target = host.partition("/")

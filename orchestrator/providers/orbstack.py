@@ -213,9 +213,9 @@ class OrbStackProvider(Provider):
         if shutil.which(self.opts.orbctl) is None:
             raise EngineUnavailable(self._missing())
         try:
-            import pyinfra_orbstack  # noqa: F401, PLC0415  optional (orch[orbstack]): the @orbstack connector inside machines
+            import pyinfra_orbstack  # noqa: F401, PLC0415  optional (pyinfra-orch[orbstack]): the @orbstack connector inside machines
         except ImportError as err:
-            raise EngineUnavailable("the orbstack provider needs pyinfra-orbstack: pip install 'orch[orbstack]'") from err
+            raise EngineUnavailable("the orbstack provider needs pyinfra-orbstack: pip install 'pyinfra-orch[orbstack]'") from err
         # `orbctl status` prints Running (exit 0) or Stopped (exit 1)
         proc = self._orbctl("status", ["status"], timeout=15, check=False)
         status = proc.stdout.strip()
@@ -340,7 +340,7 @@ class OrbStackProvider(Provider):
     @classmethod
     def testinfra_host(cls, host: str, data: dict[str, Any]) -> Any:
         """``orbctl run -m NAME -u root`` (testinfra has no OrbStack backend)."""
-        from testinfra.backend import base  # noqa: PLC0415  optional (orch[testinfra]): only orch_host needs it
+        from testinfra.backend import base  # noqa: PLC0415  optional (pyinfra-orch[testinfra]): only orch_host needs it
         from testinfra.host import Host  # noqa: PLC0415  (the same)
 
         connector, _, target = host.partition("/")

@@ -25,7 +25,7 @@ def available() -> dict[str, str]:
     if not found:
         raise UsageError(
             f"no provider is registered (the {GROUP} entry points are missing): "
-            "install orch with `pip install -e .` (or `pip install orch`)"
+            "install orch with `pip install -e .` (or `pip install pyinfra-orch`)"
         )
     return found
 

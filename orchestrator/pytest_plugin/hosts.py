@@ -1,7 +1,7 @@
 """testinfra on orch's VMs: the ``orch_host`` fixture's ``Host``, reached the way the
 worker's own connector reaches it: SSH with the worker's key for ``@ssh`` (the SSH
 connector's), else the provider's own (``Provider.testinfra_host``). Needs
-pytest-testinfra (``pip install 'orch[testinfra]'``)."""
+pytest-testinfra (``pip install 'pyinfra-orch[testinfra]'``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def testinfra_host(worker: Worker) -> Any:
     """A testinfra ``Host`` on ``worker``'s VM, as root."""
     if importlib.util.find_spec("testinfra") is None:
-        raise UsageError("orch_host needs pytest-testinfra: pip install 'orch[testinfra]'")
+        raise UsageError("orch_host needs pytest-testinfra: pip install 'pyinfra-orch[testinfra]'")
     host = connectors.testinfra_host(worker.host, worker.host_data)
     if host is not None:
         return host

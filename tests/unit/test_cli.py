@@ -98,7 +98,7 @@ def _file(project: Path) -> str:
         (["up", "--pool", "x"], {}, "'x' is not a valid integer (see orch up --help)"),
         (["--connector", "telnet", "status"], {}, "'telnet' is not one of 'native', 'ssh' (see orch --help)"),
         (["exec", "gw0"], {}, "name a command to run: orch exec gw0 -- CMD"),
-        (["status", "--bogus"], {}, "No such option '--bogus' (see orch status --help)"),
+        (["status", "--nosuch"], {}, "No such option '--nosuch' (see orch status --help)"),
         (["bogus"], {}, "No such command 'bogus'. Did you mean 'logs'? (see orch --help)"),
         (["up"], {"ORCH_HOME": _file}, "is not a folder orch can write"),
         (["sweep"], {"ORCH_HOME": _file}, "is not a folder orch can write"),

@@ -19,7 +19,7 @@ def test_wheel_has_no_top_level_deploys_and_finds_its_own(tmp_path: Path) -> Non
         capture_output=True,
         timeout=300,
     )
-    [wheel] = tmp_path.glob("orch-*.whl")
+    [wheel] = tmp_path.glob("pyinfra_orch-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert not any(n.startswith("deploys/") for n in names), "the wheel installs a top-level deploys module"
     assert "orchestrator/deploys/provision.py" in names
