@@ -44,7 +44,7 @@ class Invocation:
             self.quiet = True
         elif key == "verbose":
             self.verbose = max(self.verbose, int(value))
-            _configure_logging(self.verbose)
+            _configure_logging(self.verbose, again=True)
         else:
             self.overrides[key] = value
 
@@ -211,12 +211,13 @@ def _with_global_options(func: Any) -> Any:
     return func
 
 
-def _configure_logging(verbose: int) -> None:
+def _configure_logging(verbose: int, *, again: bool = False) -> None:
+    """``again``: -v given after the command, replacing the set-up made before it."""
     logging.basicConfig(
         level=logging.WARNING - 10 * min(verbose, 2),
         format="orch: %(levelname)s: %(message)s",
         stream=sys.stderr,
-        force=True,
+        force=again,
     )
     # pyinfra's own messages stay out of orch's output below -vv (orch reads them to say
     # why a deploy failed, and writes them to the per-VM logs)
