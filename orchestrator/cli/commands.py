@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -114,6 +115,13 @@ def _count(value: str | None, default: int) -> int:
     help="Workers are machines with systemd as PID 1 (services, reboots); with no image named, "
     "the provider's machine image [default: ORCH_MACHINE, [tool.orch] machine].",
 )
+@click.option(
+    "--baseline-cache",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Import this key's baseline from DIR instead of provisioning, export a baseline built to it "
+    "(a CI cache; `orch baseline key` is its key) [default: ORCH_BASELINE_CACHE, [tool.orch] baseline_cache].",
+)
 @FORCE
 @NO_WAIT
 @JSON
@@ -128,6 +136,7 @@ def up(
     pool: int | None,
     standby: bool | None,
     machine: bool | None,
+    baseline_cache: Path | None,
     force: bool,
     no_wait: bool,
     as_json: bool,
@@ -139,7 +148,8 @@ def up(
     image, orch or provider settings changed) re-provisioned, each saying why. Asking for
     more workers adds them; fewer leaves the extra ones alone unless --prune.
     """
-    context = obj.context(image=image, parallel=parallel, pool=pool, standby=standby, machine=machine)
+    cache = baseline_cache.absolute() if baseline_cache is not None else None
+    context = obj.context(image=image, parallel=parallel, pool=pool, standby=standby, machine=machine, baseline_cache=cache)
     count = _count(workers, context.settings.workers)
     t = time.monotonic()
     results = up_verb.up(context, count, prune=prune, wait=not no_wait, on_wait=obj.waiting, reprovision=reprovision, force=force)

@@ -18,10 +18,13 @@ import functools
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.core import baseline_cache
 from orchestrator.core.steps import WorkerResult, guard, timed
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import now_iso
@@ -148,17 +151,126 @@ def _finish(ctx: Context, targets: list[Target], funcs: list[Callable[..., objec
 def ensure(ctx: Context, fp: Fingerprint, *, first: list[Target] | None = None) -> tuple[Baseline, bool]:
     """A baseline that is current and intact, rebuilt if it is not (say why). With
     ``first``, VMs that need making anyway are made from the image beside a rebuilt
-    baseline; returns (baseline, whether they were)."""
+    baseline; returns (baseline, whether they were). With a baseline cache
+    (``[tool.orch] baseline_cache``, ``--baseline-cache``), a baseline the cache has for
+    this fingerprint is imported instead of built, and one built is exported to it."""
+    cache = cache_dir(ctx)
     with ctx.baseline_lock():
         rec = ctx.store.read().baseline
-        why = _unusable(ctx, fp, rec)
+        why = unusable(ctx, fp, rec)
         if why is None and rec is not None:
-            return Baseline(rec.ref, rec.seal), False
+            usable = Baseline(rec.ref, rec.seal)
+            if cache is not None and not baseline_cache.manifest_path(cache, fp.value).is_file():
+                _to_cache(ctx, fp, usable, cache)
+            return usable, False
+        if cache is not None and (cached := _from_cache(ctx, fp, cache)) is not None:
+            return cached, False
         ctx.report(Kind.BASELINE.value, f"building the baseline: {why}")
-        return build(ctx, fp, first or []), True
+        built = build(ctx, fp, first or [])
+        if cache is not None:
+            _to_cache(ctx, fp, built, cache)
+        return built, True
 
 
-def _unusable(ctx: Context, fp: Fingerprint, rec: BaselineRecord | None) -> str | None:
+# -- the baseline as a cache entry (orch baseline export/import, --baseline-cache) -----------
+
+
+def cache_dir(ctx: Context) -> Path | None:
+    """The baseline cache folder the settings name (relative: to the project), or None."""
+    named = ctx.settings.baseline_cache
+    if named is None or not str(named):
+        return None
+    return named if named.is_absolute() else ctx.settings.root / named
+
+
+def _from_cache(ctx: Context, fp: Fingerprint, cache: Path) -> Baseline | None:
+    """The cache's baseline for ``fp``, imported (caller holds the baseline lock); None on
+    a miss or a cache that cannot be used (a warning: the caller builds as usual)."""
+    try:
+        entry, archive = baseline_cache.find(cache, fp.value, ctx.provider.name)
+        got = adopt(ctx, fp, archive)
+    except baseline_cache.CacheMiss as err:
+        ctx.report(Kind.BASELINE.value, f"baseline cache: {err}")
+        return None
+    except OrchError as err:
+        log.warning("the baseline cache %s cannot be used (%s): provisioning as usual", cache, err)
+        ctx.report(Kind.BASELINE.value, f"baseline cache not used: {err}")
+        return None
+    ctx.report(Kind.BASELINE.value, f"baseline from cache {cache} (key {fp.value}, exported by orch {entry.orch})")
+    return got
+
+
+def _to_cache(ctx: Context, fp: Fingerprint, baseline: Baseline, cache: Path) -> None:
+    """Export to the cache; a failure is a warning (``up`` goes on)."""
+    try:
+        took, entry = timed_export(ctx, fp, baseline, cache)
+    except OrchError as err:
+        log.warning("cannot write the baseline to the cache %s (%s): going on without it", cache, err)
+        ctx.report(Kind.BASELINE.value, f"baseline not written to the cache: {err}")
+        return
+    ctx.report(Kind.BASELINE.value, f"baseline written to cache {cache} ({entry.size / 1e6:.0f} MB, {took:.1f}s)")
+
+
+def timed_export(ctx: Context, fp: Fingerprint, baseline: Baseline, cache: Path) -> tuple[float, baseline_cache.Entry]:
+    """Write ``baseline`` to the cache folder as the entry of ``fp``: (seconds, entry)."""
+    provider = ctx.provider
+    entry = baseline_cache.Entry(
+        fp.value, provider.name, dict(fp.parts), ctx.version, baseline.ref, dict(baseline.seal), ctx.checkout
+    )
+    started = time.monotonic()
+
+    def save(path: Path) -> None:
+        provider.call("export the baseline", lambda: provider.export_baseline(baseline, path))
+
+    written = baseline_cache.write(cache, entry, save)
+    return time.monotonic() - started, written
+
+
+def adopt(ctx: Context, fp: Fingerprint, archive: Path) -> Baseline:
+    """Load ``archive`` as this checkout's baseline (caller holds the baseline lock):
+    recorded first as an unfinished baseline under this checkout's name (with the tag it
+    will have), imported by the provider with this checkout's owner, verified, then
+    recorded ready. A crash before the last record leaves an unfinished baseline, which
+    the next command retires and deletes; what cannot be loaded is never recorded ready."""
+    provider = ctx.provider
+    clear_unfinished(ctx)
+    base = _baseline_target(ctx, fp)
+    if tag := provider.seal_name(base.vm, base.owner):  # recorded before it exists: a sweep meanwhile keeps it
+        base.record(seal={"tag": tag})
+    got: list[Baseline] = []
+    try:
+        with timed(base.result, "import"):
+            _create(ctx, base, lambda: got.append(provider.import_baseline(archive, base.vm, base.owner)))
+        why = provider.call("verify the baseline", lambda: provider.verify(got[-1]))
+        if why is not None:
+            raise PermanentProviderError(f"the imported baseline cannot be used: {why}", operation="import")
+    except OrchError:
+        base.record(phase=FAILED)
+        if got:
+            provider.call("delete the imported baseline", lambda: provider.drop(got[-1]))
+        raise
+    base.record(phase=READY, ref=got[-1].ref, seal=got[-1].seal)
+    drop_retired(ctx)
+    return got[-1]
+
+
+def clear_unfinished(ctx: Context) -> None:
+    """An unfinished baseline's name where it is not its VM's (an image tag recorded before
+    the seal or import that a crash stopped): deleted before a new baseline takes it, so
+    what it named is not left behind unnamed. Deleting a tag never deletes an image that
+    another tag (another checkout's) still names, nor one a container uses."""
+    rec = ctx.store.read().baseline
+    tag = rec.seal.get("tag", "") if rec is not None and rec.phase != READY and not rec.ref else ""
+    if not tag:
+        return
+    try:
+        ctx.provider.call(f"delete {tag}", lambda: ctx.provider.drop(Baseline(tag, {})))
+    except OrchError as err:
+        log.info("the unfinished baseline %s stays for now: %s", tag, err)
+
+
+def unusable(ctx: Context, fp: Fingerprint, rec: BaselineRecord | None) -> str | None:
+    """Why the recorded baseline cannot be used for ``fp`` (None: it can)."""
     if rec is None:
         return "there is none yet"
     if rec.phase != READY or not rec.ref:
@@ -172,6 +284,7 @@ def build(ctx: Context, fp: Fingerprint, first: list[Target]) -> Baseline:
     """Make the baseline (and ``first``) from the image, provision, seal; caller holds
     the baseline lock. Raises when the baseline could not be made."""
     settings = ctx.settings
+    clear_unfinished(ctx)
     base = _baseline_target(ctx, fp)
     everyone = [base, *first]
     for t in first:

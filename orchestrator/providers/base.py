@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from orchestrator.primitives.errors import PermanentProviderError, ProviderTimeout, UsageError
@@ -342,6 +343,20 @@ class Provider(abc.ABC):
         """Put ``vm`` back to the baseline under the same name (default: delete, clone)."""
         self.delete(vm)
         self.clone(baseline, vm, owner)
+
+    def export_baseline(self, baseline: Baseline, path: Path) -> None:
+        """Write ``baseline`` to the file ``path`` (which must not exist), for ``orch baseline
+        export`` and a CI cache: one file ``import_baseline`` loads again, here or on another
+        machine. The caller writes to a temporary name and renames it when this returns."""
+        raise PermanentProviderError(f"the {self.name} provider cannot export baselines", operation="export")
+
+    def import_baseline(self, path: Path, name: str, owner: Owner) -> Baseline:
+        """Load the file ``export_baseline`` wrote as this checkout's baseline: owned by
+        ``owner`` (its labels, re-written: the file may come from another checkout or
+        machine) under ``name`` where the backend names it (``seal_name(name, owner)``, or
+        ``name``); sealed, as ``seal`` returns it. Another checkout's baseline the backend
+        holds is never changed or taken."""
+        raise PermanentProviderError(f"the {self.name} provider cannot import baselines", operation="import")
 
     def stored_baselines(self) -> list[StoredBaseline]:
         """Baselines kept apart from VMs (images), of every checkout, for sweep."""

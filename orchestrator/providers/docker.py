@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import shutil
+import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -127,6 +128,22 @@ class DockerSettings(ContainerSettings, EngineSettings):
     @property
     def client(self) -> str:
         return self.docker
+
+
+def _archive_image(path: Path) -> str:
+    """The id of the image in a ``docker save`` (or ``podman save``) archive: its
+    ``manifest.json`` names the image's config, whose digest is the image id."""
+    try:
+        with tarfile.open(path) as archive:
+            member = archive.extractfile("manifest.json")
+            manifest = json.loads(member.read() if member is not None else b"null")
+    except (OSError, KeyError, tarfile.TarError, ValueError) as err:
+        raise PermanentProviderError(f"{path} is not an image archive ({err})", operation="import") from err
+    config = str(manifest[0].get("Config", "")) if isinstance(manifest, list) and len(manifest) == 1 else ""
+    digest = config.removeprefix("blobs/sha256/").removesuffix(".json")
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise PermanentProviderError(f"{path} holds no single image (manifest.json: {config!r})", operation="import")
+    return f"sha256:{digest}"
 
 
 def _state(raw: dict[str, Any]) -> str:
@@ -453,6 +470,12 @@ class DockerProvider(DockerImages, Provider):
         return f"{self._baseline_repo(owner.checkout)}:{owner.fingerprint[:12]}"
 
     def seal(self, vm: str, owner: Owner) -> Baseline:
+        if self.machine:
+            self._forget_machine_id(vm)
+        return self._commit(vm, owner)
+
+    def _commit(self, vm: str, owner: Owner) -> Baseline:
+        """Commit the container ``vm`` to the baseline's tag and delete it."""
         tag = self.seal_name(vm, owner)
         # not orch's as a container (no managed-by), but sweep can tell where its checkout is
         kept = (L.INVENTORY, L.HOST, L.FS)
@@ -460,12 +483,36 @@ class DockerProvider(DockerImages, Provider):
         args = ["commit"]
         for change in changes:
             args += ["--change", change]
-        if self.machine:
-            self._forget_machine_id(vm)
         self._docker("commit", [*args, vm, tag], vm=vm)
         image = self._image_inspect(tag)
         self.delete(vm)
         return Baseline(image, {"tag": tag})
+
+    # -- the baseline as a file (``orch baseline export/import``, a CI cache) -----------------
+
+    def export_baseline(self, baseline: Baseline, path: Path) -> None:
+        """``image save`` by the image's id: the file names no tag, so loading it never
+        moves another checkout's tag."""
+        self._docker("image", ["image", "save", "--output", str(path), baseline.ref])
+
+    def import_baseline(self, path: Path, name: str, owner: Owner) -> Baseline:
+        """``image load``, then this checkout's labels and tag: the loaded image (another
+        checkout's labels, or another machine's) is tagged as ours at once (the state
+        records that tag before: a crash leaves nothing unnamed), a container ``name`` with
+        the owner's labels is made from it and committed as the seal commits. The loaded
+        image stays only as the new one's parent (deleted with it); an image of that id
+        another checkout already had is left as it was."""
+        image = _archive_image(path)
+        self._docker("image", ["image", "load", "--quiet", "--input", str(path)])
+        if not self.has_image(image):
+            raise PermanentProviderError(f"{path} loaded, but its image {image[:19]} is not there", operation="import")
+        tag = self.seal_name(name, owner)
+        self._docker("image", ["image", "tag", image, tag])
+        args = ["create", "--name", name, "--pull", "never"]
+        for key, value in sorted(owner.labels().items()):
+            args += ["--label", f"{key}={value}"]
+        self._docker("create", [*args, tag, "true"], vm=name)
+        return self._commit(name, owner)
 
     def _forget_machine_id(self, vm: str) -> None:
         """The baseline's machine id, emptied in the container before it is committed:

@@ -340,6 +340,36 @@ class FakeProvider(Provider):
             self.baselines.pop(baseline.ref, None)
         return True
 
+    def export_baseline(self, baseline: Baseline, path: Path) -> None:
+        """The snapshot's files as JSON (``crash("export", after=True)``: the file is
+        half written, then the caller dies)."""
+        fault = self._enter("export", baseline.ref)
+        with self._lock:
+            files = self.baselines.get(baseline.ref)
+        if files is None:
+            raise VMNotFound(f"fake: no baseline {baseline.ref}", operation="export")
+        text = json.dumps({"fake-baseline": baseline.ref, "files": files})
+        if fault == "crash-after":
+            path.write_text(text[: len(text) // 2])
+            raise Crash(f"crash after export {baseline.ref}")
+        path.write_text(text)
+
+    def import_baseline(self, path: Path, name: str, owner: Owner) -> Baseline:
+        """The file's files as this checkout's snapshot (``crash("import", after=True)``:
+        loaded, then the caller dies before it records it)."""
+        fault = self._enter("import", name)
+        try:
+            raw = json.loads(path.read_text())
+            files = dict(raw["files"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise PermanentProviderError(f"fake: {path} is not a fake baseline ({err})", operation="import") from err
+        ref = f"fake-baseline-{owner.checkout}-{owner.fingerprint[:12]}"
+        with self._lock:
+            self.baselines[ref] = files
+        if fault == "crash-after":
+            raise Crash(f"crash after import {name}")
+        return Baseline(ref, {"files": str(len(files))})
+
 
 class FakeDeployer:
     """Runs "deploys" on fake VMs: records them, and writes what orch's deploys write

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,8 +44,14 @@ def bring_up(config: pytest.Config, run: OrchRun) -> None:
     count = workers_needed(config)
     started = time.monotonic()
     _say(config, f"orch: bringing up {count} worker(s) on {run.settings.provider} (--orch-up)")
+    cache = config.getoption("orch_baseline_cache")
+    settings = (
+        run.settings
+        if not cache
+        else run.settings.model_copy(update={"baseline_cache": config.invocation_params.dir / Path(cache)})
+    )
     ctx = Context(
-        run.settings,
+        settings,
         report=lambda who, msg: _say(config, f"orch: [{time.monotonic() - started:5.1f}s] {who}: {msg}"),
         refill=spawn_maintainer,
         own_run=run.run_id,  # the run's own lease names these workers: not a run to protect from itself

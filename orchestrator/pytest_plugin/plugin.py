@@ -65,6 +65,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "[default: [tool.orch] reap_leaks]",
     )
     group.addoption(
+        "--orch-baseline-cache",
+        default=None,
+        metavar="DIR",
+        help="with --orch-up: import this key's baseline from DIR instead of provisioning, and export a baseline "
+        "built to it (a CI cache, keyed on `orch baseline key`) [default: [tool.orch] baseline_cache / ORCH_BASELINE_CACHE]",
+    )
+    group.addoption(
         "--orch-sweep",
         action="store_true",
         default=False,

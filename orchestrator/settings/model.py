@@ -111,6 +111,10 @@ class Settings(Model):
     keep_failed_max: int = Field(3, ge=1, le=100)
     #: Delete, at the end of a run, the VMs its tests made and left (``--orch-reap-leaks``).
     reap_leaks: bool = False
+    #: A folder that keeps the baseline between cold runs (a CI cache): ``orch up`` imports
+    #: the baseline of this fingerprint from it instead of provisioning, and writes a
+    #: baseline it built to it (``--baseline-cache``; relative: to the project).
+    baseline_cache: Path | None = None
     #: ``[tool.orch.<name>]`` tables (a provider's, the SSH connector's), each validated
     #: by the model its owner declares; the owner reads its own with that model.
     tables: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -120,6 +124,11 @@ class Settings(Model):
     provider_origin: str = ""
 
     _check_paths = field_validator("root", "inventory_dir")(_utf8_path)
+
+    @field_validator("baseline_cache")
+    @classmethod
+    def _cache_path(cls, value: Path | None) -> Path | None:
+        return None if value is None or not str(value) else _utf8_path(value.expanduser())
 
     @field_validator("inventory_dir")
     @classmethod
