@@ -5,31 +5,28 @@ the core, shared with the CLI. The plugin registers this module in ``pytest_conf
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from orchestrator.primitives.errors import OrchError
+from orchestrator.pytest_plugin import helpers
 from orchestrator.pytest_plugin.handout import fail, get_worker
 from orchestrator.pytest_plugin.hosts import testinfra_host
 from orchestrator.pytest_plugin.leaks import vm_name
-from orchestrator.pytest_plugin.run import OrchRun, orch_run
-from orchestrator.pytest_plugin.worker import _CURRENT, Worker
-from orchestrator.verbs.oneoffs import create_oneoff
+from orchestrator.pytest_plugin.worker import Worker
 
 
 @pytest.fixture(scope="session")
-def orch_worker(request: pytest.FixtureRequest) -> Iterator[Worker]:
-    """This xdist worker's VM: ids, pyinfra host, inventory path, run/fact/operation/reset."""
+def orch_worker(request: pytest.FixtureRequest) -> Worker:
+    """This xdist worker's VM: ids, pyinfra host, inventory path, run/fact/operation/reset
+    (the object ``orchestrator.current_worker()`` gives; closed at the end of the session)."""
     try:
-        worker = get_worker(request.config)
+        return get_worker(request.config)
     except OrchError as err:
         fail(err)
-    _CURRENT.append(lambda: worker)
-    yield worker
-    _CURRENT.remove(_CURRENT[-1])
-    worker.close()
+        raise  # not reached: fail() raises
 
 
 @pytest.fixture(scope="session")
@@ -52,33 +49,13 @@ def worker_vm(orch_worker: Worker) -> str:
     return orch_worker.vm
 
 
-def _ready(run: OrchRun, vm: str) -> None:
-    """A one-off machine after a reboot: booted again."""
-    run.ctx.wait_ready(vm)
-
-
 @pytest.fixture
-def fresh_vm(request: pytest.FixtureRequest) -> Iterator[Callable[[], Worker]]:
-    """A factory of one-off VMs for lifecycle tests: ``vm = fresh_vm()``. Each is recorded
-    in the state before it is created and deleted after its test, pass or fail, in the
-    background (the session waits for the deletions at its end); if the run dies,
-    ``orch sweep`` finds it (its run's lease is gone)."""
-    run = orch_run(request.config)
-    made: list[Worker] = []
-
-    def make() -> Worker:
-        try:
-            host = create_oneoff(run.ctx, run.run_id)
-        except OrchError as err:
-            fail(err)
-        worker = Worker(host, ready=(lambda: _ready(run, host.vm)) if run.ctx.provider.machine else None)
-        made.append(worker)
-        return worker
-
-    yield make
-    for worker in made:
-        worker.close()
-        run.delete_later(worker.vm)
+def fresh_vm(request: pytest.FixtureRequest) -> Callable[[], Worker]:
+    """A factory of one-off VMs for lifecycle tests: ``vm = fresh_vm()``, what
+    ``orchestrator.fresh_vm()`` gives. Each is recorded in the state before it is created
+    and deleted after its test, pass or fail, in the background (the session waits for the
+    deletions at its end); if the run dies, ``orch sweep`` finds it (its run's lease is gone)."""
+    return lambda: helpers.fresh_vm(request.node)
 
 
 @pytest.fixture

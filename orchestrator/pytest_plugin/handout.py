@@ -13,10 +13,11 @@ import logging
 
 import pytest
 
+from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError
-from orchestrator.pytest_plugin.run import RUN_KEY, OrchRun, orch_run
+from orchestrator.pytest_plugin.run import RUN_KEY, OrchRun, orch_run, workers_needed
 from orchestrator.pytest_plugin.worker import Worker, WorkerMissing, current_worker_id, find_worker
-from orchestrator.state import leases
+from orchestrator.state import inventory, leases
 from orchestrator.state.records import FAILED, READY, StateData
 from orchestrator.verbs.reset import reset
 
@@ -166,6 +167,9 @@ def before_test(item: pytest.Item) -> None:
 
 #: Set on a test whose setup or call failed (``saw``), for what is done after a failure.
 FAILED_KEY = pytest.StashKey[bool]()
+#: Set on a test that reached its worker through ``orchestrator.current_worker()``: it used
+#: its worker as one naming ``orch_worker`` does (isolation checks it, a failure keeps it).
+REACHED_KEY = pytest.StashKey[bool]()
 
 
 def saw(item: pytest.Item, report: pytest.TestReport) -> None:
@@ -190,3 +194,66 @@ def after_test(item: pytest.Item) -> None:
     except OrchError as err:
         run.owes_reset = f"after {item.nodeid}"
         fail(err)
+
+
+# -- a run none of whose workers has a VM --------------------------------------------------
+
+#: This process's verdict on the run's workers: the line that stops it, or "" (found some VM).
+_NO_VMS = pytest.StashKey[str]()
+
+
+def _needs_worker(node: object) -> bool:
+    """A collected test that takes its worker (``orch_worker`` or a fixture made from it,
+    ``orch_reset``): one that cannot run unless its worker has a VM."""
+    if not isinstance(node, pytest.Item):
+        return False
+    return "orch_worker" in getattr(node, "fixturenames", ()) or node.get_closest_marker("orch_reset") is not None
+
+
+def no_vms(config: pytest.Config) -> str:
+    """The one line that stops a run none of whose workers has a VM ("" when one has a VM,
+    or a record of a failed one: each test says what is wrong with its own worker). Asked
+    once per process, at the first collected test that takes its worker: a bring-up
+    (``--orch-up``) made them before any collection."""
+    if _NO_VMS not in config.stash:
+        config.stash[_NO_VMS] = ""
+        try:
+            run = orch_run(config)
+        except pytest.UsageError:
+            return ""  # bad settings: the first test's fixture says so in one line
+        count = int(run.workerinput.get("workercount") or workers_needed(config))
+        folder = run.settings.inventory_dir
+        if not any(inventory.worker_path(folder, w).exists() for w in naming.worker_ids(count)):
+            config.stash[_NO_VMS] = (
+                f"orch: no worker of this run has a VM (no inventory in {folder}): "
+                f"run `orch up --workers {count}` before pytest, or `pytest --orch-up`"
+            )
+    return config.stash[_NO_VMS]
+
+
+def check_collected(report: pytest.CollectReport, *, worker: bool) -> None:
+    """At collection: when no worker of the run has a VM, the first module with a test that
+    takes its worker stops the run in one line (``pytest.UsageError``; on an xdist worker,
+    where a usage error would be an internal error, each such module fails to collect with
+    that line, which the controller shows once). A run whose tests never take a worker
+    (plain tests, ``vm_name``, one-offs, a project that only has orch installed) is not
+    stopped."""
+    first = next((n for n in report.result or () if _needs_worker(n)), None)
+    if not isinstance(first, pytest.Item) or getattr(first.config.option, "collectonly", False):
+        return  # `--collect-only` (an IDE's discovery) uses no worker
+    why = no_vms(first.config)
+    if not why:
+        return
+    if not worker:
+        raise pytest.UsageError(why)
+    report.outcome = "failed"
+    report.longrepr = why
+    report.result = []
+
+
+def drop_all_if_no_vms(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """After collection on an xdist worker whose run has no VM at all: no test runs (every
+    worker collected the same, so every one drops them all), the one line stays the run's
+    only output."""
+    if config.stash.get(_NO_VMS, ""):
+        items[:] = []

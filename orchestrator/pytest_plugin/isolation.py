@@ -153,7 +153,7 @@ def _applies(item: pytest.Item, *, after: bool = False) -> str:
     is checked too: its worker's use count moved."""
     if item.get_closest_marker("orch_reset"):
         return ""
-    if "orch_worker" not in getattr(item, "fixturenames", ()) and not (after and _used(item)):
+    if not _names_worker(item) and not (after and _used(item)):
         return ""
     wanted = policy(item)
     return "" if wanted == "shared" else wanted
@@ -215,6 +215,12 @@ def _used(item: pytest.Item) -> bool:
     return worker is not None and worker.uses > item.stash.get(_USES, 0)
 
 
+def _names_worker(item: pytest.Item) -> bool:
+    """Whether the test names ``orch_worker`` (or a fixture made from it), or reached it
+    through ``current_worker()``."""
+    return "orch_worker" in getattr(item, "fixturenames", ()) or item.stash.get(handout.REACHED_KEY, False)
+
+
 def before_test(item: pytest.Item) -> None:
     """Before the test's fixtures (after the handout's): the reset a test owes under
     ``on-dirty``/``per-test`` is recorded, and the checker armed."""
@@ -223,6 +229,23 @@ def before_test(item: pytest.Item) -> None:
         run = item.config.stash.get(RUN_KEY, None)
         item.stash[_USES] = run.worker.uses if run is not None and run.worker is not None else 0
         return
+    _prepare(item, wanted)
+
+
+def reached(item: pytest.Item) -> None:
+    """``current_worker()`` in a test that does not name ``orch_worker``: from this call on
+    it is checked as if it did (the reset it may owe recorded, the checker armed now). Nothing
+    reached the worker before this call, so nothing it did is missed; and a worker first made
+    by this call is checked all the same, not reset for want of a check armed before."""
+    if _names_worker(item):
+        return
+    item.stash[handout.REACHED_KEY] = True
+    wanted = _applies(item)
+    if wanted:
+        _prepare(item, wanted)
+
+
+def _prepare(item: pytest.Item, wanted: str) -> None:
     run = orch_run(item.config)
     try:
         handout.get_worker(item.config)

@@ -65,6 +65,8 @@ def _wanted(item: pytest.Item) -> bool:
     run = item.config.stash.get(RUN_KEY, None)
     if run is None or not run.settings.keep_failed or run.worker is None:
         return False
+    if item.stash.get(handout.REACHED_KEY, False):  # orchestrator.current_worker()
+        return True
     return _USES_WORKER in getattr(item, "fixturenames", ()) or item.get_closest_marker("orch_reset") is not None
 
 

@@ -43,7 +43,7 @@ from orchestrator.primitives.clock import epoch, now_iso
 from orchestrator.primitives.errors import OrchError, UsageError
 from orchestrator.providers.base import VMInfo
 from orchestrator.pytest_plugin.report import REPORT_KEY, attach, section
-from orchestrator.pytest_plugin.run import RUN_KEY, OrchRun, orch_run
+from orchestrator.pytest_plugin.run import RUN_KEY, OrchRun, current_item, orch_run
 from orchestrator.pytest_plugin.worker import current_worker_id
 from orchestrator.settings.loader import read_pyproject
 from orchestrator.state.records import NamedVMRecord
@@ -58,8 +58,6 @@ LEAKS = "leaks"
 NAMES_KEY = pytest.StashKey[list[str]]()
 #: Where an xdist worker hands the controller what became of its session-scoped names.
 WORKEROUTPUT_KEY = "orch_testvms"
-#: The test running in this process (set in its setup, cleared after its teardown).
-_NOW: list[pytest.Item] = []
 
 
 def _named_lines(entries: list[dict[str, Any]]) -> list[str]:
@@ -99,11 +97,6 @@ section(LEAKS, "VMs the run's tests made and left behind (not orch's)", _leak_li
 # -- names (the worker side) -------------------------------------------------------------------
 
 
-def before_test(item: pytest.Item) -> None:
-    """Called by the switchboard first in each test's setup: the test :func:`vm_name` names for."""
-    _NOW[:] = [item]
-
-
 def vm_name(base: str = "test-vm", *, scope: str = "test", item: pytest.Item | None = None) -> str:
     """A VM name no other test gets, recorded before it is returned, for a VM the test
     makes itself; whatever exists under it is deleted after the test (``scope="session"``:
@@ -111,7 +104,7 @@ def vm_name(base: str = "test-vm", *, scope: str = "test", item: pytest.Item | N
     naming.validate_vm_base(base)
     if scope not in SCOPES:
         raise UsageError(f"invalid scope {scope!r}: use {' or '.join(repr(s) for s in SCOPES)}")
-    item = item or (_NOW[-1] if _NOW else None)
+    item = item or current_item()
     if item is None:
         raise UsageError("orchestrator.vm_name() names a VM for the test running now: call it in a test or a fixture")
     run = orch_run(item.config)
@@ -136,22 +129,19 @@ def vm_name(base: str = "test-vm", *, scope: str = "test", item: pytest.Item | N
 def after_test(item: pytest.Item) -> None:
     """Called by the switchboard in each test's teardown (see ``plugin.py`` for the order):
     what exists under the names the test was handed is deleted, and said in its report."""
+    names = item.stash.get(NAMES_KEY, [])
+    if not names:
+        return
+    run = item.config.stash[RUN_KEY]
+    worker = current_worker_id(run.workerinput)
     try:
-        names = item.stash.get(NAMES_KEY, [])
-        if not names:
-            return
-        run = item.config.stash[RUN_KEY]
-        worker = current_worker_id(run.workerinput)
-        try:
-            done = delete_named(run.ctx, names)
-        except OrchError as err:  # the state cannot be read or written: sweep judges them later
-            log.warning("orch: could not delete the VMs %s was handed: %s", item.nodeid, err)
-            return
-        for d in done:
-            entry = {"test": item.nodeid, "worker": worker, "vm": d.vm, "result": d.result}
-            attach(item, NAMED, {**entry, "error": d.error} if d.error else entry)
-    finally:
-        _NOW.clear()
+        done = delete_named(run.ctx, names)
+    except OrchError as err:  # the state cannot be read or written: sweep judges them later
+        log.warning("orch: could not delete the VMs %s was handed: %s", item.nodeid, err)
+        return
+    for d in done:
+        entry = {"test": item.nodeid, "worker": worker, "vm": d.vm, "result": d.result}
+        attach(item, NAMED, {**entry, "error": d.error} if d.error else entry)
 
 
 # -- the leak check (the controller) ---------------------------------------------------------

@@ -7,7 +7,9 @@ hooks to the side they belong to, as pytest-xdist's ``plugin.py`` does:
   controller, the handover of each worker's VM (and of a crashed worker's to its
   replacement);
 - :mod:`orchestrator.pytest_plugin.fixtures`: ``orch_worker``, ``orch_host``,
-  ``worker_vm``, ``fresh_vm``, registered as a plugin of their own;
+  ``worker_vm``, ``fresh_vm``, registered as a plugin of their own, thin wrappers of
+  :mod:`orchestrator.pytest_plugin.helpers` (``orchestrator.fresh_vm()``,
+  ``orchestrator.current_worker()``: the same, anywhere inside the test running now);
 - :mod:`orchestrator.pytest_plugin.handout`: the worker's VM handed out ready and clean,
   and the resets the marker owes;
 - :mod:`orchestrator.pytest_plugin.run`: the process's settings, context and lease.
@@ -21,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.pytest_plugin import controller, fixtures, handout, isolation, keeping, leaks
+from orchestrator.pytest_plugin import controller, fixtures, handout, helpers, isolation, keeping, leaks
 from orchestrator.pytest_plugin.report import REPORT_KEY, RunReport
-from orchestrator.pytest_plugin.run import RUN_KEY, hold_lease
+from orchestrator.pytest_plugin.run import RUN_KEY, hold_lease, running, setting_up
 from orchestrator.settings.model import ISOLATIONS
 
 
@@ -101,9 +103,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         controller.start(session.config)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """The test running now, from its setup to its teardown, for what is called without
+    it (``orchestrator.fresh_vm()``, ``current_worker()``, ``vm_name()``)."""
+    with running(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Any:
+    """The scope of the fixture being set up (a session fixture's ``fresh_vm()`` lives
+    until the session ends)."""
+    with setting_up(fixturedef.scope):
+        return (yield)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    leaks.before_test(item)
     handout.before_test(item)
     isolation.before_test(item)
 
@@ -112,7 +129,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_make_collect_report(collector: pytest.Collector) -> Any:
     report = yield
     isolation.validate(report, worker=_is_worker(collector.config))  # a bad orch_isolation marker
+    handout.check_collected(report, worker=_is_worker(collector.config))  # no worker of the run has a VM
     return report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    handout.drop_all_if_no_vms(config, items)  # an xdist worker of a run none of whose workers has a VM
 
 
 @pytest.hookimpl(wrapper=True)
@@ -127,11 +150,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """After the test's own fixtures are torn down, in this order: a failing test's worker
     is kept first (as it was at the failure), then the pollution check and the policy's
-    reset, then the marker's reset, then the VMs the test made under orch's names."""
-    keeping.after_test(item)
-    isolation.after_test(item)
-    handout.after_test(item)
-    leaks.after_test(item)
+    reset, then the marker's reset, then (whatever the steps before did) the one-offs the
+    test made (``fresh_vm``) and the VMs it made under orch's names."""
+    try:
+        keeping.after_test(item)
+        isolation.after_test(item)
+        handout.after_test(item)
+    finally:
+        helpers.after_test(item)
+        leaks.after_test(item)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -6,8 +6,9 @@ the worker side share it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -17,7 +18,7 @@ from orchestrator.core import settings as orch_config
 from orchestrator.core.context import Context
 from orchestrator.core.maintainer import spawn_maintainer
 from orchestrator.primitives import naming
-from orchestrator.primitives.errors import OrchError
+from orchestrator.primitives.errors import OrchError, UsageError
 from orchestrator.pytest_plugin.worker import Worker, current_worker_id
 from orchestrator.state.leases import Lease
 from orchestrator.verbs.oneoffs import delete_oneoff
@@ -26,6 +27,60 @@ log = logging.getLogger(__name__)
 RUN_KEY = pytest.StashKey["OrchRun"]()
 #: The key under which the controller hands each xdist worker its session (its lease's run id).
 SESSION_KEY = "orch_session"
+
+
+class OutsideTest(UsageError):
+    """``orchestrator.fresh_vm()`` or ``current_worker()`` called where no test of a pytest
+    run with orch's plugin is running (at import, at collection, in a plain process)."""
+
+
+#: The test running in this process, from the start of its setup to the end of its
+#: teardown (``plugin.pytest_runtest_protocol``): process-global, so a helper called from
+#: a thread the test started sees it too; each xdist worker is a process of its own.
+_NOW: list[pytest.Item] = []
+#: The scopes of the fixtures being set up now, innermost last (``plugin.pytest_fixture_setup``).
+_SCOPES: list[str] = []
+
+
+@contextlib.contextmanager
+def running(item: pytest.Item) -> Iterator[None]:
+    """While ``item`` runs (setup, call, teardown), it is the current test."""
+    _NOW[:] = [item]
+    try:
+        yield
+    finally:
+        _NOW.clear()
+
+
+@contextlib.contextmanager
+def setting_up(scope: str) -> Iterator[None]:
+    """While a fixture of ``scope`` is set up."""
+    _SCOPES.append(scope)
+    try:
+        yield
+    finally:
+        _SCOPES.pop()
+
+
+def current_item() -> pytest.Item | None:
+    """The test running now in this process, or None."""
+    return _NOW[-1] if _NOW else None
+
+
+def current_test(what: str) -> pytest.Item:
+    """The test running now, or ``OutsideTest`` saying where ``what`` belongs."""
+    item = current_item()
+    if item is None:
+        raise OutsideTest(
+            f"{what} works only while a test runs, with orch's pytest plugin "
+            "(pip install pyinfra-orch): call it in a test, a fixture or a helper they call, not at import or collection"
+        )
+    return item
+
+
+def fixture_scope() -> str:
+    """The scope of the innermost fixture being set up now ("function" in a test's body)."""
+    return _SCOPES[-1] if _SCOPES else "function"
 
 
 class OrchRun:
@@ -54,6 +109,9 @@ class OrchRun:
         self.on_replace: list[Callable[[], None]] = []
         self._deleting: ThreadPoolExecutor | None = None
         self._deletions: list[Future[None]] = []
+        #: One-offs made in a fixture wider than a function's (``orchestrator.fresh_vm()``
+        #: in a session fixture): deleted when the session ends, not after a test.
+        self.session_oneoffs: list[Worker] = []
 
     @property
     def ctx(self) -> Context:
@@ -107,6 +165,15 @@ class OrchRun:
             log.warning("could not delete one-off %s (left to `orch sweep`): %s", vm, err)
 
     def close(self) -> None:
+        """At the end of the session: the worker's connection closed (once, whoever got it:
+        the ``orch_worker`` fixture or ``current_worker()``), the session's one-offs deleted,
+        every deletion waited for, the lease released."""
+        if self.worker is not None:
+            self.worker.close()
+        for oneoff in self.session_oneoffs:
+            oneoff.close()
+            self.delete_later(oneoff.vm)
+        self.session_oneoffs.clear()
         if self._deleting is not None:
             wait(self._deletions)
             self._deleting.shutdown()

@@ -225,14 +225,3 @@ def find_worker(
     return Worker(
         host, inventory.worker_path(inventory_dir, worker_id), resetter=resetter, ensure_running=ensure_running, ready=ready
     )
-
-
-_CURRENT: list[Callable[[], Worker]] = []
-
-
-def current_worker() -> Worker:
-    """This pytest process's worker, for helpers that are plain functions, not fixtures
-    (the same object the ``orch_worker`` fixture gives)."""
-    if not _CURRENT:
-        raise OrchError("no orch worker here: call current_worker() from a test run with orch's pytest plugin")
-    return _CURRENT[-1]()

@@ -292,15 +292,15 @@ def test_a_bad_base_name_fails_the_test_in_one_line(project: pytest.Pytester) ->
 def test_vm_name_outside_a_test_says_where_it_belongs() -> None:
     from orchestrator import vm_name
     from orchestrator.primitives.errors import UsageError
-    from orchestrator.pytest_plugin import leaks
+    from orchestrator.pytest_plugin import run
 
-    saved = list(leaks._NOW)
-    leaks._NOW.clear()
+    saved = list(run._NOW)
+    run._NOW.clear()
     try:
         with pytest.raises(UsageError, match="call it in a test or a fixture"):
             vm_name("test-vm")
     finally:
-        leaks._NOW[:] = saved
+        run._NOW[:] = saved
 
 
 # -- leaks --------------------------------------------------------------------------------------
