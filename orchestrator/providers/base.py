@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from orchestrator.primitives.errors import PermanentProviderError, ProviderTimeout, UsageError
+from orchestrator.primitives.errors import OrchError, PermanentProviderError, ProviderTimeout, UsageError
 from orchestrator.primitives.results import ExecResult
 from orchestrator.providers import retry
 from orchestrator.settings.model import Model
@@ -77,6 +77,16 @@ class StoredBaseline:
     checkout: str
     created: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class About:
+    """One engine a provider reaches, as ``orch doctor`` shows it."""
+
+    what: str  # the backend and its version: "docker 20.10.24"
+    where: str = ""  # how it is reached: "unix:///var/run/docker.sock", a remote's name
+    error: str = ""  # why it does not answer, naming the fix ("" when it answers)
+    client: str = ""  # the command orch runs, where it was found (and its version)
 
 
 class BaselineTainted(PermanentProviderError):
@@ -235,6 +245,23 @@ class Provider(abc.ABC):
     def image_id(self, image: str) -> str:
         """Make sure ``image`` can be used and return what identifies its content (an
         image id where the backend has one), or raise a permanent error naming the fix."""
+
+    def about(self) -> list[About]:
+        """For ``orch doctor``: each engine this provider reaches, with its version and
+        where it is, or why it does not answer; changes nothing, never raises an
+        ``OrchError``. Default: ``check``, with no version."""
+        try:
+            self.check()
+        except OrchError as err:
+            return [About(self.name, error=str(err))]
+        return [About(self.name)]
+
+    def image_here(self, image: str) -> str | None:
+        """For ``orch doctor``, which changes nothing: what ``image_id`` returns, without
+        pulling: None when the backend has no such image yet but ``image_id`` could pull
+        it; the error ``image_id`` raises (naming the fix) when it cannot have it at all.
+        Default: ``image_id``, for a backend whose ``image_id`` only looks."""
+        return self.image_id(image)
 
     # -- VMs ---------------------------------------------------------------------------
 

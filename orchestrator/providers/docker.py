@@ -51,6 +51,7 @@ from orchestrator.primitives import labels as L
 from orchestrator.primitives.clock import iso_ms
 from orchestrator.primitives.errors import (
     EngineUnavailable,
+    OrchError,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
@@ -63,6 +64,7 @@ from orchestrator.providers.base import (
     RESTARTING,
     RUNNING,
     STOPPED,
+    About,
     Baseline,
     Provider,
     ProviderSettings,
@@ -249,6 +251,40 @@ class DockerProvider(DockerImages, Provider):
         if shutil.which(self.opts.client) is None:
             raise EngineUnavailable(self._missing())
         self._docker("info", ["version", "--format", "{{.Server.Version}}"], timeout=15)
+
+    #: What to do about an image this backend has not and cannot pull (``orch doctor``).
+    image_fix = "build or pull it (scripts/setup.sh builds orch-base:bookworm), or name another with [tool.orch] image"
+
+    def where(self) -> str:
+        """The engine as a user names it: ``--host``, DOCKER_HOST, or the docker command's default."""
+        return self.engine or os.environ.get("DOCKER_HOST") or "the default engine (unix:///var/run/docker.sock)"
+
+    def about(self) -> list[About]:
+        """The engine's server version (``docker version``), where it is, and the client."""
+        client = shutil.which(self.opts.client) or ""
+        try:
+            if not client:
+                raise EngineUnavailable(self._missing())
+            out = self._docker("info", ["version", "--format", "{{.Client.Version}} {{.Server.Version}}"], timeout=15)
+        except OrchError as err:
+            return [About(self.name, self.where(), error=str(err), client=client)]
+        words = out.split()
+        client_version, version = [*words, "?", "?"][:2]
+        return [About(f"{self.name} {version}", self.where(), client=f"{client} {client_version}")]
+
+    def image_here(self, image: str) -> str | None:
+        """Inspected; when missing, the registry asked (``manifest inspect``: no pull)
+        whether ``image_id`` could pull it."""
+        if self.has_image(image):
+            return self._image_inspect(image)
+        try:
+            self._docker("image", ["manifest", "inspect", image], timeout=15)
+        except ProviderError as err:
+            why = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            raise PermanentProviderError(
+                f"image {image!r} is not on {self.name} here and cannot be pulled ({why}): {self.image_fix}"
+            ) from err
+        return None
 
     def _image_inspect(self, image: str) -> str:
         return self._docker("image", ["image", "inspect", "--format", "{{.Id}}", image]).strip()

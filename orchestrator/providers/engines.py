@@ -28,7 +28,7 @@ from orchestrator.primitives import naming
 from orchestrator.primitives.errors import EngineUnavailable, OrchError, PermanentProviderError
 from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.results import ExecResult
-from orchestrator.providers.base import Baseline, Provider, ProviderSettings, StoredBaseline, VMInfo
+from orchestrator.providers.base import About, Baseline, Provider, ProviderSettings, StoredBaseline, VMInfo
 
 if TYPE_CHECKING:
     from orchestrator.primitives.changes import Checker, Ignore
@@ -95,6 +95,30 @@ class Engines(Provider):
                 log.warning("engine %s does not answer: %s", engine, err)
         if len(errors) == len(self.members):
             raise EngineUnavailable(f"none of the engines answers ({'; '.join(f'{e}: {m}' for e, m in errors.items())})")
+
+    def about(self) -> list[About]:
+        """Every engine, each asked on its own: one that does not answer is named."""
+        return [a for member in self.members.values() for a in member.about()]
+
+    def image_here(self, image: str) -> str | None:
+        """Its id on the first engine that has it (``image_id`` copies it to the others),
+        None when none has it but one could pull it."""
+        if not self.reachable():
+            raise EngineUnavailable("no engine answers")
+        first: OrchError | None = None
+        pullable = False
+        for member in self.reachable():
+            try:
+                found = member.image_here(image)
+            except OrchError as err:
+                first = first or err
+                continue
+            if found is not None:
+                return found
+            pullable = True
+        if pullable or first is None:
+            return None
+        raise first
 
     def unreachable_engines(self) -> dict[str, str]:
         return dict(self.unreachable)

@@ -47,6 +47,7 @@ from orchestrator.primitives.results import ExecResult
 from orchestrator.providers.base import (
     RUNNING,
     STOPPED,
+    About,
     Baseline,
     BaselineTainted,
     Provider,
@@ -198,6 +199,12 @@ class FakeProvider(Provider):
         self._enter("check")
         if not self.up:
             raise EngineUnavailable("the fake backend is down: set provider.up = True")
+
+    def about(self) -> list[About]:
+        where = self.opts.path or "in memory"
+        if not self.up:
+            return [About(self.name, where, error="the fake backend is down: set provider.up = True")]
+        return [About(f"{self.name} 1.0", where)]
 
     def image_id(self, image: str) -> str:
         self._enter("image")

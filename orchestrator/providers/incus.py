@@ -52,6 +52,7 @@ import json
 import logging
 import re
 import shlex
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,7 @@ from orchestrator.primitives import labels as L
 from orchestrator.primitives.clock import iso_ms
 from orchestrator.primitives.errors import (
     EngineUnavailable,
+    OrchError,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
@@ -74,6 +76,7 @@ from orchestrator.providers import command
 from orchestrator.providers.base import (
     RUNNING,
     STOPPED,
+    About,
     Baseline,
     Provider,
     ProviderSettings,
@@ -287,6 +290,21 @@ class IncusProvider(Provider):
             self._query(f"/1.0/projects/{self.opts.project}")
         if self.opts.vm:
             self._refuse_vms(server)
+
+    def about(self) -> list[About]:
+        """The server's version (``/1.0``'s environment), and the remote and project."""
+        where = f"remote {self.opts.remote or 'local'}" + (f", project {self.opts.project}" if self.opts.project else "")
+        client = shutil.which(self.opts.incus) or ""
+        try:
+            server = self._query("/1.0") or {}
+            if self.opts.project:
+                self._query(f"/1.0/projects/{self.opts.project}")
+        except OrchError as err:
+            return [About("incus", where, error=str(err), client=client)]
+        env = server.get("environment") or {} if isinstance(server, dict) else {}
+        version = str(env.get("server_version", "") or "(version unknown)")
+        drivers = str(env.get("driver", ""))
+        return [About(f"incus {version}", where + (f", drivers {drivers}" if drivers else ""), client=client)]
 
     def _refuse_vms(self, server: dict[str, Any] | None = None) -> None:
         """``vm = true`` on a server that runs no VMs: one line saying why, before any

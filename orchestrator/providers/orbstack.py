@@ -31,6 +31,7 @@ from pydantic import field_validator
 
 from orchestrator.primitives.errors import (
     EngineUnavailable,
+    OrchError,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
@@ -42,6 +43,7 @@ from orchestrator.providers import command
 from orchestrator.providers.base import (
     RUNNING,
     STOPPED,
+    About,
     Baseline,
     BaselineTainted,
     Provider,
@@ -223,6 +225,18 @@ class OrbStackProvider(Provider):
             raise EngineUnavailable(
                 f"OrbStack is not running (orbctl status: {status or 'nothing'}): start it with `orbctl start`"
             )
+
+    def about(self) -> list[About]:
+        """OrbStack's version (``orbctl version``: "Version: X (N)"), once it runs."""
+        client = shutil.which(self.opts.orbctl) or ""
+        try:
+            self.check()
+            out = self._orbctl("info", ["version"], timeout=15, check=False).stdout
+        except OrchError as err:
+            return [About(self.name, "this Mac", error=str(err), client=client)]
+        words = [line.split(":", 1)[1].split() for line in out.splitlines() if line.startswith("Version:")]
+        version = words[0][0] if words and words[0] else "(version unknown)"
+        return [About(f"{self.name} {version}", "this Mac", client=f"{client} {version}")]
 
     def image_id(self, image: str) -> str:
         if not _IMAGE_RE.match(image):

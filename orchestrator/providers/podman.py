@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchestrator.primitives.errors import (
     EngineUnavailable,
+    OrchError,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
@@ -53,7 +54,7 @@ from orchestrator.primitives.errors import (
     VMExists,
     VMNotFound,
 )
-from orchestrator.providers.base import STOPPED, VMInfo
+from orchestrator.providers.base import STOPPED, About, VMInfo
 from orchestrator.providers.docker import ContainerSettings, DockerProvider
 from orchestrator.providers.docker_errors import by_markers
 
@@ -198,6 +199,25 @@ class PodmanProvider(DockerProvider):
         # no daemon to ask: `podman info` opens the storage and the runtime (and reaches the
         # service where podman is remote)
         self._docker("info", ["info", "--format", "{{.Version.Version}}"], timeout=15)
+
+    image_fix = (
+        "pull it, or copy it from Docker (docker save IMAGE | podman load; scripts/setup.sh copies "
+        "localhost/orch-base:bookworm), or name another with [tool.orch] image"
+    )
+
+    def where(self) -> str:
+        return "this machine (no daemon)"
+
+    def about(self) -> list[About]:
+        """podman's version as ``podman info`` gives it (there is no daemon to ask)."""
+        client = shutil.which(self.opts.client) or ""
+        try:
+            if not client:
+                raise EngineUnavailable(self._missing())
+            version = self._docker("info", ["info", "--format", "{{.Version.Version}}"], timeout=15).strip()
+        except OrchError as err:
+            return [About(self.name, self.where(), error=str(err), client=client)]
+        return [About(f"{self.name} {version}", self.where(), client=f"{client} {version}")]
 
     def image_id(self, image: str) -> str:
         try:

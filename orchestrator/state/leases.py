@@ -85,6 +85,8 @@ class Runs:
     damaged: list[str] = field(default_factory=list)
     workers: dict[str, list[str]] = field(default_factory=dict)
     sessions: dict[str, str] = field(default_factory=dict)  # run -> its pytest session
+    #: Leases of runs that are gone, seen by a scan that leaves them (``tidy=False``).
+    dead: list[str] = field(default_factory=list)
 
     def using(self, workers: list[str]) -> list[str]:
         """The live runs that use any of ``workers``."""
@@ -99,7 +101,7 @@ class Runs:
         return [run for run in self.using([worker]) if self.sessions.get(run, run) != session]
 
 
-def _probe(path: Path) -> bool:
+def _probe(path: Path, *, tidy: bool = True) -> bool:
     """Whether the lease file at ``path`` is held (by a live run)."""
     probe = FileLock(str(path), thread_local=False)
     try:
@@ -107,13 +109,15 @@ def _probe(path: Path) -> bool:
     except Timeout:
         return True
     probe.release()
-    with contextlib.suppress(OSError):
-        path.unlink()  # a dead run's lease: tidy it away
+    if tidy:
+        with contextlib.suppress(OSError):
+            path.unlink()  # a dead run's lease: tidy it away
     return False
 
 
-def scan(inventory_dir: Path) -> Runs:
-    """The live runs of an inventory folder; a damaged entry never stops the scan."""
+def scan(inventory_dir: Path, *, tidy: bool = True) -> Runs:
+    """The live runs of an inventory folder; a damaged entry never stops the scan. A dead
+    run's lease is deleted, or with ``tidy=False`` (``orch doctor``) listed in ``dead``."""
     found = Runs()
     folder = runs_dir(inventory_dir)
     try:
@@ -125,11 +129,11 @@ def scan(inventory_dir: Path) -> Runs:
         return found
     for entry in entries:
         if entry.name.endswith(".lock") and not entry.name.startswith("."):
-            _look(found, Path(entry.path), entry.name[: -len(".lock")])
+            _look(found, Path(entry.path), entry.name[: -len(".lock")], tidy=tidy)
     return found
 
 
-def _look(found: Runs, path: Path, run: str) -> None:
+def _look(found: Runs, path: Path, run: str, *, tidy: bool = True) -> None:
     """Add the lease at ``path`` to ``found``: live, or damaged (anything orch did not
     make is reported, never followed or locked); a dead run's lease adds nothing."""
     try:
@@ -144,9 +148,11 @@ def _look(found: Runs, path: Path, run: str) -> None:
         found.damaged.append(f"{path}: not a lease (a {what} orch did not make)")
         return
     try:
-        if _probe(path):
+        if _probe(path, tidy=tidy):
             found.live.append(run)
             found.workers[run], found.sessions[run] = _read(path, run)
+        elif not tidy:
+            found.dead.append(run)
     except OSError as err:
         found.damaged.append(f"{path}: {err.strerror}")
 

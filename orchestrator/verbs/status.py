@@ -5,6 +5,7 @@ names handed to tests (``orchestrator.vm_name``) still recorded, with their test
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,10 +43,23 @@ class StatusRow:
 def status(ctx: Context) -> list[StatusRow]:
     forget_gone_oneoffs(ctx)  # a dead run's one-off whose VM is gone is not "missing": it is nothing
     settle(ctx)  # keeps a dead run left halfway: carried out or forgotten
-    data = ctx.store.read()
+    return rows(ctx, ctx.store.read(), _current)
+
+
+def _current(ctx: Context) -> Fingerprint | None:
+    try:
+        return fingerprint(ctx)
+    except OrchError:
+        return None
+
+
+def rows(ctx: Context, data: StateData, current: Callable[[Context], Fingerprint | None]) -> list[StatusRow]:
+    """The rows of the VMs ``data`` records, as the backend shows them now, with their
+    drift from ``current(ctx)`` (the baseline's fingerprint now, asked once the backend
+    answers; None: unknown); changes nothing (``orch doctor`` reads them too)."""
     if not (data.workers or data.oneoffs or data.baseline or data.standbys or data.kept or data.testvms):
         return []
-    look = _Look.take(ctx, data)
+    look = _Look.take(ctx, data, current)
     rows = [
         look.row(Kind.WORKER, r.worker, r.vm, _phase(r), r.fingerprint, owner=r.worker, inventory=_inventory(ctx, r.worker))
         for r in data.sorted_workers()
@@ -76,14 +90,10 @@ class _Look:
     current: Fingerprint | None
 
     @classmethod
-    def take(cls, ctx: Context, data: StateData) -> _Look:
+    def take(cls, ctx: Context, data: StateData, current: Callable[[Context], Fingerprint | None]) -> _Look:
         ctx.provider.check()
         infos = {i.name: i for i in ctx.provider.list_vms(all_vms=not ctx.provider.has_labels)}
-        try:
-            current: Fingerprint | None = fingerprint(ctx)
-        except OrchError:
-            current = None
-        return cls(ctx, data, infos, current)
+        return cls(ctx, data, infos, current(ctx))
 
     def row(
         self,
