@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 
 import click
@@ -39,6 +40,8 @@ def doctor(obj: Invocation, as_json: bool) -> None:
     (it says so). Exit code 1 if a check failed (something that makes `orch up` or pytest
     fail), 0 otherwise, warnings included.
     """
+    if not obj.verbose:  # what the library would log (an engine that does not answer) is a line below
+        logging.getLogger("orchestrator").setLevel(logging.ERROR)
     checks = doctor_verb.diagnose(obj.settings)
     if as_json:
         click.echo(json.dumps([asdict(c) for c in checks], indent=2))

@@ -280,7 +280,8 @@ class DockerProvider(DockerImages, Provider):
         try:
             self._docker("image", ["manifest", "inspect", image], timeout=15)
         except ProviderError as err:
-            why = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            text = " ".join(str(err).split()) or type(err).__name__
+            why = text if len(text) <= 220 else "…" + text[-200:]
             raise PermanentProviderError(
                 f"image {image!r} is not on {self.name} here and cannot be pulled ({why}): {self.image_fix}"
             ) from err

@@ -152,7 +152,7 @@ def _engines(seen: _Seen) -> list[Check]:
         client = f" (client {about.client})" if about.client else ""
         if about.error:
             where = f"{about.where}: " if about.where else ""
-            found.append(Check("engine", FAIL, f"{about.what} {where}{about.error}{client}"))
+            found.append(Check("engine", FAIL, f"{about.what} {where}{about.error}"))
         else:
             seen.engine = True
             found.append(Check("engine", OK, f"{about.what}" + (f" at {about.where}" if about.where else "") + client))
@@ -442,21 +442,27 @@ def _checkouts(seen: _Seen) -> list[Check]:
         found.append(
             Check("checkouts", OK, f"this checkout is not registered (nothing here yet); {len(entries)} other(s) in {folder}")
         )
+    return found + _gone_checkouts(entries, settings.checkout)
+
+
+def _gone_checkouts(entries: dict[str, checkouts.CheckoutRef], mine: str) -> list[Check]:
+    """Registered checkouts whose folder is gone (or that say nowhere where it was): what
+    ``orch sweep`` deletes the VMs of, and forgets."""
     gone = [
         f"{c} ({ref.inventory})"
         for c, ref in sorted(entries.items())
-        if c != settings.checkout and (not ref.host or judge(Path(ref.inventory), ref.host, ref.fs).seen is Seen.GONE)
+        if c != mine and (not ref.host or judge(Path(ref.inventory), ref.host, ref.fs).seen is Seen.GONE)
     ]
     if gone:
-        found.append(
+        return [
             Check(
                 "checkouts",
                 WARN,
                 f"{len(gone)} checkout(s) whose folder is gone: {', '.join(gone[:3])}{' …' if len(gone) > 3 else ''}",
-                "`orch sweep` deletes their VMs and forgets them",
+                "`orch sweep` deletes the VMs of theirs it sees, then forgets them",
             )
-        )
-    return found
+        ]
+    return []
 
 
 # -- the connector, the tools ------------------------------------------------------------------

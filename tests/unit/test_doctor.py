@@ -329,3 +329,12 @@ def test_the_fake_image_id_is_what_the_line_shows(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path / "p")
     expected = "sha256:" + hashlib.sha256(b"fake:bookworm").hexdigest()
     assert one(run(orch), "image").detail.endswith(expected[:19])
+
+
+def test_a_provider_that_is_not_the_checkouts_is_one_failing_line(project: Path) -> None:
+    assert invoke("up", "--workers", "1").exit_code == 0
+    result = invoke("doctor", "--provider", "docker")
+    assert result.exit_code == 1
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert line.startswith("FAIL  provider") and "this checkout's VMs are on fake, not docker" in line
+    assert "drop --provider" in line
