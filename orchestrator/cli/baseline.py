@@ -58,7 +58,7 @@ def export_(obj: Invocation, directory: Path, no_wait: bool, as_json: bool) -> N
     its manifest orch-baseline-<key>.json, atomically; DIR's entries of other keys are
     removed (a cache folder holds the current one)."""
     context = obj.context()
-    outcome = verb.export(context, directory.absolute(), wait=not no_wait, on_wait=obj.waiting)
+    outcome = verb.export(context, directory.resolve(), wait=not no_wait, on_wait=obj.waiting)
     _say(outcome, as_json, f"already in {outcome.path}" if outcome.action == "present" else f"exported to {outcome.path}")
 
 
@@ -74,7 +74,7 @@ def import_(obj: Invocation, directory: Path, no_wait: bool, as_json: bool) -> N
     cannot be used (nothing is recorded then)."""
     context = obj.context()
     try:
-        outcome = verb.import_(context, directory.absolute(), wait=not no_wait, on_wait=obj.waiting)
+        outcome = verb.import_(context, directory.resolve(), wait=not no_wait, on_wait=obj.waiting)
     except CacheMiss as err:
         if as_json:
             click.echo(json.dumps({"key": verb.key(context).value, "action": "miss", "path": ""}, indent=2))

@@ -148,7 +148,7 @@ def up(
     image, orch or provider settings changed) re-provisioned, each saying why. Asking for
     more workers adds them; fewer leaves the extra ones alone unless --prune.
     """
-    cache = baseline_cache.absolute() if baseline_cache is not None else None
+    cache = baseline_cache.resolve() if baseline_cache is not None else None
     context = obj.context(image=image, parallel=parallel, pool=pool, standby=standby, machine=machine, baseline_cache=cache)
     count = _count(workers, context.settings.workers)
     t = time.monotonic()
