@@ -11,7 +11,9 @@ workers) is marked sealed inside, stopped, and its record (id, image, config) ke
 Workers are ``orbctl clone``s of it, started. Before every clone orch verifies that the
 baseline is still stopped and still the same machine; every fresh clone is checked for
 files changed after the seal (tests that start the first machine in the list and push
-files into it). A baseline found changed is rebuilt, and orch says so.
+files into it). A baseline found changed is rebuilt, and orch says so. The baseline cache
+(``orch baseline export/import``, ``--baseline-cache``) is refused in one line: see
+``export_baseline``.
 
 OrbStack has no labels: ownership is the name (orch's prefix and the checkout id) and
 the state file. ``orbctl stop`` without a name stops OrbStack itself, so stop and delete
@@ -53,9 +55,17 @@ from orchestrator.providers.base import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from orchestrator.primitives.labels import Owner
 
 SEAL_MARKER = "/var/lib/orch/baseline/sealed"
+
+#: Why ``orch baseline export/import`` (and ``--baseline-cache``) are refused here, one line.
+NO_CACHE = (
+    "the baseline cache is not available on the orbstack provider: orch does not drive OrbStack's "
+    "machine export/import (orbctl export/import, OrbStack 2.0+) yet; build the baseline with `orch up`"
+)
 
 #: Paths a machine changes by running (boot, logs, caches, the network): not a sign that
 #: someone changed the baseline.
@@ -410,3 +420,15 @@ class OrbStackProvider(Provider):
     def drop(self, baseline: Baseline) -> bool:
         self.delete(baseline.ref)
         return True
+
+    # -- the baseline as a file: not on OrbStack ---------------------------------------------
+
+    def export_baseline(self, baseline: Baseline, path: Path) -> None:
+        """Refused in one line. OrbStack 2.0 exports and imports machines, but its orbctl
+        command line for that (and what an imported machine keeps) is documented nowhere
+        orch could read, nor emulated by tests/fakes/orbctl: orch would drive it blind."""
+        raise PermanentProviderError(NO_CACHE, operation="export", vm=baseline.ref)
+
+    def import_baseline(self, path: Path, name: str, owner: Owner) -> Baseline:
+        """Refused in one line (see ``export_baseline``); nothing is made."""
+        raise PermanentProviderError(NO_CACHE, operation="import", vm=name)
