@@ -41,7 +41,7 @@ import json
 import logging
 import os
 import shutil
-import tarfile
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -59,7 +59,7 @@ from orchestrator.primitives.errors import (
     VMNotFound,
 )
 from orchestrator.primitives.results import ExecResult
-from orchestrator.providers import command, overlay
+from orchestrator.providers import command, image_archive, overlay
 from orchestrator.providers.base import (
     RESTARTING,
     RUNNING,
@@ -132,20 +132,15 @@ class DockerSettings(ContainerSettings, EngineSettings):
         return self.docker
 
 
-def _archive_image(path: Path) -> str:
-    """The id of the image in a ``docker save`` (or ``podman save``) archive: its
-    ``manifest.json`` names the image's config, whose digest is the image id."""
-    try:
-        with tarfile.open(path) as archive:
-            member = archive.extractfile("manifest.json")
-            manifest = json.loads(member.read() if member is not None else b"null")
-    except (OSError, KeyError, tarfile.TarError, ValueError) as err:
-        raise PermanentProviderError(f"{path} is not an image archive ({err})", operation="import") from err
-    config = str(manifest[0].get("Config", "")) if isinstance(manifest, list) and len(manifest) == 1 else ""
-    digest = config.removeprefix("blobs/sha256/").removesuffix(".json")
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise PermanentProviderError(f"{path} holds no single image (manifest.json: {config!r})", operation="import")
-    return f"sha256:{digest}"
+def _baseline_labels(owner: Owner, *, kept_from_container: bool = False) -> dict[str, str]:
+    """A baseline image's labels: not orch's as a container (no managed-by: every label
+    of a VM emptied), but sweep can tell whose it is (baseline-of) and where its checkout
+    is (inventory, host, fs). A commit keeps the container's own values of those."""
+    kept = (L.INVENTORY, L.HOST, L.FS)
+    mine = owner.labels()
+    labels = {key: ("" if key not in kept else mine.get(key, "")) for key in L.ALL if not (kept_from_container and key in kept)}
+    labels[L.BASELINE_OF] = owner.checkout
+    return labels
 
 
 def _state(raw: dict[str, Any]) -> str:
@@ -514,12 +509,9 @@ class DockerProvider(DockerImages, Provider):
     def _commit(self, vm: str, owner: Owner) -> Baseline:
         """Commit the container ``vm`` to the baseline's tag and delete it."""
         tag = self.seal_name(vm, owner)
-        # not orch's as a container (no managed-by), but sweep can tell where its checkout is
-        kept = (L.INVENTORY, L.HOST, L.FS)
-        changes = [f"LABEL {key}=" for key in L.ALL if key not in kept] + [f"LABEL {L.BASELINE_OF}={owner.checkout}"]
         args = ["commit"]
-        for change in changes:
-            args += ["--change", change]
+        for key, value in _baseline_labels(owner, kept_from_container=True).items():
+            args += ["--change", f"LABEL {key}={value}"]
         self._docker("commit", [*args, vm, tag], vm=vm)
         image = self._image_inspect(tag)
         self.delete(vm)
@@ -533,23 +525,21 @@ class DockerProvider(DockerImages, Provider):
         self._docker("image", ["image", "save", "--output", str(path), baseline.ref])
 
     def import_baseline(self, path: Path, name: str, owner: Owner) -> Baseline:
-        """``image load``, then this checkout's labels and tag: the loaded image (another
-        checkout's labels, or another machine's) is tagged as ours at once (the state
-        records that tag before: a crash leaves nothing unnamed), a container ``name`` with
-        the owner's labels is made from it and committed as the seal commits. The loaded
-        image stays only as the new one's parent (deleted with it); an image of that id
-        another checkout already had is left as it was."""
-        image = _archive_image(path)
-        self._docker("image", ["image", "load", "--quiet", "--input", str(path)])
+        """The archive re-labelled as this checkout's baseline (a new image of its own that
+        shares the layers: :mod:`~orchestrator.providers.image_archive` says why not a
+        commit), then ``image load``, which names it with its tag at once (the state
+        records that tag before: a crash leaves nothing unnamed). Another checkout's image
+        of the archive's id, if the engine has one, is neither changed nor made a parent."""
+        image_archive.image_id(path)  # one line for a file that is no image archive
+        tag = self.seal_name(name, owner)
+        with tempfile.TemporaryDirectory(prefix="orch-import-") as tmp:
+            ours = Path(tmp) / "baseline.tar"
+            image = image_archive.relabel(path, ours, _baseline_labels(owner), tag)
+            self._docker("image", ["image", "load", "--quiet", "--input", str(ours)])
         if not self.has_image(image):
             raise PermanentProviderError(f"{path} loaded, but its image {image[:19]} is not there", operation="import")
-        tag = self.seal_name(name, owner)
-        self._docker("image", ["image", "tag", image, tag])
-        args = ["create", "--name", name, "--pull", "never"]
-        for key, value in sorted(owner.labels().items()):
-            args += ["--label", f"{key}={value}"]
-        self._docker("create", [*args, tag, "true"], vm=name)
-        return self._commit(name, owner)
+        self._docker("image", ["image", "tag", image, tag])  # an engine that ignored the archive's name
+        return Baseline(image, {"tag": tag})
 
     def _forget_machine_id(self, vm: str) -> None:
         """The baseline's machine id, emptied in the container before it is committed:
