@@ -43,6 +43,18 @@ that changes during the run weighs on all of them alike. ``--sections machines -
 adds it to the existing results: the other sections' numbers, the header's run and the
 report's sections written by hand stay as they are.
 
+The cache section (``--sections cache``; Docker) measures what ``--orch-baseline-cache DIR``
+saves a cold CI job: ``pytest -n 4 --orch-up`` on examples/test_example.py, each run in a
+new project folder (a new checkout id, as a new clone is) with no state and no baseline
+image of its own on the engine (after each: ``orch down --force``, its images checked gone
+and deleted by prefix; the base image stays), with no cache, with an empty cache folder (a
+miss: builds and exports) and with a cache hit (an entry ``orch baseline export`` wrote once
+before the rounds), in ``--cache-rounds`` rounds (every other one reversed); and ``orch
+baseline export DIR`` / ``import DIR`` alone. ``--sections cache --merge`` adds it to the
+existing results, as for machines and isolation:
+
+    .venv/bin/python benchmarks/bench.py --sections cache --merge [--cache-rounds N]
+
 Everything the run makes carries the prefix ob<hex> (containers, images, emulated
 machines ``orbfake-ob<hex>…``, podman containers and images, Incus instances) and is
 deleted at the end, also on Ctrl-C or SIGTERM.
@@ -58,6 +70,7 @@ import json
 import math
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -1350,6 +1363,371 @@ def _render_isolation(s: Any) -> list[str]:
     return lines
 
 
+# -- cache: what --orch-baseline-cache saves a cold CI job ------------------------------------
+
+#: (key, label), in the order they run (every other round in the reverse order).
+CACHE_VARIANTS: tuple[tuple[str, str], ...] = (
+    ("none", "no cache"),
+    ("miss", "empty cache folder (a miss: builds, then exports)"),
+    ("hit", "cache hit (imports)"),
+)
+#: The suite every variant runs: orch's example, 12 small tests on their worker's VM.
+CACHE_SUITE = ROOT / "examples" / "test_example.py"
+#: Repetitions of `orch baseline export DIR` and of `orch baseline import DIR` alone.
+CACHE_ARCHIVE_RUNS = 3
+_READY = re.compile(r"orch: (\d+) worker\(s\) ready in ([0-9.]+)s")
+_WRITTEN = re.compile(r"baseline written to cache .*\(([0-9.]+) MB, ([0-9.]+)s\)")
+_PASSED = re.compile(r"(\d+) passed")
+
+
+def _cache_project(tag: str) -> Project:
+    """A cold project: a new folder (so a new checkout id, as a new CI clone is), a prefix
+    of its own, no state, and only the example suite in it (not the workload)."""
+    p = Project("docker", 1.0, tag)
+    for f in p.dir.glob("*.py"):
+        f.unlink()
+    shutil.copy(CACHE_SUITE, p.dir / CACHE_SUITE.name)
+    return p
+
+
+def _prefixed_images(prefix: str) -> dict[str, str]:
+    """Docker images whose repository starts with ``prefix``: {repo:tag: id}."""
+    proc = subprocess.run(
+        ["docker", "images", "--no-trunc", "--format", "{{json .}}"], capture_output=True, text=True, timeout=120
+    )
+    found = {}
+    for line in proc.stdout.splitlines():
+        with contextlib.suppress(ValueError):
+            row = json.loads(line)
+            if row.get("Repository", "").startswith(prefix):
+                found[f"{row['Repository']}:{row.get('Tag', '')}"] = row.get("ID", "")
+    return found
+
+
+def _image_exists(ref: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", ref], capture_output=True, timeout=120).returncode == 0
+
+
+def _make_cold_again(p: Project, also: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``orch down --force`` in ``p``, then check on the engine that its baseline image
+    (and ``also``: the image a hit loaded) is gone; whatever is left is deleted (prefix,
+    then id) and reported, so the next round starts cold whatever down did."""
+    ids = set(_prefixed_images(p.prefix).values()) | {i for i in also if i}
+    down, proc = p.orch("down", "--force", check=False, timeout=900)
+    stop_maintainers(p.inventory)
+    named_left = sorted(_prefixed_images(p.prefix))
+    ids_left = sorted(i for i in ids if _image_exists(i))
+    remove_by_prefix(p.prefix)
+    for image in ids_left:
+        subprocess.run(["docker", "rmi", "-f", image], capture_output=True, timeout=300)
+    still = [i for i in ids_left if _image_exists(i)]
+    if still:
+        raise RuntimeError(f"images of {p.prefix} still on the engine after down and rmi: {' '.join(still)}")
+    shutil.rmtree(p.dir, ignore_errors=True)
+    return {
+        "down_s": round(down, 2),
+        "down_exit": proc.returncode,
+        "left_after_down": named_left + [i[:19] for i in ids_left if i not in named_left],
+    }
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    found = sorted(folder.glob("orch-baseline-*.json"))
+    if len(found) != 1:
+        raise RuntimeError(f"expected one cache entry in {folder}, found {[f.name for f in found]}")
+    return dict(json.loads(found[0].read_text()))
+
+
+def cache_archive_times(a: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    """`orch up --workers 1` in a project, then `orch baseline export DIR` into new
+    folders (timed alone), the project torn down; then `orch baseline import DIR` in
+    another project, each time made cold again. Returns the numbers and the folder kept
+    as the hit variant's cache (an entry exported once before the rounds)."""
+    runs = 1 if a.quick else CACHE_ARCHIVE_RUNS
+    out: dict[str, Any] = {"runs": runs}
+    seed = _cache_project("cache-seed")
+    log("cache: orch up --workers 1 in a project, then orch baseline export, alone")
+    seed.orch("up", "--workers", "1")
+    out["key"] = seed.orch("baseline", "key")[1].stdout.strip()
+    exports: list[dict[str, Any]] = []
+    kept = TMP / f"{RUN_ID}-cache-hit"
+    for i in range(runs):
+        folder = kept if i == 0 else TMP / f"{RUN_ID}-cache-export-{i}"
+        took, proc = seed.orch("baseline", "export", str(folder), "--json")
+        o = json.loads(proc.stdout)
+        if o["action"] != "exported":
+            raise RuntimeError(f"orch baseline export {folder}: {o['action']}, not exported")
+        exports.append({"command_s": round(took, 2), "export_s": round(o["seconds"], 2), "size": o["size"]})
+        if folder != kept:
+            shutil.rmtree(folder, ignore_errors=True)
+    out["export"] = exports
+    entry = _manifest(kept)
+    out["archive_bytes"], out["archive_ref"] = entry["size"], entry["ref"]
+    out["seed_teardown"] = _make_cold_again(seed)
+    if _image_exists(entry["ref"]):
+        raise RuntimeError(f"the exported image {entry['ref'][:19]} is still on the engine: a hit would not be cold")
+    log("cache: orch baseline import, alone, in a project made cold again after each")
+    imports: list[dict[str, Any]] = []
+    target = _cache_project("cache-import")
+    for _ in range(runs):
+        took, proc = target.orch("baseline", "import", str(kept), "--json")
+        o = json.loads(proc.stdout)
+        if o["action"] != "imported":
+            raise RuntimeError(f"orch baseline import {kept}: {o['action']}, not imported")
+        imports.append({"command_s": round(took, 2), "import_s": round(o["seconds"], 2)})
+        # the folder stays (down removes only the state); made cold again in place
+        ids = set(_prefixed_images(target.prefix).values()) | {entry["ref"]}
+        target.orch("down", "--force", timeout=900)
+        left = [i for i in ids if _image_exists(i)]
+        remove_by_prefix(target.prefix)
+        for image in left:
+            subprocess.run(["docker", "rmi", "-f", image], capture_output=True, timeout=300)
+        imports[-1]["left_after_down"] = [i[:19] for i in left]
+    out["import"] = imports
+    target.cleanup()
+    shutil.rmtree(target.dir, ignore_errors=True)
+    log(
+        f"cache: archive {entry['size'] / 1e6:.0f} MB; export p50 "
+        f"{statistics.median(e['export_s'] for e in exports):.2f}s, import p50 "
+        f"{statistics.median(i['import_s'] for i in imports):.2f}s"
+    )
+    return out, kept
+
+
+def cache_run(key: str, hit_folder: Path, ref: str, a: argparse.Namespace) -> dict[str, Any]:
+    """One cold `pytest -n N --orch-up` in a new project: no cache, an empty cache folder
+    or the hit folder; the project then made cold again (down, its images gone)."""
+    p = _cache_project(f"cache-{key}")
+    args: tuple[str, ...] = ()
+    folder = None
+    if key == "miss":
+        folder = TMP / f"{p.prefix}-cache-empty"
+        folder.mkdir()
+        args = ("--orch-baseline-cache", str(folder))
+    elif key == "hit":
+        args = ("--orch-baseline-cache", str(hit_folder))
+    load = os.getloadavg()[0]
+    try:
+        took, proc = p.run(
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            "-n",
+            str(a.workers),
+            "--orch-up",
+            *args,
+            CACHE_SUITE.name,
+        )
+    finally:
+        teardown = _make_cold_again(p, also=(ref,) if key == "hit" else ())
+    text = proc.stdout + proc.stderr
+    ready = _READY.search(text)
+    written = _WRITTEN.search(text)
+    passed = _PASSED.search(text)
+    source = (
+        "cache"
+        if "baseline from cache" in text
+        else ("built" if "building the baseline" in text or "provisioning with" in text else "?")
+    )
+    out: dict[str, Any] = {
+        "wall_s": round(took, 2),
+        "up_s": float(ready.group(2)) if ready else None,
+        "workers_ready": int(ready.group(1)) if ready else None,
+        "baseline": source,
+        "export_in_up_s": float(written.group(2)) if written else None,
+        "export_mb": float(written.group(1)) if written else None,
+        "passed": int(passed.group(1)) if passed else 0,
+        "load_before": round(load, 2),
+        **teardown,
+    }
+    if folder is not None:
+        out["wrote_entry"] = bool(list(folder.glob("orch-baseline-*.json")))
+        shutil.rmtree(folder, ignore_errors=True)
+    log(
+        f"cache {key:4}: wall {out['wall_s']:.1f}s, bring-up {out['up_s']}s, baseline {source}"
+        + (f", export {out['export_in_up_s']}s" if written else "")
+    )
+    return out
+
+
+def cache_section(a: argparse.Namespace) -> dict[str, Any]:
+    """Cold `pytest -n N --orch-up` runs (a new project folder each, no state, no
+    baseline image of its own on the engine; the base image stays, as a CI job has it)
+    with no cache, an empty cache folder and a cache hit, in rounds; and `orch baseline
+    export` / `import` alone."""
+    started, load = time.monotonic(), [round(x, 2) for x in os.getloadavg()]
+    rounds = a.cache_rounds
+    out: dict[str, Any] = {
+        "command": ".venv/bin/python benchmarks/bench.py " + " ".join(sys.argv[1:]),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "orch_commit": _commit(),
+        "engines": {k: v for k, v in _engines().items() if k == "docker"},
+        "suite": str(CACHE_SUITE.relative_to(ROOT)),
+        "workers": a.workers,
+        "rounds": rounds,
+        "base_image": BASE_IMAGE,
+        "load_at_start": load,
+    }
+    archive, hit_folder = cache_archive_times(a)
+    out["archive"] = archive
+    loads: list[float] = []
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key, _ in CACHE_VARIANTS}
+    for i in range(rounds):
+        for key, _label in CACHE_VARIANTS[:: -1 if i % 2 else 1]:
+            loads.append(round(os.getloadavg()[0], 2))
+            log(f"cache: round {i + 1}/{rounds}: {key}")
+            runs[key].append(guarded(f"cache {key}", functools.partial(cache_run, key, hit_folder, archive["archive_ref"], a)))
+    shutil.rmtree(hit_folder, ignore_errors=True)
+    out["variants"] = runs
+    out["load_1min"] = {"min": min(loads), "median": round(statistics.median(loads), 2), "max": max(loads)} if loads else None
+    out["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    out["minutes"] = round((time.monotonic() - started) / 60, 1)
+    return out
+
+
+def _cache_medians(s: dict[str, Any], key: str, what: str) -> float | None:
+    return _iso_median(_iso_ok(_get(s, "variants", key)), what)
+
+
+def cache_targets(s: Any) -> list[tuple[str, str, str, bool | None, float | None]]:
+    """The baseline cache's targets against the cache section (reported, never asserted)."""
+    if not isinstance(s, dict) or "variants" not in s:
+        return []
+    rows: list[tuple[str, str, str, bool | None, float | None]] = []
+    where = f"docker, {s['suite']} (12 tests), a new project each run"
+    up = {k: _cache_medians(s, k, "up_s") for k, _ in CACHE_VARIANTS}
+    wall = {k: _cache_medians(s, k, "wall_s") for k, _ in CACHE_VARIANTS}
+    hits = [r["baseline"] == "cache" for r in _iso_ok(s["variants"].get("hit"))]
+    if up["none"] and up["hit"] is not None:
+        ratio = up["hit"] / up["none"]
+        rows.append(
+            (
+                f"cold `pytest -n {s['workers']} --orch-up`, cache hit vs none: bring-up ≤ 0.6× (a hit saves ≥ 40 %)",
+                where,
+                f"{ratio:.2f} ({up['none']:.1f} s → {up['hit']:.1f} s; {sum(hits)}/{len(hits)} from the cache)",
+                ratio <= 0.6 and all(hits),
+                ratio,
+            )
+        )
+    if wall["none"] and wall["hit"] is not None:
+        ratio = wall["hit"] / wall["none"]
+        rows.append(
+            (
+                f"cold `pytest -n {s['workers']} --orch-up`, cache hit vs none: wall time (informational)",
+                where,
+                f"{ratio:.2f} ({wall['none']:.1f} s → {wall['hit']:.1f} s)",
+                None,
+                ratio,
+            )
+        )
+    export = _iso_median(_iso_ok(_get(s, "variants", "miss")), "export_in_up_s")
+    alone = [e["export_s"] for e in _get(s, "archive", "export") or []]
+    if up["none"] and up["miss"] is not None and export is not None:
+        extra = up["miss"] - up["none"]
+        allowed = export + 0.1 * up["none"]
+        rows.append(
+            (
+                "cold, empty cache folder (a miss) vs none: bring-up + at most the export (+ 10 % noise)",
+                where,
+                f"+{extra:.1f} s ({up['none']:.1f} s → {up['miss']:.1f} s); the export in the bring-up {export:.1f} s"
+                + (f", `orch baseline export` alone p50 {statistics.median(alone):.1f} s" if alone else ""),
+                extra <= allowed,
+                extra,
+            )
+        )
+    return rows
+
+
+def _render_cache(s: Any) -> list[str]:
+    """The cache section: the three variants side by side, the archive's cost."""
+    if not s:
+        return []
+    lines = ["## Baseline cache: a cold CI job with `--orch-baseline-cache` (Docker)", ""]
+    if "error" in s:
+        return [*lines, *_error(s)]
+    load = s.get("load_1min") or {}
+    arch = s.get("archive") or {}
+    lines += [
+        f"Measured on {s['date']} by `{s['command']}` (orch at {s['orch_commit']}; "
+        + ", ".join(f"{k} {v}" for k, v in s.get("engines", {}).items())
+        + f") in {s['minutes']} min. Each run is a cold CI job: `pytest -n {s['workers']} --orch-up` on "
+        f"`{s['suite']}` (12 small tests on their worker's VM) in a new project folder (a new checkout id, as a new "
+        "clone is) with no state and no baseline image of its own on the engine; after each run `orch down --force` "
+        "there, its images checked gone (`docker images`, and the loaded image's id after a hit) and everything with "
+        f"its prefix deleted. The base image `{s['base_image']}` stays (a CI job has its base image). Variants: *no "
+        "cache*; *an empty cache folder* (`--orch-baseline-cache EMPTY`: a miss, which builds the baseline and exports "
+        "it before the workers are handed out); *a cache hit* (`--orch-baseline-cache DIR`, DIR holding the entry "
+        "`orch baseline export` wrote once before the rounds, from another project since torn down). "
+        f"{s['rounds']} round(s), every other one in the reverse order; medians across rounds. Load average (1 min) "
+        "during the runs: "
+        + (f"{load['min']} min, {load['median']} median, {load['max']} max" if load else "not recorded")
+        + f" (at the start {' / '.join(str(x) for x in s['load_at_start'])}). Run again with "
+        "`.venv/bin/python benchmarks/bench.py --sections cache --merge` (`--cache-rounds N`, default 3; 1 with "
+        "`--quick`).",
+        "",
+        "| variant | bring-up (`orch: N worker(s) ready in X s`) | × none | wall (the whole pytest command) | × none | "
+        "baseline (per round) | export inside the bring-up | rounds: bring-up / wall |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    base_up = _cache_medians(s, "none", "up_s")
+    base_wall = _cache_medians(s, "none", "wall_s")
+    for key, label in CACHE_VARIANTS:
+        runs = _iso_ok(s["variants"].get(key))
+        failed = [r for r in s["variants"].get(key, []) if isinstance(r, dict) and "error" in r]
+        if not runs:
+            if failed:
+                lines.append(f"| {label} | failed: {failed[0]['error'][:200]} |||||||")
+            continue
+        up, wall = _cache_medians(s, key, "up_s"), _cache_medians(s, key, "wall_s")
+        export = _iso_median(runs, "export_in_up_s")
+        per_round = ", ".join(f"{r['up_s']:.1f} / {r['wall_s']:.1f} s" for r in runs if r.get("up_s") is not None)
+        lines.append(
+            f"| {label} | {up:.1f} s | {up / base_up:.2f} | {wall:.1f} s | {wall / base_wall:.2f} | "
+            f"{' / '.join(r['baseline'] for r in runs)} | {f'{export:.1f} s' if export is not None else '–'} | "
+            f"{per_round}{f' ({len(failed)} failed)' if failed else ''} |"
+            if up is not None and wall is not None and base_up and base_wall
+            else f"| {label} | – | – | – | – | {' / '.join(r['baseline'] for r in runs)} | – | {per_round} |"
+        )
+    lines.append("")
+    if arch:
+        exports, imports = arch.get("export", []), arch.get("import", [])
+        lines += [
+            f"The archive alone (in a project after `orch up --workers 1`; key `{arch.get('key', '?')}`): "
+            f"{arch['archive_bytes'] / 1e6:.0f} MB (`docker image save` of the baseline, base layers included). "
+            f"`orch baseline export DIR` into a new folder, {len(exports)}×: "
+            + ", ".join(f"{e['export_s']:.2f} s" for e in exports)
+            + " (the command: "
+            + ", ".join(f"{e['command_s']:.2f} s" for e in exports)
+            + f"); `orch baseline import DIR` into a project with no baseline, made cold again after each, "
+            f"{len(imports)}×: "
+            + ", ".join(f"{i['import_s']:.2f} s" for i in imports)
+            + " (the command: "
+            + ", ".join(f"{i['command_s']:.2f} s" for i in imports)
+            + "). An import loads only the layers the engine lacks, but reads and checks the whole archive "
+            "(its SHA-256).",
+            "",
+        ]
+    left = [r for runs in s["variants"].values() for r in _iso_ok(runs) if r.get("left_after_down")]
+    lines += [
+        "**Measured**: *bring-up* = orch's own line before the tests start (`orch: N worker(s) ready in X s`: "
+        "baseline and workers); *wall* = the whole `pytest` command, start to end (the 12 tests included); "
+        "*baseline*: `cache` where the output says `baseline from cache`, `built` where it says `building the "
+        "baseline`; *export inside the bring-up*: the miss's own line `baseline written to cache (… MB, X s)`. "
+        + (
+            f"{len(left)} run(s) left an image after `orch down --force` (deleted by the harness)."
+            if left
+            else "`orch down --force` left no image of the project's behind in any run."
+        ),
+        "",
+    ]
+    return lines
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -1378,7 +1756,7 @@ def _commit() -> str:
 #: variants on docker, podman and Incus, side by side).
 PROVIDER_SECTIONS = ("workload", "micro", "up", "scale1", "sweep", "memory")
 #: The sections of their own (not per provider), each merged alone with --merge.
-OWN_SECTIONS = ("machines", "isolation")
+OWN_SECTIONS = ("machines", "isolation", "cache")
 SECTIONS = (*PROVIDER_SECTIONS, *OWN_SECTIONS)
 
 
@@ -1412,7 +1790,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--merge",
         action="store_true",
         help="keep the results already in --out that this run does not measure again (other providers, other sections; "
-        "with only --sections machines and/or isolation, the header's run too)",
+        "with only sections of their own (machines, isolation, cache), the header's run too)",
     )
     ap.add_argument(
         "--isolation-variants",
@@ -1426,8 +1804,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="rounds of the isolation section (each runs every policy once, in turn) [1]",
     )
+    ap.add_argument(
+        "--cache-rounds",
+        type=int,
+        help="rounds of the cache section (each runs every variant once: no cache, a miss, a hit) [3; 1 with --quick]",
+    )
     a = ap.parse_args(argv)
     a.tests = a.tests or (8 if a.quick else 100)
+    a.cache_rounds = a.cache_rounds or (1 if a.quick else 3)
     a.runs = a.runs or (2 if a.quick else 15)
     a.warm_runs = a.warm_runs or (2 if a.quick else 8)
     if a.quick and a.pool == 8:
@@ -1505,6 +1889,8 @@ def main() -> None:
             results["machines"] = guarded("machines", lambda: machines_section(a))
         if "isolation" in a.sections:
             results["isolation"] = guarded("isolation", lambda: isolation_section(a))
+        if "cache" in a.sections:
+            results["cache"] = guarded("cache", lambda: cache_section(a))
     finally:
         for p in _projects:
             with contextlib.suppress(Exception):
@@ -1708,6 +2094,9 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     # issue #19: isolation
     for row in isolation_targets(r.get("isolation")):
         add(*row)
+    # the baseline cache
+    for row in cache_targets(r.get("cache")):
+        add(*row)
     return rows
 
 
@@ -1779,6 +2168,7 @@ def render(r: dict[str, Any]) -> str:
         lines += _render_rest(p)
     lines += _render_machines(r.get("machines"))
     lines += _render_isolation(r.get("isolation"))
+    lines += _render_cache(r.get("cache"))
     return "\n".join(lines) + "\n"
 
 
