@@ -355,6 +355,14 @@ def worker_target(ctx: Context, result: WorkerResult, fp: Fingerprint) -> Target
 def clone(ctx: Context, fp: Fingerprint, baseline: Baseline, targets: list[Target], *, replace: bool = False) -> None:
     """Make ``targets`` from the baseline (``replace``: in place of VMs of the same name)
     and personalize them. A baseline found changed after its seal is rebuilt once."""
+    make_clones(ctx, fp, baseline, targets, replace=replace)
+    personalize(ctx, fp, targets)
+
+
+def make_clones(ctx: Context, fp: Fingerprint, baseline: Baseline, targets: list[Target], *, replace: bool = False) -> None:
+    """The first half of :func:`clone`: the VMs made from the baseline and ready, at most
+    ``parallel`` at once (safe off the main thread: no pyinfra runs here). A baseline
+    found changed after its seal is rebuilt once (under the baseline lock)."""
     provider = ctx.provider
 
     why: list[str] = []
@@ -383,6 +391,12 @@ def clone(ctx: Context, fp: Fingerprint, baseline: Baseline, targets: list[Targe
         for t in tainted:
             if t.tainted:
                 t.result.fail(f"the rebuilt baseline is still changed after its seal: {why[-1]}")
+
+
+def personalize(ctx: Context, fp: Fingerprint, targets: list[Target]) -> None:
+    """The second half of :func:`clone`: the personalize deploy (and orch's mark) on the
+    targets that got this far, each recorded as ready or failed. Runs pyinfra: call it
+    on the main thread, with every target ready at that moment (one batch)."""
     _finish(ctx, targets, [ctx.load(ctx.settings.personalize)], "personalizing", fp.value)
 
 
