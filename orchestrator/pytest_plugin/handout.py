@@ -10,11 +10,13 @@ the next taker resets first, whatever the test or its fixtures did to it.
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError
+from orchestrator.pytest_plugin.report import waited
 from orchestrator.pytest_plugin.run import RUN_KEY, OrchRun, orch_run, workers_needed
 from orchestrator.pytest_plugin.worker import Worker, WorkerMissing, current_worker_id, find_worker
 from orchestrator.state import inventory, leases
@@ -34,17 +36,22 @@ def get_worker(config: pytest.Config) -> Worker:
     run = orch_run(config)
     if run.worker is None:
         worker_id = current_worker_id(run.workerinput)
-        run.lease.use(worker_id)  # a lease that says which worker this process uses
-        run.ctx.connector.setup()  # a deleted SSH key: one line naming `orch up`
-        _take(run, worker_id)
-        run.worker = find_worker(
-            run.settings.inventory_dir,
-            worker_id,
-            workers_hint=run.workerinput.get("workercount"),
-            resetter=lambda: reset_worker(run, worker_id),
-            ensure_running=lambda: _ensure(run, worker_id),
-            ready=(lambda: _ready(run, worker_id)) if run.ctx.provider.machine else None,
-        )
+        start, why = time.monotonic(), "not handed out"
+        try:
+            run.lease.use(worker_id)  # a lease that says which worker this process uses
+            run.ctx.connector.setup()  # a deleted SSH key: one line naming `orch up`
+            why = _take(run, worker_id)
+            run.worker = find_worker(
+                run.settings.inventory_dir,
+                worker_id,
+                workers_hint=run.workerinput.get("workercount"),
+                resetter=lambda: reset_worker(run, worker_id, cause="orch_worker.reset()"),
+                ensure_running=lambda: _ensure(run, worker_id),
+                ready=(lambda: _ready(run, worker_id)) if run.ctx.provider.machine else None,
+            )
+        finally:
+            kind = "failed" if run.worker is None else "remade" if why else "ready"
+            waited("handout", kind, time.monotonic() - start, worker_id, why)
     return run.worker
 
 
@@ -60,16 +67,17 @@ def unfit(data: StateData, worker_id: str) -> str | None:
     return None
 
 
-def _take(run: OrchRun, worker_id: str) -> None:
+def _take(run: OrchRun, worker_id: str) -> str:
     """Before a test first gets its worker: one that is unfinished or owes a reset is made
-    again from the baseline (or the run stops in one line naming `orch up`)."""
+    again from the baseline (or the run stops in one line naming `orch up`). Returns why
+    it was made again, or "" (taken as it is)."""
     why = unfit(run.ctx.store.read(), worker_id)
     if why is None:
-        return
+        return ""
     with run.ctx.store.command_lock():  # an `orch up` or `orch reset` at work finishes it: wait
         why = unfit(run.ctx.store.read(), worker_id)
     if why is None:
-        return
+        return ""
     others = leases.scan(run.settings.inventory_dir).others(run.lease.session, worker_id)
     if others:  # another pytest run is at it (its marked test, its reset): never under its feet
         raise WorkerMissing(f"orch: {worker_id} {why}, and another pytest run uses it (run {others[0]}): wait for it to end")
@@ -77,6 +85,7 @@ def _take(run: OrchRun, worker_id: str) -> None:
     [result] = reset(run.ctx, [worker_id], lock=False, finish=True)
     if not result.ok:
         raise WorkerMissing(f"orch: {worker_id} {why}, and making it again failed ({result.error}): run `orch up`")
+    return why
 
 
 def _ensure(run: OrchRun, worker_id: str) -> None:
@@ -96,15 +105,22 @@ def _ready(run: OrchRun, worker_id: str) -> None:
     run.worker.refresh()
 
 
-def reset_worker(run: OrchRun, worker_id: str) -> None:
-    """Reset this process's worker (``orch_worker.reset()``, the marker's teardown)."""
+def reset_worker(run: OrchRun, worker_id: str, *, cause: str = "") -> None:
+    """Reset this process's worker (``orch_worker.reset()``, the marker's teardown, the
+    isolation policy's, a kept worker's); the test running now waited for it, and the
+    run's report says how long and whether a standby was swapped in (``cause``: why the
+    reset, for the report)."""
     if run.worker is not None:
         run.worker.close()  # its connection points at the VM being replaced
+    start, kind, why = time.monotonic(), "failed", ""
     try:
         # finish: its own worker, whatever a reset that failed before left of it
         [result] = reset(run.ctx, [worker_id], lock=False, finish=True)
         if not result.ok:
             raise OrchError(f"reset of {worker_id} failed: {result.error}")
+        kind = "swapped" if result.action == "swapped" else "hard"
+        if kind == "hard":
+            why = "no standby ready" if run.settings.standby else "no standby (standby = false)"
         run.owes_reset = ""
         if run.marking:  # `orch_worker.reset()` inside a marked test: the test goes on dirtying it
             _owe(run)
@@ -113,6 +129,7 @@ def reset_worker(run: OrchRun, worker_id: str) -> None:
     finally:  # made again or not, it is not the VM it was: what knew that one forgets it
         for replaced in run.on_replace:
             replaced()
+        waited("reset", kind, time.monotonic() - start, worker_id, why, cause=cause)
 
 
 def _owe(run: OrchRun) -> None:
@@ -151,7 +168,7 @@ def before_test(item: pytest.Item) -> None:
     run = item.config.stash.get(RUN_KEY, None)
     if run is not None and run.owes_reset:
         try:
-            reset_worker(run, current_worker_id(run.workerinput))
+            reset_worker(run, current_worker_id(run.workerinput), cause="retried: the last one failed")
         except OrchError as err:
             fail(OrchError(f"{err} (it still owes a reset {run.owes_reset})"))
     if item.get_closest_marker("orch_reset") is None:
@@ -190,7 +207,7 @@ def after_test(item: pytest.Item) -> None:
     run = orch_run(item.config)
     run.marking = ""  # the reset it owes is being done
     try:
-        reset_worker(run, current_worker_id(run.workerinput))
+        reset_worker(run, current_worker_id(run.workerinput), cause="orch_reset")
     except OrchError as err:
         run.owes_reset = f"after {item.nodeid}"
         fail(err)

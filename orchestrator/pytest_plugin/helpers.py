@@ -12,13 +12,17 @@ import, at collection, in a process without orch's plugin) both raise
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from orchestrator.primitives.errors import OrchError
 from orchestrator.pytest_plugin import isolation
 from orchestrator.pytest_plugin.handout import fail, get_worker
+from orchestrator.pytest_plugin.report import waited
 from orchestrator.pytest_plugin.run import RUN_KEY, OrchRun, current_test, fixture_scope, orch_run
-from orchestrator.pytest_plugin.worker import Worker
+from orchestrator.pytest_plugin.worker import Worker, current_worker_id
 from orchestrator.verbs.oneoffs import create_oneoff
 
 #: The one-offs a test made (the function, the fixture's factory), deleted in its teardown.
@@ -49,17 +53,28 @@ def fresh_vm(item: pytest.Item | None = None) -> Worker:
     fixture's feet."""
     item = item or current_test("orchestrator.fresh_vm()")
     run = orch_run(item.config)
+    start, kind = time.monotonic(), "failed"
     try:
+        pooled = _pooled(run)
         host = create_oneoff(run.ctx, run.run_id)
+        kind = "pool" if host.vm in pooled or f"-{os.getpid()}-" not in host.vm else "made"
     except OrchError as err:
         fail(err)
         raise  # not reached: fail() raises
+    finally:
+        waited("fresh_vm", kind, time.monotonic() - start, current_worker_id(run.workerinput), item=item)
     worker = Worker(host, ready=(lambda: _ready(run, host.vm)) if run.ctx.provider.machine else None)
     if fixture_scope() == "function":
         item.stash.setdefault(ONEOFFS_KEY, []).append(worker)
     else:
         run.session_oneoffs.append(worker)
     return worker
+
+
+def _pooled(run: OrchRun) -> set[str]:
+    """The pool's VMs now, to tell a claim from a VM made while the test waits (one this
+    process makes carries its pid in its name; one the maintainer made, another pid)."""
+    return {o.vm for o in run.ctx.store.read().oneoffs.values() if o.pool}
 
 
 def _ready(run: OrchRun, vm: str) -> None:

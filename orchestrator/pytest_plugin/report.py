@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import statistics
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,12 +27,15 @@ from typing import Any
 
 import pytest
 
-from orchestrator.pytest_plugin.run import RUN_KEY
+from orchestrator.pytest_plugin.run import RUN_KEY, current_item
 
 log = logging.getLogger(__name__)
 
 #: The user property a test's report carries orch's findings under.
 PROPERTY = "orch"
+#: ... and the one its waits for a VM go under (every test that used orch has some: kept
+#: apart so that junit's ``orch`` property stays what orch found of the test itself).
+WAITS_PROPERTY = "orch_waits"
 REPORT_KEY = pytest.StashKey["RunReport"]()
 
 
@@ -43,27 +47,89 @@ class Section:
     name: str
     title: str
     lines: Callable[[list[dict[str, Any]]], list[str]]
+    property: str = PROPERTY
 
 
 SECTIONS: dict[str, Section] = {}
 
 
-def section(name: str, title: str, lines: Callable[[list[dict[str, Any]]], list[str]]) -> Section:
-    """Declare a section (once, at import)."""
-    SECTIONS[name] = Section(name, title, lines)
+def section(name: str, title: str, lines: Callable[[list[dict[str, Any]]], list[str]], *, prop: str = PROPERTY) -> Section:
+    """Declare a section (once, at import); ``prop``: the user property it travels under."""
+    SECTIONS[name] = Section(name, title, lines, prop)
     return SECTIONS[name]
 
 
 def attach(item: pytest.Item, name: str, entry: dict[str, Any]) -> None:
     """On the worker side, during the test's protocol (at the latest in its teardown hook):
     add ``entry`` to section ``name`` of the run's report, through the test's report."""
+    prop = SECTIONS[name].property if name in SECTIONS else PROPERTY
     for i, (key, value) in enumerate(item.user_properties):
-        if key == PROPERTY:
+        if key == prop:
             found = json.loads(str(value))
             found.setdefault(name, []).append(entry)
-            item.user_properties[i] = (PROPERTY, json.dumps(found, sort_keys=True))
+            item.user_properties[i] = (prop, json.dumps(found, sort_keys=True))
             return
-    item.user_properties.append((PROPERTY, json.dumps({name: [entry]}, sort_keys=True)))
+    item.user_properties.append((prop, json.dumps({name: [entry]}, sort_keys=True)))
+
+
+# -- how long tests waited for a VM -----------------------------------------------------------
+
+#: The section of what tests waited for: one entry per wait, ``{"what": "fresh_vm" |
+#: "reset" | "handout", "kind": ..., "seconds": s, "test": nodeid, "worker": gwN, "why": ...}``.
+WAITS = "waits"
+#: The kinds of each wait, in the order the summary names them, with the words it uses.
+WAIT_KINDS: dict[str, dict[str, str]] = {
+    "fresh_vm": {"pool": "from the pool", "made": "made while the test waited", "failed": "failed"},
+    "reset": {"swapped": "swapped in a standby", "hard": "hard", "failed": "failed"},
+    "handout": {"ready": "as they were", "remade": "made again first", "failed": "failed"},
+}
+
+
+def waited(
+    what: str, kind: str, seconds: float, worker: str, why: str = "", *, cause: str = "", item: pytest.Item | None = None
+) -> None:
+    """On the worker side: the test running now (or ``item``) waited ``seconds`` for a VM
+    (``what``: a ``fresh_vm()``, a reset, its worker handed out) and got ``kind`` (``why``:
+    what the summary says of it; ``cause``: what asked for a reset, kept in the JSON only);
+    the run's summary and JSON report say how often and how long. Outside a test, nothing."""
+    item = item or current_item()
+    if item is None:
+        return
+    entry: dict[str, Any] = {"what": what, "kind": kind, "seconds": round(seconds, 4), "test": item.nodeid, "worker": worker}
+    entry.update({k: v for k, v in (("why", why), ("cause", cause)) if v})
+    attach(item, WAITS, entry)
+
+
+def _secs(values: list[float], why: str = "") -> str:
+    tail = f": {why}" if why else ""
+    if len(values) == 1:
+        return f"({values[0]:.2f} s{tail})"
+    return f"(p50 {statistics.median(values):.2f} s, max {max(values):.2f} s{tail})"
+
+
+def _wait_line(what: str, label: str, entries: list[dict[str, Any]]) -> str:
+    parts = []
+    for kind, words in WAIT_KINDS[what].items():
+        got = [e for e in entries if e["kind"] == kind]
+        if got:
+            whys = sorted({str(e["why"]) for e in got if e.get("why")})
+            parts.append(f"{len(got)} {words} {_secs([float(e['seconds']) for e in got], '; '.join(whys))}")
+    return f"orch: {len(entries)} {label}: {', '.join(parts)}"
+
+
+def _wait_lines(entries: list[dict[str, Any]]) -> list[str]:
+    """One line per kind of wait; a worker handed out as it was is no wait worth a line."""
+    lines = []
+    for what, label in (("fresh_vm", "fresh_vm()"), ("reset", "resets"), ("handout", "workers handed out")):
+        got = [e for e in entries if e.get("what") == what]
+        if what == "handout" and all(e["kind"] == "ready" for e in got):
+            continue
+        if got:
+            lines.append(_wait_line(what, label, got))
+    return lines
+
+
+section(WAITS, "how long tests waited for a VM", _wait_lines, prop=WAITS_PROPERTY)
 
 
 @dataclass
@@ -82,7 +148,7 @@ class RunReport:
         if report.when != "teardown":
             return  # user properties are complete only on the teardown's report
         for key, value in report.user_properties:
-            if key != PROPERTY:
+            if key not in (PROPERTY, WAITS_PROPERTY):
                 continue
             for name, entries in json.loads(str(value)).items():
                 self.entries.setdefault(name, []).extend(entries)
