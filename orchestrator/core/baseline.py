@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import logging
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +32,11 @@ from orchestrator.primitives.clock import now_iso
 from orchestrator.primitives.errors import DeployError, OrchError, PermanentProviderError, VMExists
 from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.labels import Owner
+from orchestrator.primitives.results import ExecResult
 from orchestrator.providers.base import Baseline, BaselineTainted
 from orchestrator.pyinfra.loading import source_hash
+from orchestrator.pyinfra.runner import TAIL, DeployResult, _write_log
+from orchestrator.settings.model import Settings
 from orchestrator.state.records import CREATING, FAILED, PROVISIONING, READY, BaselineRecord
 
 if TYPE_CHECKING:
@@ -395,9 +399,92 @@ def make_clones(ctx: Context, fp: Fingerprint, baseline: Baseline, targets: list
 
 def personalize(ctx: Context, fp: Fingerprint, targets: list[Target]) -> None:
     """The second half of :func:`clone`: the personalize deploy (and orch's mark) on the
-    targets that got this far, each recorded as ready or failed. Runs pyinfra: call it
-    on the main thread, with every target ready at that moment (one batch)."""
+    targets that got this far, each recorded as ready or failed.
+
+    With orch's default personalize deploy and the provider's own connector, no pyinfra
+    session is started: what the deploy and ``mark`` write is one shell command per VM
+    through the provider's exec (:func:`_cheap_personalize`, safe off the main thread).
+    A project's own personalize deploy (or the ``@ssh`` connector, through which
+    everything inside a VM goes) runs through pyinfra: call it then on the main thread,
+    with every target ready at that moment (one batch)."""
+    if _cheap(ctx):
+        _cheap_personalize(ctx, targets, fp.value)
+        return
     _finish(ctx, targets, [ctx.load(ctx.settings.personalize)], "personalizing", fp.value)
+
+
+def _cheap(ctx: Context) -> bool:
+    """Whether personalizing can skip pyinfra: the default deploy (whose whole effect is
+    :func:`orchestrator.deploys.provision.personalize_and_mark_script`), reached through
+    the provider's own exec (the native connector: with ``@ssh`` the VM is to be reached
+    the way the connector under test reaches it)."""
+    return ctx.settings.personalize == DEFAULT_PERSONALIZE and ctx.connector.name == "native"
+
+
+#: The personalize deploy orch ships (``[tool.orch] personalize``'s default).
+DEFAULT_PERSONALIZE: str = Settings.model_fields["personalize"].default
+
+CHEAP_TITLE = "personalizing"
+CHEAP_DEPLOYS = "orch: personalize + orch: mark"
+
+
+def _cheap_personalize(ctx: Context, targets: list[Target], fp: str) -> None:
+    """What the default personalize deploy and ``mark`` write, as one ``sh -c`` per VM
+    through ``provider.exec`` (as root), at most ``parallel`` at once; each target
+    recorded as ready or failed as :func:`_finish` records it (the same one-line error,
+    the command and its output appended to the log the deploy would have written)."""
+    # lazy, as in _finish: the scripts' module imports pyinfra (already paid for by the
+    # fingerprint, which loads the personalize deploy, in every command that gets here)
+    from orchestrator.deploys.provision import personalize_and_mark_script  # noqa: PLC0415
+
+    live = [t for t in targets if t.result.ok]
+
+    def one(t: Target) -> None:
+        ctx.report(t.result.worker, f"{CHEAP_TITLE} in {t.vm}")
+        argv = ["sh", "-c", personalize_and_mark_script(t.ident, fp, t.vm)]
+        with timed(t.result, "provision"):
+            try:
+                got: ExecResult | OrchError = ctx.provider.exec(t.vm, argv)
+            except OrchError as err:
+                got = err
+        outcome = _exec_outcome(argv, got)
+        outcome.log = _write_log(ctx.host(t.ident, t.vm).data.get("orch_log"), CHEAP_TITLE, _exec_lines(argv, got), outcome)
+        t.result.log = outcome.log
+        if outcome.ok:
+            t.record(phase=READY, fingerprint=fp, error="")
+            return
+        error = outcome.error + (f" (log: {outcome.log})" if outcome.log else "")
+        log.warning("%s failed on %s: %s", CHEAP_TITLE, t.vm, error)
+        t.result.fail(error)
+        t.record(phase=FAILED, error=error)
+        ctx.report(t.result.worker, f"failed: {error}")
+
+    ctx.provider.map(one, live)
+
+
+def _exec_outcome(argv: list[str], got: ExecResult | OrchError) -> DeployResult:
+    """As the pyinfra runner words a failed operation: what, the command, its exit code,
+    the last lines of its output (one line)."""
+    if isinstance(got, OrchError):
+        return DeployResult(False, f"{CHEAP_TITLE}: cannot run {CHEAP_DEPLOYS!r}: {' '.join(str(got).split())}")
+    if got.ok:
+        return DeployResult(True)
+    tail = (got.stdout.splitlines() + got.stderr.splitlines())[-TAIL:]
+    said = f": {' | '.join(line.strip() for line in tail)}" if tail else ": no output"
+    return DeployResult(False, f"{CHEAP_TITLE}: {CHEAP_DEPLOYS!r}, command `{shlex.join(argv)}` exited with code {got.rc}{said}")
+
+
+def _exec_lines(argv: list[str], got: ExecResult | OrchError) -> list[str]:
+    """The log's lines, in the pyinfra runner's form."""
+    if isinstance(got, OrchError):
+        return [f"--- {CHEAP_DEPLOYS} (through the provider's exec): FAILED", f"$ {shlex.join(argv)}", f"error: {got}"]
+    status = "changed" if got.ok else "FAILED"
+    return [
+        f"--- {CHEAP_DEPLOYS} (through the provider's exec): {status}",
+        f"$ {shlex.join(argv)}",
+        *[f"stdout: {x}" for x in got.stdout.splitlines()],
+        *[f"stderr: {x}" for x in got.stderr.splitlines()],
+    ]
 
 
 def drop_retired(ctx: Context) -> None:

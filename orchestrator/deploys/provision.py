@@ -9,44 +9,96 @@ VM made from the baseline and gives it its own identity: the worker id in
 A project names its own in ``[tool.orch] provision`` (and ``personalize``); it can call
 these first. ``host.data.orch_worker_id`` is the worker id (``gw1``), ``oneoff`` or
 ``baseline``.
+
+Each of orch's own steps is one shell command (one ``server.shell`` with one command):
+every pyinfra operation costs at least one round trip into the VM (``files.directory``
+a fact and then its commands), which on a backend whose exec costs a second (OrbStack's
+``orbctl run``) is most of a bring-up. The scripts are made by the ``*_script`` functions
+below, the single source of what orch writes: the deploys run them through pyinfra, and
+the core runs :func:`personalize_script` + :func:`mark_script` as one ``sh -c`` through
+the provider's exec when the project keeps the default personalize deploy (no pyinfra
+session for a spare).
+
+The scripts are plain POSIX ``sh`` (``&&`` chains: the first failure is the exit code);
+every value is quoted with :func:`shlex.quote`.
 """
 
 import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server
+from pyinfra.operations import server
 
-BASELINE_DIR = "/var/lib/orch/baseline"
+ORCH_DIR = "/var/lib/orch"
+BASELINE_DIR = f"{ORCH_DIR}/baseline"
+SCRATCH_DIR = f"{ORCH_DIR}/scratch"
+WORKER_FILE = "/etc/orch-worker"
+FINGERPRINT_FILE = f"{ORCH_DIR}/fingerprint"
+MADE_AS_FILE = f"{ORCH_DIR}/made-as"
+
+
+def _folder(path: str, mode: str) -> str:
+    return f"mkdir -p {shlex.quote(path)} && chmod {mode} {shlex.quote(path)}"
+
+
+def _record(value: str, path: str) -> str:
+    return f"printf '%s\\n' {shlex.quote(value)} > {shlex.quote(path)}"
+
+
+def record_script() -> str:
+    """The record of what the baseline holds (users, groups, packages) in its folder,
+    for the soft reset."""
+    return " && ".join(
+        [
+            _folder(BASELINE_DIR, "755"),
+            f"cut -d: -f1 /etc/passwd > {BASELINE_DIR}/users",
+            f"cut -d: -f1 /etc/group > {BASELINE_DIR}/groups",
+            f"{{ dpkg-query -W -f '${{Package}}\\n' 2>/dev/null || true; }} > {BASELINE_DIR}/packages",
+        ]
+    )
+
+
+def provision_script() -> str:
+    """orch's folders (the scratch folder tests may use) and the baseline's record."""
+    return f"{record_script()} && {_folder(SCRATCH_DIR, '1777')}"
+
+
+def personalize_script(worker: str) -> str:
+    """The worker id (``gw1``, ``oneoff``, ``baseline``) in ``/etc/orch-worker``."""
+    return _record(worker, WORKER_FILE)
+
+
+def mark_script(fingerprint: str, vm: str) -> str:
+    """orch's folder, the baseline's fingerprint and the name the VM was made under."""
+    return " && ".join([_folder(ORCH_DIR, "755"), _record(fingerprint, FINGERPRINT_FILE), _record(vm, MADE_AS_FILE)])
+
+
+def personalize_and_mark_script(worker: str, fingerprint: str, vm: str) -> str:
+    """What the default personalize deploy and ``mark`` write, as one command (the core's
+    cheap personalize: one exec per VM, no pyinfra)."""
+    return f"{personalize_script(worker)} && {mark_script(fingerprint, vm)}"
+
+
+# -- the deploys -----------------------------------------------------------------------
 
 
 @deploy("orch: provision")
 def provision() -> None:
-    files.directory(name="Create orch's folders", path=BASELINE_DIR, mode="755")
-    files.directory(name="Create the scratch folder tests may use", path="/var/lib/orch/scratch", mode="1777")
-    record_baseline()
+    server.shell(name="Create orch's folders and record the baseline's users, groups and packages", commands=[provision_script()])
 
 
 @deploy("orch: personalize")
 def personalize() -> None:
-    worker = host.data.get("orch_worker_id", "unknown")
     server.shell(
         name="Record the worker id in the VM",
-        commands=[f"printf '%s\\n' {shlex.quote(worker)} > /etc/orch-worker"],
+        commands=[personalize_script(host.data.get("orch_worker_id", "unknown"))],
     )
 
 
 @deploy("orch: record the baseline")
 def record_baseline() -> None:
     """Write the users, groups and packages of the baseline, for the soft reset."""
-    server.shell(
-        name="Record baseline users, groups and packages",
-        commands=[
-            f"cut -d: -f1 /etc/passwd > {BASELINE_DIR}/users",
-            f"cut -d: -f1 /etc/group > {BASELINE_DIR}/groups",
-            f"(dpkg-query -W -f '${{Package}}\\n' 2>/dev/null || true) > {BASELINE_DIR}/packages",
-        ],
-    )
+    server.shell(name="Record baseline users, groups and packages", commands=[record_script()])
 
 
 @deploy("orch: mark")
@@ -54,12 +106,7 @@ def mark() -> None:
     """orch's own last step on every VM it makes (not configurable): which baseline the VM
     comes from, so ``orch repair`` can tell on backends without labels, and the name it was
     made under (a swap renames it: a standby whose name is not that one is trash)."""
-    fingerprint = host.data.get("orch_fingerprint", "")
-    files.directory(name="Create orch's folder", path="/var/lib/orch", mode="755")
     server.shell(
         name="Record the baseline's fingerprint and the VM's name",
-        commands=[
-            f"printf '%s\\n' {shlex.quote(fingerprint)} > /var/lib/orch/fingerprint",
-            f"printf '%s\\n' {shlex.quote(host.data.get('orch_vm', ''))} > /var/lib/orch/made-as",
-        ],
+        commands=[mark_script(host.data.get("orch_fingerprint", ""), host.data.get("orch_vm", ""))],
     )

@@ -138,6 +138,8 @@ class FakeProvider(Provider):
         self.latency = dict(latency or {})
         self.calls: list[tuple[str, str]] = []
         self.up = True
+        #: The deployers made for it: their ``fail``/``hook`` apply to orch's cheap personalize too.
+        self.deployers: list[FakeDeployer] = []
         self._lock = _Guard(self)
 
     # -- bookkeeping ------------------------------------------------------------------
@@ -287,7 +289,8 @@ class FakeProvider(Provider):
     _WRITE = re.compile(r"^printf %s (?P<text>.*) > (?P<path>\S+)$", re.S)
 
     def exec(self, vm: str, argv: list[str], *, timeout: float | None = None) -> ExecResult:
-        """Understands ``true``, ``false``, ``cat PATH`` and ``sh -c 'printf %s TEXT > PATH'``."""
+        """Understands ``true``, ``false``, ``cat PATH``, ``sh -c 'printf %s TEXT > PATH'``
+        and orch's cheap personalize (records written with printf, ``&&``-chained)."""
         self._enter("exec", vm)
         with self._lock:
             found = self._vm(vm, "exec")
@@ -305,7 +308,39 @@ class FakeProvider(Provider):
                 found.files[m.group("path")] = shlex.split(m.group("text"))[0] if m.group("text") else ""
                 found.touched_after_seal = True
                 return ExecResult(0, "", "")
+            if len(argv) == 3 and argv[:2] == ["sh", "-c"] and (records := self._records(argv[2])) is not None:
+                return self._personalize(found, records)
         return ExecResult(127, "", f"fake exec does not understand {argv!r}")
+
+    @staticmethod
+    def _records(script: str) -> dict[str, str] | None:
+        """``cmd && cmd ...`` of ``printf '%s\\n' VALUE > PATH``, ``mkdir -p DIR`` and
+        ``chmod MODE DIR`` (orch's cheap personalize): {path: text}; None for anything else."""
+        records: dict[str, str] = {}
+        for part in script.split(" && "):
+            try:
+                words = shlex.split(part)
+            except ValueError:
+                return None
+            if len(words) == 5 and words[:2] == ["printf", "%s\\n"] and words[3] == ">":
+                records[words[4]] = words[2] + "\n"
+            elif not (len(words) == 3 and words[0] in ("mkdir", "chmod")):
+                return None
+        return records
+
+    def _personalize(self, found: FakeVM, records: dict[str, str]) -> ExecResult:
+        """Write ``records``; a :class:`FakeDeployer`'s ``hook`` and ``fail`` apply as to
+        the personalize deploy they stand in for (the worker id is what goes to
+        /etc/orch-worker)."""
+        worker = records.get("/etc/orch-worker", "").strip()
+        for deployer in self.deployers:
+            if deployer.hook is not None:
+                deployer.hook("orch: personalize + orch: mark (exec)", found.name)
+            if worker in deployer.fail:
+                return ExecResult(1, "", deployer.fail[worker])
+        found.files.update(records)
+        found.touched_after_seal = True
+        return ExecResult(0, "", "")
 
     def exec_argv(self, vm: str, argv: list[str], *, interactive: bool = False) -> list[str]:
         return ["sh", "-c", f"echo 'fake VM {vm}: cannot run' {shlex.join(argv)} >&2; exit 1"]
@@ -390,6 +425,7 @@ class FakeDeployer:
         self.runs: list[tuple[str, str]] = []  # (deploy name, vm)
         self.fail: dict[str, str] = {}
         self.hook: Callable[[str, str], None] | None = None
+        provider.deployers.append(self)
 
     def run(self, hosts: list[HostSpec], funcs: list[Callable[..., Any]], *, title: str = "") -> dict[str, DeployResult]:
         name = " + ".join(deploy_name(f) for f in funcs)
