@@ -119,10 +119,16 @@ def _create(ctx: Context, target: Target, make: Callable[[], None]) -> None:
             provider.call(f"delete {target.vm}", lambda: provider.delete(target.vm))
 
 
-def _ready(ctx: Context, target: Target) -> None:
+def _ready(ctx: Context, target: Target, *, waited: bool = False) -> None:
+    """Recorded as provisioning, then ready through the backend and the connector
+    (``waited``: the backend already answered, only the connector is left to ask: a
+    second probe costs OrbStack an ``info`` and a ``run`` per machine)."""
     target.record(phase=PROVISIONING, engine=ctx.provider.engine_of(target.vm))
     with timed(target.result, "ready"):
-        ctx.wait_ready(target.vm)
+        if waited:
+            ctx.connector.ready(target.vm)
+        else:
+            ctx.wait_ready(target.vm)
 
 
 def _finish(ctx: Context, targets: list[Target], funcs: list[Callable[..., object]], title: str, fp: str) -> None:
@@ -331,7 +337,7 @@ def _from_image(ctx: Context, t: Target) -> None:
         _create(ctx, t, lambda: ctx.provider.create(t.vm, ctx.image, t.owner))
         ctx.provider.wait_ready(t.vm)
         ctx.connector.prepare(t.vm)
-    _ready(ctx, t)
+    _ready(ctx, t, waited=True)
 
 
 def _seal(ctx: Context, base: Target) -> Baseline:
