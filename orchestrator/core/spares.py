@@ -3,7 +3,8 @@ which to make, making them, taking a pooled one-off, swapping a standby in, dele
 spares and emptying the trash.
 
 - **Pool** (``[tool.orch] pool = N``): N one-offs cloned from the baseline and
-  personalized, recorded as unclaimed. ``fresh_vm()`` takes one in a single state
+  personalized, recorded as unclaimed. ``pool = "auto"`` sizes it from the claims
+  (:func:`wanted_pool`), between ``pool_min`` and ``pool_max``. ``fresh_vm()`` takes one in a single state
   transaction (atomic across xdist workers, recorded before the VM is handed out: a VM
   is never handed out twice); an empty pool falls back to making a VM.
 - **Standby** (``[tool.orch] standby = true``): per worker, a VM made from the baseline
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
+import statistics
 import time
 from typing import TYPE_CHECKING
 
@@ -28,14 +31,66 @@ from orchestrator.primitives import naming
 from orchestrator.primitives.clock import now_iso
 from orchestrator.primitives.errors import OrchError
 from orchestrator.primitives.kinds import POOL, Kind
-from orchestrator.state.records import CREATING, READY, OneoffRecord, StandbyRecord
+from orchestrator.state.records import CREATING, READY, OneoffRecord, StandbyRecord, StateData
 
 if TYPE_CHECKING:
     from orchestrator.core.context import Context
     from orchestrator.providers.base import Baseline, VMInfo
+    from orchestrator.settings.model import Settings
     from orchestrator.state.inventory import InventoryHost
 
 log = logging.getLogger(__name__)
+
+#: Seconds to make one spare before any was made (the maintainer records each make).
+DEFAULT_MAKE_SECONDS = 10.0
+#: Headroom over the claims expected while one spare is made.
+HEADROOM = 1.5
+
+
+def make_seconds(data: StateData) -> float:
+    """How long a spare takes to make: the median of the maintainer's recent makes (a
+    default before any)."""
+    return statistics.median(data.demand.makes) if data.demand.makes else DEFAULT_MAKE_SECONDS
+
+
+def wanted_pool(ctx: Context, data: StateData | None = None, now: float | None = None) -> int:
+    """:func:`pool_size` of this checkout."""
+    return pool_size(ctx.settings, data if data is not None else ctx.store.read(), now)
+
+
+def pool_size(settings: Settings, data: StateData, now: float | None = None) -> int:
+    """The pool's wanted size: ``pool`` when it is a number; with ``pool = "auto"``
+
+        clamp(ceil(claims_per_second × seconds_to_make_one_spare × 1.5) + 1, pool_min, pool_max)
+
+    — the claims expected while one spare is made, with half again as headroom, plus one.
+    claims_per_second is the highest of this run's rate now, its peak so far and the last
+    run's peak (``Demand.rate``: the claims of the last minute, spread over at least the
+    time one spare takes, so a burst of n claims asks for about 1.5 n + 1);
+    seconds_to_make_one_spare is :func:`make_seconds`. With no claims yet (a first run,
+    or ``orch up``): pool_min, or what the last run's claims ask for."""
+    if settings.pool != "auto":
+        return int(settings.pool)
+    took = make_seconds(data)
+    demand = data.demand
+    rate = max(demand.rate(time.time() if now is None else now, took), demand.peak, demand.last_peak)
+    size = math.ceil(rate * took * HEADROOM) + 1 if rate > 0 else 0
+    return max(settings.pool_min, min(settings.pool_max, size))
+
+
+def record_claim(state: StateData) -> None:
+    """Count a claim of a one-off (a pool VM taken, or none there), inside the caller's
+    state transaction."""
+    state.demand.claimed(time.time(), make_seconds(state))
+
+
+def record_makes(ctx: Context, seconds: list[float]) -> None:
+    """Remember how long spares took to make (request to ready), for :func:`wanted_pool`."""
+    if not seconds:
+        return
+    with ctx.store.transaction() as state:
+        for took in seconds:
+            state.demand.made(took)
 
 
 def fill(ctx: Context, fp: B.Fingerprint, baseline: Baseline) -> list[WorkerResult]:
@@ -46,7 +101,7 @@ def fill(ctx: Context, fp: B.Fingerprint, baseline: Baseline) -> list[WorkerResu
     hard reset, a claim that finds the pool empty only one VM, and a small batch is ready
     sooner than one that also makes the pool."""
     empty_trash(ctx)
-    _drop_stale(ctx, fp)
+    drop_stale(ctx, fp)
     data = ctx.store.read()
     standbys: list[B.Target] = []
     if ctx.settings.standby:
@@ -56,12 +111,34 @@ def fill(ctx: Context, fp: B.Fingerprint, baseline: Baseline) -> list[WorkerResu
     if standbys:
         B.clone(ctx, fp, baseline, standbys)
     data = ctx.store.read()
-    missing = ctx.settings.pool - sum(1 for o in data.oneoffs.values() if o.pool)
+    missing = wanted_pool(ctx, data) - sum(1 for o in data.oneoffs.values() if o.pool)
     pooled = [_pooled(ctx, fp) for _ in range(max(0, missing))]
-    _shrink_pool(ctx, -missing)
+    shrink_pool(ctx, data)
     if pooled:
         B.clone(ctx, fp, baseline, pooled)
     return [t.result for t in (*standbys, *pooled)]
+
+
+def missing_standbys(ctx: Context, data: StateData) -> list[tuple[str, str]]:
+    """(worker, its VM) of the ready workers that have no standby, not even one being made."""
+    if not ctx.settings.standby:
+        return []
+    return [(r.worker, r.vm) for r in data.sorted_workers() if r.phase == READY and r.worker not in data.standbys]
+
+
+def missing_pool(ctx: Context, data: StateData) -> int:
+    """How many pool VMs to make now: the wanted size less those recorded (ready or being made)."""
+    return max(0, wanted_pool(ctx, data) - sum(1 for o in data.oneoffs.values() if o.pool))
+
+
+def new_standby(ctx: Context, worker: str, worker_vm: str, fp: B.Fingerprint) -> B.Target:
+    """A standby about to be made, recorded (creating) before it is."""
+    return _standby(ctx, worker, worker_vm, fp)
+
+
+def new_pooled(ctx: Context, fp: B.Fingerprint) -> B.Target:
+    """A pool VM about to be made, recorded (creating) before it is."""
+    return _pooled(ctx, fp)
 
 
 def _standby(ctx: Context, worker: str, worker_vm: str, fp: B.Fingerprint) -> B.Target:
@@ -90,19 +167,30 @@ def _pooled(ctx: Context, fp: B.Fingerprint) -> B.Target:
     return B.Target(WorkerResult(POOL, name, "pooled"), owner, Kind.ONEOFF.value, record)
 
 
-def _drop_stale(ctx: Context, fp: B.Fingerprint) -> None:
-    """Spares made from another baseline, or left unfinished, are deleted."""
+def drop_stale(ctx: Context, fp: B.Fingerprint, keep: set[str] | frozenset[str] = frozenset()) -> None:
+    """Spares made from another baseline, or left unfinished (a maintainer killed while it
+    made them: their records say creating), are deleted; ``keep``: the spares the caller
+    is making right now."""
+    delete_spares(ctx, stale_spares(ctx, fp, keep))
+
+
+def stale_spares(ctx: Context, fp: B.Fingerprint, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
     data = ctx.store.read()
     stale = [s.vm for s in data.standbys.values() if s.fingerprint != fp.value or s.phase != READY]
     stale += [o.vm for o in data.oneoffs.values() if o.pool and (o.fingerprint != fp.value or o.phase != READY)]
-    delete_spares(ctx, stale)
+    return [vm for vm in stale if vm not in keep]
 
 
-def _shrink_pool(ctx: Context, extra: int) -> None:
+def shrink_pool(ctx: Context, data: StateData, keep: set[str] | frozenset[str] = frozenset()) -> None:
+    """A pool larger than asked for gives back its newest ready VMs. A fixed pool shrinks to
+    its size; a self-sized one only to ``pool_max`` (a burst's pool is kept for the next)."""
+    size = ctx.settings.pool_max if ctx.settings.pool == "auto" else int(ctx.settings.pool)
+    pooled = [o for o in data.oneoffs.values() if o.pool]
+    extra = len(pooled) - size
     if extra <= 0:
         return
-    data = ctx.store.read()
-    delete_spares(ctx, [o.vm for o in data.oneoffs.values() if o.pool][:extra])
+    ready = sorted((o for o in pooled if o.phase == READY and o.vm not in keep), key=lambda o: o.created, reverse=True)
+    delete_spares(ctx, [o.vm for o in ready][:extra])
 
 
 def delete_spares(ctx: Context, names: list[str]) -> None:
@@ -149,6 +237,7 @@ def empty_trash(ctx: Context) -> None:
 def take_pooled(ctx: Context, run: str, fp: B.Fingerprint) -> InventoryHost | None:
     """Take a ready pool VM for ``run``, or None when the pool is empty."""
     with ctx.store.transaction() as state:
+        record_claim(state)  # hit or miss: what the self-sizing pool is sized from
         ready = [o for o in state.oneoffs.values() if o.pool and o.phase == READY and o.fingerprint == fp.value]
         if not ready:
             return None

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import UsageError
@@ -92,7 +92,12 @@ class Settings(Model):
     #: How pyinfra reaches inside VMs: the provider's own connector, or "ssh".
     connector: str = ""
     auto_up: bool = False
-    pool: int = Field(0, ge=0, le=64)
+    #: Pool VMs kept ready for ``fresh_vm()``: a number, or ``"auto"``: sized from the claims
+    #: of this run and the last (``core.spares.wanted_pool``), between ``pool_min`` and
+    #: ``pool_max``.
+    pool: int | Literal["auto"] = 0
+    pool_min: int = Field(1, ge=0, le=64)
+    pool_max: int = Field(16, ge=1, le=64)
     standby: bool = False
     #: Workers are machines: systemd as PID 1 (Docker, podman), a system container or VM
     #: (Incus), a machine (OrbStack). With no ``image`` named, the provider's machine image.
@@ -173,6 +178,24 @@ class Settings(Model):
         module, sep, attr = value.partition(":")
         if not sep or not module or not attr.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
             raise ValueError(f"invalid deploy {value!r}: write it as package.module:function")
+        return value
+
+    @field_validator("pool", mode="before")
+    @classmethod
+    def _pool(cls, value: Any) -> Any:
+        """A whole number 0-64 or "auto" (the environment gives text: "8" is 8)."""
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 64):
+            return value
+        raise ValueError(f'must be a number between 0 and 64, or "auto" (got {value!r})')
+
+    @field_validator("pool_max")
+    @classmethod
+    def _pool_bounds(cls, value: int, info: ValidationInfo) -> int:
+        floor = info.data.get("pool_min", 1)
+        if value < floor:
+            raise ValueError(f"must not be below pool_min ({floor}; got {value}): the ceiling must not be under the floor")
         return value
 
     @model_validator(mode="after")

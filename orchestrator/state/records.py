@@ -120,6 +120,50 @@ class NamedVMRecord:
     created: str = ""
 
 
+#: Claims kept (the newest), spare makes kept, and the quiet that ends a run's claims.
+CLAIMS_KEPT = 256
+MAKES_KEPT = 16
+RUN_GAP = 120.0
+#: The window the claim rate is taken over (seconds).
+RATE_WINDOW = 60.0
+
+
+@dataclass
+class Demand:
+    """What the self-sizing pool (``pool = "auto"``) is sized from: when this run claimed
+    a one-off (a pool VM or, the pool empty, a made one), the peak claim rate of the run
+    before, and how long the maintainer's last spares took to make. Bounded lists, written
+    with the state (atomically, in the claim's own transaction)."""
+
+    claims: list[float] = field(default_factory=list)  # epoch seconds, this run's
+    peak: float = 0.0  # this run's highest claim rate so far (claims per second)
+    last_peak: float = 0.0  # the run before's
+    makes: list[float] = field(default_factory=list)  # seconds, the newest last
+
+    def claimed(self, now: float, make_seconds: float) -> None:
+        """Record a claim at ``now``; a claim after ``RUN_GAP`` of quiet starts a new run
+        (this run's peak becomes the last run's)."""
+        if self.claims and now - self.claims[-1] > RUN_GAP:
+            self.last_peak, self.peak, self.claims = self.peak, 0.0, []
+        self.claims = [*self.claims, now][-CLAIMS_KEPT:]
+        self.peak = max(self.peak, self.rate(now, make_seconds))
+
+    def rate(self, now: float, horizon: float) -> float:
+        """Claims per second over the last ``RATE_WINDOW`` seconds: the gaps between them
+        over the time they span, or, spanning less than ``horizon`` (the time a spare
+        takes to make), their number over ``horizon`` (a burst of n claims needs n spares
+        within that time, not n per second forever)."""
+        horizon = max(horizon, 1.0)
+        recent = [t for t in self.claims if now - t <= RATE_WINDOW]
+        if not recent:
+            return 0.0
+        span = recent[-1] - recent[0]
+        return (len(recent) - 1) / span if span >= horizon else len(recent) / horizon
+
+    def made(self, seconds: float) -> None:
+        self.makes = [*self.makes, round(seconds, 3)][-MAKES_KEPT:]
+
+
 #: The record of one VM, of any kind that has records (trash is a list of names).
 Record = BaselineRecord | WorkerRecord | OneoffRecord | StandbyRecord | KeptRecord
 
@@ -151,6 +195,8 @@ class StateData:
     kept: dict[str, KeptRecord] = field(default_factory=dict)
     #: Names handed to tests for VMs they make themselves (by name): not orch's VMs.
     testvms: dict[str, NamedVMRecord] = field(default_factory=dict)
+    #: The claims and spare makes the self-sizing pool is sized from.
+    demand: Demand = field(default_factory=Demand)
     version: int = VERSION
 
     def to_json(self) -> str:
@@ -183,6 +229,7 @@ class StateData:
             trash=[str(v) for v in raw.get("trash", [])],
             kept={k: _build(KeptRecord, v) for k, v in raw.get("kept", {}).items()},
             testvms={k: _build(NamedVMRecord, v) for k, v in raw.get("testvms", {}).items()},
+            demand=_build(Demand, raw["demand"]) if raw.get("demand") else Demand(),
         )
 
     def record(self, kind: Kind, key: str) -> Record | None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from orchestrator.core import spares
 from orchestrator.core.baseline import Fingerprint, fingerprint
 from orchestrator.core.connectors import SSHSettings
 from orchestrator.core.context import Context
@@ -376,8 +377,9 @@ def _missing_spares(settings: Settings, data: StateData | None) -> str:
     pool = sum(1 for o in data.oneoffs.values() if o.pool and o.phase == READY)
     standbys = sum(1 for s in data.standbys.values() if s.phase == READY)
     short = []
-    if pool < settings.pool:
-        short.append(f"{settings.pool - pool} of {settings.pool} pool VMs are missing")
+    size = spares.pool_size(settings, data)  # pool = "auto": the size the claims ask for now
+    if pool < size:
+        short.append(f"{size - pool} of {size} pool VMs are missing")
     if settings.standby and standbys < len(data.workers):
         short.append(f"{len(data.workers) - standbys} of {len(data.workers)} standbys are missing")
     return " and ".join(short)

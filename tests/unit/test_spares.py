@@ -257,7 +257,9 @@ def test_a_maintainer_whose_checkout_is_deleted_stops_and_sweep_finds_its_vms(tm
     maintainer.maintain(orch)
     assert not project.exists()  # nothing recreated
     made = orch.provider.counts()["clone"] - clones
-    assert made == (0 if when == "before" else 1)  # the standby being personalized, nothing after it
+    # the standby and the pool VM are asked for at once (the maintainer does not wait for
+    # a batch): the one being personalized, perhaps the other, and nothing after them
+    assert made in ((0,) if when == "before" else (1, 2))
     sweeper = Sweeper(orch.settings, orch.provider)
     decisions = sweeper.execute(sweeper.plan())
     assert orch.provider.vms == {}, [(d.vm, d.result, d.reason) for d in decisions]
