@@ -262,9 +262,11 @@ def seed_reset(item: pytest.Item) -> None:
 # -- waiting for warm spares (micro-benchmarks only) ------------------------------------
 
 
-def spares_idle(inventory_dir: Path, pool: int, standby: bool) -> str | None:
+def spares_idle(inventory_dir: Path, pool: int | str, standby: bool) -> str | None:
     """None when the pool is full and ready, every worker has a ready standby, the trash is
-    empty and no ``orch maintain`` of this checkout runs; else what is still missing."""
+    empty and no ``orch maintain`` of this checkout runs; else what is still missing.
+    ``pool = "auto"``: full is what the maintainer made before it stopped."""
+    pool = 0 if isinstance(pool, str) else pool
     state_file = inventory_dir / ".orch" / "state.json"
     try:
         data = json.loads(state_file.read_text())
