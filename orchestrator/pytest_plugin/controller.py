@@ -12,7 +12,10 @@ worker.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,12 +25,41 @@ import pytest
 from orchestrator.core.context import Context
 from orchestrator.core.maintainer import spawn_maintainer
 from orchestrator.primitives.errors import OrchError
+from orchestrator.pyinfra.loading import load_callable
 from orchestrator.pytest_plugin.run import RUN_KEY, SESSION_KEY, OrchRun, orch_run, wants_up, workers_needed
 from orchestrator.pytest_plugin.worker import WORKERINPUT_KEY
 from orchestrator.verbs.sweep import sweep
 from orchestrator.verbs.up import up
 
 log = logging.getLogger(__name__)
+
+
+def preload(config: pytest.Config) -> None:
+    """On the controller of a run that brings workers up, as soon as it is configured:
+    import the deploys in a thread (pyinfra's import is most of a warm ``orch up``) while
+    this process does what waits on the backend or on pytest (the leak check's listing,
+    the engine check, the command lock). ``up`` imports them again: finished by then, or
+    waited for on the import lock; a deploy that fails to import says so from ``up``.
+
+    gevent (pyinfra's) takes the thread that first imports its hub as the main thread, and
+    only that thread's loop can watch child processes: its hub is imported here first."""
+    try:
+        run = orch_run(config)
+    except pytest.UsageError:
+        return  # said in one line by whatever needs the settings
+    if not wants_up(config, run):
+        return
+    try:
+        importlib.import_module("gevent.hub")  # on the main thread: see above
+    except ImportError:
+        return  # no gevent under pyinfra: nothing known to be safe to import off the main thread
+
+    def load() -> None:
+        for spec in (run.settings.provision, run.settings.personalize):
+            with contextlib.suppress(Exception):  # `up` loads it again and says what is wrong
+                load_callable(spec, run.settings.root)
+
+    threading.Thread(target=load, name="orch-preload", daemon=True).start()
 
 
 def start(config: pytest.Config) -> None:

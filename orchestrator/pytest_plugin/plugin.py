@@ -96,6 +96,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(controller.WorkerHandover(), "orch-worker-handover")
     hold_lease(config)
+    if not _is_worker(config) and not getattr(config.option, "collectonly", False):
+        controller.preload(config)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

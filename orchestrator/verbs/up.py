@@ -166,6 +166,12 @@ def _keep(ctx: Context, result: WorkerResult, plan: Plan, info: VMInfo | None) -
         if plan.why:
             ctx.report(result.worker, f"{vm}: {plan.why}")
         return
+    if plan.action == "reuse" and info is not None and info.running and not provider.machine:
+        # warm: recorded ready from this baseline and seen running by the list just made: no
+        # probe (a test's first use starts one that stopped since, asks the connector, finds
+        # one gone); a machine is still waited for (systemd may be booting after a restart)
+        ctx.report(result.worker, f"{vm} is up, {result.action}")
+        return
     try:
         if plan.action == "start":
             ctx.report(result.worker, f"starting stopped {vm}")

@@ -134,3 +134,28 @@ def test_a_worker_owing_a_reset_is_made_again_and_the_summary_says_so(
     )
     [handout] = [w for w in waits(project) if w["what"] == "handout"]
     assert handout["kind"] == "remade" and handout["test"] == "test_next.py::test_uses"
+
+
+# -- a warm start: `up` on workers recorded ready and seen running ------------------------------
+
+
+def test_a_warm_up_probes_no_running_worker_and_still_starts_a_stopped_one(tmp_path: Path) -> None:
+    """What `pytest --orch-up` does on warm workers: one list, no readiness probe of a
+    worker recorded ready and seen running; one that stopped is started and waited for,
+    one that is gone is made again."""
+    from fakes_core import fake_orch
+
+    from orchestrator.verbs.up import up
+
+    orch = fake_orch(tmp_path)
+    up(orch, 3)
+    before = orch.provider.counts()
+    assert [r.action for r in up(orch, 3)] == ["reused"] * 3
+    after = orch.provider.counts()
+    assert after["ready"] == before["ready"] and after["list"] == before["list"] + 1
+    orch.provider.stop(orch.vm_name("gw1"))
+    orch.provider.delete(orch.vm_name("gw2"))
+    before = orch.provider.counts()
+    assert [r.action for r in up(orch, 3)] == ["reused", "started", "recreated"]
+    assert orch.provider.counts()["ready"] > before["ready"]
+    assert all(orch.provider.inspect(orch.vm_name(w)).running for w in ("gw0", "gw1", "gw2"))
