@@ -5,6 +5,7 @@ wait with the right counts, and the run's JSON report keeps each wait."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from backends import run_orch, run_pytest
@@ -56,5 +57,11 @@ def test_the_summary_and_the_json_report_say_how_tests_waited(project: Path) -> 
             "test_suite.py::test_dirty[0]",
             "test_suite.py::test_dirty[1]",
         }
+        # warm: a worker seen running is reused without a probe; one stopped since is started
+        vm = json.loads((project / "inventories" / ".orch" / "state.json").read_text())["workers"]["gw1"]["vm"]
+        assert subprocess.run(["docker", "stop", "-t", "0", vm], capture_output=True, timeout=60).returncode == 0
+        again = run_pytest(project, "-n", "2", "--orch-up")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "gw0 reused, gw1 started" in again.stdout, again.stdout
     finally:
         run_orch(project, "down", "--force")
