@@ -229,6 +229,7 @@ class _Loop:
         self.backoff_until = 0.0
         self.last_request = time.monotonic()
         self.leases_seen = (-LOOK_LEASES, False)
+        self.state_seen: tuple[int, int] | None = None
         self.fp: B.Fingerprint | None = None
         self.baseline: Baseline | None = None
         self.refreshed = -REFRESH_BASELINE
@@ -254,9 +255,14 @@ class _Loop:
         if yield_asked(ctx):
             log.info("orch up or down waits for the maintain lock: letting it have it")
             return False
-        if wanted(ctx).exists():
+        asked = wanted(ctx).exists()
+        if asked:
             wanted(ctx).unlink(missing_ok=True)  # before the look: a request after it is seen next tick
             self.last_request = time.monotonic()
+        seen = self._state_stamp()
+        if not asked and not self.flight and seen == self.state_seen and time.monotonic() >= self.backoff_until:
+            return self._staying()  # idle, and nothing changed since the last look
+        self.state_seen = seen
         data = ctx.store.read()
         if not data.workers:
             return bool(self.flight)
@@ -268,9 +274,18 @@ class _Loop:
         busy = len(self.flight) + len(self.to_personalize)
         if time.monotonic() >= self.backoff_until and busy < ctx.settings.parallel:
             self._top_up(data, ctx.settings.parallel - busy)
+        else:
+            self.state_seen = None  # not topped up this time: look again next tick
         if self.flight or self.to_personalize:
             return True
         return self._staying()
+
+    def _state_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.ctx.store.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
 
     def _top_up(self, state: StateData, room: int) -> None:
         """Submit what is missing, standbys first, at most ``room`` makes."""
@@ -356,8 +371,8 @@ class _Loop:
             pause = min(MAX_BACKOFF, 2.0 ** (self.failed_rounds - 1))
             self.backoff_until = now + pause
             log.warning("%d spare(s) failed (%s): no new spares for %.0fs", len(failed), failed[0].error, pause)
-        elif made:
-            self.failed_rounds = 0
+        elif made:  # made again since: what failed before is no longer missing
+            self.failed_rounds, self.failed = 0, []
 
     def _drain(self) -> None:
         """Wait for the makes in flight and finish them (a spare is never left half made
