@@ -70,6 +70,22 @@ print(json.dumps([{"worker": r.worker, "ok": r.ok, "error": r.error, "seconds": 
 """
 
 
+#: one VM made as the seed made its VMs (provider.create + wait_ready), deleted after (untimed)
+ONE_CREATE = """
+import time
+from orchestrator.core import settings as config
+from orchestrator.primitives.kinds import Kind
+from orchestrator.primitives.labels import Owner
+from orchestrator.providers.registry import get_provider
+s = config.load(); pr = get_provider(s)
+owner = Owner(Kind.ONEOFF, s.checkout, str(s.inventory_dir), run="bench")
+name = f"{s.prefix}-one-create"
+t = time.perf_counter(); pr.create(name, s.image, owner); pr.wait_ready(name)
+took = time.perf_counter() - t
+pr.delete(name); print(took)
+"""
+
+
 def machine_of(args: list[str]) -> str:
     if not args:
         return ""
@@ -163,6 +179,13 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"orchestrator is imported from {where}, not from {repo}")
     orch = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
     try:
+        one = None
+        if a.one_create:
+            got = subprocess.run([sys.executable, "-c", ONE_CREATE], cwd=project, env=env, capture_output=True, text=True)
+            if got.returncode != 0:
+                raise SystemExit(f"one create failed:\n{got.stderr[-2000:]}")
+            one = float(got.stdout.strip())
+            log.write_text("")  # count only the up
         if a.order == "baseline-first":
             argv = [sys.executable, "-c", UP_BASELINE_FIRST, str(a.workers)]
         else:
@@ -183,6 +206,8 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
             "scale": a.scale,
             "workers": a.workers,
             "up_s": round(took, 2),
+            "one_create_s": None if one is None else round(one, 2),
+            "ratio": None if one is None else round(took / one, 2),
             "calls": len(calls),
             "phases": {r["worker"]: {k: round(v, 2) for k, v in r["seconds"].items()} for r in results},
             "table": table(calls, baseline, workers),
@@ -201,7 +226,9 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
 def render(out: dict[str, Any]) -> str:
     lines = [
         f"cold `orch up --workers {out['workers']}` ({out['order']}), emulated OrbStack at scale {out['scale']:g}: "
-        f"{out['up_s']:.1f}s, {out['calls']} orbctl calls ({out['repo']})",
+        f"{out['up_s']:.1f}s"
+        + (f" = {out['ratio']:.2f} x one create ({out['one_create_s']:.1f}s)" if out["ratio"] else "")
+        + f", {out['calls']} orbctl calls ({out['repo']})",
         "",
         "| caller | subcommand | baseline | per worker | no machine | total |",
         "|---|---|---:|---:|---:|---:|",
@@ -218,6 +245,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--repo", default=str(REPO), help="the orch checkout to measure (default: this one)")
     parser.add_argument("--order", choices=("up", "baseline-first"), default="up")
+    parser.add_argument("--one-create", action="store_true", help="first time one create + ready (the ratio's unit)")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     a = parser.parse_args()
     out = measure(a)

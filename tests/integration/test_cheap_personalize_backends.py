@@ -6,13 +6,17 @@ those files)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
-from backends import both_providers
+import pytest
+from backends import BACKENDS, PodmanBackend, both_providers, remove_incus, remove_podman, write_pyproject
 
 from orchestrator.core import settings as config
 from orchestrator.core.context import Context
 from orchestrator.state.records import READY
+from orchestrator.verbs.down import down
 from orchestrator.verbs.oneoffs import create_oneoff, delete_oneoff
 from orchestrator.verbs.repair import repair
 from orchestrator.verbs.up import up
@@ -84,3 +88,37 @@ def test_repair_reads_what_the_cheap_path_wrote(project: Path, backend) -> None:
     assert {w: r.phase for w, r in data.workers.items()} == {"gw0": READY, "gw1": READY}
     assert data.workers["gw1"].vm == orch.vm_name("gw1")
     assert [r.action for r in up(orch, 2)] == ["reused", "reused"]
+
+
+@pytest.fixture(params=["podman", "incus"])
+def other(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Iterator[tuple[Path, object]]:
+    """A project on podman or Incus (each exec is its own: podman exec, incus exec), its
+    prefix its own; what is named with it is deleted afterwards."""
+    project = tmp_path / "other"
+    project.mkdir()
+    if request.param == "podman":
+        write_pyproject(project, "podman", prefix, request.getfixturevalue("podman_engine"))
+        backend: object = PodmanBackend()
+    else:
+        request.getfixturevalue("incus_engine")
+        (project / "pyproject.toml").write_text(f'[tool.orch]\nprovider = "incus"\nprefix = "{prefix}"\n')
+        backend = BACKENDS["incus"]
+    try:
+        yield project, backend
+    finally:
+        with contextlib.suppress(Exception):
+            down(make(project), force=True)
+        if request.param == "podman":
+            remove_podman(prefix, tmp_path)
+        else:
+            remove_incus(prefix)
+
+
+def test_a_worker_added_on_podman_and_incus_is_personalized(other: tuple[Path, object]) -> None:
+    project, backend = other
+    orch = make(project)
+    up(orch, 1)
+    [_, gw1] = up(orch, 2)
+    assert gw1.ok, gw1.error
+    assert_marked(backend, gw1.vm, "gw1", orch.store.read().baseline.fingerprint)
+    assert "through the provider's exec" in Path(gw1.log).read_text()
