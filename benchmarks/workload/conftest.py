@@ -262,10 +262,12 @@ def seed_reset(item: pytest.Item) -> None:
 # -- waiting for warm spares (micro-benchmarks only) ------------------------------------
 
 
-def spares_idle(inventory_dir: Path, pool: int | str, standby: bool) -> str | None:
+def spares_idle(inventory_dir: Path, pool: int | str, standby: bool, *, in_run: bool = False) -> str | None:
     """None when the pool is full and ready, every worker has a ready standby, the trash is
     empty and no ``orch maintain`` of this checkout runs; else what is still missing.
-    ``pool = "auto"``: full is what the maintainer made before it stopped."""
+    ``pool = "auto"``: full is what the maintainer made before it stopped. ``in_run``:
+    asked from inside a pytest run, where the maintainer stays as long as the run (so
+    only the spares count; the pool's size must then be a number)."""
     pool = 0 if isinstance(pool, str) else pool
     state_file = inventory_dir / ".orch" / "state.json"
     try:
@@ -282,7 +284,7 @@ def spares_idle(inventory_dir: Path, pool: int | str, standby: bool) -> str | No
                 return f"no ready standby for {worker}"
     if data.get("trash"):
         return f"{len(data['trash'])} VM(s) in the trash"
-    if maintainers(inventory_dir):
+    if not in_run and maintainers(inventory_dir):
         return "orch maintain is running"
     return None
 
@@ -313,7 +315,7 @@ def _warm_spares(request: pytest.FixtureRequest) -> None:
 
     settings = orch_run(request.config).settings
     deadline = time.monotonic() + 600
-    while (missing := spares_idle(settings.inventory_dir, settings.pool, settings.standby)) is not None:
+    while (missing := spares_idle(settings.inventory_dir, settings.pool, settings.standby, in_run=True)) is not None:
         if time.monotonic() > deadline:
             pytest.fail(f"spares not warm after 600 s: {missing}", pytrace=False)
         time.sleep(0.1)
