@@ -92,6 +92,22 @@ def _count(value: str | None, default: int) -> int:
     return naming.validate_worker_count(count)
 
 
+class PoolSize(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2 on; 8.1 is allowed
+    """``--pool``: a number of pool VMs, or ``auto`` (the settings check the range)."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, int):
+            return value
+        if value == "auto":
+            return "auto"
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor auto", param, ctx)
+
+
 @cli.command()
 @click.option(
     "-n",
@@ -103,7 +119,12 @@ def _count(value: str | None, default: int) -> int:
 @click.option("--parallel", type=int, help="How many VMs to create or delete at once [default: 8].")
 @click.option("--prune", is_flag=True, help="Delete workers beyond --workers (otherwise left alone).")
 @click.option("--reprovision", is_flag=True, help="Make every worker again from a freshly provisioned baseline.")
-@click.option("--pool", type=int, help="Keep this many one-off VMs ready for fresh_vm() [default: [tool.orch] pool, or 0].")
+@click.option(
+    "--pool",
+    type=PoolSize(),
+    help='Keep this many one-off VMs ready for fresh_vm(), or "auto" (sized from the claims of this run and the last, '
+    "between pool_min and pool_max) [default: [tool.orch] pool, or 0].",
+)
 @click.option(
     "--standby/--no-standby",
     default=None,
@@ -133,7 +154,7 @@ def up(
     parallel: int | None,
     prune: bool,
     reprovision: bool,
-    pool: int | None,
+    pool: int | str | None,
     standby: bool | None,
     machine: bool | None,
     baseline_cache: Path | None,

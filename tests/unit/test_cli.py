@@ -95,7 +95,7 @@ def _file(project: Path) -> str:
 @pytest.mark.parametrize(
     "args, env, fix",
     [
-        (["up", "--pool", "x"], {}, "'x' is not a valid integer (see orch up --help)"),
+        (["up", "--pool", "x"], {}, "'x' is neither a number nor auto (see orch up --help)"),
         (["--connector", "telnet", "status"], {}, "'telnet' is not one of 'native', 'ssh' (see orch --help)"),
         (["exec", "gw0"], {}, "name a command to run: orch exec gw0 -- CMD"),
         (["status", "--nosuch"], {}, "No such option '--nosuch' (see orch status --help)"),
