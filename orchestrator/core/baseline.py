@@ -387,7 +387,7 @@ def make_clones(ctx: Context, fp: Fingerprint, baseline: Baseline, targets: list
                 t.tainted = True
                 why.append(str(err))
                 return
-        _ready(ctx, t)
+        _ready(ctx, t, waited=provider.clone_ready)
 
     provider.map(lambda t: guard(t.result, ctx.report, lambda: make(t)), targets)
     tainted = [t for t in targets if t.tainted]

@@ -173,6 +173,9 @@ class Provider(abc.ABC):
     can_rename: ClassVar[bool] = False
     #: First retry delay in seconds (doubled each attempt, with jitter).
     retry_delay: ClassVar[float] = 0.5
+    #: Whether ``clone`` returns only once the clone answers through the backend (it
+    #: waited itself): then orch asks only the connector, not the backend a second time.
+    clone_ready: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

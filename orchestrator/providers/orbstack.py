@@ -23,8 +23,12 @@ refuse an empty name before anything runs.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
+import subprocess
+import threading
+import types
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -58,6 +62,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from orchestrator.primitives.labels import Owner
+
+log = logging.getLogger(__name__)
 
 SEAL_MARKER = "/var/lib/orch/baseline/sealed"
 
@@ -178,11 +184,72 @@ def _signature(record: dict[str, Any]) -> dict[str, str]:
     return {key: json.dumps(record.get(key), sort_keys=True) for key in ("id", "image", "config")}
 
 
+def _cooperative_run(*popenargs: Any, **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+    """``subprocess.run`` as the standard library does it (same arguments, timeout kill,
+    ``TimeoutExpired``, a ``CompletedProcess``), through ``gevent.subprocess``: the caller's
+    greenlet waits and pyinfra's other hosts run meanwhile. gevent's processes need its
+    default loop (the main thread's): anywhere else, the standard library's call."""
+    try:
+        import gevent  # noqa: PLC0415  (pyinfra's: there whenever pyinfra-orbstack is)
+        import gevent.subprocess  # noqa: PLC0415  (the same)
+
+        usable = bool(gevent.get_hub().loop.default) and threading.current_thread() is threading.main_thread()
+    except Exception:  # noqa: BLE001  (no usable gevent: the package's own call)
+        usable = False
+    if not usable:
+        return subprocess.run(*popenargs, **kwargs)  # noqa: PLW1510  (the caller's own arguments)
+    done = gevent.subprocess.run(*popenargs, **kwargs)
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout, done.stderr)
+
+
+#: The ``subprocess`` that pyinfra-orbstack's own code sees in orch's copy of it: the
+#: standard library's, but ``run`` is :func:`_cooperative_run`.
+_SUBPROCESS = types.ModuleType("subprocess", "subprocess with a cooperative run (orch)")
+_SUBPROCESS.__dict__.update({k: v for k, v in vars(subprocess).items() if not k.startswith("__")})
+_SUBPROCESS.run = _cooperative_run  # type: ignore[attr-defined]
+
+_COPIES: dict[Any, Any] = {}
+_unexpected: list[str] = []
+
+
+def _cooperative(execute: Any) -> Any | None:
+    """pyinfra-orbstack's ``_execute_with_retry`` (bound to its connector), its own code
+    run unchanged (retries, backoff, error handling) with one name resolved differently:
+    ``subprocess``, whose ``run`` yields to pyinfra's gevent loop instead of blocking it
+    (the package calls the standard library's, so the hosts of one deploy ran one after
+    another). None, logged once, where the package is not the one this was written
+    against (0.11): then the package's own call is used."""
+    func = getattr(execute, "__func__", None)
+    code = getattr(func, "__code__", None)
+    names = getattr(code, "co_names", ())
+    globs = getattr(func, "__globals__", None)
+    why = ""
+    if func is None or code is None or not isinstance(globs, dict):
+        why = "it is not a plain method"
+    elif globs.get("subprocess") is not subprocess or "subprocess" not in names or "run" not in names:
+        why = "it does not call the standard library's subprocess.run"
+    elif func.__closure__:
+        why = "it is a closure"
+    if why:
+        if not _unexpected:
+            _unexpected.append(why)
+            log.debug("pyinfra-orbstack's _execute_with_retry kept as it is (orbctl runs block pyinfra's loop): %s", why)
+        return None
+    copy = _COPIES.get(func)
+    if copy is None:
+        copy = types.FunctionType(code, {**globs, "subprocess": _SUBPROCESS}, func.__name__, func.__defaults__)
+        copy.__kwdefaults__ = func.__kwdefaults__
+        copy.__doc__ = func.__doc__
+        _COPIES[func] = copy
+    return types.MethodType(copy, execute.__self__)
+
+
 class OrbStackProvider(Provider):
     name = "orbstack"
     settings_model = OrbStackSettings
     has_labels = False
     can_rename = True
+    clone_ready = True  # clone waits until the machine runs and answers `orbctl run`
     default_image = "debian:bookworm"
     #: OrbStack's VMs are machines already (a distro with systemd): the same image.
     machine_image = "debian:bookworm"
@@ -345,14 +412,19 @@ class OrbStackProvider(Provider):
     @classmethod
     def watch_exit_codes(cls, host: Any, record: Callable[[int], None]) -> None:
         """pyinfra-orbstack's connector keeps the exit code to itself: wrap its one place
-        that runs ``orbctl run``, so failures can say what the command exited with."""
+        that runs ``orbctl run``, so failures can say what the command exited with. The
+        same place runs ``orbctl`` with the standard library's blocking ``subprocess.run``,
+        which stops pyinfra's gevent loop (every host of a deploy waits for the others'
+        commands): orch runs the package's own code there with a cooperative ``run``
+        (see :func:`_cooperative`)."""
         connector: Any = getattr(host, "connector", None)
         execute = getattr(connector, "_execute_with_retry", None)
         if execute is None or getattr(execute, "_orch", False):
             return
+        inner = _cooperative(execute) or execute
 
         def wrapped(*args: Any, **kwargs: Any) -> Any:
-            result = execute(*args, **kwargs)
+            result = inner(*args, **kwargs)
             returncode = getattr(result, "returncode", None)
             if isinstance(returncode, int):
                 record(returncode)
