@@ -193,11 +193,11 @@ def _cooperative_run(*popenargs: Any, **kwargs: Any) -> subprocess.CompletedProc
         import gevent  # noqa: PLC0415  (pyinfra's: there whenever pyinfra-orbstack is)
         import gevent.subprocess  # noqa: PLC0415  (the same)
 
-        usable = bool(gevent.get_hub().loop.default) and threading.current_thread() is threading.main_thread()
-    except Exception:  # noqa: BLE001  (no usable gevent: the package's own call)
+        usable = threading.current_thread() is threading.main_thread() and bool(gevent.get_hub().loop.default)
+    except (ImportError, AttributeError):  # no usable gevent: the package's own call
         usable = False
     if not usable:
-        return subprocess.run(*popenargs, **kwargs)  # noqa: PLW1510  (the caller's own arguments)
+        return subprocess.run(*popenargs, **kwargs)
     done = gevent.subprocess.run(*popenargs, **kwargs)
     return subprocess.CompletedProcess(done.args, done.returncode, done.stdout, done.stderr)
 
@@ -219,10 +219,10 @@ def _cooperative(execute: Any) -> Any | None:
     (the package calls the standard library's, so the hosts of one deploy ran one after
     another). None, logged once, where the package is not the one this was written
     against (0.11): then the package's own call is used."""
-    func = getattr(execute, "__func__", None)
-    code = getattr(func, "__code__", None)
+    func: Any = getattr(execute, "__func__", None)
+    code: Any = getattr(func, "__code__", None)
     names = getattr(code, "co_names", ())
-    globs = getattr(func, "__globals__", None)
+    globs: Any = getattr(func, "__globals__", None)
     why = ""
     if func is None or code is None or not isinstance(globs, dict):
         why = "it is not a plain method"
