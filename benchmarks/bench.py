@@ -462,10 +462,29 @@ def guarded(what: str, fn: Callable[[], Any]) -> Any:
 # -- the workload: four strategies, two mixes ------------------------------------------------
 
 
+def _pooled(p: Project) -> int:
+    """Pool VMs recorded in the project's state now."""
+    try:
+        data = json.loads((p.inventory / ".orch" / "state.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return sum(1 for o in data.get("oneoffs", {}).values() if o.get("pool"))
+
+
 def measure(p: Project, *, mix: str, strategy: str, tests: int, workers: int, work_scale: float) -> dict[str, Any]:
+    """One measured run. With ``pool = "auto"`` and a mix that claims VMs, the same run
+    once before it, not measured: an auto pool is sized from the claims of this run and
+    the last, and a project's suite has run before (the first run of all starts at
+    ``pool_min``; that one is reported too, as ``first_run``)."""
     orch = strategy.startswith("orch")
+    first: dict[str, Any] | None = None
+    if orch and p.pool == "auto" and mix == "lifecycle":
+        p.idle()
+        log(f"{p.provider} {mix}: the run before (an auto pool learns from it; pool {_pooled(p)} at its start)")
+        first = summarize(p.pytest(mix=mix, strategy="orch", tests=tests, workers=workers, work_scale=work_scale), workers)
     if orch:
         p.idle()
+    pool_at_start = _pooled(p) if orch else None
     load = os.getloadavg()[0]
     p.start_counting()
     run = p.pytest(mix=mix, strategy="orch" if orch else strategy, tests=tests, workers=workers, work_scale=work_scale)
@@ -475,6 +494,10 @@ def measure(p: Project, *, mix: str, strategy: str, tests: int, workers: int, wo
     out["ops"] = count_ops(p.stop_counting(), split=ended)
     out["background_s"] = round(background, 1)
     out["load_before"] = round(load, 2)
+    if pool_at_start is not None:
+        out["pool_at_start"] = pool_at_start
+    if first is not None:
+        out["first_run"] = first
     e = out
     log(
         f"{p.provider} {mix:9} {strategy:11}: wall {e['wall_s']:.1f}s, efficiency {100 * e['efficiency']:.1f} %, "
@@ -2442,6 +2465,20 @@ def _strategy_table(rows: dict[str, Any], keys: Any) -> list[str]:
     return [*lines, ""]
 
 
+def _auto_pool_note(e: Any) -> list[str]:
+    """What an auto pool's measured run started from, and the run before it."""
+    if not isinstance(e, dict) or "first_run" not in e:
+        return []
+    f = e["first_run"]
+    return [
+        f'd. with `pool = "auto"`: the measured run is the second of two alike (the pool is sized from the claims of '
+        f"this run and the last); it started with {e.get('pool_at_start', '?')} pool VMs. The first run, from `pool_min`: "
+        f"wall {f['wall_s']:.1f} s, efficiency {100 * f['efficiency']:.1f} %, fresh_vm() {_pp(f.get('fresh_vm'), pool=True)}, "
+        f"reset {_pp(f.get('reset'))}.",
+        "",
+    ]
+
+
 def _render_workload(provider: str, w: Any, r: dict[str, Any]) -> list[str]:
     if not w:
         return []
@@ -2474,6 +2511,7 @@ def _render_workload(provider: str, w: Any, r: dict[str, Any]) -> list[str]:
             ]
         if background:
             lines += ["; ".join(background) + ".", ""]
+        lines += _auto_pool_note(rows.get("orch_spares"))
         if mix == "lifecycle":
             walls = {k: _get(rows, k, "wall_s") for k in STRATEGIES}
             if walls["orch_spares"]:
@@ -2515,6 +2553,7 @@ def _render_workload(provider: str, w: Any, r: dict[str, Any]) -> list[str]:
             "(one VM per test would take half an hour here; the spares are made before the run):",
             "",
             *_strategy_table(ls1, ("orch_warm", "orch_spares")),
+            *_auto_pool_note(ls1.get("orch_spares")),
         ]
         waits = _get(ls1, "orch_spares", "waits")
         if waits:
