@@ -22,14 +22,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.core.context import Context
-from orchestrator.core.maintainer import spawn_maintainer
 from orchestrator.primitives.errors import OrchError
-from orchestrator.pyinfra.loading import load_callable
-from orchestrator.pytest_plugin.run import RUN_KEY, SESSION_KEY, OrchRun, orch_run, wants_up, workers_needed
+from orchestrator.pytest_plugin.run import LEASE_DIR_KEY, RUN_KEY, SESSION_KEY, OrchRun, orch_run, wants_up, workers_needed
 from orchestrator.pytest_plugin.worker import WORKERINPUT_KEY
-from orchestrator.verbs.sweep import sweep
-from orchestrator.verbs.up import up
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +49,8 @@ def preload(config: pytest.Config) -> None:
     except ImportError:
         return  # no gevent under pyinfra: nothing known to be safe to import off the main thread
 
+    from orchestrator.pyinfra.loading import load_callable  # noqa: PLC0415  (on first use: not at plugin load)
+
     def load() -> None:
         for spec in (run.settings.provision, run.settings.personalize):
             with contextlib.suppress(Exception):  # `up` loads it again and says what is wrong
@@ -73,6 +70,10 @@ def start(config: pytest.Config) -> None:
 
 
 def bring_up(config: pytest.Config, run: OrchRun) -> None:
+    from orchestrator.core.context import Context  # noqa: PLC0415  (on first use: not at plugin load)
+    from orchestrator.core.maintainer import spawn_maintainer  # noqa: PLC0415  (on first use: not at plugin load)
+    from orchestrator.verbs.up import up  # noqa: PLC0415  (on first use: not at plugin load)
+
     count = workers_needed(config)
     started = time.monotonic()
     _say(config, f"orch: bringing up {count} worker(s) on {run.settings.provider} (--orch-up)")
@@ -101,6 +102,8 @@ def bring_up(config: pytest.Config, run: OrchRun) -> None:
 
 
 def sweep_once(config: pytest.Config, run: OrchRun) -> None:
+    from orchestrator.verbs.sweep import sweep  # noqa: PLC0415  (on first use: not at plugin load)
+
     try:
         decisions = sweep(run.settings, run.ctx.provider)
     except OrchError as err:
@@ -135,6 +138,8 @@ class WorkerHandover:
         lease = run.held if run is not None else None
         if lease is not None:
             node.workerinput[SESSION_KEY] = lease.run  # the worker's lease names its session
+        if run is not None:  # where the worker's lease goes ("": none until its first use of orch)
+            node.workerinput[LEASE_DIR_KEY] = str(run.settings.inventory_dir) if lease is not None else ""
 
     @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: object) -> None:

@@ -21,7 +21,6 @@ from orchestrator.pytest_plugin.run import RUN_KEY, OrchRun, orch_run, workers_n
 from orchestrator.pytest_plugin.worker import Worker, WorkerMissing, current_worker_id, find_worker
 from orchestrator.state import inventory, leases
 from orchestrator.state.records import FAILED, READY, StateData
-from orchestrator.verbs.reset import reset
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +81,8 @@ def _take(run: OrchRun, worker_id: str) -> str:
     if others:  # another pytest run is at it (its marked test, its reset): never under its feet
         raise WorkerMissing(f"orch: {worker_id} {why}, and another pytest run uses it (run {others[0]}): wait for it to end")
     log.warning("orch: %s %s: making it again from its baseline", worker_id, why)
+    from orchestrator.verbs.reset import reset  # noqa: PLC0415  (on first use: not at plugin load)
+
     [result] = reset(run.ctx, [worker_id], lock=False, finish=True)
     if not result.ok:
         raise WorkerMissing(f"orch: {worker_id} {why}, and making it again failed ({result.error}): run `orch up`")
@@ -112,6 +113,8 @@ def reset_worker(run: OrchRun, worker_id: str, *, cause: str = "") -> None:
     reset, for the report)."""
     if run.worker is not None:
         run.worker.close()  # its connection points at the VM being replaced
+    from orchestrator.verbs.reset import reset  # noqa: PLC0415  (on first use: not at plugin load)
+
     start, kind, why = time.monotonic(), "failed", ""
     try:
         # finish: its own worker, whatever a reset that failed before left of it

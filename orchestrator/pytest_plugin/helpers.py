@@ -23,7 +23,6 @@ from orchestrator.pytest_plugin.handout import fail, get_worker
 from orchestrator.pytest_plugin.report import waited
 from orchestrator.pytest_plugin.run import RUN_KEY, OrchRun, current_test, fixture_scope, orch_run
 from orchestrator.pytest_plugin.worker import Worker, current_worker_id
-from orchestrator.verbs.oneoffs import create_oneoff
 
 #: The one-offs a test made (the function, the fixture's factory), deleted in its teardown.
 ONEOFFS_KEY = pytest.StashKey[list[Worker]]()
@@ -51,6 +50,8 @@ def fresh_vm(item: pytest.Item | None = None) -> Worker:
     it. One made while a fixture wider than a function's is set up (a session fixture's)
     lives until the end of the session instead: no test's teardown deletes it under the
     fixture's feet."""
+    from orchestrator.verbs.oneoffs import create_oneoff  # noqa: PLC0415  (on first use: not at plugin load)
+
     item = item or current_test("orchestrator.fresh_vm()")
     run = orch_run(item.config)
     start, kind = time.monotonic(), "failed"

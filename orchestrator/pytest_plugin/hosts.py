@@ -8,9 +8,7 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.core import connectors
 from orchestrator.primitives.errors import UsageError
-from orchestrator.providers.registry import provider_class
 
 if TYPE_CHECKING:
     from orchestrator.pytest_plugin.worker import Worker
@@ -18,6 +16,9 @@ if TYPE_CHECKING:
 
 def testinfra_host(worker: Worker) -> Any:
     """A testinfra ``Host`` on ``worker``'s VM, as root."""
+    from orchestrator.core import connectors  # noqa: PLC0415  (on first use: not at plugin load)
+    from orchestrator.providers.registry import provider_class  # noqa: PLC0415  (on first use: not at plugin load)
+
     if importlib.util.find_spec("testinfra") is None:
         raise UsageError("orch_host needs pytest-testinfra: pip install 'pyinfra-orch[testinfra]'")
     host = connectors.testinfra_host(worker.host, worker.host_data)

@@ -36,18 +36,19 @@ from typing import Any
 
 import pytest
 
-from orchestrator.core.isolation import ExecChecker
 from orchestrator.primitives.changes import Changes, Checker, Ignore
 from orchestrator.primitives.errors import OrchError
 from orchestrator.pytest_plugin import handout
 from orchestrator.pytest_plugin.report import attach, section
 from orchestrator.pytest_plugin.run import RUN_KEY, OrchRun, orch_run
 from orchestrator.pytest_plugin.worker import current_worker_id
-from orchestrator.settings.model import ISOLATIONS
 
 log = logging.getLogger(__name__)
 
 MARKER = "orch_isolation"
+#: The policies, as ``orchestrator.settings.model.ISOLATIONS`` names them (the model imports
+#: pydantic, which the plugin must not at load: tests/unit/test_warm_start.py keeps the two equal).
+ISOLATIONS: tuple[str, ...] = ("shared", "report", "on-dirty", "per-test")
 #: The report's section (and the key of its entries in the JSON report).
 SECTION = "pollution"
 #: The policies that check after the test, and those that owe a reset before it.
@@ -173,6 +174,8 @@ def _make(run: OrchRun) -> Checker:
     """The provider's checker of the worker's VM where it has one, else the command inside,
     run through the provider's own channel: as root on every provider (pyinfra's OrbStack
     connector runs commands as the machine's default user, who cannot see all of it)."""
+    from orchestrator.core.isolation import ExecChecker  # noqa: PLC0415  (on first use: not at plugin load)
+
     worker, provider = run.worker, run.ctx.provider
     assert worker is not None
     ignore = Ignore.of(run.settings.isolation_ignore, machine=provider.machine)

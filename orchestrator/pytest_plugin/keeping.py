@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from orchestrator.core.keeping import keep
 from orchestrator.primitives.errors import OrchError
 from orchestrator.pytest_plugin import handout
 from orchestrator.pytest_plugin.report import attach, section
@@ -74,6 +73,8 @@ def after_test(item: pytest.Item) -> None:
     """Called by the switchboard in each test's teardown (see ``plugin.py`` for the order)."""
     if not _wanted(item):
         return
+    from orchestrator.core.keeping import keep  # noqa: PLC0415  (on first use: not at plugin load)
+
     run = item.config.stash[RUN_KEY]
     worker_id = current_worker_id(run.workerinput)
     kept = keep(

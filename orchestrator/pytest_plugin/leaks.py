@@ -31,23 +31,24 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from orchestrator.core.ownership import identify
 from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import epoch, now_iso
 from orchestrator.primitives.errors import OrchError, UsageError
-from orchestrator.providers.base import VMInfo
 from orchestrator.pytest_plugin.report import REPORT_KEY, attach, section
 from orchestrator.pytest_plugin.run import RUN_KEY, OrchRun, current_item, orch_run
 from orchestrator.pytest_plugin.worker import current_worker_id
-from orchestrator.settings.loader import read_pyproject
-from orchestrator.state.records import NamedVMRecord
-from orchestrator.verbs.testvms import SCOPES, Deleted, dead, delete_named, hand_out, session_names
+
+if TYPE_CHECKING:  # the core, imported on first use (an xdist worker of plain tests never needs it)
+    from orchestrator.providers.base import VMInfo
+    from orchestrator.state.records import NamedVMRecord
+    from orchestrator.verbs.testvms import Deleted
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ def vm_name(base: str = "test-vm", *, scope: str = "test", item: pytest.Item | N
     """A VM name no other test gets, recorded before it is returned, for a VM the test
     makes itself; whatever exists under it is deleted after the test (``scope="session"``:
     at the end of the session)."""
+    from orchestrator.verbs.testvms import SCOPES, hand_out  # noqa: PLC0415  (on first use: not at plugin load)
+
     naming.validate_vm_base(base)
     if scope not in SCOPES:
         raise UsageError(f"invalid scope {scope!r}: use {' or '.join(repr(s) for s in SCOPES)}")
@@ -122,6 +125,8 @@ def vm_name(base: str = "test-vm", *, scope: str = "test", item: pytest.Item | N
     )
     if scope == "test":
         item.stash.setdefault(NAMES_KEY, []).append(name)
+    else:
+        run.session_named = True
     log.info("orch: %s handed %s", item.nodeid, name)
     return name
 
@@ -132,6 +137,8 @@ def after_test(item: pytest.Item) -> None:
     names = item.stash.get(NAMES_KEY, [])
     if not names:
         return
+    from orchestrator.verbs.testvms import delete_named  # noqa: PLC0415  (on first use: not at plugin load)
+
     run = item.config.stash[RUN_KEY]
     worker = current_worker_id(run.workerinput)
     try:
@@ -181,6 +188,7 @@ class LeakCheck:
         self.since = ""  # when the session started (as the state writes times)
         self.before: dict[str, VMInfo] | None = None
         self.windows: dict[str, Window] = {}
+        self._listing: threading.Thread | None = None  # the first listing, until it is joined
 
     def _run(self) -> OrchRun | None:
         """The run, when its project uses orch: it holds a lease (orch ran here before, or
@@ -190,6 +198,8 @@ class LeakCheck:
         if run is None or getattr(self.config.option, "collectonly", False):
             return None
         if run.held is None and not run.settings.reap_leaks:
+            from orchestrator.settings.loader import read_pyproject  # noqa: PLC0415  (on first use: not at plugin load)
+
             try:
                 if not read_pyproject(run.settings.root):
                     return None
@@ -199,16 +209,44 @@ class LeakCheck:
 
     @pytest.hookimpl
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """On the controller, before xdist starts its workers: the backend's VMs."""
+        """On the controller, as the session starts: the backend's VMs, listed in a thread
+        while the controller goes on (the bring-up, xdist making its workers' processes),
+        and waited for before any test can start (:meth:`_listed`)."""
         run = self._run() if self.controller else None
         if run is None:
             return
         try:
             self.since = now_iso()
-            self.before = {i.name: i for i in run.ctx.provider.list_vms(all_vms=True)}
-            self.run = run
+            provider = run.ctx.provider  # made here, on the main thread
         except (OrchError, pytest.UsageError) as err:
             log.warning("orch: no leak check in this run (the backend could not be listed): %s", err)
+            return
+
+        def listing() -> None:
+            try:
+                self.before = {i.name: i for i in provider.list_vms(all_vms=True)}
+                self.run = run
+            except OrchError as err:
+                log.warning("orch: no leak check in this run (the backend could not be listed): %s", err)
+
+        self._listing = threading.Thread(target=listing, name="orch-leak-listing", daemon=True)
+        self._listing.start()
+
+    def _listed(self) -> None:
+        """The first listing done: before xdist hands any worker its first test (its
+        ``pytest_configure_node``) or the only process runs one (``pytest_runtestloop``),
+        so a VM a test makes is never in it."""
+        if self._listing is not None:
+            self._listing.join()
+            self._listing = None
+
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        self._listed()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        self._listed()
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -230,9 +268,10 @@ class LeakCheck:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self._listed()  # a session that ended before its loop (an error at collection)
         run = self.config.stash.get(RUN_KEY, None)
         try:
-            if run is not None and run.held is not None:
+            if run is not None and run.held is not None and run.session_named:
                 self._own_session_names(run)
             if self.run is not None and self.before is not None:
                 self._dead_names(self.run)
@@ -251,6 +290,8 @@ class LeakCheck:
 
     def _own_session_names(self, run: OrchRun) -> None:
         """This process's ``scope="session"`` names: deleted now that its tests are done."""
+        from orchestrator.verbs.testvms import delete_named, session_names  # noqa: PLC0415  (on first use: not at plugin load)
+
         assert run.held is not None
         names = session_names(run.ctx.store, run.held.run)
         if not names:
@@ -264,6 +305,8 @@ class LeakCheck:
     def _dead_names(self, run: OrchRun) -> None:
         """Names handed out during this session whose process is gone (a crashed xdist
         worker's), deleted now, as ``orch sweep`` would."""
+        from orchestrator.verbs.testvms import dead, delete_named  # noqa: PLC0415  (on first use: not at plugin load)
+
         names = dead(run.ctx, since=self.since)
         if names:
             self._add(_entries(names, delete_named(run.ctx, [r.vm for r in names])))
@@ -302,6 +345,8 @@ def leaked(before: dict[str, VMInfo], after: list[VMInfo], run: OrchRun) -> list
     """The VMs of ``after`` that the run's tests made and left: new since ``before`` (by
     name), not orch's, and not a name handed out (this checkout's records, or another
     checkout's form of name)."""
+    from orchestrator.core.ownership import identify  # noqa: PLC0415  (on first use: not at plugin load)
+
     settings, provider = run.settings, run.ctx.provider
     recorded = run.ctx.store.read().testvms
     found = []

@@ -23,10 +23,12 @@ from typing import Any
 
 import pytest
 
-from orchestrator.pytest_plugin import controller, fixtures, handout, helpers, isolation, keeping, leaks
+# Light at load: what these import of the core (pydantic, the providers, pyinfra) waits for
+# the first fixture or hook that needs it; the controller's side is imported on the controller.
+from orchestrator.pytest_plugin import fixtures, handout, helpers, isolation, keeping, leaks
+from orchestrator.pytest_plugin.isolation import ISOLATIONS
 from orchestrator.pytest_plugin.report import REPORT_KEY, RunReport
 from orchestrator.pytest_plugin.run import RUN_KEY, hold_lease, running, setting_up
-from orchestrator.settings.model import ISOLATIONS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -91,6 +93,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(fixtures, "orch-fixtures")
     config.pluginmanager.register(leaks.LeakCheck(config), "orch-leaks")
     if not _is_worker(config):
+        from orchestrator.pytest_plugin import controller  # noqa: PLC0415  (on first use: not at plugin load)
+
         config.stash[REPORT_KEY] = RunReport(config)
         config.pluginmanager.register(config.stash[REPORT_KEY], "orch-report")
         if config.pluginmanager.hasplugin("xdist"):
@@ -102,6 +106,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     if not _is_worker(session.config):
+        from orchestrator.pytest_plugin import controller  # noqa: PLC0415  (on first use: not at plugin load)
+
         controller.start(session.config)
 
 

@@ -10,23 +10,29 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from orchestrator.core import settings as orch_config
-from orchestrator.core.context import Context
-from orchestrator.core.maintainer import spawn_maintainer
 from orchestrator.primitives import naming
 from orchestrator.primitives.errors import OrchError, UsageError
-from orchestrator.pytest_plugin.worker import Worker, current_worker_id
-from orchestrator.state.leases import Lease
-from orchestrator.verbs.oneoffs import delete_oneoff
+from orchestrator.pytest_plugin.worker import current_worker_id
+
+if TYPE_CHECKING:  # imported on first use: an xdist worker whose tests take no orch fixture never needs them
+    from orchestrator.core.context import Context
+    from orchestrator.pytest_plugin.worker import Worker
+    from orchestrator.settings.model import Settings
+    from orchestrator.state.leases import Lease
 
 log = logging.getLogger(__name__)
 RUN_KEY = pytest.StashKey["OrchRun"]()
 #: The key under which the controller hands each xdist worker its session (its lease's run id).
 SESSION_KEY = "orch_session"
+#: The key under which the controller hands each xdist worker the folder its lease goes in
+#: ("" when the controller holds no lease: the worker takes one only on first use), so that
+#: a worker takes its lease at start without loading the settings (pydantic, the providers).
+LEASE_DIR_KEY = "orch_lease_dir"
 
 
 class OutsideTest(UsageError):
@@ -88,16 +94,8 @@ class OrchRun:
     the run lease that tells sweep and the CLI that this process is alive."""
 
     def __init__(self, config: pytest.Config) -> None:
-        overrides = {
-            "inventory_dir": config.getoption("orch_inventory_dir"),
-            "isolation": config.getoption("orch_isolation"),
-            "keep_failed": config.getoption("orch_keep_failed"),
-            "reap_leaks": config.getoption("orch_reap_leaks"),
-        }
-        try:
-            self.settings = orch_config.load(cwd=config.invocation_params.dir, overrides=overrides)
-        except OrchError as err:
-            raise pytest.UsageError(f"orch: {err}") from err
+        self._config = config
+        self._settings: Settings | None = None
         self.workerinput: dict[str, Any] = getattr(config, "workerinput", None) or {}
         self._orch: Context | None = None
         self._lease: Lease | None = None
@@ -112,10 +110,36 @@ class OrchRun:
         #: One-offs made in a fixture wider than a function's (``orchestrator.fresh_vm()``
         #: in a session fixture): deleted when the session ends, not after a test.
         self.session_oneoffs: list[Worker] = []
+        #: Whether this process handed out a ``scope="session"`` name (``vm_name``): only
+        #: then has it names to delete at the end of its session.
+        self.session_named = False
+
+    @property
+    def settings(self) -> Settings:
+        """The run's settings, loaded on first use (``pytest.UsageError`` in one line when
+        they do not load): a process whose tests take no orch fixture never imports them."""
+        if self._settings is None:
+            from orchestrator.core import settings as orch_config  # noqa: PLC0415  (on first use: not at plugin load)
+
+            config = self._config
+            overrides = {
+                "inventory_dir": config.getoption("orch_inventory_dir"),
+                "isolation": config.getoption("orch_isolation"),
+                "keep_failed": config.getoption("orch_keep_failed"),
+                "reap_leaks": config.getoption("orch_reap_leaks"),
+            }
+            try:
+                self._settings = orch_config.load(cwd=config.invocation_params.dir, overrides=overrides)
+            except OrchError as err:
+                raise pytest.UsageError(f"orch: {err}") from err
+        return self._settings
 
     @property
     def ctx(self) -> Context:
         if self._orch is None:
+            from orchestrator.core.context import Context  # noqa: PLC0415  (on first use: not at plugin load)
+            from orchestrator.core.maintainer import spawn_maintainer  # noqa: PLC0415  (on first use: not at plugin load)
+
             self._orch = Context(self.settings, refill=spawn_maintainer, remember_image=True)
         return self._orch
 
@@ -131,16 +155,21 @@ class OrchRun:
         """The lease, if this process took one (``lease`` takes it)."""
         return self._lease
 
-    def hold(self, workers: list[str]) -> None:
-        """Take this process's lease (once), naming ``workers`` as used by this run."""
+    def hold(self, workers: list[str], inventory_dir: Path | None = None) -> None:
+        """Take this process's lease (once), naming ``workers`` as used by this run
+        (``inventory_dir``: the settings' own, as the controller handed it to a worker;
+        else the settings are loaded)."""
         if self._lease is not None:
             self._lease.use(*workers)
             return
+        from orchestrator.state.leases import Lease  # noqa: PLC0415  (on first use: not at plugin load)
+
+        folder = inventory_dir if inventory_dir is not None else self.settings.inventory_dir
         try:
             session = str(self.workerinput.get(SESSION_KEY, ""))
-            self._lease = Lease(self.settings.inventory_dir, workers=workers, session=session)
+            self._lease = Lease(folder, workers=workers, session=session)
         except OSError as err:
-            folder = self.settings.inventory_dir / ".orch" / "runs"
+            folder = folder / ".orch" / "runs"
             raise pytest.UsageError(
                 f"orch: cannot take this run's lease in {folder} ({err.strerror}): make the folder writable"
             ) from err
@@ -159,6 +188,8 @@ class OrchRun:
         self._deletions.append(self._deleting.submit(self._delete, vm))
 
     def _delete(self, vm: str) -> None:
+        from orchestrator.verbs.oneoffs import delete_oneoff  # noqa: PLC0415  (on first use: not at plugin load)
+
         try:
             delete_oneoff(self.ctx, vm)
         except OrchError as err:
@@ -181,10 +212,19 @@ class OrchRun:
             self._lease.release()
 
 
-def orch_run(config: pytest.Config) -> OrchRun:
-    if RUN_KEY not in config.stash:
-        config.stash[RUN_KEY] = OrchRun(config)
-    return config.stash[RUN_KEY]
+def orch_run(config: pytest.Config, *, load: bool = True) -> OrchRun:
+    """This process's run (made once). ``load``: with its settings loaded, or
+    ``pytest.UsageError`` in one line (and no run kept) when they do not load; without,
+    the settings wait for their first use."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is None:
+        run = OrchRun(config)
+        if load:
+            run.settings  # noqa: B018 (raises before the run is kept, as making it did)
+        config.stash[RUN_KEY] = run
+    elif load:
+        run.settings  # noqa: B018
+    return run
 
 
 def workers_needed(config: pytest.Config) -> int:
@@ -208,7 +248,19 @@ def hold_lease(config: pytest.Config) -> None:
     """From its first line, a run is alive to sweep and the CLI: each process leases the
     workers it will use (the controller all of them, an xdist worker its own) before
     collection, xdist start-up or ``--orch-up``. A project orch has never run in gets no
-    lease (nothing of it to protect) unless this run brings workers up."""
+    lease (nothing of it to protect) unless this run brings workers up.
+
+    An xdist worker takes its lease in the folder the controller handed it, without loading
+    the settings (the controller did; when it holds no lease, neither does the worker until
+    its first use of orch)."""
+    workerinput = getattr(config, "workerinput", None) or {}
+    if LEASE_DIR_KEY in workerinput:
+        if getattr(config.option, "collectonly", False):
+            return
+        folder = str(workerinput[LEASE_DIR_KEY])
+        if folder:
+            orch_run(config, load=False).hold([current_worker_id(workerinput)], Path(folder))
+        return
     try:
         run = orch_run(config)
     except pytest.UsageError:

@@ -26,7 +26,6 @@ from typing import Any
 from orchestrator.primitives.errors import DeployError, OrchError
 from orchestrator.primitives.naming import validate_worker_id
 from orchestrator.primitives.results import ExecResult
-from orchestrator.providers.registry import exit_codes
 from orchestrator.pyinfra.runner import PyinfraSession
 from orchestrator.state import inventory
 
@@ -140,6 +139,8 @@ class Worker:
         return self._session
 
     def _connect(self) -> PyinfraSession:
+        from orchestrator.providers.registry import exit_codes  # noqa: PLC0415  (on first use: not at plugin load)
+
         session = PyinfraSession([(self.host, self.host_data)], exit_codes=exit_codes(self.provider))
         session.__enter__()
         return session

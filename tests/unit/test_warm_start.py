@@ -1,0 +1,85 @@
+"""A warm start costs little of orch (issue 21): an xdist worker whose tests take no orch
+fixture imports neither pydantic nor the settings nor the providers, yet holds its lease
+from its start; the provider registry finds orch's own providers without scanning every
+installed distribution. Black-box with pytester on the file-backed FakeProvider."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator.providers import registry
+from orchestrator.pytest_plugin.isolation import ISOLATIONS
+from orchestrator.settings.model import ISOLATIONS as MODEL_ISOLATIONS
+
+pytest_plugins = ["pytester"]
+
+#: What a plain test sees of the heavy parts in its xdist worker, and the leases alive then.
+SEEN = """
+import json, os, sys
+from pathlib import Path
+
+HEAVY = ("pydantic", "orchestrator.settings", "orchestrator.core", "orchestrator.providers", "orchestrator.verbs", "pyinfra")
+
+
+def test_plain():
+    heavy = sorted(m for m in sys.modules if m.startswith(HEAVY))
+    from orchestrator.state.leases import scan
+
+    runs = scan(Path(os.path.dirname(__file__)) / "inventories")
+    Path(os.path.dirname(__file__), "seen-" + os.environ.get("PYTEST_XDIST_WORKER", "main")).write_text(
+        json.dumps({"heavy": heavy, "leases": sorted(sorted(w) for w in runs.workers.values())})
+    )
+"""
+
+USES = """
+def test_uses(orch_worker):
+    assert orch_worker.run("true").rc == 0
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    for var in [v for v in __import__("os").environ if v.startswith(("ORCH_", "PYTEST_XDIST"))]:
+        monkeypatch.delenv(var, raising=False)
+    pytester.makepyprojecttoml(
+        '[tool.orch]\nprovider = "fake"\nimage = "fake:bookworm"\nprefix = "p"\n'
+        f'[tool.orch.fake]\npath = "{pytester.path / "fake.json"}"\n'
+    )
+    return pytester
+
+
+def test_a_worker_of_plain_tests_imports_none_of_orchs_core_yet_holds_its_lease(project: pytest.Pytester) -> None:
+    project.makepyfile(test_seen=SEEN)
+    project.runpytest_subprocess("-n", "2", "--orch-up", "-p", "no:randomly", "test_seen.py").assert_outcomes(passed=1)
+    project.makepyfile(test_seen2=SEEN.replace("def test_plain", "def test_other"))
+    project.runpytest_subprocess("-n", "2", "-p", "no:randomly", "test_seen.py", "test_seen2.py").assert_outcomes(passed=2)
+    seen = [json.loads(p.read_text()) for p in sorted(project.path.glob("seen-gw*"))]
+    assert len(seen) == 2
+    for s in seen:
+        assert s["heavy"] == []  # nothing of pydantic, the settings, the core, the providers, pyinfra
+    for worker, s in zip(("gw0", "gw1"), seen, strict=True):
+        assert ["gw0", "gw1"] in s["leases"] and [worker] in s["leases"], s  # the controller's and its own
+
+
+def test_a_worker_that_takes_its_vm_loads_what_it_needs(project: pytest.Pytester) -> None:
+    project.makepyfile(test_uses=USES.replace("test_uses", "test_a") + USES.replace("test_uses", "test_b"))
+    project.runpytest_subprocess("-n", "2", "--orch-up", "test_uses.py").assert_outcomes(passed=2)
+    project.runpytest_subprocess("-n", "2", "test_uses.py").assert_outcomes(passed=2)
+
+
+def test_the_plugins_isolation_policies_are_the_settings_own() -> None:
+    assert ISOLATIONS == MODEL_ISOLATIONS
+
+
+def test_orchs_own_providers_are_found_as_the_scan_finds_them() -> None:
+    scanned = registry.available()
+    for name in ("docker", "podman", "orbstack", "incus", "fake"):
+        assert registry._own()[name] == scanned[name]
+    assert registry.provider_class("fake").__name__ == "FakeProvider"
+
+
+def test_an_unknown_provider_still_names_the_installed_ones() -> None:
+    with pytest.raises(Exception, match=r"unknown provider 'nope': choose one of .*docker.*fake"):
+        registry.provider_class("nope")
