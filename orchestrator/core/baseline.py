@@ -16,9 +16,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import inspect
 import json
 import logging
+import os
 import shlex
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,16 +76,118 @@ class Fingerprint:
 
 def fingerprint(ctx: Context) -> Fingerprint:
     settings, provider = ctx.settings, ctx.provider
-    provision, personalize = ctx.load(settings.provision), ctx.load(settings.personalize)
     image_id = ctx.image_id()
     vm_settings = json.dumps([provider.name, provider.vm_settings()], sort_keys=True)
     parts = {
-        "deploy": _short(f"{settings.provision}={source_hash(provision)};{settings.personalize}={source_hash(personalize)}"),
+        "deploy": _short(
+            f"{settings.provision}={deploy_hash(ctx, settings.provision)};{settings.personalize}={deploy_hash(ctx, settings.personalize)}"
+        ),
         "image": _short(f"{ctx.image}={image_id}"),
         "orch": ctx.version,
         "provider": _short(f"{vm_settings};connector={ctx.connector.name};{ctx.connector.vm_settings()}"),
     }
     return Fingerprint(_short(json.dumps(parts, sort_keys=True)), parts)
+
+
+#: The deploys' source hashes of the last computation, keyed on the stats of the files they
+#: came from (under the state's folder): a warm start need not import them (pyinfra's import).
+DEPLOY_HASHES = "deploy-hashes.json"
+#: A file written this recently may change again within its mtime's granularity without a
+#: new stat ("racy" in git's words): a hash made from it is not cached.
+RACY_SECONDS = 2.0
+
+
+def deploy_hash(ctx: Context, spec: str) -> str:
+    """``source_hash`` of the deploy ``spec``, without importing it when nothing it was
+    computed from changed: its module's folder's ``*.py`` (what the hash reads), its
+    packages' ``__init__.py``, each found without executing anything (the import system's
+    own finders, as ``load_callable`` looks), and compared by path, size, mtime, ctime and
+    inode; orch's hashing code and pyinfra's version too. Any difference, a module imported
+    already, or a deploy defined outside the module its spec names: computed as always."""
+    cache = ctx.settings.inventory_dir / ".orch" / DEPLOY_HASHES
+    key = _deploy_key(spec, ctx.settings.root)
+    try:
+        cached = json.loads(cache.read_text()) if key is not None else {}
+    except (OSError, ValueError):
+        cached = {}
+    entry = cached.get(spec) if isinstance(cached, dict) else None
+    if key is not None and isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("hash"), str):
+        return str(entry["hash"])
+    func = ctx.load(spec)
+    value = source_hash(func)
+    if key is not None and _defined_in(func, spec, key) and not _racy(key):
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{DEPLOY_HASHES}.", suffix=".tmp")
+            with os.fdopen(fd, "w") as out:
+                json.dump({**(cached if isinstance(cached, dict) else {}), spec: {"key": key, "hash": value}}, out)
+            os.replace(tmp, cache)
+        except OSError as err:  # a cache: the next start computes it again
+            log.debug("could not write %s: %s", cache, err)
+    return value
+
+
+def _deploy_key(spec: str, root: Path) -> dict[str, Any] | None:
+    """What ``spec``'s hash depends on, read without importing it; None when that cannot
+    be known so (the module is imported already, or is not a plain ``.py`` found by path)."""
+    module_name = spec.partition(":")[0]
+    if not module_name or module_name in sys.modules:
+        return None
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))  # as load_callable looks: the project root first
+    parts = module_name.split(".")
+    files: list[Path] = []
+    try:
+        found = importlib.util.find_spec(parts[0])  # a top-level name: found, not executed
+        for i in range(1, len(parts)):
+            if found is None or found.submodule_search_locations is None:
+                return None
+            if found.origin:
+                files.append(Path(found.origin))
+            found = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), list(found.submodule_search_locations))
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.has_location or not found.origin or not found.origin.endswith(".py"):
+        return None
+    origin = Path(found.origin)
+    files += [origin, *sorted(origin.parent.glob("*.py"))]
+    try:
+        pyinfra_version = importlib.metadata.version("pyinfra")
+        hashing = Path(inspect.getsourcefile(source_hash) or "")  # orch's own hashing code
+        stats = {str(f): _stat(f) for f in [*files, hashing]}
+    except (OSError, importlib.metadata.PackageNotFoundError):
+        return None
+    return {"spec": spec, "root": str(root), "module": str(origin), "pyinfra": pyinfra_version, "files": stats}
+
+
+def _stat(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _defined_in(func: Callable[..., Any], spec: str, key: dict[str, Any]) -> bool:
+    """Whether the deploy is defined in the module its spec names, the file the key found:
+    only then do the key's files decide its hash (one imported from elsewhere may change
+    with a file the key does not know)."""
+    module_name = spec.partition(":")[0]
+    target = inspect.unwrap(func)
+    module = sys.modules.get(module_name)
+    try:
+        source = inspect.getsourcefile(target)
+    except TypeError:
+        return False
+    return (
+        getattr(target, "__module__", None) == module_name
+        and module is not None
+        and getattr(module, "__file__", None) == key["module"]
+        and source == key["module"]
+    )
+
+
+def _racy(key: dict[str, Any]) -> bool:
+    """A file of the key written within the last ``RACY_SECONDS``."""
+    now = time.time_ns()
+    return any(now - stat[1] < RACY_SECONDS * 1e9 for stat in key["files"].values())
 
 
 def _short(text: str) -> str:

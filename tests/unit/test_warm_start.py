@@ -6,6 +6,9 @@ installed distribution. Black-box with pytester on the file-backed FakeProvider.
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +86,76 @@ def test_orchs_own_providers_are_found_as_the_scan_finds_them() -> None:
 def test_an_unknown_provider_still_names_the_installed_ones() -> None:
     with pytest.raises(Exception, match=r"unknown provider 'nope': choose one of .*docker.*fake"):
         registry.provider_class("nope")
+
+
+DEPLOY = "from pyinfra.api import deploy\n\n@deploy('mine')\ndef provision():\n    pass\n"
+
+
+def _fresh_import(name: str) -> None:
+    """As a new process sees it: the module not imported yet."""
+    import importlib
+    import sys
+
+    sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+
+
+def _age(folder: Path) -> None:
+    """Files written long enough ago that their stats tell every later edit (not racy)."""
+    old = time.time() - 60
+    for f in folder.glob("*.py"):
+        os.utime(f, (old, old))
+
+
+def test_the_deploy_hash_cache_never_hides_an_edit(tmp_path: Path) -> None:
+    """A warm start takes the deploys' hash from the cache (no import), and any edit of
+    their folder (same size too, a new file beside them) changes the fingerprint as before."""
+    import sys
+
+    from fakes_core import fake_orch
+
+    from orchestrator.core import baseline as B
+
+    deploys = tmp_path / "mydeploys2"
+    deploys.mkdir()
+    (deploys / "__init__.py").write_text(DEPLOY)
+    _age(deploys)
+    orch = fake_orch(tmp_path, provision="mydeploys2:provision")
+    _fresh_import("mydeploys2")
+    first = B.fingerprint(orch)
+    assert (orch.settings.inventory_dir / ".orch" / B.DEPLOY_HASHES).is_file()
+    _fresh_import("mydeploys2")
+    assert B.fingerprint(orch).value == first.value
+    assert "mydeploys2" not in sys.modules  # from the cache: not imported
+
+    seen = {first.value}
+    for edit in (
+        lambda: (deploys / "__init__.py").write_text(DEPLOY.replace("pass", "1   ")),  # the same size
+        lambda: (deploys / "helper.py").write_text("X = 1\n"),  # a new module beside it
+        lambda: (deploys / "helper.py").write_text("X = 2\n"),  # edited within a second of the last
+    ):
+        edit()
+        _fresh_import("mydeploys2")
+        fp = B.fingerprint(orch)
+        assert fp.value not in seen
+        seen.add(fp.value)
+        _fresh_import("mydeploys2")
+        assert B.fingerprint(orch).value == fp.value  # stable: the same source, the same hash
+
+
+def test_a_cached_deploy_hash_equals_the_computed_one(tmp_path: Path) -> None:
+    from fakes_core import fake_orch
+
+    from orchestrator.core import baseline as B
+    from orchestrator.pyinfra.loading import load_callable, source_hash
+
+    deploys = tmp_path / "mydeploys3"
+    deploys.mkdir()
+    (deploys / "__init__.py").write_text(DEPLOY)
+    _age(deploys)
+    orch = fake_orch(tmp_path, provision="mydeploys3:provision")
+    _fresh_import("mydeploys3")
+    B.deploy_hash(orch, "mydeploys3:provision")
+    _fresh_import("mydeploys3")
+    cached = B.deploy_hash(orch, "mydeploys3:provision")
+    assert cached == source_hash(load_callable("mydeploys3:provision", tmp_path))
