@@ -1799,7 +1799,7 @@ def _commit() -> str:
 
 #: Sections measured per provider (--providers), then the machines section (its own
 #: variants on docker, podman and Incus, side by side).
-PROVIDER_SECTIONS = ("workload", "micro", "up", "scale1", "warm", "sweep", "memory")
+PROVIDER_SECTIONS = ("workload", "micro", "up", "scale1", "lifecycle1", "warm", "sweep", "memory")
 #: What --quick runs unless --sections says otherwise: every section a target of the
 #: performance issue (#21) is measured in.
 QUICK_SECTIONS = ("workload", "micro", "up", "scale1", "warm")
@@ -1883,7 +1883,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [s for s in a.sections if s not in SECTIONS]
     if unknown:
         ap.error(f"unknown sections {','.join(unknown)} (choose from {','.join(SECTIONS)})")
-    a.seed_scale_one = "scale1" in a.sections
+    a.seed_scale_one = "scale1" in a.sections or "lifecycle1" in a.sections
     return a
 
 
@@ -1945,6 +1945,10 @@ def main() -> None:
                         cli=False,
                     ),
                 )
+            if "lifecycle1" in a.sections and "workload" not in a.sections and provider == "orbstack":
+                # the lifecycle mix at OrbStack's latencies alone (the workload section runs it with scale1)
+                w = r.setdefault("workload", {})
+                w["lifecycle_scale1"] = guarded("orbstack lifecycle at scale 1", lambda: lifecycle_at_scale_one(a))
             if "warm" in a.sections and provider == "docker":
                 r["warm_start"] = guarded("docker warm start", lambda: warm_start_section(a))
             if "sweep" in a.sections:
