@@ -60,7 +60,9 @@ def test_workers_added_and_oneoffs_are_personalized(project: Path, backend) -> N
 
 
 def test_a_projects_own_personalize_deploy_still_runs(project: Path, backend) -> None:
-    (project / "mypersonalize.py").write_text(
+    # a module name of its own: a process imports a module once, and the unit tests' own
+    # `mypersonalize` (another deploy) may be imported in this one already
+    (project / "backend_personalize.py").write_text(
         "from pyinfra.api import deploy\n"
         "from pyinfra.operations import server\n"
         "from orchestrator.deploys.provision import personalize as orch_personalize\n\n"
@@ -69,7 +71,7 @@ def test_a_projects_own_personalize_deploy_still_runs(project: Path, backend) ->
         "    orch_personalize()\n"
         "    server.shell(name='mine', commands=['echo mine > /etc/mine'])\n"
     )
-    orch = make(project, personalize="mypersonalize:personalize")
+    orch = make(project, personalize="backend_personalize:personalize")
     up(orch, 1)
     assert all(r.ok for r in up(orch, 2))
     vm = orch.vm_name("gw1")

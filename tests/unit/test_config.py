@@ -506,7 +506,9 @@ def test_a_provider_registered_by_entry_point_only_is_found(tmp_path: Path, monk
 
 
 def test_without_the_entry_points_one_line_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an install without them: neither the group's scan nor orch's own metadata has any
     monkeypatch.setattr(registry, "entry_points", lambda group: [])
+    monkeypatch.setattr(registry, "_own", dict)
     with pytest.raises(UsageError, match=r"pip install -e \.") as exc:
         registry.provider_class("docker")
     assert "\n" not in str(exc.value)
