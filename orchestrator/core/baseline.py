@@ -117,7 +117,8 @@ def deploy_hash(ctx: Context, spec: str) -> str:
     value = source_hash(func)
     if key is not None and _defined_in(func, spec, key) and not _racy(key):
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
+            if not cache.parent.is_dir():  # never made here: a deleted checkout stays deleted
+                return value
             fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{DEPLOY_HASHES}.", suffix=".tmp")
             with os.fdopen(fd, "w") as out:
                 json.dump({**(cached if isinstance(cached, dict) else {}), spec: {"key": key, "hash": value}}, out)

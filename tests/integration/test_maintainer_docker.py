@@ -63,7 +63,9 @@ def test_a_burst_of_fresh_vm_claims_is_refilled_in_parallel_and_down_leaves_noth
         while len(ready_pool(orch)) < spares.wanted_pool(orch) or orch.store.read().standbys.get("gw0") is None:
             assert time.monotonic() < deadline, f"pool not refilled: {ready_pool(orch)}\n{log.read_text()}"
             time.sleep(0.5)
-        assert len(ready_pool(orch)) == spares.wanted_pool(orch)
+        # at least the size wanted now: the rate, and so the size, falls as the burst ages,
+        # and an auto pool does not shrink below what it made (the next burst finds it)
+        assert spares.wanted_pool(orch) <= len(ready_pool(orch)) <= 6
         assert len(orch.store.read().demand.makes) >= wanted - 1  # the maintainer timed its makes
         assert maintainer_alive(orch)  # still there for the live run
         assert labelled(orch.checkout) <= orch.store.read().all_vms()  # every VM of ours recorded

@@ -244,7 +244,9 @@ def test_a_maintainer_whose_checkout_is_deleted_stops_and_sweep_finds_its_vms(tm
     from orchestrator.core import maintainer
 
     project = tmp_path / "checkout"
-    orch = fake_orch(project, pool=1, standby=True)
+    # one make at a time: a make in another thread between its "still there?" and its
+    # file lock would see the folder there and the lock (filelock) would make it again
+    orch = fake_orch(project, pool=1, standby=True, parallel=1)
     up(orch, 2)
     create_oneoff(orch, DEAD_RUN)  # the pool is used up
     assert reset(orch, ["gw0"])[0].action == "swapped"  # so is gw0's standby

@@ -121,6 +121,7 @@ def test_the_deploy_hash_cache_never_hides_an_edit(tmp_path: Path) -> None:
     (deploys / "__init__.py").write_text(DEPLOY)
     _age(deploys)
     orch = fake_orch(tmp_path, provision="mydeploys2:provision")
+    orch.store.ensure_dir()  # as `orch up` does before its fingerprint (the cache is never what makes it)
     _fresh_import("mydeploys2")
     first = B.fingerprint(orch)
     assert (orch.settings.inventory_dir / ".orch" / B.DEPLOY_HASHES).is_file()
