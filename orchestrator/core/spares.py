@@ -120,10 +120,20 @@ def fill(ctx: Context, fp: B.Fingerprint, baseline: Baseline) -> list[WorkerResu
 
 
 def missing_standbys(ctx: Context, data: StateData) -> list[tuple[str, str]]:
-    """(worker, its VM) of the ready workers that have no standby, not even one being made."""
+    """(worker, its VM) of the ready workers that have no standby, not even one being made.
+
+    A worker whose swapped-out VM is still in the trash waits for it to be deleted: that
+    VM has the standby's name (the swap renamed it so), and a new standby made under the
+    name while the trash is emptied would be deleted as the trash."""
     if not ctx.settings.standby:
         return []
-    return [(r.worker, r.vm) for r in data.sorted_workers() if r.phase == READY and r.worker not in data.standbys]
+    trash = set(data.trash)
+    prefix, checkout = ctx.settings.prefix, ctx.checkout
+    return [
+        (r.worker, r.vm)
+        for r in data.sorted_workers()
+        if r.phase == READY and r.worker not in data.standbys and naming.standby_vm_name(prefix, checkout, r.worker) not in trash
+    ]
 
 
 def missing_pool(ctx: Context, data: StateData) -> int:

@@ -108,6 +108,25 @@ def test_standbys_are_made_before_pool_vms(tmp_path: Path) -> None:
     assert orch.store.read().trash == [] and unrecorded(orch) == set()
 
 
+def test_a_new_standby_waits_for_the_trash_of_its_name_and_survives_it(tmp_path: Path) -> None:
+    """A swap renames the worker's old VM to the standby's name and trashes it; a new
+    standby made under that name while the (slow) delete of the trash runs was deleted as
+    the trash, and the next reset found no standby (a hard reset)."""
+    orch = fake_orch(tmp_path, pool=0, standby=True)
+    up(orch, 1)
+    assert reset(orch, ["gw0"])[0].action == "swapped"
+    assert orch.store.read().trash  # the old VM, under the standby's name
+    orch.provider.latency["delete"] = 0.5  # type: ignore[attr-defined]
+    clones = slow(orch, 0.0)
+    maintain_now(orch)
+    assert len(clones) == 1  # made once: not deleted as the trash and made again
+    data = orch.store.read()
+    standby = data.standbys["gw0"]
+    assert data.trash == [] and standby.phase == READY
+    assert standby.vm in orch.provider.vms  # type: ignore[attr-defined]
+    assert reset(orch, ["gw0"])[0].action == "swapped"
+
+
 def test_a_failed_make_stops_the_inline_maintainer_and_backs_off_in_the_background(tmp_path: Path) -> None:
     orch = fake_orch(tmp_path, pool=1)
     up(orch, 1)
