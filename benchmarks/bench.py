@@ -2,8 +2,8 @@
 """orch's benchmark harness: the seed's workload under four strategies, side by side in
 one run, on both providers, plus the latencies orch's targets are about.
 
-    .venv/bin/python benchmarks/bench.py            # the full run (about 45 min on 2 cores)
-    .venv/bin/python benchmarks/bench.py --quick    # a smoke run (a few minutes)
+    .venv/bin/python benchmarks/bench.py            # the full run (about an hour on 2 cores)
+    .venv/bin/python benchmarks/bench.py --quick    # every target at small sizes (at most 10 min: 7.5 here)
 
 Writes docs/BENCHMARKS.json (every number) and docs/BENCHMARKS.md (tables, the targets,
 the machine, the command). Timings are reported against the targets, never asserted.
