@@ -212,13 +212,24 @@ def status(obj: Invocation, as_json: bool, names_only: bool) -> None:
     if not rows:
         click.echo("no workers in this checkout; run `orch up --workers N`", err=True)
         return
+    located = any(r.location for r in rows)  # several engines, or an Incus cluster: where each VM is
     table = [
-        [r.kind, r.worker, r.vm, r.state, r.phase, "" if r.age_seconds is None else human(r.age_seconds), r.drift, r.inventory]
+        [
+            r.kind,
+            r.worker,
+            r.vm,
+            *([r.location] if located else []),
+            r.state,
+            r.phase,
+            "" if r.age_seconds is None else human(r.age_seconds),
+            r.drift,
+            r.inventory,
+        ]
         for r in rows
     ]
     _table(
         f"orch ({context.settings.inventory_dir}, {context.provider.name})",
-        ["kind", "worker", "vm", "state", "phase", "age", "drift", "inventory"],
+        ["kind", "worker", "vm", *(["location"] if located else []), "state", "phase", "age", "drift", "inventory"],
         table,
         stderr=False,
     )

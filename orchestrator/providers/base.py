@@ -291,6 +291,9 @@ class Provider(abc.ABC):
         """The engine that holds ``vm`` ("" with a single engine)."""
         return ""
 
+    #: What one of ``unreachable_engines()`` is called in messages.
+    engine_word: ClassVar[str] = "engine"
+
     def unreachable_engines(self) -> dict[str, str]:
         """Engines that did not answer: {engine: why} (several engines only)."""
         return {}

@@ -60,6 +60,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -120,7 +121,7 @@ class IncusSettings(ProviderSettings):
     """``[tool.orch.incus]``: how to reach Incus (client, remote, project) and what an
     instance is (profiles, vm, storage pool, config)."""
 
-    client_fields: ClassVar[tuple[str, ...]] = ("incus", "remote", "project")
+    client_fields: ClassVar[tuple[str, ...]] = ("incus", "remote", "project", "target")
 
     #: The incus client.
     incus: str = Field("incus", min_length=1)
@@ -128,6 +129,9 @@ class IncusSettings(ProviderSettings):
     remote: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
     #: An Incus project; "" for the client's current one.
     project: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
+    #: On a cluster: the member (or ``@group``) every new instance goes to, passed to Incus
+    #: as ``--target``; "" lets the cluster's scheduler place each one (orch never chooses).
+    target: str = Field("", pattern=r"^(@?[A-Za-z0-9][A-Za-z0-9._-]*)?$")
     #: Profiles of new instances, in order; [] for Incus's default profile.
     profiles: list[str] = Field(default_factory=list)
     #: Virtual machines instead of system containers (needs KVM on the Incus host).
@@ -152,6 +156,19 @@ class IncusSettings(ProviderSettings):
             if key.startswith(("user.orch.", "volatile.")) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", key):
                 raise ValueError(f"config key {key!r} is orch's or Incus's own (user.orch.*, volatile.*) or not a key")
         return value
+
+
+def _why(member: dict[str, Any]) -> str:
+    """A member's status in a few words: "offline: No heartbeat for 21.8s" (no timestamp)."""
+    message = re.sub(r"\s*\(\d{4}-\d\d-\d\d [^)]*\)", "", str(member.get("message", "")))
+    message = re.sub(r"(\d+\.\d)\d+s", r"\1s", message)
+    return f"{str(member.get('status', '')).lower()}: {message}".rstrip(": ")
+
+
+def _location(raw: dict[str, Any]) -> str:
+    """The cluster member an instance is on ("" on a single server, which says "none")."""
+    where = str(raw.get("location", "") or "")
+    return "" if where == "none" else where
 
 
 def _state(status: str) -> str:
@@ -223,6 +240,7 @@ class IncusProvider(Provider):
     settings_model = IncusSettings
     has_labels = True
     can_rename = False
+    engine_word = "cluster member"
     #: An Incus instance always boots its init: a machine either way.
     default_image = "orch-machine/bookworm"
     machine_image = "orch-machine/bookworm"
@@ -240,6 +258,13 @@ class IncusProvider(Provider):
         if self.opts.vm:
             self.default_image = self.machine_image = VM_IMAGE  # type: ignore[misc]
         self._vms_checked = False
+        #: Whether the server is a cluster member (asked once); the members that do not
+        #: answer, {member: why}, as the last listing saw them; instances left out of that
+        #: listing because their member does not answer, {instance: member}.
+        self._clustered: bool | None = None
+        self._down: dict[str, str] = {}
+        self._hidden: dict[str, str] = {}
+        self._placing = threading.Lock()
 
     # -- running incus -----------------------------------------------------------------
 
@@ -293,10 +318,61 @@ class IncusProvider(Provider):
 
     def check(self) -> None:
         server = self._query("/1.0") or {}
+        self._clustered = bool((server.get("environment") or {}).get("server_clustered"))
+        if self.opts.target and not self._clustered:
+            raise UsageError(
+                f"[tool.orch.incus] target = {self.opts.target!r}, but the Incus server "
+                f"({self.opts.remote or 'local'}) is not a cluster: remove target"
+            )
+        if self._clustered:
+            self._members()
         if self.opts.project:
             self._query(f"/1.0/projects/{self.opts.project}")
         if self.opts.vm:
             self._refuse_vms(server)
+
+    # -- a cluster: the members, and where each instance is ------------------------------
+
+    @property
+    def clustered(self) -> bool:
+        """Whether the server is a member of an Incus cluster (its scheduler then places
+        every instance orch makes)."""
+        if self._clustered is None:
+            server = self._query("/1.0") or {}
+            self._clustered = bool((server.get("environment") or {}).get("server_clustered"))
+        return self._clustered
+
+    def _members(self) -> dict[str, str]:
+        """The members that do not answer, {member: why}, asked again (an evacuated member
+        answers: its instances are the cluster's business)."""
+        found = self._query("/1.0/cluster/members?recursion=1") or []
+        self._down = {
+            str(m.get("server_name", "")): _why(m)
+            for m in found
+            if isinstance(m, dict) and m.get("status") not in ("Online", "Evacuated")
+        }
+        return self._down
+
+    def _member_down(self, member: str, vm: str) -> EngineUnavailable:
+        why = self._down.get(member, "it does not answer")
+        return EngineUnavailable(
+            f"cluster member {member} does not answer ({why[:120]}): {vm} is on it, left alone until the member is back",
+            vm=vm,
+        )
+
+    def unreachable_engines(self) -> dict[str, str]:
+        """The cluster members that did not answer when orch last looked."""
+        return dict(self._down)
+
+    def engine_of(self, vm: str) -> str:
+        """The cluster member that holds ``vm`` ("" on a single server, or when it does not
+        exist); ``EngineUnavailable`` naming the member when that member does not answer."""
+        if vm in self._hidden:
+            raise self._member_down(self._hidden[vm], vm)
+        if not self.clustered:
+            return ""
+        raw = self._raw(vm)
+        return "" if raw is None else _location(raw)
 
     def about(self) -> list[About]:
         """The server's version (``/1.0``'s environment), and the remote and project."""
@@ -388,7 +464,13 @@ class IncusProvider(Provider):
             args += ["--storage", self.opts.storage_pool]
         for key, value in sorted(self.opts.config.items()):
             args += ["-c", f"{key}={value}"]
-        self._incus("create", [*args, *self._keys(owner, vm, clear=False)], vm=vm)
+        self._incus("create", [*args, *self._target(), *self._keys(owner, vm, clear=False)], vm=vm)
+
+    def _target(self, member: str = "") -> list[str]:
+        """``--target`` for a new instance: the project's (``target``), else ``member``,
+        else none (the cluster's scheduler places it)."""
+        where = self.opts.target or member
+        return ["--target", where] if where else []
 
     def start(self, vm: str) -> None:
         try:
@@ -422,10 +504,17 @@ class IncusProvider(Provider):
             pass
 
     def _raw(self, vm: str) -> dict[str, Any] | None:
-        """The instance as ``incus list`` shows it (with its state), or None."""
+        """The instance as ``incus list`` shows it (with its state), or None;
+        ``EngineUnavailable`` when it is on a cluster member that does not answer (the
+        cluster lists it with status Error: nothing about it can be known or done)."""
         where = [f"{self.opts.remote}:"] if self.opts.remote else []
         found = self._json("list", ["list", *where, f"^{vm}$", "--format", "json"], vm=vm) or []
-        return next((i for i in found if i.get("name") == vm), None)
+        raw = next((i for i in found if i.get("name") == vm), None)
+        if raw is not None and raw.get("status") == "Error" and self.clustered:
+            member = _location(raw)
+            if member and member in self._members():
+                raise self._member_down(member, vm)
+        return raw
 
     @staticmethod
     def _info(raw: dict[str, Any]) -> VMInfo:
@@ -437,6 +526,7 @@ class IncusProvider(Provider):
             labels={k.removeprefix(USER): v for k, v in config.items() if k.startswith(f"{USER}orch.") and v},
             created=iso_ms(created),
             image=str(config.get("volatile.base_image", ""))[:12],
+            engine=_location(raw),
         )
 
     def inspect(self, vm: str) -> VMInfo | None:
@@ -444,10 +534,19 @@ class IncusProvider(Provider):
         return None if raw is None else self._info(raw)
 
     def list_vms(self, *, all_vms: bool = False) -> list[VMInfo]:
+        """Every instance (orch's with its label), but those on a cluster member that does not
+        answer: they are left out, and the member is one of ``unreachable_engines()``, so
+        that sweep, down and up never judge or touch what they cannot see."""
         args = ["list", *([f"{self.opts.remote}:"] if self.opts.remote else [])]
         if not all_vms:
             args.append(f"{USER}{L.MANAGED_BY}={L.MANAGED_BY_VALUE}")
-        return [self._info(raw) for raw in self._json("list", [*args, "--format", "json"]) or []]
+        clustered = self.clustered  # asked once, before the listing it qualifies
+        found = [self._info(raw) for raw in self._json("list", [*args, "--format", "json"]) or []]
+        if not clustered:
+            return found
+        down = self._members()
+        self._hidden = {i.name: i.engine for i in found if i.engine in down}
+        return [i for i in found if i.engine not in down]
 
     def address(self, vm: str) -> str:
         """The instance's IPv4 address on its first nic that has one (waited for, within
@@ -566,10 +665,55 @@ class IncusProvider(Provider):
         raw = self._raw(vm)
         if raw is None:
             raise VMNotFound(f"the baseline instance {vm} disappeared while it was sealed", operation="seal", vm=vm)
-        return Baseline(vm, _signature(raw))
+        return Baseline(vm, {**_signature(raw), **self._publish(vm)})
+
+    def _publish(self, vm: str) -> dict[str, str]:
+        """On a cluster, the sealed golden instance published as an image under its own name
+        ({"image": fingerprint}; {} on a single server). A copy of an instance on another
+        member moves the whole instance every time (110 MB, 1.7 s here); an image is fetched
+        by each member the first time the scheduler places an instance there, then every
+        launch on that member is a copy-on-write of its own copy: the cluster's job, once
+        per member. An image left by an earlier seal under this name is replaced."""
+        if not self.clustered:
+            return {}
+        self._delete_image(vm)
+        for compression in ("zstd", "none"):
+            where = [f"{self.opts.remote}:"] if self.opts.remote else []
+            args = ["publish", self._at(vm), *where, "--alias", vm, "--compression", compression, "--quiet"]
+            try:
+                self._incus("seal", args, vm=vm, timeout=self.settings.timeout("image"))
+                break
+            except ProviderError as err:
+                if compression == "zstd" and "isn't currently supported" in str(err):
+                    continue
+                raise
+        found = self._query(self._project_path(f"/1.0/images/aliases/{vm}")) or {}
+        image = str(found.get("target", "")) if isinstance(found, dict) else ""
+        if not image:
+            raise PermanentProviderError(f"the published image of {vm} has no fingerprint ({found!r})", operation="seal", vm=vm)
+        return {"image": image}
+
+    def _project_path(self, path: str) -> str:
+        return f"{path}?project={self.opts.project}" if self.opts.project else path
+
+    def _delete_image(self, name: str) -> None:
+        """Delete the image under alias ``name`` (a baseline's), if there is one."""
+        try:
+            self._incus("delete", ["image", "delete", self._at(name)], vm=name)
+        except ProviderError as err:
+            if "not found" not in str(err).lower():
+                raise
 
     def verify(self, baseline: Baseline) -> str | None:
-        raw = self._raw(baseline.ref)
+        """Whether the sealed baseline is as sealed. On a cluster the image is what copies
+        are made from: a golden instance on a member that does not answer is left unjudged."""
+        try:
+            raw = self._raw(baseline.ref)
+        except EngineUnavailable as err:
+            if not baseline.seal.get("image"):
+                return f"the baseline instance {baseline.ref} cannot be seen ({err})"
+            log.info("%s: not verified (%s); its image is what copies are made from", baseline.ref, err)
+            return self._image_gone(baseline.seal["image"])
         if raw is None:
             return f"the baseline instance {baseline.ref} is gone"
         if raw.get("status") != "Stopped":
@@ -579,11 +723,36 @@ class IncusProvider(Provider):
             return f"the baseline instance {baseline.ref} was started outside orch since it was sealed"
         if now["config"] != baseline.seal.get("config"):
             return f"the baseline instance {baseline.ref} was reconfigured since it was sealed (config, devices or profiles)"
+        image = baseline.seal.get("image")
+        return self._image_gone(image) if image else None
+
+    def _image_gone(self, image: str) -> str | None:
+        try:
+            self._query(self._project_path(f"/1.0/images/{image}"))
+        except ProviderError as err:
+            return f"the baseline's image {image[:12]} is gone ({str(err)[:120]})"
         return None
 
     def clone(self, baseline: Baseline, vm: str, owner: Owner) -> None:
         self._refuse_vms()
+        image = baseline.seal.get("image")
+        if image:  # a cluster: made from the baseline's image wherever the scheduler places it
+            args = ["init", self._at(image), self._at(vm), "--quiet", *(["--vm"] if self.opts.vm else [])]
+            for profile in self.opts.profiles:
+                args += ["-p", profile]
+            if self.opts.storage_pool:
+                args += ["--storage", self.opts.storage_pool]
+            for key, value in sorted(self.opts.config.items()):
+                args += ["-c", f"{key}={value}"]
+            # One placement at a time: the scheduler counts each member's instances, and
+            # instances placed at once all see the same counts (4 workers at once here all
+            # went to one member). Placing is the quick part; the starts run in parallel.
+            with self._placing:
+                self._incus("clone", [*args, *self._target(), *self._keys(owner, vm, clear=True)], vm=vm)
+            self.start(vm)
+            return
         args = ["copy", self._at(baseline.ref), self._at(vm), "--instance-only", *self._keys(owner, vm, clear=True)]
+        args += self._target()
         if self.opts.storage_pool:
             args += ["--storage", self.opts.storage_pool]
         try:
@@ -600,12 +769,17 @@ class IncusProvider(Provider):
         vanishes while it is copied (a pool without snapshots copies a running instance
         file by file) does not fail the keep."""
         args = ["copy", self._at(vm), self._at(new), "--instance-only", "--allow-inconsistent"]
+        if self.clustered:  # beside the failed worker: a copy across members would move its files
+            args += self._target(self.engine_of(vm))
         if self.opts.storage_pool:
             args += ["--storage", self.opts.storage_pool]
         self._incus("clone", args, vm=vm)
 
     def drop(self, baseline: Baseline) -> bool:
-        """Delete the golden instance (its copies are copies: they do not need it)."""
+        """Delete the golden instance, and on a cluster its image (its copies are copies:
+        they do not need either)."""
+        if baseline.seal.get("image"):
+            self._delete_image(baseline.ref)
         self.delete(baseline.ref)
         return True
 
@@ -651,7 +825,7 @@ class IncusProvider(Provider):
         try:
             self._incus(
                 "import",
-                ["import", *where, str(path), name, "--quiet", *storage],
+                ["import", *where, str(path), name, "--quiet", *storage, *self._target()],
                 vm=name,
                 timeout=self.settings.timeout("image"),
             )
@@ -668,10 +842,11 @@ class IncusProvider(Provider):
                 raise PermanentProviderError(
                     f"the imported instance {name} is {raw.get('status')}, not stopped", operation="import", vm=name
                 )
+            published = self._publish(name)
         except OrchError:
             self._forget(name)
             raise
-        return Baseline(name, _signature(raw))
+        return Baseline(name, {**_signature(raw), **published})
 
     def _forget_half_import(self, name: str, owner: Owner) -> None:
         """Delete what a crash between ``incus import`` and its relabelling left: a stopped

@@ -20,6 +20,11 @@ from orchestrator.primitives.errors import (
 )
 from orchestrator.providers.docker_errors import by_markers
 
+#: A cluster member that holds the instance does not answer (the member the client talks
+#: to does): that member's instances only, never the whole cluster.
+_MEMBER_DOWN = ("Missing event connection with target cluster member", "Failed to connect to cluster member")
+#: A member (re)starting: it answers in a moment.
+_STARTING = ("Server isn't ready yet",)
 #: The local daemon's socket does not answer; a remote server cannot be reached.
 _DAEMON_DOWN = ("incus daemon doesn't appear to be started", "Unable to connect to", "connect: connection refused")
 _NO_REMOTE = ("doesn't exist",)  # 'The remote "far" doesn't exist'
@@ -47,6 +52,15 @@ _TRANSIENT = (
 def classify(operation: str, vm: str, returncode: int, text: str) -> ProviderError:
     """A failed ``incus`` command as orch's error, from Incus's own message."""
     msg = " ".join(text.split()) or f"incus exited with code {returncode}"
+    if any(t in msg for t in _MEMBER_DOWN):
+        return EngineUnavailable(
+            f"the cluster member that holds {vm or 'it'} does not answer ({msg}): start the member again "
+            "(`incus cluster list` says which)",
+            operation=operation,
+            vm=vm,
+        )
+    if any(t in msg for t in _STARTING):
+        return TransientProviderError(msg, operation=operation, vm=vm)
     if any(t in msg for t in _DAEMON_DOWN):
         return EngineUnavailable(
             f"Incus is not reachable ({msg}): start incusd (scripts/setup.sh does), or check [tool.orch.incus] remote",
@@ -80,7 +94,16 @@ def classify(operation: str, vm: str, returncode: int, text: str) -> ProviderErr
 
 
 #: What an ``incus exec`` that Incus could not run says (the command never ran).
-_EXEC_FAILED = (*_NOT_FOUND, *_DAEMON_DOWN, *_NO_REMOTE, *_NO_PROJECT, "Instance is not running", "VM agent isn't")
+_EXEC_FAILED = (
+    *_MEMBER_DOWN,
+    *_STARTING,
+    *_NOT_FOUND,
+    *_DAEMON_DOWN,
+    *_NO_REMOTE,
+    *_NO_PROJECT,
+    "Instance is not running",
+    "VM agent isn't",
+)
 
 
 def incus_own(stderr: str) -> bool:

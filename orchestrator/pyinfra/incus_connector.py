@@ -125,6 +125,37 @@ class IncusConnector(BaseConnector):
         if status != "Running":
             raise ConnectError(f"{target} is not a running Incus instance ({status or 'not found'}): start it first")
 
+    def _member_down(self) -> str:
+        """One line naming the cluster member that holds this instance and does not answer
+        (the command never ran: Incus could not reach that member)."""
+        target = self._target()
+        remote, _, name = target.rpartition(":")
+        where = f"{remote}:" if remote else ""
+        try:
+            listed = subprocess.run(
+                [*self._client(), "list", *([where] if where else []), f"^{name}$", "--format", "json"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            member = next((str(i.get("location", "")) for i in json.loads(listed.stdout or "[]") if i.get("name") == name), "")
+            about = subprocess.run(
+                [self._client()[0], "query", f"{where}/1.0/cluster/members/{member}"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            seen = json.loads(about.stdout or "{}") if about.returncode == 0 else {}
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            member, seen = "", {}
+        why = " ".join(f"{seen.get('status', '')}: {seen.get('message', '')}".split()).strip(": ").lower()
+        return (
+            f"{target} is on cluster member {member or '(unknown)'}, which does not answer"
+            f"{f' ({why})' if why else ''}: its tests fail until the member is back (`incus cluster list`)"
+        )
+
     # -- commands and files ---------------------------------------------------------------
 
     def _exec(self, script: StringCommand | str, *, tty: bool = False) -> StringCommand:
@@ -162,6 +193,8 @@ class IncusConnector(BaseConnector):
         status, output = self.local.run_shell_command(
             self._exec(wrapped), print_output=False, print_input=print_input, **local_arguments
         )
+        if not status and incus_exec.member_down(output.stderr):
+            raise ConnectError(self._member_down())
         lines = incus_exec.read_whole(
             output, lambda: self.local.run_shell_command(self._exec(incus_exec.reread(ident)))[1], _whole
         )

@@ -41,6 +41,22 @@ _IDENT = re.compile(r"[0-9a-f]{16}")
 _MARK = r"printf '\036orch-end\036'"
 
 
+#: What ``incus exec`` ends with when the cluster member holding the instance does not
+#: answer (the command never ran), or answers only in a moment (it is starting).
+_MEMBER_DOWN = (
+    "Missing event connection with target cluster member",
+    "Failed to connect to cluster member",
+    "Server isn't ready yet",
+)
+
+
+def member_down(stderr: str) -> bool:
+    """Whether an ``incus exec`` failed because Incus could not reach the cluster member
+    that holds the instance (Incus's own last line says so)."""
+    lines = stderr.strip().splitlines()
+    return bool(lines) and lines[-1].startswith("Error: ") and any(t in lines[-1] for t in _MEMBER_DOWN)
+
+
 def new_ident() -> str:
     return secrets.token_hex(8)
 

@@ -38,6 +38,9 @@ class StatusRow:
     inventory: str
     test: str = ""  # a kept VM's: the failing test it was kept after
     enter: str = ""  # a kept VM's: the command that enters it
+    #: Where it is, with several engines or on an Incus cluster: the engine, or the cluster
+    #: member (its ``location``); for a VM that cannot be seen, where it was recorded.
+    location: str = ""
 
 
 def status(ctx: Context) -> list[StatusRow]:
@@ -61,17 +64,26 @@ def rows(ctx: Context, data: StateData, current: Callable[[Context], Fingerprint
         return []
     look = _Look.take(ctx, data, current)
     rows = [
-        look.row(Kind.WORKER, r.worker, r.vm, _phase(r), r.fingerprint, owner=r.worker, inventory=_inventory(ctx, r.worker))
+        look.row(
+            Kind.WORKER,
+            r.worker,
+            r.vm,
+            _phase(r),
+            r.fingerprint,
+            owner=r.worker,
+            inventory=_inventory(ctx, r.worker),
+            recorded=r.engine,
+        )
         for r in data.sorted_workers()
     ]
     for s in sorted(data.standbys.values(), key=lambda s: naming.worker_index(s.worker)):
-        rows.append(look.row(Kind.STANDBY, s.worker, s.vm, s.phase, s.fingerprint, owner=s.worker))
+        rows.append(look.row(Kind.STANDBY, s.worker, s.vm, s.phase, s.fingerprint, owner=s.worker, recorded=s.engine))
     for k in sorted(data.kept.values(), key=lambda k: k.vm):
         state, _ = look.state_of(k.vm, None)  # its labels' time is its worker's: its age is since kept
         rows.append(StatusRow(Kind.KEPT, k.worker, k.vm, state, k.phase, age(k.created), "", "", k.test, f"orch shell {k.vm}"))
     rows += _testvm_rows(ctx, data)
     for o in sorted(data.oneoffs.values(), key=lambda o: o.vm):
-        rows.append(look.row(Kind.ONEOFF, POOL if o.pool else Kind.ONEOFF.value, o.vm, o.phase, o.fingerprint))
+        rows.append(look.row(Kind.ONEOFF, POOL if o.pool else Kind.ONEOFF.value, o.vm, o.phase, o.fingerprint, recorded=o.engine))
     if (b := data.baseline) is not None:
         seen = (baseline_state(ctx, b), age(b.created))
         rows.append(
@@ -106,11 +118,15 @@ class _Look:
         owner: str | None = None,
         seen: tuple[str, float | None] | None = None,
         inventory: str = "",
+        recorded: str = "",
     ) -> StatusRow:
         """The row of one VM; ``owner``: the worker its labels must name; ``seen``: its
-        state and age, when the backend's list is not where they come from."""
+        state and age, when the backend's list is not where they come from; ``recorded``:
+        the engine or member the state says it is on (shown when the backend does not)."""
         state, seconds = seen or self.state_of(vm, owner)
-        return StatusRow(kind, who, vm, state, phase, seconds, self.drift(fp), inventory)
+        info = self.infos.get(vm)
+        where = info.engine if info is not None and info.engine else recorded
+        return StatusRow(kind, who, vm, state, phase, seconds, self.drift(fp), inventory, location=where)
 
     def state_of(self, vm: str, worker: str | None) -> tuple[str, float | None]:
         info, provider = self.infos.get(vm), self.ctx.provider

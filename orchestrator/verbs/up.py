@@ -51,7 +51,11 @@ def decide(
         return Plan(rec.worker, "fail", ctx.not_ours(rec.vm))
     down = ctx.provider.unreachable_engines()
     if rec.engine in down:
-        return Plan(rec.worker, "fail", f"its engine {rec.engine} does not answer ({down[rec.engine][:160]}): left as it is")
+        return Plan(
+            rec.worker,
+            "fail",
+            f"its {ctx.provider.engine_word} {rec.engine} does not answer ({down[rec.engine][:160]}): left as it is",
+        )
     if rec.phase == FAILED:
         return Plan(rec.worker, "recreate", f"retrying: it failed last time ({rec.error[:120]})")
     if rec.phase != READY:
