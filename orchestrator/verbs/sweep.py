@@ -149,7 +149,12 @@ class Sweeper:
             decisions.append(self._decide_baseline(stored, older_than))
         for engine, why in self.provider.unreachable_engines().items():
             decisions.append(
-                Decision(f"{self.provider.engine_word} {engine}", False, f"does not answer ({why[:120]}): its VMs are not judged", "engine")
+                Decision(
+                    f"{self.provider.engine_word} {engine}",
+                    False,
+                    f"does not answer ({why[:120]}): its VMs are not judged",
+                    "engine",
+                )
             )
         for ref in self.provider.dangling():
             decisions.append(
