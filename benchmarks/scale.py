@@ -39,6 +39,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -81,8 +82,9 @@ def log(msg: str) -> None:
 def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
     start = time.monotonic()
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{argv} failed:\n{proc.stdout}\n{proc.stderr}")
+    if proc.returncode != 0:  # the end of its output: pytest's summary, orch's one-line error
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+        raise SystemExit(f"{shlex.join(argv)} failed (in {cwd}):\n{tail}")
     return time.monotonic() - start
 
 
