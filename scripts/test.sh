@@ -19,13 +19,20 @@ if [ $# -eq 0 ]; then
 fi
 # Tests that need the second engine (scripts/engine2.sh) start it; if this run started it,
 # remove it at the end (engine2.sh stop also proves the first engine still creates containers).
+# The same for the two-member Incus cluster (scripts/incus-cluster.sh, started by the
+# incus_cluster fixture): removed at the end of a run that started it.
 engine2_before=no
 docker container inspect orch-engine2 >/dev/null 2>&1 && engine2_before=yes
+cluster_before=no
+[ -d /var/lib/orch-cluster ] && cluster_before=yes
 stop_engine2() {
   local rc=$?
   if [ "$engine2_before" = no ] && docker container inspect orch-engine2 >/dev/null 2>&1; then
     # exclusively, like tests/engines.py's exclusive_use(): never under another run's tests
     flock -w 900 /run/lock/orch-engine2.users.lock "$ROOT/scripts/engine2.sh" stop || rc=1
+  fi
+  if [ "$cluster_before" = no ] && [ -d /var/lib/orch-cluster ]; then
+    "$ROOT/scripts/incus-cluster.sh" stop || rc=1
   fi
   exit "$rc"
 }

@@ -114,6 +114,28 @@ def _incus_image() -> str:
 
 incus_engine = engine_fixture("incus_engine", _incus_image, what="Incus", hint="run scripts/setup.sh to set it up")
 
+#: The incus remote scripts/incus-cluster.sh adds for its two-member cluster.
+CLUSTER_REMOTE = "orch-cluster"
+
+
+def _incus_cluster() -> str:
+    """The remote of a two-member Incus cluster on this machine (scripts/incus-cluster.sh
+    start: idempotent, serialized by its lock; scripts/test.sh removes it at the end of a
+    run that started it)."""
+    script = ROOT / "scripts" / "incus-cluster.sh"
+    try:
+        proc = subprocess.run([str(script), "start"], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise Unavailable(f"scripts/incus-cluster.sh start did not finish: {err}") from err
+    if proc.returncode != 0:
+        raise Unavailable(f"scripts/incus-cluster.sh start failed: {proc.stderr.strip()[-600:]}")
+    return CLUSTER_REMOTE
+
+
+incus_cluster = engine_fixture(
+    "incus_cluster", _incus_cluster, what="Incus cluster", hint="scripts/incus-cluster.sh start", needs=("incus_engine",)
+)
+
 
 FAKES = ROOT / "tests" / "fakes"
 

@@ -104,6 +104,10 @@ log = logging.getLogger(__name__)
 #: The image of ``vm = true`` when the project names none: Incus's own Debian, which has
 #: the incus agent a VM needs for ``incus exec``.
 VM_IMAGE = "images:debian/12"
+#: Why a member counts as not answering before the cluster calls it offline (it does so
+#: after ``cluster.offline_threshold``, 20 s by default): the cluster lists its instances
+#: in status Error, unable to ask it their state. Nothing on it is judged or touched.
+ERROR_STATUS = "its instances are in status Error: the cluster cannot reach it"
 #: The config key the image's templates write into /etc/hostname (else the instance's name).
 HOSTNAME_KEY = "user.orch.hostname"
 #: The owner's labels as config keys: ``orch.kind`` is ``user.orch.kind``.
@@ -156,13 +160,6 @@ class IncusSettings(ProviderSettings):
             if key.startswith(("user.orch.", "volatile.")) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", key):
                 raise ValueError(f"config key {key!r} is orch's or Incus's own (user.orch.*, volatile.*) or not a key")
         return value
-
-
-def _why(member: dict[str, Any]) -> str:
-    """A member's status in a few words: "offline: No heartbeat for 21.8s" (no timestamp)."""
-    message = re.sub(r"\s*\(\d{4}-\d\d-\d\d [^)]*\)", "", str(member.get("message", "")))
-    message = re.sub(r"(\d+\.\d)\d+s", r"\1s", message)
-    return f"{str(member.get('status', '')).lower()}: {message}".rstrip(": ")
 
 
 def _location(raw: dict[str, Any]) -> str:
@@ -347,7 +344,7 @@ class IncusProvider(Provider):
         answers: its instances are the cluster's business)."""
         found = self._query("/1.0/cluster/members?recursion=1") or []
         self._down = {
-            str(m.get("server_name", "")): _why(m)
+            str(m.get("server_name", "")): incus_exec.describe_member(m)
             for m in found
             if isinstance(m, dict) and m.get("status") not in ("Online", "Evacuated")
         }
@@ -512,7 +509,9 @@ class IncusProvider(Provider):
         raw = next((i for i in found if i.get("name") == vm), None)
         if raw is not None and raw.get("status") == "Error" and self.clustered:
             member = _location(raw)
-            if member and member in self._members():
+            if member:
+                if member not in self._members():
+                    self._down[member] = ERROR_STATUS
                 raise self._member_down(member, vm)
         return raw
 
@@ -541,10 +540,15 @@ class IncusProvider(Provider):
         if not all_vms:
             args.append(f"{USER}{L.MANAGED_BY}={L.MANAGED_BY_VALUE}")
         clustered = self.clustered  # asked once, before the listing it qualifies
-        found = [self._info(raw) for raw in self._json("list", [*args, "--format", "json"]) or []]
+        listed = self._json("list", [*args, "--format", "json"]) or []
+        found = [self._info(raw) for raw in listed]
         if not clustered:
             return found
         down = self._members()
+        for raw in listed:  # a member that died a moment ago: not offline yet, its instances in Error
+            member = _location(raw)
+            if raw.get("status") == "Error" and member and member not in down:
+                down[member] = ERROR_STATUS
         self._hidden = {i.name: i.engine for i in found if i.engine in down}
         return [i for i in found if i.engine not in down]
 

@@ -12,6 +12,13 @@ Host data ``incus_remote`` (an incus remote: ``remote:NAME``), ``incus_project``
 elsewhere; a pushed file is root's (as ``docker cp`` makes it); orch's Incus provider writes them into the
 inventories when they are set. The connector never starts, stops or deletes an
 instance: connecting to one that is not running fails, naming it.
+
+On a cluster, a command running when the member holding its instance dies never returns
+(the member the client talks to keeps the exec open; seen with Incus 6.0.4 here): a
+watchdog greenlet looks at the instance once the command has run for
+:data:`WATCH_AFTER` seconds, and every :data:`WATCH_EVERY` after, and when the cluster
+lists it in status Error (its member does not answer) ends that ``incus exec`` and fails
+the command in one line naming the member.
 """
 
 from __future__ import annotations
@@ -19,10 +26,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 from tempfile import mkstemp
 from typing import TYPE_CHECKING, Any
 
+import gevent
+import gevent.subprocess
 from pyinfra import logger
 from pyinfra.api import QuoteString, StringCommand
 from pyinfra.api.exceptions import ConnectError, InventoryError
@@ -60,6 +70,28 @@ connector_data_meta: dict[str, DataMeta] = {
 #: Where ``incus exec`` starts commands as root: a relative path is resolved here for
 #: ``incus file push/pull`` too (they take absolute paths).
 HOME = "/root"
+#: When the watchdog first looks at a running command's instance, and how often after.
+WATCH_AFTER = 5.0
+WATCH_EVERY = 3.0
+
+
+def _descendants(root: int) -> list[int]:
+    """The processes below ``root`` (from /proc: children's parent ids)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def _whole(output: CommandOutput) -> list[OutputLine] | None:
@@ -125,6 +157,39 @@ class IncusConnector(BaseConnector):
         if status != "Running":
             raise ConnectError(f"{target} is not a running Incus instance ({status or 'not found'}): start it first")
 
+    def _watch(self, lost: list[str]) -> None:
+        """While a command runs: once its instance is listed in status Error on a cluster (its
+        member does not answer), say so in ``lost`` and end this process's ``incus exec`` of
+        it, which would otherwise never return."""
+        gevent.sleep(WATCH_AFTER)
+        target = self._target()
+        while True:
+            if self._on_lost_member():
+                lost.append(self._member_down())
+                mark = f"exec {target} "
+                for pid in _descendants(os.getpid()):
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as f:
+                            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+                        if mark in cmdline and cmdline.split(" ", 1)[0].endswith("incus"):
+                            os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        continue
+                return
+            gevent.sleep(WATCH_EVERY)
+
+    def _on_lost_member(self) -> bool:
+        """Whether the cluster lists this instance in status Error: its member does not answer."""
+        target = self._target()
+        remote, _, name = target.rpartition(":")
+        argv = [*self._client(), "list", *([f"{remote}:"] if remote else []), f"^{name}$", "--format", "json"]
+        try:
+            listed = gevent.subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+            found = [i for i in json.loads(listed.stdout or "[]") if i.get("name") == name]
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            return False
+        return bool(found) and found[0].get("status") == "Error" and found[0].get("location") not in ("", "none", None)
+
     def _member_down(self) -> str:
         """One line naming the cluster member that holds this instance and does not answer
         (the command never ran: Incus could not reach that member)."""
@@ -150,7 +215,8 @@ class IncusConnector(BaseConnector):
             seen = json.loads(about.stdout or "{}") if about.returncode == 0 else {}
         except (OSError, subprocess.TimeoutExpired, ValueError):
             member, seen = "", {}
-        why = " ".join(f"{seen.get('status', '')}: {seen.get('message', '')}".split()).strip(": ").lower()
+        # the member the client talks to may not have missed it yet (it says so within ~12 s)
+        why = "" if not seen or seen.get("status") == "Online" else incus_exec.describe_member(seen)
         return (
             f"{target} is on cluster member {member or '(unknown)'}, which does not answer"
             f"{f' ({why})' if why else ''}: its tests fail until the member is back (`incus cluster list`)"
@@ -190,10 +256,19 @@ class IncusConnector(BaseConnector):
             )
         ident = incus_exec.new_ident()
         wrapped = StringCommand(incus_exec.HEAD, inner, incus_exec.tail(ident, incus_exec.take_read(self._key())), _separator="")
-        status, output = self.local.run_shell_command(
-            self._exec(wrapped), print_output=False, print_input=print_input, **local_arguments
-        )
-        if not status and incus_exec.member_down(output.stderr):
+        lost: list[str] = []
+        watchdog = gevent.spawn(self._watch, lost)
+        try:
+            status, output = self.local.run_shell_command(
+                self._exec(wrapped), print_output=False, print_input=print_input, **local_arguments
+            )
+        finally:
+            watchdog.kill()
+        if lost:
+            raise ConnectError(lost[0])
+        if not status and (
+            incus_exec.member_down(output.stderr) or (incus_exec.incus_error(output.stderr) and self._on_lost_member())
+        ):
             raise ConnectError(self._member_down())
         lines = incus_exec.read_whole(
             output, lambda: self.local.run_shell_command(self._exec(incus_exec.reread(ident)))[1], _whole

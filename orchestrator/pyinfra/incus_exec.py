@@ -57,6 +57,22 @@ def member_down(stderr: str) -> bool:
     return bool(lines) and lines[-1].startswith("Error: ") and any(t in lines[-1] for t in _MEMBER_DOWN)
 
 
+def incus_error(stderr: str) -> bool:
+    """Whether a failed ``incus exec`` ended with Incus's own ``Error:`` line and without the
+    wrapper's end mark: Incus, not the command, failed (a member dying mid-command says
+    ``Error: read tcp A->B:8443: read: connection reset by peer``)."""
+    lines = stderr.strip().splitlines()
+    return bool(lines) and lines[-1].startswith("Error: ") and END not in stderr
+
+
+def describe_member(member: dict[str, object]) -> str:
+    """A cluster member's status in a few words, "offline: No heartbeat for 21.7s" (no
+    timestamp, no nanoseconds)."""
+    message = re.sub(r"\s*\(\d{4}-\d\d-\d\d [^)]*\)", "", str(member.get("message", "")))
+    message = re.sub(r"(\d+\.\d)\d+s", r"\1s", message)
+    return f"{str(member.get('status', '')).lower()}: {message}".rstrip(": ")
+
+
 def new_ident() -> str:
     return secrets.token_hex(8)
 

@@ -25,7 +25,7 @@ from test_incus_recorded import FakeIncus, incus_provider, owner_of
 from orchestrator.primitives.errors import EngineUnavailable, TransientProviderError, UsageError
 from orchestrator.primitives.kinds import Kind
 from orchestrator.providers.base import Baseline
-from orchestrator.providers.incus import IncusProvider
+from orchestrator.providers.incus import ERROR_STATUS, IncusProvider
 from orchestrator.providers.incus_errors import classify
 from orchestrator.pyinfra.incus_exec import member_down
 from orchestrator.verbs.status import rows
@@ -467,3 +467,19 @@ def test_status_rows_carry_each_vm_s_location(tmp_path: Path, monkeypatch: pytes
     seen = {r.worker: r for r in rows(orch, orch.store.read(), lambda ctx: None) if r.kind == Kind.WORKER}
     assert seen["gw0"].location == "m1" and seen["gw0"].state == "running"
     assert seen["gw1"].location == "m2" and seen["gw1"].state.startswith("unreachable (cluster member m2")
+
+
+def test_a_member_that_died_a_moment_ago_is_not_answering_before_the_cluster_says_offline(tmp_path: Path) -> None:
+    """For up to ``cluster.offline_threshold`` the cluster still calls a dead member online
+    while it lists that member's instances in status Error: nothing there is judged, deleted
+    or forgotten meanwhile (a down then would have dropped their records)."""
+    fake = FakeCluster()
+    provider = incus_provider(tmp_path, fake)
+    first, second = make_worker(provider, "gw0"), make_worker(provider, "gw1")
+    fake.instances[second]["status"] = "Error"  # m2 died; the cluster has not yet marked it offline
+    assert [i.name for i in provider.list_vms()] == [first]
+    assert provider.unreachable_engines() == {"m2": ERROR_STATUS}
+    fresh = incus_provider(tmp_path, fake)  # another command, asking about it first
+    with pytest.raises(EngineUnavailable, match="cluster member m2 does not answer"):
+        fresh.inspect(second)
+    assert "m2" in fresh.unreachable_engines()
