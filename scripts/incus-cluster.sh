@@ -33,7 +33,7 @@
 #     the default profile's root disk and eth0, cluster.offline_threshold 11 s (Incus's
 #     minimum), and the image orch-machine/bookworm exported from the machine's Incus.
 #
-# Environment: ORCH_CLUSTER_POOL_SIZE (4GiB per member), ORCH_CLUSTER_TIMEOUT (60 s waits).
+# Environment: ORCH_CLUSTER_POOL_SIZE (4GiB per member), ORCH_CLUSTER_TIMEOUT (120 s waits).
 # Everything is serialized by a lock; messages go to stderr.
 set -euo pipefail
 
@@ -45,7 +45,7 @@ REMOTE=orch-cluster
 MEMBERS=(m1 m2)
 IMAGE=orch-machine/bookworm
 POOL_SIZE="${ORCH_CLUSTER_POOL_SIZE:-4GiB}"
-TIMEOUT="${ORCH_CLUSTER_TIMEOUT:-60}"
+TIMEOUT="${ORCH_CLUSTER_TIMEOUT:-120}"
 INCUSD=/usr/libexec/incus/incusd
 
 log() { echo "incus-cluster: $*" >&2; }
@@ -190,6 +190,7 @@ start() {
   join
   wait_online m1
   wait_online m2
+  wait_serving m2
   image
   remote
   log "ready: members ${MEMBERS[*]}, remote $REMOTE"
@@ -210,9 +211,21 @@ stop_member() {
   for _ in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
 }
 
+# Online is not yet serving: a member (re)started answers requests forwarded to it with
+# "Server isn't ready yet" for a while (5 s to over a minute here); wait until it serves one.
+wait_serving() {
+  local m="$1"
+  for _ in $(seq 1 $((TIMEOUT * 2))); do
+    on m1 query "/1.0/instances?target=$m" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  die "$m does not serve requests after ${TIMEOUT}s: $(on m1 query "/1.0/instances?target=$m" 2>&1 | tail -1)"
+}
+
 start_member() {
   start_daemon "$1"
   wait_online "$1"
+  wait_serving "$1"
 }
 
 stop() {

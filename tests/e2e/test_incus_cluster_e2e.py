@@ -58,6 +58,11 @@ def images(remote: str, prefix: str) -> list[str]:
     return [a["name"] for i in found for a in i.get("aliases") or [] if a["name"].startswith(f"{prefix}-")]
 
 
+def by_worker(found: dict[str, dict], prefix: str, checkout: str) -> dict[str, dict]:
+    """The instances of a checkout's workers, by worker id."""
+    return {n.rsplit("-", 1)[1]: i for n, i in found.items() if n.startswith(f"{prefix}-{checkout}-gw")}
+
+
 def members(remote: str) -> dict[str, str]:
     found = json.loads(incus("cluster", "list", f"{remote}:", "--format", "json").stdout or "[]")
     return {m["server_name"]: m["status"] for m in found}
@@ -84,9 +89,11 @@ def cluster_project(tmp_path: Path, incus_cluster: str, prefix: str) -> Iterator
     yield project
     if members(incus_cluster).get("m2") != "Online":
         script("start-member", "m2")  # a failed test leaves no member down for the next one
-    doomed = list(instances(incus_cluster, prefix))
-    if doomed:
-        incus("delete", "--force", *(f"{incus_cluster}:{n}" for n in doomed), check=False)
+    for _ in range(60):  # a member just started again may answer "not ready" for a while
+        doomed = list(instances(incus_cluster, prefix))
+        if not doomed or incus("delete", "--force", *(f"{incus_cluster}:{n}" for n in doomed), check=False).returncode == 0:
+            break
+        time.sleep(1)
     for alias in images(incus_cluster, prefix):
         incus("image", "delete", f"{incus_cluster}:{alias}", check=False)
     assert instances(incus_cluster, prefix) == {}
@@ -138,8 +145,13 @@ def test_workers_on_a_two_member_cluster_a_member_lost_mid_run_and_down(
         assert proofs.strip() == "0"
 
     # m2 is killed in the middle of a run: only the tests on its workers fail, naming it
+    # (where they are now: a reset's new instance is placed by the cluster too)
+    rows = status(project)
+    where = {w: rows[w]["location"] for w in ("gw0", "gw1", "gw2", "gw3")}
+    assert where == {w: i["location"] for w, i in by_worker(instances(remote, prefix), prefix, checkout).items()}
     lost = sorted(w for w, m in where.items() if m == "m2")
     kept = sorted(w for w, m in where.items() if m == "m1")
+    assert lost and kept, f"after the resets the cluster holds every worker on one member: {where}"
     (project / "test_slow.py").write_text(SLOW_SUITE)
     argv = ["python", "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-n", "4", "test_slow.py"]
     run = subprocess.Popen(
