@@ -88,6 +88,10 @@ network() {
   for m in "${MEMBERS[@]}"; do
     n="$(ns "$m")" i="$(index "$m")"
     ip netns list | grep -qw "$n" || ip netns add "$n"
+    # no DNS in the namespace (nothing routes out of it): a lookup fails at once rather than
+    # after 10 s (incusd looks up images.linuxcontainers.org as it starts)
+    mkdir -p "/etc/netns/$n"
+    echo "nameserver 127.0.0.1" >"/etc/netns/$n/resolv.conf"
     if ! ip link show "vcm$i" >/dev/null 2>&1; then
       ip link add "vcm$i" type veth peer name eth0 netns "$n"
       ip netns exec "$n" ip addr add "$(addr "$m")/24" dev eth0
@@ -252,6 +256,7 @@ stop() {
   for m in "${MEMBERS[@]}"; do
     ip link del "vcm$(index "$m")" 2>/dev/null || true
     ip netns del "$(ns "$m")" 2>/dev/null || true
+    rm -rf "/etc/netns/$(ns "$m")"
   done
   ip link del "$BRIDGE" 2>/dev/null || true
   iptables -D FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT 2>/dev/null || true

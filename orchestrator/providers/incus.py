@@ -454,14 +454,26 @@ class IncusProvider(Provider):
 
     def create(self, vm: str, image: str, owner: Owner) -> None:
         self._refuse_vms()
-        args = ["launch", self._image_at(image), self._at(vm), "--quiet", *(["--vm"] if self.opts.vm else [])]
+        self._launch("create", self._image_at(image), vm, self._keys(owner, vm, clear=False))
+
+    def _launch(self, operation: str, image: str, vm: str, keys: list[str]) -> None:
+        """A new running instance from ``image``: ``incus launch``; on a cluster ``incus
+        init`` then ``start``, one placement at a time: the scheduler counts each member's
+        instances, and instances placed at once all see the same counts (4 workers at once
+        went to one member here). Placing is the quick part; the starts run in parallel."""
+        args = [image, self._at(vm), "--quiet", *(["--vm"] if self.opts.vm else [])]
         for profile in self.opts.profiles:
             args += ["-p", profile]
         if self.opts.storage_pool:
             args += ["--storage", self.opts.storage_pool]
         for key, value in sorted(self.opts.config.items()):
             args += ["-c", f"{key}={value}"]
-        self._incus("create", [*args, *self._target(), *self._keys(owner, vm, clear=False)], vm=vm)
+        if not self.clustered:
+            self._incus(operation, ["launch", *args, *self._target(), *keys], vm=vm)
+            return
+        with self._placing:
+            self._incus(operation, ["init", *args, *self._target(), *keys], vm=vm)
+        self.start(vm)
 
     def _target(self, member: str = "") -> list[str]:
         """``--target`` for a new instance: the project's (``target``), else ``member``,
@@ -741,19 +753,7 @@ class IncusProvider(Provider):
         self._refuse_vms()
         image = baseline.seal.get("image")
         if image:  # a cluster: made from the baseline's image wherever the scheduler places it
-            args = ["init", self._at(image), self._at(vm), "--quiet", *(["--vm"] if self.opts.vm else [])]
-            for profile in self.opts.profiles:
-                args += ["-p", profile]
-            if self.opts.storage_pool:
-                args += ["--storage", self.opts.storage_pool]
-            for key, value in sorted(self.opts.config.items()):
-                args += ["-c", f"{key}={value}"]
-            # One placement at a time: the scheduler counts each member's instances, and
-            # instances placed at once all see the same counts (4 workers at once here all
-            # went to one member). Placing is the quick part; the starts run in parallel.
-            with self._placing:
-                self._incus("clone", [*args, *self._target(), *self._keys(owner, vm, clear=True)], vm=vm)
-            self.start(vm)
+            self._launch("clone", self._at(image), vm, self._keys(owner, vm, clear=True))
             return
         args = ["copy", self._at(baseline.ref), self._at(vm), "--instance-only", *self._keys(owner, vm, clear=True)]
         args += self._target()
