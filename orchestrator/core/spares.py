@@ -29,7 +29,7 @@ from orchestrator.core import baseline as B
 from orchestrator.core.steps import WorkerResult, guard
 from orchestrator.primitives import naming
 from orchestrator.primitives.clock import now_iso
-from orchestrator.primitives.errors import OrchError
+from orchestrator.primitives.errors import EngineUnavailable, OrchError
 from orchestrator.primitives.kinds import POOL, Kind
 from orchestrator.state.records import CREATING, READY, OneoffRecord, StandbyRecord, StateData
 
@@ -253,7 +253,15 @@ def take_pooled(ctx: Context, run: str, fp: B.Fingerprint) -> InventoryHost | No
             return None
         rec = min(ready, key=lambda o: o.created)
         rec.pool, rec.run, rec.pid = False, run, os.getpid()
-    info = ctx.provider.inspect(rec.vm)
+    try:
+        info = ctx.provider.inspect(rec.vm)
+    except EngineUnavailable as err:  # on an engine or cluster member that does not answer: back to the pool, untouched
+        log.info("%s: not taken from the pool (%s)", rec.vm, err)
+        with ctx.store.transaction() as state:
+            back = state.oneoffs.get(rec.vm)
+            if back is not None:
+                back.pool, back.run, back.pid = True, "", 0
+        return None
     if info is None or not info.running:
         delete_spares(ctx, [rec.vm])  # kept recorded if it cannot be deleted now
         return None

@@ -108,6 +108,9 @@ VM_IMAGE = "images:debian/12"
 #: after ``cluster.offline_threshold``, 20 s by default): the cluster lists its instances
 #: in status Error, unable to ask it their state. Nothing on it is judged or touched.
 ERROR_STATUS = "its instances are in status Error: the cluster cannot reach it"
+#: In the name of every golden instance (``naming.baseline_vm_name``), which on a cluster
+#: has a published image of the same name.
+BASELINE_MARK = "-zbaseline-"
 #: The config key the image's templates write into /etc/hostname (else the instance's name).
 HOSTNAME_KEY = "user.orch.hostname"
 #: The owner's labels as config keys: ``orch.kind`` is ``user.orch.kind``.
@@ -505,12 +508,16 @@ class IncusProvider(Provider):
             self._incus("stop", ["stop", self._at(vm), "--force"], vm=vm)
 
     def delete(self, vm: str) -> None:
+        """Delete the instance; on a cluster, a golden instance's published image with it
+        (whoever deletes it: down, sweep, a retired baseline), so that no image outlives it."""
         if not vm:
             raise PermanentProviderError("refusing to delete a VM with an empty name", operation="delete")
         try:
             self._incus("delete", ["delete", "--force", self._at(vm)], vm=vm)
         except VMNotFound:
             pass
+        if BASELINE_MARK in vm and self.clustered:
+            self._delete_image(vm)
 
     def _raw(self, vm: str) -> dict[str, Any] | None:
         """The instance as ``incus list`` shows it (with its state), or None;
@@ -549,20 +556,23 @@ class IncusProvider(Provider):
         answer: they are left out, and the member is one of ``unreachable_engines()``, so
         that sweep, down and up never judge or touch what they cannot see."""
         args = ["list", *([f"{self.opts.remote}:"] if self.opts.remote else [])]
-        if not all_vms:
-            args.append(f"{USER}{L.MANAGED_BY}={L.MANAGED_BY_VALUE}")
         clustered = self.clustered  # asked once, before the listing it qualifies
+        if not all_vms and not clustered:
+            args.append(f"{USER}{L.MANAGED_BY}={L.MANAGED_BY_VALUE}")
         listed = self._json("list", [*args, "--format", "json"]) or []
         found = [self._info(raw) for raw in listed]
         if not clustered:
             return found
+        # On a cluster the label filter is applied here: an instance on a member that does
+        # not answer is listed without its config (name, status Error, location only), so
+        # Incus's own filter would drop it before orch could see that its member is gone.
         down = self._members()
         for raw in listed:  # a member that died a moment ago: not offline yet, its instances in Error
             member = _location(raw)
             if raw.get("status") == "Error" and member and member not in down:
                 down[member] = ERROR_STATUS
         self._hidden = {i.name: i.engine for i in found if i.engine in down}
-        return [i for i in found if i.engine not in down]
+        return [i for i in found if i.engine not in down and (all_vms or L.is_orchs(i.labels))]
 
     def address(self, vm: str) -> str:
         """The instance's IPv4 address on its first nic that has one (waited for, within
@@ -829,7 +839,7 @@ class IncusProvider(Provider):
         try:
             self._incus(
                 "import",
-                ["import", *where, str(path), name, "--quiet", *storage, *self._target()],
+                ["import", *where, str(path), name, "--quiet", *storage],  # (incus import takes no --target)
                 vm=name,
                 timeout=self.settings.timeout("image"),
             )

@@ -103,6 +103,12 @@ def _whole(output: CommandOutput) -> list[OutputLine] | None:
     return [*(OutputLine("stdout", line) for line in out), *(OutputLine("stderr", line) for line in err)]
 
 
+class MemberUnreachable(ConnectError, OSError):
+    """The cluster member holding the instance does not answer: the command never ran, or
+    never finished. An ``OSError`` too, so that pyinfra fails only this host's operation
+    (as for any command that could not run) rather than the whole deploy."""
+
+
 class IncusConnector(BaseConnector):
     """Run pyinfra operations in a running Incus instance: ``pyinfra @incus/NAME ...``."""
 
@@ -115,6 +121,7 @@ class IncusConnector(BaseConnector):
     def __init__(self, state: State, host: Host) -> None:
         super().__init__(state, host)
         self.local = LocalConnector(state, host)
+        self.clustered = False
 
     @staticmethod
     def make_names_data(name: str | None = None) -> Iterator[tuple[str, dict[str, Any], list[str]]]:
@@ -153,7 +160,11 @@ class IncusConnector(BaseConnector):
             raise ConnectError(f"incus did not answer for {target}: {err}") from err
         if proc.returncode != 0:
             raise ConnectError(f"incus cannot reach {target}: {' '.join(proc.stderr.split())}")
-        status = next((i.get("status", "") for i in json.loads(proc.stdout or "[]") if i.get("name") == name), "")
+        found = [i for i in json.loads(proc.stdout or "[]") if i.get("name") == name]
+        status = str(found[0].get("status", "")) if found else ""
+        # On a cluster (a member's name as its location; a single server says "none"):
+        # only there can a command hang on a member that died, so only there is it watched.
+        self.clustered = bool(found) and found[0].get("location") not in ("", "none", None)
         if status != "Running":
             raise ConnectError(f"{target} is not a running Incus instance ({status or 'not found'}): start it first")
 
@@ -197,7 +208,7 @@ class IncusConnector(BaseConnector):
         remote, _, name = target.rpartition(":")
         where = f"{remote}:" if remote else ""
         try:
-            listed = subprocess.run(
+            listed = gevent.subprocess.run(
                 [*self._client(), "list", *([where] if where else []), f"^{name}$", "--format", "json"],
                 capture_output=True,
                 text=True,
@@ -205,7 +216,7 @@ class IncusConnector(BaseConnector):
                 check=False,
             )
             member = next((str(i.get("location", "")) for i in json.loads(listed.stdout or "[]") if i.get("name") == name), "")
-            about = subprocess.run(
+            about = gevent.subprocess.run(
                 [self._client()[0], "query", f"{where}/1.0/cluster/members/{member}"],
                 capture_output=True,
                 text=True,
@@ -257,19 +268,20 @@ class IncusConnector(BaseConnector):
         ident = incus_exec.new_ident()
         wrapped = StringCommand(incus_exec.HEAD, inner, incus_exec.tail(ident, incus_exec.take_read(self._key())), _separator="")
         lost: list[str] = []
-        watchdog = gevent.spawn(self._watch, lost)
+        watchdog = gevent.spawn(self._watch, lost) if self.clustered else None
         try:
             status, output = self.local.run_shell_command(
                 self._exec(wrapped), print_output=False, print_input=print_input, **local_arguments
             )
         finally:
-            watchdog.kill()
+            if watchdog is not None:
+                watchdog.kill()
         if lost:
-            raise ConnectError(lost[0])
+            raise MemberUnreachable(lost[0])
         if not status and (
             incus_exec.member_down(output.stderr) or (incus_exec.incus_error(output.stderr) and self._on_lost_member())
         ):
-            raise ConnectError(self._member_down())
+            raise MemberUnreachable(self._member_down())
         lines = incus_exec.read_whole(
             output, lambda: self.local.run_shell_command(self._exec(incus_exec.reread(ident)))[1], _whole
         )

@@ -69,7 +69,7 @@ def describe_member(member: dict[str, object]) -> str:
     """A cluster member's status in a few words, "offline: No heartbeat for 21.7s" (no
     timestamp, no nanoseconds)."""
     message = re.sub(r"\s*\(\d{4}-\d\d-\d\d [^)]*\)", "", str(member.get("message", "")))
-    message = re.sub(r"(\d+\.\d)\d+s", r"\1s", message)
+    message = re.sub(r"(\d+\.\d)\d+s", r"\1s", " ".join(message.split()))
     return f"{str(member.get('status', '')).lower()}: {message}".rstrip(": ")
 
 

@@ -12,7 +12,7 @@ from orchestrator.core.ownership import Identity, identify
 from orchestrator.core.spares import delete_spares
 from orchestrator.primitives import labels as L
 from orchestrator.primitives import naming
-from orchestrator.primitives.errors import OrchError, StateError
+from orchestrator.primitives.errors import OrchError, StateError, UsageError
 from orchestrator.primitives.kinds import Kind
 from orchestrator.providers.base import StoredBaseline, VMInfo
 from orchestrator.state.records import (
@@ -37,6 +37,13 @@ def repair(ctx: Context, *, wait: bool = True, on_wait: Callable[[], None] | Non
     with ctx.store.command_lock(wait=wait, on_wait=on_wait):
         ctx.provider.check()
         mine = _mine(ctx)
+        down = ctx.provider.unreachable_engines()
+        if down:  # their VMs are not in the listing: rebuilt without them, they would be forgotten
+            where, why = next(iter(down.items()))
+            raise UsageError(
+                f"the {ctx.provider.engine_word} {where} does not answer ({why[:120]}): orch repair would forget "
+                "its VMs; run it again once it is back"
+            )
         stored = sorted((b for b in ctx.provider.stored_baselines() if b.checkout == ctx.checkout), key=lambda b: b.created)
         kept = _kept_tests(ctx)
         owed = _owed_resets(ctx)
