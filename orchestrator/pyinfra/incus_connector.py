@@ -177,17 +177,26 @@ class IncusConnector(BaseConnector):
         while True:
             if self._on_lost_member():
                 lost.append(self._member_down())
-                mark = f"exec {target} "
                 for pid in _descendants(os.getpid()):
                     try:
                         with open(f"/proc/{pid}/cmdline", "rb") as f:
-                            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-                        if mark in cmdline and cmdline.split(" ", 1)[0].endswith("incus"):
+                            argv = f.read().decode(errors="replace").split("\0")
+                        if self._is_my_exec(argv, target):
                             os.kill(pid, signal.SIGKILL)
                     except OSError:
                         continue
                 return
             gevent.sleep(WATCH_EVERY)
+
+    def _is_my_exec(self, argv: list[str], target: str) -> bool:
+        """Whether ``argv`` is an ``incus exec`` of this connector's instance: the client,
+        its ``--project`` (or none) and ``exec REMOTE:NAME`` in a row."""
+        want = [*self._client()[1:], "exec", target]
+        words = argv[1:]
+        project = self.data.get("incus_project") or ""
+        if not argv or not argv[0].endswith("incus") or (not project and "--project" in words):
+            return False
+        return any(words[i : i + len(want)] == want for i in range(len(words) - len(want) + 1))
 
     def _on_lost_member(self) -> bool:
         """Whether the cluster lists this instance in status Error: its member does not answer."""

@@ -215,11 +215,6 @@ def test_the_watchdog_kills_only_its_own_instances_exec(fake: Fake) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the watchdog matches `exec REMOTE:NAME ` in a process's command line without its "
-    "--project: this process's exec of an instance of the same name in another project is killed too",
-)
 def test_the_watchdog_spares_the_same_name_in_another_project(fake: Fake) -> None:
     host = connected(fake, incus_project="p1")
     fake.hang(10)
