@@ -197,9 +197,10 @@ def up(
 def status(obj: Invocation, as_json: bool, names_only: bool) -> None:
     """List this checkout's VMs: workers, one-offs, standbys, kept VMs (failing tests'
     workers, --orch-keep-failed) and the baseline, with their state (running, stopped,
-    missing, or unreachable when its engine does not answer), phase (with "reset pending"
-    for a worker a marked test left to reset), age and drift (what changed since made);
-    then, for each kept VM, its test and the command that enters it."""
+    missing, or unreachable when its engine or cluster member does not answer), phase (with
+    "reset pending" for a worker a marked test left to reset), age and drift (what changed
+    since made); with several engines or on an Incus cluster, the location (engine or
+    member) of each; then, for each kept VM, its test and the command that enters it."""
     context = obj.context()
     rows = status_verb.status(context)
     if as_json:
@@ -269,7 +270,8 @@ def repair(obj: Invocation, no_wait: bool) -> None:
 
     Every VM that is this checkout's by name and labels is recorded again (the damaged
     file is kept as state.json.damaged); workers whose baseline is unknown are marked
-    unfinished so the next `orch up` makes them again. Inventories are rewritten.
+    unfinished so the next `orch up` makes them again. Inventories are rewritten. Refused
+    while an engine or cluster member does not answer: its VMs would be forgotten.
     """
     data = repair_verb.repair(obj.context(), wait=not no_wait, on_wait=obj.waiting)
     click.echo(f"state rebuilt: {len(data.workers)} worker(s); run `orch up` to finish any unfinished one", err=True)
