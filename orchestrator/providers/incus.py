@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, field_validator
 
 from orchestrator.primitives import labels as L
+from orchestrator.primitives import naming
 from orchestrator.primitives.clock import iso_ms
 from orchestrator.primitives.errors import (
     EngineUnavailable,
@@ -79,6 +80,7 @@ from orchestrator.primitives.errors import (
     VMExists,
     VMNotFound,
 )
+from orchestrator.primitives.kinds import Kind
 from orchestrator.primitives.results import ExecResult
 from orchestrator.providers import command
 from orchestrator.providers.base import (
@@ -108,9 +110,6 @@ VM_IMAGE = "images:debian/12"
 #: after ``cluster.offline_threshold``, 20 s by default): the cluster lists its instances
 #: in status Error, unable to ask it their state. Nothing on it is judged or touched.
 ERROR_STATUS = "its instances are in status Error: the cluster cannot reach it"
-#: In the name of every golden instance (``naming.baseline_vm_name``), which on a cluster
-#: has a published image of the same name.
-BASELINE_MARK = "-zbaseline-"
 #: The config key the image's templates write into /etc/hostname (else the instance's name).
 HOSTNAME_KEY = "user.orch.hostname"
 #: The owner's labels as config keys: ``orch.kind`` is ``user.orch.kind``.
@@ -163,6 +162,11 @@ class IncusSettings(ProviderSettings):
             if key.startswith(("user.orch.", "volatile.")) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", key):
                 raise ValueError(f"config key {key!r} is orch's or Incus's own (user.orch.*, volatile.*) or not a key")
         return value
+
+
+def _is_cluster(server: dict[str, Any]) -> bool:
+    """Whether the server (``/1.0``) is a member of a cluster."""
+    return bool((server.get("environment") or {}).get("server_clustered"))
 
 
 def _location(raw: dict[str, Any]) -> str:
@@ -318,7 +322,7 @@ class IncusProvider(Provider):
 
     def check(self) -> None:
         server = self._query("/1.0") or {}
-        self._clustered = bool((server.get("environment") or {}).get("server_clustered"))
+        self._clustered = _is_cluster(server)
         if self.opts.target and not self._clustered:
             raise UsageError(
                 f"[tool.orch.incus] target = {self.opts.target!r}, but the Incus server "
@@ -338,8 +342,7 @@ class IncusProvider(Provider):
         """Whether the server is a member of an Incus cluster (its scheduler then places
         every instance orch makes)."""
         if self._clustered is None:
-            server = self._query("/1.0") or {}
-            self._clustered = bool((server.get("environment") or {}).get("server_clustered"))
+            self._clustered = _is_cluster(self._query("/1.0") or {})
         return self._clustered
 
     def _members(self) -> dict[str, str]:
@@ -510,14 +513,18 @@ class IncusProvider(Provider):
     def delete(self, vm: str) -> None:
         """Delete the instance; on a cluster, a golden instance's published image with it
         (whoever deletes it: down, sweep, a retired baseline), so that no image outlives it."""
+        self._delete_instance(vm)
+        parsed = naming.parse_vm_name(self.settings.prefix, vm)
+        if parsed is not None and naming.kind_of(parsed[1]) is Kind.BASELINE and self.clustered:
+            self._delete_image(vm)
+
+    def _delete_instance(self, vm: str) -> None:
         if not vm:
             raise PermanentProviderError("refusing to delete a VM with an empty name", operation="delete")
         try:
             self._incus("delete", ["delete", "--force", self._at(vm)], vm=vm)
         except VMNotFound:
             pass
-        if BASELINE_MARK in vm and self.clustered:
-            self._delete_image(vm)
 
     def _raw(self, vm: str) -> dict[str, Any] | None:
         """The instance as ``incus list`` shows it (with its state), or None;
@@ -527,12 +534,21 @@ class IncusProvider(Provider):
         found = self._json("list", ["list", *where, f"^{vm}$", "--format", "json"], vm=vm) or []
         raw = next((i for i in found if i.get("name") == vm), None)
         if raw is not None and raw.get("status") == "Error" and self.clustered:
-            member = _location(raw)
+            member = self._lost_member(raw, self._members())
             if member:
-                if member not in self._members():
-                    self._down[member] = ERROR_STATUS
                 raise self._member_down(member, vm)
         return raw
+
+    @staticmethod
+    def _lost_member(raw: dict[str, Any], down: dict[str, str]) -> str:
+        """The member of an instance the cluster lists in status Error, counted in ``down``
+        as not answering ("" for any other instance): a member that died a moment ago is not
+        offline yet, but the cluster can no longer ask it the state of its instances."""
+        member = _location(raw)
+        if raw.get("status") != "Error" or not member:
+            return ""
+        down.setdefault(member, ERROR_STATUS)
+        return member
 
     @staticmethod
     def _info(raw: dict[str, Any]) -> VMInfo:
@@ -567,10 +583,8 @@ class IncusProvider(Provider):
         # not answer is listed without its config (name, status Error, location only), so
         # Incus's own filter would drop it before orch could see that its member is gone.
         down = self._members()
-        for raw in listed:  # a member that died a moment ago: not offline yet, its instances in Error
-            member = _location(raw)
-            if raw.get("status") == "Error" and member and member not in down:
-                down[member] = ERROR_STATUS
+        for raw in listed:
+            self._lost_member(raw, down)
         self._hidden = {i.name: i.engine for i in found if i.engine in down}
         return [i for i in found if i.engine not in down and (all_vms or L.is_orchs(i.labels))]
 
@@ -794,7 +808,7 @@ class IncusProvider(Provider):
         they do not need either)."""
         if baseline.seal.get("image"):
             self._delete_image(baseline.ref)
-        self.delete(baseline.ref)
+        self._delete_instance(baseline.ref)
         return True
 
     # -- the baseline as a file (orch baseline export/import, the baseline cache) ----------

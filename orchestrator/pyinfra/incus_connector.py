@@ -94,6 +94,17 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
+def _member_of(found: dict[str, Any] | None) -> str:
+    """The cluster member a listed instance is on ("" on a single server: "none")."""
+    where = str((found or {}).get("location") or "")
+    return "" if where == "none" else where
+
+
+def _on_lost_member(found: dict[str, Any] | None) -> bool:
+    """Whether the cluster lists the instance in status Error: its member does not answer."""
+    return found is not None and found.get("status") == "Error" and bool(_member_of(found))
+
+
 def _whole(output: CommandOutput) -> list[OutputLine] | None:
     """The output without the wrapper's marks (stdout's lines, then stderr's); None when
     Incus lost a stream."""
@@ -152,21 +163,37 @@ class IncusConnector(BaseConnector):
     def connect(self) -> None:
         self.local.connect()
         target = self._target()
-        remote, _, name = target.rpartition(":")
-        argv = [*self._client(), "list", *([f"{remote}:"] if remote else []), f"^{name}$", "--format", "json"]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            proc, found = self._listed(timeout=60)
         except (OSError, subprocess.TimeoutExpired) as err:
             raise ConnectError(f"incus did not answer for {target}: {err}") from err
         if proc.returncode != 0:
             raise ConnectError(f"incus cannot reach {target}: {' '.join(proc.stderr.split())}")
-        found = [i for i in json.loads(proc.stdout or "[]") if i.get("name") == name]
-        status = str(found[0].get("status", "")) if found else ""
+        status = str(found.get("status", "")) if found else ""
         # On a cluster (a member's name as its location; a single server says "none"):
         # only there can a command hang on a member that died, so only there is it watched.
-        self.clustered = bool(found) and found[0].get("location") not in ("", "none", None)
+        self.clustered = bool(_member_of(found))
         if status != "Running":
             raise ConnectError(f"{target} is not a running Incus instance ({status or 'not found'}): start it first")
+
+    def _listed(self, timeout: float = 30) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
+        """``incus list`` of this instance (cooperative under pyinfra's gevent loop): the
+        finished command, and the instance as listed (None when not listed)."""
+        remote, _, name = self._target().rpartition(":")
+        argv = [*self._client(), "list", *([f"{remote}:"] if remote else []), f"^{name}$", "--format", "json"]
+        proc = gevent.subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        try:
+            listed = json.loads(proc.stdout or "[]") if proc.returncode == 0 else []
+        except ValueError:
+            listed = []
+        return proc, next((i for i in listed if isinstance(i, dict) and i.get("name") == name), None)
+
+    def _looked_up(self) -> dict[str, Any] | None:
+        """This instance as listed now; None when not listed or incus cannot be asked."""
+        try:
+            return self._listed()[1]
+        except (OSError, subprocess.TimeoutExpired):
+            return None
 
     def _watch(self, lost: list[str]) -> None:
         """While a command runs: once its instance is listed in status Error on a cluster (its
@@ -175,8 +202,9 @@ class IncusConnector(BaseConnector):
         gevent.sleep(WATCH_AFTER)
         target = self._target()
         while True:
-            if self._on_lost_member():
-                lost.append(self._member_down())
+            found = self._looked_up()
+            if _on_lost_member(found):
+                lost.append(self._member_down(found or {}))
                 for pid in _descendants(os.getpid()):
                     try:
                         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -198,35 +226,14 @@ class IncusConnector(BaseConnector):
             return False
         return any(words[i : i + len(want)] == want for i in range(len(words) - len(want) + 1))
 
-    def _on_lost_member(self) -> bool:
-        """Whether the cluster lists this instance in status Error: its member does not answer."""
-        target = self._target()
-        remote, _, name = target.rpartition(":")
-        argv = [*self._client(), "list", *([f"{remote}:"] if remote else []), f"^{name}$", "--format", "json"]
+    def _member_down(self, found: dict[str, Any]) -> str:
+        """One line naming the cluster member that holds this instance (``found``, as listed)
+        and does not answer (the command never ran, or never finished)."""
+        member = _member_of(found)
+        remote = self._target().rpartition(":")[0]
         try:
-            listed = gevent.subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-            found = [i for i in json.loads(listed.stdout or "[]") if i.get("name") == name]
-        except (OSError, subprocess.TimeoutExpired, ValueError):
-            return False
-        return bool(found) and found[0].get("status") == "Error" and found[0].get("location") not in ("", "none", None)
-
-    def _member_down(self) -> str:
-        """One line naming the cluster member that holds this instance and does not answer
-        (the command never ran: Incus could not reach that member)."""
-        target = self._target()
-        remote, _, name = target.rpartition(":")
-        where = f"{remote}:" if remote else ""
-        try:
-            listed = gevent.subprocess.run(
-                [*self._client(), "list", *([where] if where else []), f"^{name}$", "--format", "json"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            member = next((str(i.get("location", "")) for i in json.loads(listed.stdout or "[]") if i.get("name") == name), "")
             about = gevent.subprocess.run(
-                [self._client()[0], "query", f"{where}/1.0/cluster/members/{member}"],
+                [self._client()[0], "query", f"{remote + ':' if remote else ''}/1.0/cluster/members/{member}"],
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -234,11 +241,11 @@ class IncusConnector(BaseConnector):
             )
             seen = json.loads(about.stdout or "{}") if about.returncode == 0 else {}
         except (OSError, subprocess.TimeoutExpired, ValueError):
-            member, seen = "", {}
+            seen = {}
         # the member the client talks to may not have missed it yet (it says so within ~12 s)
         why = "" if not seen or seen.get("status") == "Online" else incus_exec.describe_member(seen)
         return (
-            f"{target} is on cluster member {member or '(unknown)'}, which does not answer"
+            f"{self._target()} is on cluster member {member or '(unknown)'}, which does not answer"
             f"{f' ({why})' if why else ''}: its tests fail until the member is back (`incus cluster list`)"
         )
 
@@ -287,10 +294,10 @@ class IncusConnector(BaseConnector):
                 watchdog.kill()
         if lost:
             raise MemberUnreachable(lost[0])
-        if not status and (
-            incus_exec.member_down(output.stderr) or (incus_exec.incus_error(output.stderr) and self._on_lost_member())
-        ):
-            raise MemberUnreachable(self._member_down())
+        if not status and (incus_exec.member_down(output.stderr) or incus_exec.incus_error(output.stderr)):
+            found = self._looked_up()  # Incus, not the command, failed: was it the instance's member?
+            if _on_lost_member(found) or incus_exec.member_down(output.stderr):
+                raise MemberUnreachable(self._member_down(found or {}))
         lines = incus_exec.read_whole(
             output, lambda: self.local.run_shell_command(self._exec(incus_exec.reread(ident)))[1], _whole
         )
