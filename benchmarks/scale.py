@@ -88,38 +88,46 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.monotonic() - start
 
 
-def real(workers: int) -> dict[str, dict[str, float]]:
-    engine2 = ensure_second_engine()
+def measure(label: str, table: str, prefix: str, workers: int, where: Any = None) -> dict[str, Any]:
+    """`orch up --workers N`, a warm `pytest -n N` (after one warm-up run) and `orch reset
+    --all` in a new project of ``table``; ``where(prefix)``: where the workers are, after up
+    and after the reset. Always `orch down --force` at the end."""
     orch = str(Path(sys.executable).with_name("orch"))
+    pytest_argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers)]
+    project = Path(tempfile.mkdtemp(prefix="orch-scale-"))
+    (project / "pyproject.toml").write_text(table)
+    (project / "test_work.py").write_text(SUITE)
+    env = clean_env()
+    try:
+        log(f"{label}: orch up --workers {workers}")
+        row: dict[str, Any] = {"up": timed([orch, "up", "--workers", str(workers)], project, env)}
+        if where is not None:
+            row["per member after up"] = where(prefix)
+        timed(pytest_argv, project, env)  # warms imports
+        row["pytest warm"] = timed(pytest_argv, project, env)
+        row["reset --all"] = timed([orch, "reset", "--all"], project, env)
+        if where is not None:
+            row["per member after reset"] = where(prefix)
+        return row
+    finally:
+        subprocess.run([orch, "down", "--force"], cwd=project, env=env, capture_output=True)
+
+
+def real(workers: int) -> dict[str, dict[str, Any]]:
+    engine2 = ensure_second_engine()
     results = {}
     for label, engines in (("one engine", None), ("two engines", ["unix:///var/run/docker.sock", engine2.docker_host])):
-        project = Path(tempfile.mkdtemp(prefix="orch-scale-"))
         prefix = f"s{secrets.token_hex(3)}"
         table = f'[tool.orch]\nprovider = "docker"\nimage = "orch-base:bookworm"\nprefix = "{prefix}"\nparallel = 8\n'
         if engines:
             table += f"\n[tool.orch.docker]\nengines = {json.dumps(engines)}\n"
-        (project / "pyproject.toml").write_text(table)
-        (project / "test_work.py").write_text(SUITE)
-        env = clean_env()
-        try:
-            log(f"{label}: orch up --workers {workers}")
-            row = {"up": timed([orch, "up", "--workers", str(workers)], project, env)}
-            timed(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers)], project, env
-            )  # warms imports
-            row["pytest warm"] = timed(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers)], project, env
-            )
-            row["reset --all"] = timed([orch, "reset", "--all"], project, env)
-            results[label] = row
-        finally:
-            subprocess.run([orch, "down", "--force"], cwd=project, env=env, capture_output=True)
+        results[label] = measure(label, table, prefix, workers)
     return results
 
 
 def real_cluster(workers: int) -> dict[str, dict[str, Any]]:
-    """The Docker part's three numbers on the lead's Incus cluster, pinned to m1 and then
-    placed by the cluster, with where the workers landed after up and after the reset."""
+    """The Docker part's three numbers on the Incus cluster, pinned to m1 and then placed
+    by the cluster, with where the workers landed after up and after the reset."""
     if not CLUSTER_SCRIPT.exists():
         raise SystemExit(f"{CLUSTER_SCRIPT.relative_to(ROOT)} is missing: the Incus cluster part needs it")
     if subprocess.run([str(CLUSTER_SCRIPT), "status"], capture_output=True).returncode != 0:
@@ -127,11 +135,8 @@ def real_cluster(workers: int) -> dict[str, dict[str, Any]]:
         proc = subprocess.run([str(CLUSTER_SCRIPT), "start"], capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"scripts/incus-cluster.sh start failed:\n{proc.stdout}\n{proc.stderr}")
-    orch = str(Path(sys.executable).with_name("orch"))
-    pytest_argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers)]
     results: dict[str, dict[str, Any]] = {}
     for label, target in (("one member", "m1"), ("two members", "")):
-        project = Path(tempfile.mkdtemp(prefix="orch-scale-cluster-"))
         prefix = f"c{secrets.token_hex(3)}"
         table = (
             f'[tool.orch]\nprovider = "incus"\nimage = "orch-machine/bookworm"\nstandby = false\n'
@@ -139,20 +144,7 @@ def real_cluster(workers: int) -> dict[str, dict[str, Any]]:
         )
         if target:
             table += f'target = "{target}"\n'
-        (project / "pyproject.toml").write_text(table)
-        (project / "test_work.py").write_text(SUITE)
-        env = clean_env()
-        try:
-            log(f"cluster, {label}: orch up --workers {workers}")
-            row: dict[str, Any] = {"up": timed([orch, "up", "--workers", str(workers)], project, env)}
-            row["per member after up"] = cluster_placement(prefix)
-            timed(pytest_argv, project, env)  # warms imports
-            row["pytest warm"] = timed(pytest_argv, project, env)
-            row["reset --all"] = timed([orch, "reset", "--all"], project, env)
-            row["per member after reset"] = cluster_placement(prefix)
-            results[label] = row
-        finally:
-            subprocess.run([orch, "down", "--force"], cwd=project, env=env, capture_output=True)
+        results[label] = measure(f"cluster, {label}", table, prefix, workers, where=cluster_placement)
     return results
 
 
