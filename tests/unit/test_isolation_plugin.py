@@ -7,10 +7,10 @@ and a run killed mid-test. The project's conftest gives the fake a checker of it
 from __future__ import annotations
 
 import json
-import os
 import xml.etree.ElementTree as ET
 
 import pytest
+from plugin_projects import fake_project
 
 pytest_plugins = ["pytester"]
 
@@ -81,12 +81,7 @@ def test_without_a_worker():
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for var in [v for v in os.environ if v.startswith(("ORCH_", "PYTEST_XDIST"))]:
-        monkeypatch.delenv(var, raising=False)
-    pytester.makepyprojecttoml(
-        '[tool.orch]\nprovider = "fake"\nimage = "fake:bookworm"\nprefix = "p"\n'
-        f'[tool.orch.fake]\npath = "{pytester.path / "fake.json"}"\n'
-    )
+    fake_project(pytester, monkeypatch)
     pytester.makeconftest(CONFTEST.replace("@BROKEN@", "False"))
     return pytester
 

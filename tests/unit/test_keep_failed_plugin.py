@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from plugin_projects import fake_project
 
 pytest_plugins = ["pytester"]
 
@@ -42,12 +43,7 @@ def test_after(n, request, orch_worker):
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for var in [v for v in os.environ if v.startswith(("ORCH_", "PYTEST_XDIST"))]:
-        monkeypatch.delenv(var, raising=False)
-    pytester.makepyprojecttoml(
-        '[tool.orch]\nprovider = "fake"\nimage = "fake:bookworm"\nprefix = "p"\n'
-        f'[tool.orch.fake]\npath = "{pytester.path / "fake.json"}"\n'
-    )
+    fake_project(pytester, monkeypatch)
     return pytester
 
 

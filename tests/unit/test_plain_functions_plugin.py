@@ -6,11 +6,11 @@ and the one line a run gets when no worker of it has a VM (instead of one error 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+from plugin_projects import fake_project
 
 pytest_plugins = ["pytester"]
 
@@ -49,12 +49,7 @@ def made_by_fixture(request):
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for var in [v for v in os.environ if v.startswith(("ORCH_", "PYTEST_XDIST"))]:
-        monkeypatch.delenv(var, raising=False)
-    pytester.makepyprojecttoml(
-        '[tool.orch]\nprovider = "fake"\nimage = "fake:bookworm"\nprefix = "p"\n'
-        f'[tool.orch.fake]\npath = "{pytester.path / "fake.json"}"\n'
-    )
+    fake_project(pytester, monkeypatch)
     pytester.makeconftest(SEED_CONFTEST)
     return pytester
 

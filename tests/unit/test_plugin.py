@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from plugin_projects import fake_project
 
 pytest_plugins = ["pytester"]
 
@@ -21,12 +22,7 @@ def test_b(worker_vm):
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for var in [v for v in __import__("os").environ if v.startswith(("ORCH_", "PYTEST_XDIST"))]:
-        monkeypatch.delenv(var, raising=False)
-    pytester.makepyprojecttoml(
-        '[tool.orch]\nprovider = "fake"\nimage = "fake:bookworm"\nprefix = "p"\n'
-        f'[tool.orch.fake]\npath = "{pytester.path / "fake.json"}"\n'
-    )
+    fake_project(pytester, monkeypatch)
     pytester.makepyfile(test_names=NAMES)
     return pytester
 

@@ -6,10 +6,10 @@ before it was handed out; black-box with pytester on the file-backed FakeProvide
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from plugin_projects import fake_project
 
 pytest_plugins = ["pytester"]
 
@@ -31,13 +31,7 @@ def test_plain():
 
 
 def make_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, extra: str = "") -> pytest.Pytester:
-    for var in [v for v in os.environ if v.startswith(("ORCH_", "PYTEST_XDIST"))]:
-        monkeypatch.delenv(var, raising=False)
-    pytester.makepyprojecttoml(
-        f'[tool.orch]\nprovider = "fake"\nimage = "fake:bookworm"\nprefix = "p"\n{extra}'
-        f'[tool.orch.fake]\npath = "{pytester.path / "fake.json"}"\n'
-    )
-    return pytester
+    return fake_project(pytester, monkeypatch, extra)
 
 
 def waits(project: pytest.Pytester) -> list[dict]:

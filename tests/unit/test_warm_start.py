@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from plugin_projects import fake_project
 
 from orchestrator.providers import registry
 from orchestrator.pytest_plugin.isolation import ISOLATIONS
@@ -44,12 +45,7 @@ def test_uses(orch_worker):
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for var in [v for v in __import__("os").environ if v.startswith(("ORCH_", "PYTEST_XDIST"))]:
-        monkeypatch.delenv(var, raising=False)
-    pytester.makepyprojecttoml(
-        '[tool.orch]\nprovider = "fake"\nimage = "fake:bookworm"\nprefix = "p"\n'
-        f'[tool.orch.fake]\npath = "{pytester.path / "fake.json"}"\n'
-    )
+    fake_project(pytester, monkeypatch)
     return pytester
 
 
